@@ -1,0 +1,142 @@
+//! Shared fixtures of the integration tests: they load real kernel programs,
+//! run the real binary, and push real traffic, all as root, one at a time
+//! (`cargo xtask test` arranges both).
+//!
+//! Why fixtures panic instead of skipping: a test that cannot run here must
+//! fail loudly. CI runs as root, so nothing in CI may hit these panics.
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Panics unless the test runs as root.
+pub fn require_root() {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads eBPF and must run as root: use `cargo xtask test`"
+    );
+}
+
+/// The `xdr-ship` binary under test: `XDR_SHIP_BIN` (set by `cargo xtask
+/// test`), else the workspace's debug build.
+pub fn xdr_ship_bin() -> PathBuf {
+    let bin = std::env::var_os("XDR_SHIP_BIN").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug/xdr-ship")
+                .to_path_buf()
+        },
+        PathBuf::from,
+    );
+    assert!(
+        bin.is_file(),
+        "{} does not exist: run the integration tests with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `xdr-ship` with `args`, bounded by `timeout`; returns (exit ok, stdout, stderr).
+pub fn run_xdr_ship(args: &[&str], timeout: Duration) -> (bool, String, String) {
+    run_bounded(Command::new(xdr_ship_bin()).args(args), timeout)
+}
+
+/// Runs `cmd` to completion, killing it if it outlives `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
+    let mut child = ChildGuard(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the command"),
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait for the command") {
+            let mut out = String::new();
+            let mut err = String::new();
+            if let Some(mut s) = child.0.stdout.take() {
+                s.read_to_string(&mut out).expect("read stdout");
+            }
+            if let Some(mut s) = child.0.stderr.take() {
+                s.read_to_string(&mut err).expect("read stderr");
+            }
+            return (status.success(), out, err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "command did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills and reaps a child process on drop, so a failing test leaves none behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir, world-readable.
+    pub fn new(tag: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xdr-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Pushes `bytes` through a TCP connection on 127.0.0.1 and returns how many
+/// the receiving side read. Bounded: gives up after `timeout`.
+pub fn loopback_traffic(bytes: u64, timeout: Duration) -> u64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let reader = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(timeout)).expect("read timeout");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = sock.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    });
+    let mut sock = TcpStream::connect(addr).expect("connect");
+    sock.set_write_timeout(Some(timeout))
+        .expect("write timeout");
+    let chunk = vec![0xa5u8; 1 << 16];
+    let deadline = Instant::now() + timeout;
+    let mut sent = 0u64;
+    while sent < bytes && Instant::now() < deadline {
+        sock.write_all(&chunk).expect("write");
+        sent += chunk.len() as u64;
+    }
+    drop(sock);
+    reader.join().expect("reader thread")
+}

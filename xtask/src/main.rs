@@ -1,0 +1,378 @@
+//! `cargo xtask`: the only place that knows about nightly features,
+//! bpf-linker, the kernel target, Debian packages and sudo.
+//!
+//! Why a Rust xtask and not a Makefile: it runs wherever cargo runs, it can
+//! check what is already there and do only what is missing (so a second
+//! `setup` takes seconds), and it reports every failed step of `test`
+//! rather than stopping at the first.
+//!
+//! The kernel crate is built on the stable toolchain with
+//! `RUSTC_BOOTSTRAP=1 -Z build-std=core` (DESIGN.md: measured on these
+//! machines), in a target directory of its own so its host-side build
+//! scripts never invalidate the user-space build.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and demo xdr-ship")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need: rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Build the kernel programs and the `xdr-ship` binary that embeds them.
+    Build {
+        /// Build the user-space binary with optimisations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit tests, then the integration tests as root.
+    Test,
+    /// rustfmt and clippy, for the host crates and the kernel crate.
+    Lint,
+    /// The main job: run xdr-ship live on an embedded default.
+    Demo {
+        /// How long to run.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release } => build(release).map(|bin| {
+            println!("built {}", bin.display());
+        }),
+        Cmd::Test => test(),
+        Cmd::Lint => lint(),
+        Cmd::Demo { seconds } => demo(seconds),
+    }
+}
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// A `cargo` command run at the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = status(cmd)?;
+    if !status.success() {
+        bail!("`{}` failed: {status}", show(cmd));
+    }
+    Ok(())
+}
+
+fn status(cmd: &mut Command) -> Result<ExitStatus> {
+    eprintln!("+ {}", show(cmd));
+    cmd.status()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const BPF_TARGET: &str = "bpfel-unknown-none";
+
+fn bpf_target_dir() -> PathBuf {
+    root().join("target").join("bpf")
+}
+
+/// The kernel object `build_ebpf` produces.
+fn ebpf_object() -> PathBuf {
+    bpf_target_dir()
+        .join(BPF_TARGET)
+        .join("release")
+        .join("xdr-ebpf")
+}
+
+/// A cargo command for the kernel crate (`build`, `clippy`).
+fn cargo_bpf(subcommand: &str) -> Command {
+    let mut cmd = cargo();
+    // Stable rustc with unstable `build-std`: DESIGN.md's measured recipe.
+    cmd.env("RUSTC_BOOTSTRAP", "1")
+        .args([
+            subcommand,
+            "-p",
+            "xdr-ebpf",
+            "--release",
+            "--target",
+            BPF_TARGET,
+        ])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(bpf_target_dir());
+    cmd
+}
+
+/// Builds the kernel object (always optimised: the verifier needs it).
+fn build_ebpf() -> Result<PathBuf> {
+    setup::ensure()?;
+    run(&mut cargo_bpf("build")).context("building the kernel programs")?;
+    let obj = ebpf_object();
+    if !obj.is_file() {
+        bail!(
+            "the kernel build succeeded but {} is missing",
+            obj.display()
+        );
+    }
+    Ok(obj)
+}
+
+/// Builds the kernel object and the binary that embeds it; returns the binary.
+fn build(release: bool) -> Result<PathBuf> {
+    let obj = build_ebpf()?;
+    let mut cmd = cargo();
+    cmd.env("XDR_EBPF_OBJ", &obj)
+        .args(["build", "-p", "xdr-ship"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd).context("building xdr-ship")?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(root().join("target").join(profile).join("xdr-ship"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A step of `test`: its name and whether it passed.
+struct Step {
+    name: &'static str,
+    outcome: Result<()>,
+    secs: f64,
+}
+
+fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<()>) {
+    eprintln!("\n=== {name}");
+    let t0 = Instant::now();
+    let outcome = f();
+    if let Err(e) = &outcome {
+        eprintln!("=== {name}: FAILED: {e:#}");
+    }
+    steps.push(Step {
+        name,
+        outcome,
+        secs: t0.elapsed().as_secs_f64(),
+    });
+}
+
+fn test() -> Result<()> {
+    let obj = build_ebpf()?;
+    let bin = build(false)?;
+    let mut steps = Vec::new();
+    step(&mut steps, "unit tests", || {
+        run(cargo().env("XDR_EBPF_OBJ", &obj).args([
+            "test",
+            "-p",
+            "xdr-common",
+            "-p",
+            "xdr-ship",
+            "-p",
+            "xtask",
+        ]))
+    });
+    step(
+        &mut steps,
+        "integration tests (root, one at a time)",
+        || integration_tests(&obj, &bin),
+    );
+    eprintln!("\n=== summary");
+    let mut failed = 0;
+    for s in &steps {
+        let verdict = if s.outcome.is_ok() { "ok" } else { "FAILED" };
+        eprintln!("{verdict:>7}  {:<42} {:>6.1} s", s.name, s.secs);
+        failed += usize::from(s.outcome.is_err());
+    }
+    if failed > 0 {
+        bail!("{failed} of {} test steps failed", steps.len());
+    }
+    Ok(())
+}
+
+/// The integration tests load eBPF and create namespaces: they run as root,
+/// one at a time. Not root: build them, then run each binary under sudo.
+fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.env("XDR_EBPF_OBJ", obj)
+        .env("XDR_SHIP_BIN", bin)
+        .args(["test", "-p", "xdr-tests"]);
+    if is_root() {
+        return run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
+    }
+    eprintln!("not root: building the integration tests, then running them with sudo");
+    let out = cmd
+        .args(["--no-run", "--message-format=json"])
+        .output()
+        .context("building the integration tests")?;
+    if !out.status.success() {
+        bail!(
+            "building the integration tests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut failures = Vec::new();
+    for exe in test_executables(&String::from_utf8_lossy(&out.stdout)) {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E")
+            .arg(&exe)
+            .args(["--test-threads=1", "--nocapture"])
+            .env("XDR_SHIP_BIN", bin);
+        if let Err(e) = run(&mut sudo) {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// Test executables named in cargo's JSON messages.
+fn test_executables(json_lines: &str) -> Vec<String> {
+    json_lines
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"test\":true"))
+        .filter_map(|l| {
+            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = start + l[start..].find('"')?;
+            Some(l[start..end].to_owned())
+        })
+        .collect()
+}
+
+fn lint() -> Result<()> {
+    setup::ensure()?;
+    let mut failures = Vec::new();
+    let mut check = |name: &str, cmd: &mut Command| {
+        if let Err(e) = run(cmd) {
+            failures.push(format!("{name}: {e:#}"));
+        }
+    };
+    check("rustfmt", cargo().args(["fmt", "--all", "--check"]));
+    check(
+        "clippy (host)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    );
+    check(
+        "clippy (kernel crate, bpfel-unknown-none)",
+        cargo_bpf("clippy").args(["--", "-D", "warnings"]),
+    );
+    if !failures.is_empty() {
+        bail!("lint failed:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// For now the demo shows the per-CPU softirq view under loopback load that
+/// the demo itself generates; the WAN lab and the shipper replace it.
+fn demo(seconds: u64) -> Result<()> {
+    let bin = build(true)?;
+    println!(
+        "\nxdr-ship demo: per-CPU softirq time by vector (the `si` column of top, split),\n\
+         while this demo pushes TCP traffic over loopback for {seconds} s.\n"
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = loopback_load(stop.clone())?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(["softirqs", "--interval", "1s", "--count"])
+        .arg(seconds.to_string());
+    if !is_root() {
+        println!(
+            "(not root: eBPF needs root or CAP_BPF + CAP_PERFMON; the view falls back to /proc)\n"
+        );
+    }
+    let result = run(&mut cmd);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let bytes = load.join().unwrap_or(0);
+    println!(
+        "\nloopback load moved {:.1} GB in {seconds} s",
+        bytes as f64 / 1e9
+    );
+    result
+}
+
+/// A TCP sender and receiver on 127.0.0.1 until `stop`; returns bytes moved.
+fn loopback_load(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<u64>> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || {
+        let Ok((mut sock, _)) = listener.accept() else {
+            return 0u64;
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = sock.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    });
+    let mut sock = std::net::TcpStream::connect(addr).context("connecting to the load sink")?;
+    Ok(std::thread::spawn(move || {
+        let chunk = vec![0x5au8; 1 << 16];
+        while !stop.load(Ordering::Relaxed) {
+            if sock.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        drop(sock);
+        reader.join().unwrap_or(0)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_executables_are_read_from_cargo_json() {
+        let json = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/softirq-abc"}
+{"reason":"compiler-artifact","profile":{"test":false},"executable":"/t/lib"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(test_executables(json), vec!["/t/softirq-abc".to_owned()]);
+    }
+}
