@@ -109,12 +109,10 @@ impl Drop for TempDir {
     }
 }
 
-/// Pushes `bytes` through a TCP connection on 127.0.0.1 and returns how many
-/// the receiving side read. Bounded: gives up after `timeout`.
-pub fn loopback_traffic(bytes: u64, timeout: Duration) -> u64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let reader = std::thread::spawn(move || {
+/// Reads everything from one accepted connection on another thread;
+/// returns the bytes read. Each read waits at most `timeout`.
+pub fn drain_one(listener: TcpListener, timeout: Duration) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().expect("accept");
         sock.set_read_timeout(Some(timeout)).expect("read timeout");
         let mut buf = vec![0u8; 1 << 16];
@@ -126,7 +124,15 @@ pub fn loopback_traffic(bytes: u64, timeout: Duration) -> u64 {
             total += n as u64;
         }
         total
-    });
+    })
+}
+
+/// Pushes `bytes` through a TCP connection on 127.0.0.1 and returns how many
+/// the receiving side read. Bounded: gives up after `timeout`.
+pub fn loopback_traffic(bytes: u64, timeout: Duration) -> u64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let reader = drain_one(listener, timeout);
     let mut sock = TcpStream::connect(addr).expect("connect");
     sock.set_write_timeout(Some(timeout))
         .expect("write timeout");

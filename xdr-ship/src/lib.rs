@@ -9,11 +9,25 @@
 //!
 //! - [`wire`]: the protocol between shipper and receiver: frames, messages,
 //!   the codec (`docs/protocol.md` is its specification).
+//! - [`ship`]: the pipelined shipper: a [`ship::Source`], the connection
+//!   pool, per-connection windows, the in-flight table, resend.
+//! - [`server`]: the receiver's accept loop and connections (ordered and
+//!   unordered answers).
+//! - [`store`]: the destination store, last-writer-wins, group commit.
+//! - [`metrics`]: the one snapshot type every output renders.
+//! - [`net`]: socket buffers (with the sysctl that caps them) and cookies.
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
 //!   and the `/proc` fallback used when eBPF cannot load.
+//! - [`lab`]: the WAN emulator: two network namespaces joined by a
+//!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
-//! Stages still to come each get a room of their own: `server` (accept loop
-//! and sinks), `ship` (connections, windows, resend), `log`/`store`,
-//! `diagnose` (the verdict), `tui`, `lab` (the WAN emulator) and `metrics`.
+//! Stages still to come each get a room of their own: `log` (the durable
+//! source log), `diagnose` (the verdict), and `tui`.
+pub mod lab;
+pub mod metrics;
+pub mod net;
 pub mod probe;
+pub mod server;
+pub mod ship;
+pub mod store;
 pub mod wire;

@@ -1,12 +1,12 @@
 //! The `xdr-ship` command line.
 //!
-//! Every subcommand is a thin edge over the library: parse flags (a bad flag
-//! names itself and the accepted form), run, report errors with `anyhow`.
-use std::{io::Write, time::Duration};
+//! Every subcommand is a thin edge over the library (bodies in `cmd/`):
+//! parse flags (a bad flag names itself and the accepted form), run, report
+//! errors with `anyhow`.
+mod cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use xdr_ship::probe::softirq::{SoftirqReport, SoftirqSampler};
 
 #[derive(Parser, Debug)]
 #[command(name = "xdr-ship", version, about, propagate_version = true)]
@@ -17,34 +17,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Receive writes and apply them to a store (the destination).
+    Recv(cmd::recv::Args),
+    /// Ship records to a destination, many in flight per connection.
+    Ship(cmd::ship::Args),
+    /// A client load generator: synchronous (or windowed) writers.
+    Load(cmd::load::Args),
     /// Per-CPU softirq load, split by vector: the `si` column of `top`.
-    Softirqs(SoftirqsArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct SoftirqsArgs {
-    /// Time between samples.
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
-    interval: Duration,
-    /// Stop after this many samples (default: run until Ctrl-C).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-    /// One JSON object per sample instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Read `/proc` even when the eBPF programs could load.
-    #[arg(long)]
-    no_ebpf: bool,
-}
-
-/// A duration in human units; the error names the accepted form.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e}; expected a duration such as 1s, 250ms or 2m"))?;
-    if d.is_zero() {
-        return Err("must be longer than zero, e.g. 1s or 250ms".to_owned());
-    }
-    Ok(d)
+    Softirqs(cmd::softirqs::Args),
+    /// A long, fat link on this machine: two namespaces and a delay line.
+    Lab(xdr_ship::lab::cli::LabArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,45 +36,17 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    match cli.command {
-        Command::Softirqs(args) => rt.block_on(softirqs(args)),
-    }
-}
-
-async fn softirqs(args: SoftirqsArgs) -> anyhow::Result<()> {
-    let (sampler, fallback_reason) = SoftirqSampler::open(args.no_ebpf);
-    if let Some(why) = &fallback_reason {
-        tracing::info!("softirqs from /proc: {why}");
-    }
-    let mut before = sampler.read().context("reading softirq counters")?;
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-    let mut printed = 0u64;
-    let mut stdout = std::io::stdout();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+    rt.block_on(async {
+        match cli.command {
+            Command::Recv(args) => cmd::recv::run(args).await,
+            Command::Ship(args) => cmd::ship::run(args).await,
+            Command::Load(args) => cmd::load::run(args).await,
+            Command::Softirqs(args) => cmd::softirqs::run(args).await,
+            Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
         }
-        let after = sampler.read().context("reading softirq counters")?;
-        let mut report = SoftirqReport::between(&before, &after);
-        report.fallback_reason = fallback_reason.clone();
-        if args.json {
-            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
-        } else {
-            if printed > 0 {
-                writeln!(stdout)?;
-            }
-            write!(stdout, "{}", report.render_table())?;
-        }
-        stdout.flush()?;
-        before = after;
-        printed += 1;
-        if args.count.is_some_and(|n| printed >= n) {
-            return Ok(());
-        }
-    }
+    })
 }

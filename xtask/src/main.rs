@@ -10,6 +10,7 @@
 //! `RUSTC_BOOTSTRAP=1 -Z build-std=core` (DESIGN.md: measured on these
 //! machines), in a target directory of its own so its host-side build
 //! scripts never invalidate the user-space build.
+mod bench;
 mod setup;
 
 use std::{
@@ -42,6 +43,15 @@ enum Cmd {
     Test,
     /// rustfmt and clippy, for the host crates and the kernel crate.
     Lint,
+    /// Throughput against its peers (redis, the disk), medians of repeated runs.
+    Bench {
+        /// Runs per row.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Seconds per shipping run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// The main job: run xdr-ship live on an embedded default.
     Demo {
         /// How long to run.
@@ -59,6 +69,10 @@ fn main() -> Result<()> {
         }),
         Cmd::Test => test(),
         Cmd::Lint => lint(),
+        Cmd::Bench { repeats, seconds } => {
+            setup::ensure_packages(&["redis-server", "redis-tools"])?;
+            bench::bench(repeats.max(1), seconds.max(1))
+        }
         Cmd::Demo { seconds } => demo(seconds),
     }
 }

@@ -184,8 +184,23 @@ fn install_bpf_linker() -> Result<()> {
     run_cmd(&mut cmd).context("building bpf-linker")
 }
 
+/// Installs `packages` if any is missing (for commands that need more than
+/// the tests, like `bench`).
+pub fn ensure_packages(packages: &[&'static str]) -> Result<()> {
+    let missing = missing_of(packages);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        install_debian_packages(&missing)
+    }
+}
+
 fn missing_debian_packages() -> Vec<&'static str> {
-    DEBIAN_PACKAGES
+    missing_of(DEBIAN_PACKAGES)
+}
+
+fn missing_of(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|p| {

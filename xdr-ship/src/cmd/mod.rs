@@ -1,0 +1,64 @@
+//! The commands' bodies: the edge between flags and the library.
+pub mod load;
+pub mod recv;
+pub mod ship;
+pub mod softirqs;
+
+use std::time::Duration;
+
+/// A duration in human units; the error names the accepted form.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration such as 1s, 250ms or 2m"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero, e.g. 1s or 250ms".to_owned());
+    }
+    Ok(d)
+}
+
+/// A size in bytes with optional units (`5MiB`, `15MB`, `65536`).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    byte_unit::Byte::parse_str(s, true)
+        .map_err(|e| format!("{e}; expected a size such as 5MiB, 15MB or 65536"))
+        .and_then(|b| usize::try_from(b.as_u64()).map_err(|_| "too large".to_owned()))
+}
+
+/// Waits for Ctrl-C: the first stops intake (`stop`), the second cancels.
+pub fn ctrl_c_tokens() -> (
+    tokio_util::sync::CancellationToken,
+    tokio_util::sync::CancellationToken,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (s, c) = (stop.clone(), cancel.clone());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping: finishing records in flight (Ctrl-C again to quit now)");
+            s.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel();
+            }
+        }
+    });
+    (stop, cancel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("5MiB"), Ok(5 << 20));
+        assert_eq!(parse_size("15MB"), Ok(15_000_000));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("lots").unwrap_err().contains("such as 5MiB"));
+    }
+
+    #[test]
+    fn durations_name_the_accepted_form() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").unwrap_err().contains("such as 1s"));
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! `xdr-ship recv`: the destination.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use xdr_ship::{
+    server::{self, ServerConfig, ServerStats},
+    store::{Durability, Store, StoreConfig},
+};
+
+/// Receive writes and apply them, last-writer-wins, to a store.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["store", "memory"])))]
+pub struct Args {
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Directory of the durable store.
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Keep records in memory only.
+    #[arg(long)]
+    memory: bool,
+    /// When to acknowledge: after an fdatasync (group commit) or once in the OS.
+    #[arg(long, value_enum, default_value_t = Durability::Sync)]
+    durability: Durability,
+    /// SO_RCVBUF of every connection (the seed's receiver used 15 MiB).
+    #[arg(long, default_value = "15MiB", value_parser = super::parse_size, value_name = "SIZE")]
+    rcvbuf: usize,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Requests one connection may have unanswered.
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    max_in_flight: u32,
+    /// Wait this long before applying each request (makes the destination
+    /// the bottleneck on purpose).
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    apply_delay: Option<Duration>,
+    /// Time between status lines.
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration, value_name = "DURATION")]
+    interval: Duration,
+    /// Status lines as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let store = match &args.store {
+        Some(path) => {
+            let mut cfg = StoreConfig::durable(path.clone());
+            cfg.durability = args.durability;
+            Store::open(cfg).with_context(|| format!("opening the store at {}", path.display()))?
+        }
+        None => Store::memory(),
+    };
+    let cfg = ServerConfig {
+        rcvbuf: Some(args.rcvbuf),
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        apply_delay: args.apply_delay,
+        ..ServerConfig::default()
+    };
+    let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
+    let local = listener.local_addr()?;
+    let kind = match &args.store {
+        Some(p) => format!("store {} (durability {})", p.display(), args.durability),
+        None => "memory".to_owned(),
+    };
+    let buf = rcvbuf.as_ref().map_or_else(String::new, |r| {
+        if r.autotuned {
+            format!(", SO_RCVBUF autotuned up to {}", r.effective)
+        } else {
+            format!(", SO_RCVBUF {}", r.effective)
+        }
+    });
+    println!("recv: listening on {local}, {kind}{buf}");
+    if let Some(w) = rcvbuf.and_then(|r| r.warning) {
+        eprintln!("warning: {w}");
+    }
+
+    let stats = Arc::new(ServerStats::default());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        store.clone(),
+        cfg,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
+    let (mut last_applied, mut last_lost, mut last_at) = (0u64, 0u64, Instant::now());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let now = Instant::now();
+        let dt = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let applied = stats.applied.load(Ordering::Relaxed);
+        let lost = stats.lost_conflict.load(Ordering::Relaxed);
+        let line = RecvLine {
+            connections: stats.connections.load(Ordering::Relaxed),
+            applied_per_s: (applied - last_applied) as f64 / dt,
+            lost_conflict_per_s: (lost - last_lost) as f64 / dt,
+            applied,
+            lost_conflict: lost,
+            failed: stats.failed.load(Ordering::Relaxed),
+            rejected: stats.rejected.load(Ordering::Relaxed),
+        };
+        (last_applied, last_lost, last_at) = (applied, lost, now);
+        if args.json {
+            println!("{}", serde_json::to_string(&line)?);
+        } else {
+            println!(
+                "recv: conns {} : applied {:.0}/s : lost_conflict {:.0}/s : total applied {} : failed {} : rejected {}",
+                line.connections, line.applied_per_s, line.lost_conflict_per_s, line.applied, line.failed, line.rejected
+            );
+        }
+    }
+    shutdown.cancel();
+    server.await.context("server task")??;
+    store.close().await.context("closing the store")?;
+    println!("recv: stopped");
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct RecvLine {
+    connections: u64,
+    applied_per_s: f64,
+    lost_conflict_per_s: f64,
+    applied: u64,
+    lost_conflict: u64,
+    failed: u64,
+    rejected: u64,
+}

@@ -1,0 +1,279 @@
+//! The shipper's numbers: one snapshot type, rendered as the seed's headless
+//! line, as JSON lines, and (later) by the TUI and `/metrics`.
+//!
+//! Why one type: an operator comparing the TUI with a log line or a
+//! Prometheus graph must see the same figure computed the same way. Every
+//! output renders a [`ShipSnapshot`]; none computes its own numbers.
+//!
+//! Counter names follow Aerospike XDR where they mean the same thing
+//! (`success`, `lost_conflict`, `retry_conn_reset`, `retry_dest`,
+//! `abandoned`, `lag`), so an operator who knows XDR reads them at once.
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Cumulative outcome counters of a shipper (or of one connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Records handed to a connection for the first time.
+    pub shipped: u64,
+    /// Records applied by the destination.
+    pub success: u64,
+    /// Records the destination already had in a newer version: counted as
+    /// delivered (last-writer-wins makes resends harmless).
+    pub lost_conflict: u64,
+    /// Records re-sent because their connection was lost with them in flight.
+    pub retry_conn_reset: u64,
+    /// Records re-sent because the destination answered a retryable error.
+    pub retry_dest: u64,
+    /// Records given up on: the destination answered a permanent error.
+    pub abandoned: u64,
+    /// Bytes of records acknowledged (frame payload, both outcomes).
+    pub acked_bytes: u64,
+}
+
+impl Counters {
+    /// Records the destination acknowledged as delivered.
+    pub fn delivered(&self) -> u64 {
+        self.success + self.lost_conflict
+    }
+
+    /// Element-wise sum.
+    pub fn add(&mut self, other: &Counters) {
+        self.shipped += other.shipped;
+        self.success += other.success;
+        self.lost_conflict += other.lost_conflict;
+        self.retry_conn_reset += other.retry_conn_reset;
+        self.retry_dest += other.retry_dest;
+        self.abandoned += other.abandoned;
+        self.acked_bytes += other.acked_bytes;
+    }
+}
+
+/// Acknowledgement latency percentiles over one interval, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Samples in the interval.
+    pub samples: u64,
+    /// Smallest.
+    pub min_us: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl Latency {
+    /// Percentiles of `h` (values in µs); all zero when it is empty.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            samples: h.len(),
+            min_us: h.min(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// A latency histogram in µs from 1 µs to 1 hour, 3 significant digits.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// One connection's state at a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConnSnapshot {
+    /// Index of the connection in its pool.
+    pub id: usize,
+    /// Kernel socket cookie of the current socket (0 while disconnected):
+    /// the join key with the kernel probes.
+    pub cookie: u64,
+    /// Whether the connection is up.
+    pub connected: bool,
+    /// Records in flight (sent, not yet acknowledged).
+    pub inflight: u64,
+    /// Bytes in flight (encoded frames).
+    pub inflight_bytes: u64,
+    /// The window (max records in flight) now.
+    pub window: u64,
+    /// Records acknowledged per second over the interval.
+    pub acks_per_s: f64,
+    /// Acknowledged bytes per second over the interval.
+    pub bytes_per_s: f64,
+    /// Whether the window was full at some point in the interval.
+    pub window_limited: bool,
+    /// Cumulative counters.
+    pub counters: Counters,
+}
+
+/// Everything the shipper knows about itself at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ShipSnapshot {
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Seconds since the shipper started.
+    pub elapsed_s: f64,
+    /// Where records go.
+    pub destination: String,
+    /// `ordered` or `unordered`.
+    pub mode: String,
+    /// Records delivered per second over the last interval (the seed's
+    /// `throughput`).
+    pub throughput: f64,
+    /// Delivered bytes per second over the last interval.
+    pub bytes_per_s: f64,
+    /// Records sent and not yet acknowledged, all connections.
+    pub inflight: u64,
+    /// Bytes in flight, all connections.
+    pub inflight_bytes: u64,
+    /// Records the source has that the shipper has not yet sent.
+    pub outstanding: u64,
+    /// Change of `outstanding` per second over the interval (positive:
+    /// falling behind).
+    pub delta_per_s: f64,
+    /// Age of the oldest record sent and not yet acknowledged, in ms
+    /// (XDR's `lag`).
+    pub lag_ms: u64,
+    /// Acknowledgement latency over the interval.
+    pub latency: Latency,
+    /// Cumulative counters, all connections.
+    pub counters: Counters,
+    /// Connections up now.
+    pub connected: usize,
+    /// One entry per connection.
+    pub connections: Vec<ConnSnapshot>,
+}
+
+impl ShipSnapshot {
+    /// The seed's headless line, then ack latency:
+    /// `throughput N : inflight N : outstanding N (delta N/s) : lat p50/p99/p99.9 ms`.
+    pub fn headless_line(&self) -> String {
+        format!(
+            "throughput {:.0} : inflight {} : outstanding {} (delta {:.0}/s) : \
+             lat p50 {} p99 {} p99.9 {} : conns {}/{} : success {} lost_conflict {} \
+             retry_conn_reset {} retry_dest {} abandoned {}",
+            self.throughput,
+            self.inflight,
+            self.outstanding,
+            self.delta_per_s,
+            fmt_us(self.latency.p50_us),
+            fmt_us(self.latency.p99_us),
+            fmt_us(self.latency.p999_us),
+            self.connected,
+            self.connections.len(),
+            self.counters.success,
+            self.counters.lost_conflict,
+            self.counters.retry_conn_reset,
+            self.counters.retry_dest,
+            self.counters.abandoned,
+        )
+    }
+
+    /// One JSON object (the `--json` line), without per-connection detail
+    /// unless `per_connection`.
+    pub fn json_line(&self, per_connection: bool) -> String {
+        if per_connection {
+            serde_json::to_string(self)
+        } else {
+            let mut lean = self.clone();
+            lean.connections.clear();
+            serde_json::to_string(&lean)
+        }
+        .unwrap_or_else(|e| format!("{{\"error\":\"snapshot does not serialise: {e}\"}}"))
+    }
+}
+
+/// A latency in human units: `850us`, `12.3ms`, `1.20s`.
+pub fn fmt_us(us: u64) -> String {
+    let d = Duration::from_micros(us);
+    if us < 1_000 {
+        format!("{us}us")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> ShipSnapshot {
+        ShipSnapshot {
+            throughput: 103_798.4,
+            inflight: 16_817,
+            outstanding: 0,
+            delta_per_s: 0.0,
+            latency: Latency {
+                samples: 10,
+                min_us: 156_000,
+                p50_us: 158_200,
+                p99_us: 171_000,
+                p999_us: 1_200_000,
+                max_us: 1_300_000,
+            },
+            counters: Counters {
+                success: 100,
+                lost_conflict: 2,
+                ..Counters::default()
+            },
+            connections: vec![ConnSnapshot::default(); 64],
+            connected: 64,
+            ..ShipSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn headless_line_starts_with_the_seed_format() {
+        let line = snapshot().headless_line();
+        assert!(
+            line.starts_with("throughput 103798 : inflight 16817 : outstanding 0 (delta 0/s) : "),
+            "{line}"
+        );
+        assert!(
+            line.contains("lat p50 158.2ms p99 171.0ms p99.9 1.20s"),
+            "{line}"
+        );
+        assert!(line.contains("conns 64/64"), "{line}");
+        assert!(line.contains("lost_conflict 2"), "{line}");
+    }
+
+    #[test]
+    fn json_line_carries_xdr_counter_names_and_omits_connections_unless_asked() {
+        let s = snapshot();
+        let lean = s.json_line(false);
+        assert!(lean.contains(r#""lost_conflict":2"#), "{lean}");
+        assert!(lean.contains(r#""connections":[]"#), "{lean}");
+        let full = s.json_line(true);
+        assert_eq!(full.matches(r#""cookie":"#).count(), 64);
+    }
+
+    #[test]
+    fn latency_of_an_empty_interval_is_zero() {
+        assert_eq!(
+            Latency::from_histogram(&new_latency_histogram()),
+            Latency::default()
+        );
+    }
+
+    #[test]
+    fn delivered_counts_lost_conflict_as_success() {
+        let c = Counters {
+            success: 5,
+            lost_conflict: 3,
+            ..Counters::default()
+        };
+        assert_eq!(c.delivered(), 8);
+    }
+}

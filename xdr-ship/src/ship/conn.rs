@@ -1,0 +1,626 @@
+//! One pipelined connection: a writer that keeps up to `window` records in
+//! flight without waiting for answers, a reader that matches answers to
+//! requests, and a supervisor that reconnects and resends.
+//!
+//! Why this shape (after tokio-postgres' `Connection`): the writer and the
+//! reader run concurrently on the two halves of the socket, so sending never
+//! waits for an answer: that is the whole point on a 156 ms link, where a
+//! stop-and-wait connection manages 6 requests per second. The window is a
+//! semaphore of record permits: the writer takes one per record before it
+//! takes the record from the shared queue, and the reader gives them back as
+//! answers arrive. A full window therefore stops the writer, which stops
+//! pulling from the queue, which stops the source: memory stays bounded by
+//! `window × record size` per connection whatever the backlog.
+//!
+//! Requests in flight are kept with their records in a table keyed by
+//! request id. In ordered mode the answer must be for the oldest one; in
+//! unordered mode any one. When the connection is lost, everything in the
+//! table is moved to the resend queue, sent first on the next connection
+//! (counted as `retry_conn_reset`); last-writer-wins at the destination
+//! makes a duplicate harmless.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    net::{tcp::OwnedWriteHalf, TcpStream},
+    sync::{mpsc, Notify, Semaphore},
+};
+use tokio_util::{
+    codec::{FramedRead, FramedWrite},
+    sync::CancellationToken,
+};
+
+use super::{source::SourceRecord, ShipError};
+use crate::{
+    metrics::{new_latency_histogram, ConnSnapshot, Counters},
+    net::{request_buffer, socket_cookie, Buffer},
+    wire::{Frame, Hello, Message, OrderingMode, ResultClass, ResultCode, WireCodec, WireError},
+};
+
+/// How one connection behaves; shared by the pool.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnConfig {
+    pub addr: SocketAddr,
+    pub mode: OrderingMode,
+    pub source_id: u64,
+    pub sndbuf: Option<usize>,
+    pub batch_max_records: usize,
+    pub batch_max_bytes: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Whether the source wants to hear about delivered positions.
+    pub report_acks: bool,
+    /// zstd-compress BATCH payloads above the codec's threshold.
+    pub compress: bool,
+}
+
+/// A request in flight: its records (kept for a resend) and when it left.
+#[derive(Debug)]
+struct Pending {
+    records: Vec<SourceRecord>,
+    bytes: u64,
+    sent_at: Instant,
+}
+
+/// State one connection shares with the pool's snapshotter.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub id: usize,
+    /// Record permits: available = window − in flight.
+    permits: Semaphore,
+    /// The window now (permits handed out + available).
+    window: AtomicU64,
+    pub cookie: AtomicU64,
+    pub connected: AtomicBool,
+    window_limited: AtomicBool,
+    table: Mutex<BTreeMap<u64, Pending>>,
+    resend: Mutex<VecDeque<SourceRecord>>,
+    /// Wakes the writer: a resend was queued, or the table shrank.
+    wake_writer: Notify,
+    inflight: AtomicU64,
+    inflight_bytes: AtomicU64,
+    counters: Mutex<Counters>,
+    latency: Mutex<Histogram<u64>>,
+}
+
+/// Locks `m`, recovering the data if a panicking holder poisoned it: every
+/// critical section here leaves the data consistent at each step.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ConnState {
+    pub fn new(id: usize, window: u64) -> Self {
+        Self {
+            id,
+            permits: Semaphore::new(window as usize),
+            window: AtomicU64::new(window),
+            cookie: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            window_limited: AtomicBool::new(false),
+            table: Mutex::new(BTreeMap::new()),
+            resend: Mutex::new(VecDeque::new()),
+            wake_writer: Notify::new(),
+            inflight: AtomicU64::new(0),
+            inflight_bytes: AtomicU64::new(0),
+            counters: Mutex::new(Counters::default()),
+            latency: Mutex::new(new_latency_histogram()),
+        }
+    }
+
+    pub fn window(&self) -> u64 {
+        self.window.load(Ordering::Relaxed)
+    }
+
+    /// Grows the window to `to` (never shrinks: records already in flight
+    /// hold their permits).
+    pub fn grow_window(&self, to: u64) {
+        let now = self.window.load(Ordering::Relaxed);
+        if to > now {
+            self.window.store(to, Ordering::Relaxed);
+            self.permits.add_permits((to - now) as usize);
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        *lock(&self.counters)
+    }
+
+    /// Sent time of the oldest request in flight.
+    pub fn oldest_sent(&self) -> Option<Instant> {
+        lock(&self.table).values().map(|p| p.sent_at).min()
+    }
+
+    /// Takes the latency samples gathered since the last call.
+    pub fn take_latency(&self, into: &mut Histogram<u64>) {
+        let mut h = lock(&self.latency);
+        let _ = into.add(&*h);
+        h.reset();
+    }
+
+    /// This connection's part of a snapshot (rates are filled in by the pool).
+    pub fn snapshot(&self) -> ConnSnapshot {
+        ConnSnapshot {
+            id: self.id,
+            cookie: self.cookie.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            inflight: self.inflight.load(Ordering::Relaxed),
+            inflight_bytes: self.inflight_bytes.load(Ordering::Relaxed),
+            window: self.window(),
+            window_limited: self.window_limited.swap(false, Ordering::Relaxed),
+            counters: self.counters(),
+            ..ConnSnapshot::default()
+        }
+    }
+
+    fn push_resend(&self, records: impl IntoIterator<Item = SourceRecord>) {
+        lock(&self.resend).extend(records);
+        self.wake_writer.notify_one();
+    }
+
+    fn has_resend(&self) -> bool {
+        !lock(&self.resend).is_empty()
+    }
+
+    /// After a lost connection: every request in flight goes back to the
+    /// front of the resend queue, oldest first, and its permits are returned.
+    fn requeue_inflight(&self) -> u64 {
+        let drained: Vec<Pending> = std::mem::take(&mut *lock(&self.table))
+            .into_values()
+            .collect();
+        let mut records: Vec<SourceRecord> = drained.into_iter().flat_map(|p| p.records).collect();
+        records.sort_by_key(|r| r.seq);
+        let n = records.len() as u64;
+        {
+            let mut resend = lock(&self.resend);
+            for r in records.into_iter().rev() {
+                resend.push_front(r);
+            }
+        }
+        self.permits.add_permits(n as usize);
+        self.inflight.store(0, Ordering::Relaxed);
+        self.inflight_bytes.store(0, Ordering::Relaxed);
+        lock(&self.counters).retry_conn_reset += n;
+        n
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// Source exhausted and every record answered.
+    Drained,
+    /// Asked to stop.
+    Cancelled,
+    /// Connection lost or broken; reconnect and resend.
+    Lost(ShipError),
+}
+
+/// Runs one connection until the source is drained and every record is
+/// answered, or until `cancel`. Reconnects with exponential backoff.
+pub(crate) async fn run(
+    state: Arc<ConnState>,
+    cfg: Arc<ConnConfig>,
+    queue: async_channel::Receiver<SourceRecord>,
+    acked: mpsc::Sender<Vec<u64>>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = cfg.backoff_min;
+    loop {
+        let connected = tokio::select! {
+            c = connect(&cfg, &state) => c,
+            _ = cancel.cancelled() => return,
+        };
+        let (stream, codec_max) = match connected {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(
+                    conn = state.id,
+                    "connect to {} failed: {e}; retrying in {backoff:?}",
+                    cfg.addr
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(cfg.backoff_max);
+                continue;
+            }
+        };
+        backoff = cfg.backoff_min;
+        state.connected.store(true, Ordering::Relaxed);
+        let end = session(stream, codec_max, &state, &cfg, &queue, &acked, &cancel).await;
+        state.connected.store(false, Ordering::Relaxed);
+        state.cookie.store(0, Ordering::Relaxed);
+        match end {
+            SessionEnd::Drained | SessionEnd::Cancelled => return,
+            SessionEnd::Lost(e) => {
+                let n = state.requeue_inflight();
+                tracing::warn!(
+                    conn = state.id,
+                    "connection to {} lost: {e}; {n} records in flight will be re-sent",
+                    cfg.addr
+                );
+            }
+        }
+    }
+}
+
+/// Connects, sizes the send buffer, says HELLO; returns the stream and the
+/// frame limit agreed with the server.
+async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usize), ShipError> {
+    let socket = Socket::new(
+        Domain::for_address(cfg.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(ShipError::Io)?;
+    if let Some(bytes) = cfg.sndbuf {
+        let report = request_buffer(&socket, Buffer::Send, bytes).map_err(ShipError::Io)?;
+        if let Some(w) = report.warning {
+            if state.id == 0 {
+                tracing::warn!("{w}");
+            }
+        }
+    }
+    socket.set_tcp_nodelay(true).map_err(ShipError::Io)?;
+    socket.set_nonblocking(true).map_err(ShipError::Io)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    let stream = tokio::time::timeout(cfg.connect_timeout, socket.connect(cfg.addr))
+        .await
+        .map_err(|_| ShipError::Timeout("connect", cfg.connect_timeout))?
+        .map_err(ShipError::Io)?;
+    state
+        .cookie
+        .store(socket_cookie(&stream).unwrap_or(0), Ordering::Relaxed);
+
+    let mut framed = tokio_util::codec::Framed::new(stream, WireCodec::new());
+    let mut hello = Hello::new(cfg.mode, cfg.source_id);
+    hello.client_name = format!("xdr-ship/{}", env!("CARGO_PKG_VERSION"));
+    let handshake = async {
+        framed.send(Frame::hello(hello)).await?;
+        framed.next().await.transpose()
+    };
+    let reply = tokio::time::timeout(cfg.handshake_timeout, handshake)
+        .await
+        .map_err(|_| ShipError::Timeout("handshake", cfg.handshake_timeout))?
+        .map_err(ShipError::Wire)?;
+    match reply.map(|f| f.body) {
+        Some(Message::HelloOk(ok)) => {
+            if ok.mode != cfg.mode {
+                return Err(ShipError::Refused(format!(
+                    "asked for {:?} mode, the receiver answers {:?}",
+                    cfg.mode, ok.mode
+                )));
+            }
+            let parts = framed.into_parts();
+            if !parts.read_buf.is_empty() {
+                return Err(ShipError::Refused(
+                    "receiver sent data after HELLO_OK".into(),
+                ));
+            }
+            Ok((
+                parts.io,
+                (ok.max_frame as usize).min(crate::wire::DEFAULT_MAX_FRAME),
+            ))
+        }
+        Some(Message::Goodbye(g)) => Err(ShipError::Refused(format!("{}: {}", g.code, g.message))),
+        Some(other) => Err(ShipError::Refused(format!(
+            "expected HELLO_OK, got {}",
+            other.frame_type()
+        ))),
+        None => Err(ShipError::Refused(
+            "receiver closed the connection during the handshake".into(),
+        )),
+    }
+}
+
+async fn session(
+    stream: TcpStream,
+    max_frame: usize,
+    state: &ConnState,
+    cfg: &ConnConfig,
+    queue: &async_channel::Receiver<SourceRecord>,
+    acked: &mpsc::Sender<Vec<u64>>,
+    cancel: &CancellationToken,
+) -> SessionEnd {
+    let (rd, wr) = stream.into_split();
+    let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(max_frame));
+    let codec = WireCodec::new().with_max_frame(max_frame);
+    let codec = if cfg.compress {
+        codec
+    } else {
+        codec.without_compression()
+    };
+    let mut writer = FramedWrite::new(wr, codec);
+    let write = write_loop(&mut writer, state, cfg, queue, cancel);
+    let read = read_loop(&mut reader, state, cfg, acked);
+    tokio::pin!(write, read);
+    tokio::select! {
+        w = &mut write => match w {
+            Ok(true) => SessionEnd::Drained,
+            Ok(false) => SessionEnd::Cancelled,
+            Err(e) => SessionEnd::Lost(e),
+        },
+        r = &mut read => SessionEnd::Lost(r),
+    }
+}
+
+async fn flush(writer: &mut FramedWrite<OwnedWriteHalf, WireCodec>) -> Result<(), ShipError> {
+    SinkExt::<Frame>::flush(writer)
+        .await
+        .map_err(ShipError::Wire)
+}
+
+/// Returns `Ok(true)` once the source is exhausted and every record has
+/// been answered, `Ok(false)` when cancelled.
+async fn write_loop(
+    writer: &mut FramedWrite<OwnedWriteHalf, WireCodec>,
+    state: &ConnState,
+    cfg: &ConnConfig,
+    queue: &async_channel::Receiver<SourceRecord>,
+    cancel: &CancellationToken,
+) -> Result<bool, ShipError> {
+    let mut next_id: u64 = 1;
+    let mut batch: Vec<SourceRecord> = Vec::with_capacity(cfg.batch_max_records);
+    let mut last_window_check = Instant::now();
+    loop {
+        // One permit per record, taken before the record: a full window
+        // leaves records in the queue (and the source) rather than here.
+        if state.permits.available_permits() == 0 {
+            flush(writer).await?;
+            note_window_full(state, cfg, writer, &mut last_window_check);
+        }
+        let permit = tokio::select! {
+            p = state.permits.acquire() => p.map_err(|_| ShipError::Closed)?,
+            _ = cancel.cancelled() => return Ok(false),
+        };
+        let first = lock(&state.resend).pop_front();
+        let (first, fresh) = match first {
+            Some(r) => (r, false),
+            None => match queue.try_recv() {
+                Ok(r) => (r, true),
+                Err(_) => {
+                    // Nothing ready: push out what is buffered, then wait.
+                    flush(writer).await?;
+                    tokio::select! {
+                        r = queue.recv() => match r {
+                            Ok(r) => (r, true),
+                            Err(_) => {
+                                drop(permit);
+                                if wait_drained(state, cancel).await? {
+                                    if cancel.is_cancelled() {
+                                        return Ok(false);
+                                    }
+                                    // Everything answered: say goodbye politely.
+                                    let _ = writer.send(Frame::goodbye(ResultCode::Ok, "source drained")).await;
+                                    let _ = tokio::io::AsyncWriteExt::shutdown(writer.get_mut()).await;
+                                    return Ok(true);
+                                }
+                                continue;
+                            }
+                        },
+                        _ = state.wake_writer.notified() => { drop(permit); continue; }
+                        _ = cancel.cancelled() => return Ok(false),
+                    }
+                }
+            },
+        };
+        permit.forget();
+        let mut fresh_count = u64::from(fresh);
+        let mut bytes = first.write.frame_len();
+        batch.push(first);
+        while batch.len() < cfg.batch_max_records && bytes < cfg.batch_max_bytes {
+            let Ok(p) = state.permits.try_acquire() else {
+                note_window_full(state, cfg, writer, &mut last_window_check);
+                break;
+            };
+            let next = match lock(&state.resend).pop_front() {
+                Some(r) => Some((r, false)),
+                None => queue.try_recv().ok().map(|r| (r, true)),
+            };
+            let Some((r, f)) = next else { break };
+            p.forget();
+            fresh_count += u64::from(f);
+            bytes += r.write.frame_len();
+            batch.push(r);
+        }
+        let id = next_id;
+        next_id += 1;
+        let n = batch.len() as u64;
+        let frame = if batch.len() == 1 {
+            Frame::write(id, batch[0].write.clone())
+        } else {
+            Frame::batch(id, batch.iter().map(|r| r.write.clone()).collect())
+        };
+        let frame_bytes = frame.encoded_len() as u64;
+        lock(&state.table).insert(
+            id,
+            Pending {
+                records: std::mem::take(&mut batch),
+                bytes: frame_bytes,
+                sent_at: Instant::now(),
+            },
+        );
+        state.inflight.fetch_add(n, Ordering::Relaxed);
+        state
+            .inflight_bytes
+            .fetch_add(frame_bytes, Ordering::Relaxed);
+        lock(&state.counters).shipped += fresh_count;
+        writer.feed(frame).await.map_err(ShipError::Wire)?;
+    }
+}
+
+/// The window is full. It is what limits this connection only if the
+/// socket has (almost) nothing left to send: otherwise TCP (the congestion
+/// window, the peer's window, the link) is the limit and a larger window
+/// would only park records in the send buffer, adding latency. Checked at
+/// most every 10 ms (one `getsockopt`).
+fn note_window_full(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    writer: &FramedWrite<OwnedWriteHalf, WireCodec>,
+    last_check: &mut Instant,
+) {
+    if last_check.elapsed() < Duration::from_millis(10) {
+        return;
+    }
+    *last_check = Instant::now();
+    let stream: &TcpStream = writer.get_ref().as_ref();
+    let notsent = crate::net::tcp_info(stream).map_or(0, |i| i.notsent_bytes as usize);
+    if notsent < cfg.batch_max_bytes {
+        state.window_limited.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The queue is closed: wait until every request is answered (`true`), or
+/// until something needs re-sending (`false`).
+async fn wait_drained(state: &ConnState, cancel: &CancellationToken) -> Result<bool, ShipError> {
+    loop {
+        let woken = state.wake_writer.notified();
+        if state.has_resend() {
+            return Ok(false);
+        }
+        if lock(&state.table).is_empty() {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = cancel.cancelled() => return Ok(true),
+        }
+    }
+}
+
+/// Reads answers until the connection fails; never returns success (the
+/// writer decides when the session is done).
+async fn read_loop(
+    reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
+    state: &ConnState,
+    cfg: &ConnConfig,
+    acked: &mpsc::Sender<Vec<u64>>,
+) -> ShipError {
+    loop {
+        let frame = match reader.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return ShipError::Wire(e),
+            None => return ShipError::Closed,
+        };
+        let id = frame.request_id;
+        let result = match frame.body {
+            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i)),
+            Message::Nack(nack) => {
+                if nack.code.is_permanent() {
+                    tracing::warn!(
+                        conn = state.id,
+                        "request {id} refused: {} {}",
+                        nack.code,
+                        nack.message
+                    );
+                }
+                settle(state, cfg, id, |_| Some(nack.code))
+            }
+            Message::Goodbye(g) => {
+                return ShipError::Refused(format!("receiver closed: {} {}", g.code, g.message))
+            }
+            Message::Pong | Message::Ping => continue,
+            other => Err(ShipError::Protocol(format!(
+                "unexpected {} from the receiver",
+                other.frame_type()
+            ))),
+        };
+        match result {
+            Ok(seqs) => {
+                if cfg.report_acks && !seqs.is_empty() && acked.send(seqs).await.is_err() {
+                    return ShipError::Closed;
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Applies the answer to request `id`: counts outcomes, queues retryable
+/// records for a resend, returns the window permits; returns the delivered
+/// positions.
+fn settle(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    id: u64,
+    code_of: impl Fn(usize) -> Option<ResultCode>,
+) -> Result<Vec<u64>, ShipError> {
+    let pending = {
+        let mut table = lock(&state.table);
+        if cfg.mode == OrderingMode::Ordered {
+            match table.first_key_value() {
+                Some((&oldest, _)) if oldest == id => {}
+                Some((&oldest, _)) => {
+                    return Err(ShipError::Protocol(format!(
+                    "ordered mode: answer for request {id} while {oldest} is the oldest in flight"
+                )))
+                }
+                None => {
+                    return Err(ShipError::Protocol(format!(
+                        "answer for request {id} with nothing in flight"
+                    )))
+                }
+            }
+        }
+        table.remove(&id).ok_or_else(|| {
+            ShipError::Protocol(format!("answer for request {id}, which is not in flight"))
+        })?
+    };
+    let n = pending.records.len() as u64;
+    let latency_us = pending.sent_at.elapsed().as_micros() as u64;
+    let _ = lock(&state.latency).record(latency_us.max(1));
+    let mut delivered = Vec::with_capacity(pending.records.len());
+    let mut retry = Vec::new();
+    {
+        let mut c = lock(&state.counters);
+        for (i, rec) in pending.records.into_iter().enumerate() {
+            let code = code_of(i).unwrap_or(ResultCode::ProtocolViolation);
+            match (code, code.class()) {
+                (ResultCode::LostConflict, _) => c.lost_conflict += 1,
+                (_, ResultClass::Success) => c.success += 1,
+                (_, ResultClass::Retryable) => {
+                    c.retry_dest += 1;
+                    retry.push(rec);
+                    continue;
+                }
+                (_, ResultClass::Permanent) => c.abandoned += 1,
+            }
+            delivered.push(rec.seq);
+        }
+        if retry.is_empty() {
+            c.acked_bytes += pending.bytes;
+        }
+    }
+    state.inflight.fetch_sub(n, Ordering::Relaxed);
+    state
+        .inflight_bytes
+        .fetch_sub(pending.bytes, Ordering::Relaxed);
+    state.permits.add_permits(n as usize);
+    if retry.is_empty() {
+        state.wake_writer.notify_one();
+    } else {
+        state.push_resend(retry);
+    }
+    Ok(delivered)
+}
+
+impl From<WireError> for ShipError {
+    fn from(e: WireError) -> Self {
+        ShipError::Wire(e)
+    }
+}

@@ -1,0 +1,295 @@
+//! `cargo xtask bench`: throughput against the peers that bound it, measured
+//! in the same run on the same machine.
+//!
+//! Why peers and ratios: an absolute figure means little on a shared
+//! 2-core machine; a ratio against redis (the well-known in-memory peer) or
+//! against the disk's own fdatasync bandwidth (the physical limit of the
+//! durable row) says whether the code, or the machine, is the limit. Every
+//! row is run several times, rows interleaved, and the median is reported.
+use std::{
+    fs::File,
+    io::Write as _,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Bytes of one shipped record: 1000-byte value, 16-byte key, 25 bytes of
+/// record header (docs/protocol.md), as the bench's records are.
+const RECORD_BYTES: f64 = 1041.0;
+
+/// A child process killed on drop.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Result<Self> {
+        let p = crate::root()
+            .join("target")
+            .join("bench")
+            .join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(Self(p))
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn wait_listening(addr: SocketAddr, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on {addr} after {within:?}")
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// One `recv` + `ship` run on loopback; returns delivered records/s.
+fn ship_run(
+    bin: &Path,
+    recv_args: &[&str],
+    ship_args: &[&str],
+    port: u16,
+    secs: u64,
+) -> Result<f64> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let _recv = Guard(
+        Command::new(bin)
+            .args(["recv", "--listen", &addr.to_string()])
+            .args(recv_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting xdr-ship recv")?,
+    );
+    wait_listening(addr, Duration::from_secs(10))?;
+    let out = Command::new(bin)
+        .args(["ship", "--to", &addr.to_string(), "--json", "--duration"])
+        .arg(format!("{secs}s"))
+        .args(ship_args)
+        .stderr(Stdio::null())
+        .output()
+        .context("running xdr-ship ship")?;
+    if !out.status.success() {
+        bail!("xdr-ship ship failed: {}", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"summary\""))
+        .context("no summary line from xdr-ship ship")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    v["summary"]["records_per_s"]
+        .as_f64()
+        .context("summary without records_per_s")
+}
+
+/// redis-benchmark SET with 1000-byte values, pipelined 64 deep.
+fn redis_run(port: u16) -> Result<f64> {
+    let _server = Guard(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (cargo xtask setup installs it)")?,
+    );
+    wait_listening(
+        format!("127.0.0.1:{port}").parse()?,
+        Duration::from_secs(10),
+    )?;
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-t", "set", "-d", "1000", "-P", "64", "-n", "2000000", "-r", "100000", "-q",
+        ])
+        .output()
+        .context("running redis-benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "SET: 612745.12 requests per second, p50=..." (after \r progress lines)
+    let rps = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.trim().strip_prefix("SET: "))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .next_back()
+        .with_context(|| format!("no SET figure in redis-benchmark output: {text}"))?;
+    Ok(rps)
+}
+
+/// Sequential 1 MiB writes, each followed by fdatasync: bytes/s.
+fn disk_run(dir: &Path) -> Result<f64> {
+    let path = dir.join("disk-bench");
+    let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let block = vec![0x5au8; 1 << 20];
+    let total = 256usize;
+    let t0 = Instant::now();
+    for _ in 0..total {
+        f.write_all(&block)?;
+        f.sync_data()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok((total << 20) as f64 / secs)
+}
+
+/// One measurement of a row.
+type Measure<'a> = Box<dyn Fn() -> Result<f64> + 'a>;
+
+struct Row {
+    name: &'static str,
+    runs: Vec<f64>,
+}
+
+impl Row {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            runs: Vec::new(),
+        }
+    }
+    fn median(&self) -> f64 {
+        median(&mut self.runs.clone())
+    }
+}
+
+pub fn bench(repeats: usize, secs: u64) -> Result<()> {
+    let bin = crate::build(true)?;
+    let scratch = Scratch::new("bench")?;
+    let mut mem = Row::new("ship -> recv --memory (64 conns, auto window)");
+    let mut durable = Row::new("ship -> recv --store (durability sync)");
+    let mut redis = Row::new("redis-benchmark -t set -d 1000 -P 64");
+    let mut saw = Row::new("ship --stop-and-wait --connections 10");
+    let mut disk = Row::new("disk: 1 MiB writes + fdatasync (records/s)");
+    println!("xdr-ship bench: loopback, 1 KB records, {repeats} runs of {secs} s per row, rows interleaved\n");
+    for i in 0..repeats {
+        let store = scratch.0.join(format!("store-{i}"));
+        let store_arg = store.to_string_lossy().into_owned();
+        let steps: [(&mut Row, Measure); 5] = [
+            (
+                &mut mem,
+                Box::new(|| {
+                    ship_run(
+                        &bin,
+                        &["--memory"],
+                        &["--generate", "max,1000,100000"],
+                        3401,
+                        secs,
+                    )
+                }),
+            ),
+            (&mut redis, Box::new(|| redis_run(6401))),
+            (
+                &mut durable,
+                Box::new(|| {
+                    ship_run(
+                        &bin,
+                        &["--store", &store_arg],
+                        &["--generate", "max,1000,100000"],
+                        3402,
+                        secs,
+                    )
+                }),
+            ),
+            (
+                &mut saw,
+                Box::new(|| {
+                    ship_run(
+                        &bin,
+                        &["--memory"],
+                        &[
+                            "--generate",
+                            "max,1000,100000",
+                            "--stop-and-wait",
+                            "--connections",
+                            "10",
+                        ],
+                        3403,
+                        secs,
+                    )
+                }),
+            ),
+            (
+                &mut disk,
+                Box::new(|| disk_run(&scratch.0).map(|bps| bps / RECORD_BYTES)),
+            ),
+        ];
+        for (row, f) in steps {
+            let v = f().with_context(|| format!("bench row `{}`", row.name))?;
+            eprintln!("  run {}: {:<46} {:>12.0}", i + 1, row.name, v);
+            row.runs.push(v);
+        }
+        let _ = std::fs::remove_dir_all(&store);
+    }
+    let (m, r, d, s, k) = (
+        mem.median(),
+        redis.median(),
+        durable.median(),
+        saw.median(),
+        disk.median(),
+    );
+    println!(
+        "\n{:<46} {:>14} {:>10}  ratio (target)",
+        "row", "median rec/s", "MB/s"
+    );
+    let line = |row: &Row, v: f64, ratio: String| {
+        println!(
+            "{:<46} {:>14.0} {:>10.1}  {ratio}",
+            row.name,
+            v,
+            v * RECORD_BYTES / 1e6
+        );
+    };
+    line(&mem, m, format!("{:.2}x redis (>= 1.5x)", m / r));
+    line(&redis, r, "peer".into());
+    line(
+        &durable,
+        d,
+        format!(
+            "{:.2}x disk (>= 0.5x); {:.2}x of 100K/s (>= 1x)",
+            d / k,
+            d / 100_000.0
+        ),
+    );
+    line(&disk, k, "physical limit of the durable row".into());
+    line(&saw, s, format!("{:.3}x pipelined --memory", s / m));
+    Ok(())
+}
