@@ -46,7 +46,8 @@ pub fn run_xdr_ship(args: &[&str], timeout: Duration) -> (bool, String, String) 
     run_bounded(Command::new(xdr_ship_bin()).args(args), timeout)
 }
 
-/// Runs `cmd` to completion, killing it if it outlives `timeout`.
+/// Runs `cmd` to completion, killing it if it outlives `timeout`. Output
+/// is read while the command runs (a full pipe must not stall it).
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String, String) {
     let mut child = ChildGuard(
         cmd.stdout(std::process::Stdio::piped())
@@ -54,25 +55,43 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String, Strin
             .spawn()
             .expect("spawn the command"),
     );
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         if let Some(status) = child.0.try_wait().expect("wait for the command") {
-            let mut out = String::new();
-            let mut err = String::new();
-            if let Some(mut s) = child.0.stdout.take() {
-                s.read_to_string(&mut out).expect("read stdout");
-            }
-            if let Some(mut s) = child.0.stderr.take() {
-                s.read_to_string(&mut err).expect("read stderr");
-            }
-            return (status.success(), out, err);
+            break status;
         }
         assert!(
             Instant::now() < deadline,
             "command did not finish within {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let out = out.join().expect("stdout reader");
+    let err = err.join().expect("stderr reader");
+    (status.success(), out, err)
 }
 
 /// Kills and reaps a child process on drop, so a failing test leaves none behind.

@@ -191,7 +191,84 @@ impl Row {
     }
 }
 
-pub fn bench(repeats: usize, secs: u64) -> Result<()> {
+/// The lab rows: the seed's link (156 ms, 100 MB/s), 1 KB records, each
+/// phase a median over its steady seconds (after `warmup` s).
+pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
+    use crate::demo::{iperf3_goodput, lab_run, phase_from_lines, Plan};
+    let plan = Plan {
+        rtt_ms: 156.0,
+        bandwidth: "100MB/s",
+        phase_secs: secs,
+    };
+    let quiet = |_: &str| false;
+    println!("\nlab rows: 156 ms RTT, 100 MB/s line, 1 KB records, {secs} s per phase (steady seconds only)");
+    let iperf_lines = lab_run(
+        bin,
+        &plan,
+        "bench",
+        "iperf3 -s -1",
+        &format!("iperf3 -c 198.18.0.2 -t {secs} -O 10 -J"),
+        quiet,
+    )?;
+    let iperf = iperf3_goodput(&iperf_lines)?;
+    let recv = format!("{} recv --listen 198.18.0.2:3000 --memory", bin.display());
+    let ship = |args: &str, secs: u64| -> Result<crate::demo::Phase> {
+        let lines = lab_run(
+            bin,
+            &plan,
+            "bench",
+            &recv,
+            &format!(
+                "{} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s {args}",
+                bin.display()
+            ),
+            quiet,
+        )?;
+        // The line's cost, from its own closing counters.
+        if let Some(l) = lines.iter().find(|l| l.starts_with("done:")) {
+            eprintln!("  {args:<40} {l}");
+        }
+        Ok(phase_from_lines(&lines, 10))
+    };
+    let default = ship("", secs)?;
+    let one = ship("--connections 1 --mode unordered", secs)?;
+    let saw = ship("--stop-and-wait --connections 10", secs.min(20))?;
+    println!(
+        "{:<46} {:>14} {:>10}  ratio (target)",
+        "row", "records/s", "MB/s"
+    );
+    println!(
+        "{:<46} {:>14} {:>10.1}  peer",
+        "iperf3 goodput (the link)", "", iperf
+    );
+    println!(
+        "{:<46} {:>14.0} {:>10.1}  {:.1}% of iperf3 (>= 95%); in flight {:.0} = {:.2} x thr x RTT",
+        "xdr-ship, 64 connections, window auto",
+        default.throughput,
+        default.mb_per_s,
+        100.0 * default.mb_per_s / iperf,
+        default.inflight,
+        default.inflight / (default.throughput * 0.156)
+    );
+    println!(
+        "{:<46} {:>14.0} {:>10.1}  {:.1}% of iperf3 (>= 90%); in flight {:.0}",
+        "xdr-ship --connections 1 --mode unordered",
+        one.throughput,
+        one.mb_per_s,
+        100.0 * one.mb_per_s / iperf,
+        one.inflight
+    );
+    println!(
+        "{:<46} {:>14.0} {:>10.3}  {:+.1}% vs 10/RTT = 64 (within 15%)",
+        "xdr-ship --stop-and-wait --connections 10",
+        saw.throughput,
+        saw.mb_per_s,
+        100.0 * (saw.throughput / (10.0 / 0.156) - 1.0)
+    );
+    Ok(())
+}
+
+pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
     let bin = crate::build(true)?;
     let scratch = Scratch::new("bench")?;
     let mut mem = Row::new("ship -> recv --memory (64 conns, auto window)");
@@ -291,5 +368,12 @@ pub fn bench(repeats: usize, secs: u64) -> Result<()> {
     );
     line(&disk, k, "physical limit of the durable row".into());
     line(&saw, s, format!("{:.3}x pipelined --memory", s / m));
+    if lab_secs == 0 {
+        println!("\n(lab rows skipped: --lab-seconds 0)");
+    } else if crate::is_root() {
+        lab_rows(&bin, lab_secs)?;
+    } else {
+        println!("\n(lab rows need root for network namespaces: run as root)");
+    }
     Ok(())
 }

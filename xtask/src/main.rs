@@ -11,6 +11,7 @@
 //! machines), in a target directory of its own so its host-side build
 //! scripts never invalidate the user-space build.
 mod bench;
+mod demo;
 mod setup;
 
 use std::{
@@ -51,11 +52,15 @@ enum Cmd {
         /// Seconds per shipping run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Seconds per phase of the lab rows (0 skips them).
+        #[arg(long, default_value_t = 40)]
+        lab_seconds: u64,
     },
-    /// The main job: run xdr-ship live on an embedded default.
+    /// The main job: the seed's experiment across an emulated 156 ms,
+    /// 100 MB/s link (iperf3, stop-and-wait x 10, pipelined).
     Demo {
-        /// How long to run.
-        #[arg(long, default_value_t = 8)]
+        /// Seconds per phase (the pipelined phase runs twice as long).
+        #[arg(long, default_value_t = 15)]
         seconds: u64,
     },
 }
@@ -69,9 +74,13 @@ fn main() -> Result<()> {
         }),
         Cmd::Test => test(),
         Cmd::Lint => lint(),
-        Cmd::Bench { repeats, seconds } => {
+        Cmd::Bench {
+            repeats,
+            seconds,
+            lab_seconds,
+        } => {
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
-            bench::bench(repeats.max(1), seconds.max(1))
+            bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }
         Cmd::Demo { seconds } => demo(seconds),
     }
@@ -315,67 +324,17 @@ fn lint() -> Result<()> {
     Ok(())
 }
 
-/// For now the demo shows the per-CPU softirq view under loopback load that
-/// the demo itself generates; the WAN lab and the shipper replace it.
+/// The seed's experiment on the WAN lab (see `demo.rs`). The lab creates
+/// network namespaces: root only.
 fn demo(seconds: u64) -> Result<()> {
-    let bin = build(true)?;
-    println!(
-        "\nxdr-ship demo: per-CPU softirq time by vector (the `si` column of top, split),\n\
-         while this demo pushes TCP traffic over loopback for {seconds} s.\n"
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = loopback_load(stop.clone())?;
-    let mut cmd = Command::new(&bin);
-    cmd.args(["softirqs", "--interval", "1s", "--count"])
-        .arg(seconds.to_string());
     if !is_root() {
-        println!(
-            "(not root: eBPF needs root or CAP_BPF + CAP_PERFMON; the view falls back to /proc)\n"
+        bail!(
+            "the demo builds a WAN link out of network namespaces and needs root: \
+             run `sudo -E cargo xtask demo` (or as root)"
         );
     }
-    let result = run(&mut cmd);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let bytes = load.join().unwrap_or(0);
-    println!(
-        "\nloopback load moved {:.1} GB in {seconds} s",
-        bytes as f64 / 1e9
-    );
-    result
-}
-
-/// A TCP sender and receiver on 127.0.0.1 until `stop`; returns bytes moved.
-fn loopback_load(
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<std::thread::JoinHandle<u64>> {
-    use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let reader = std::thread::spawn(move || {
-        let Ok((mut sock, _)) = listener.accept() else {
-            return 0u64;
-        };
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0u64;
-        while let Ok(n) = sock.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-        }
-        total
-    });
-    let mut sock = std::net::TcpStream::connect(addr).context("connecting to the load sink")?;
-    Ok(std::thread::spawn(move || {
-        let chunk = vec![0x5au8; 1 << 16];
-        while !stop.load(Ordering::Relaxed) {
-            if sock.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        drop(sock);
-        reader.join().unwrap_or(0)
-    }))
+    let bin = build(true)?;
+    demo::run(&bin, seconds.max(8))
 }
 
 #[cfg(test)]

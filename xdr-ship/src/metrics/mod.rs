@@ -155,17 +155,19 @@ pub struct ShipSnapshot {
 }
 
 impl ShipSnapshot {
-    /// The seed's headless line, then ack latency:
-    /// `throughput N : inflight N : outstanding N (delta N/s) : lat p50/p99/p99.9 ms`.
+    /// The seed's headless line, then acknowledged MB/s, ack latency and
+    /// XDR's counters:
+    /// `throughput N : inflight N : outstanding N (delta N/s) : X MB/s : lat p50 … p99 … p99.9 …`.
     pub fn headless_line(&self) -> String {
         format!(
-            "throughput {:.0} : inflight {} : outstanding {} (delta {:.0}/s) : \
+            "throughput {:.0} : inflight {} : outstanding {} (delta {:.0}/s) : {:.1} MB/s : \
              lat p50 {} p99 {} p99.9 {} : conns {}/{} : success {} lost_conflict {} \
              retry_conn_reset {} retry_dest {} abandoned {}",
             self.throughput,
             self.inflight,
             self.outstanding,
             self.delta_per_s,
+            self.bytes_per_s / 1e6,
             fmt_us(self.latency.p50_us),
             fmt_us(self.latency.p99_us),
             fmt_us(self.latency.p999_us),
@@ -212,6 +214,7 @@ mod tests {
     fn snapshot() -> ShipSnapshot {
         ShipSnapshot {
             throughput: 103_798.4,
+            bytes_per_s: 108.0e6,
             inflight: 16_817,
             outstanding: 0,
             delta_per_s: 0.0,
@@ -238,7 +241,9 @@ mod tests {
     fn headless_line_starts_with_the_seed_format() {
         let line = snapshot().headless_line();
         assert!(
-            line.starts_with("throughput 103798 : inflight 16817 : outstanding 0 (delta 0/s) : "),
+            line.starts_with(
+                "throughput 103798 : inflight 16817 : outstanding 0 (delta 0/s) : 108.0 MB/s : "
+            ),
             "{line}"
         );
         assert!(

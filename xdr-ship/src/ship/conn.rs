@@ -134,6 +134,16 @@ impl ConnState {
         }
     }
 
+    /// Shrinks the window towards `to` (not below it) by withdrawing
+    /// permits that are free now; the rest follows at the next call.
+    pub fn shrink_window(&self, to: u64) {
+        let now = self.window.load(Ordering::Relaxed);
+        if to < now {
+            let taken = self.permits.forget_permits((now - to) as usize) as u64;
+            self.window.store(now - taken, Ordering::Relaxed);
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         *lock(&self.counters)
     }

@@ -158,7 +158,7 @@ pub const AUTO_WINDOW_START: u64 = 64;
 /// Largest window auto sizing grows to, per connection.
 pub const AUTO_WINDOW_MAX: u64 = 1 << 16;
 /// Auto sizing aims at this multiple of the connection's throughput × RTT.
-pub const AUTO_WINDOW_HEADROOM: f64 = 2.0;
+pub const AUTO_WINDOW_HEADROOM: f64 = 1.5;
 
 /// How a run ended.
 #[derive(Clone, Debug)]
@@ -366,8 +366,13 @@ struct Snapshotter {
     last_delivered: Vec<u64>,
     last_bytes: Vec<u64>,
     last_outstanding: u64,
-    last_min_latency_us: u64,
+    /// Smallest answer latency of each recent interval, newest last: their
+    /// minimum estimates the path's round trip even while a queue persists.
+    min_latencies_us: std::collections::VecDeque<u64>,
 }
+
+/// Intervals over which the round-trip estimate takes its minimum.
+const RTT_WINDOW_INTERVALS: usize = 30;
 
 impl Snapshotter {
     fn new(cfg: &ShipConfig, states: &[Arc<ConnState>], started: Instant) -> Self {
@@ -382,7 +387,7 @@ impl Snapshotter {
             last_delivered: vec![0; states.len()],
             last_bytes: vec![0; states.len()],
             last_outstanding: 0,
-            last_min_latency_us: 0,
+            min_latencies_us: std::collections::VecDeque::with_capacity(RTT_WINDOW_INTERVALS),
         }
     }
 
@@ -426,23 +431,35 @@ impl Snapshotter {
         self.last_at = now;
         self.last_outstanding = outstanding;
         if snap.latency.samples > 0 {
-            self.last_min_latency_us = snap.latency.min_us;
+            if self.min_latencies_us.len() == RTT_WINDOW_INTERVALS {
+                self.min_latencies_us.pop_front();
+            }
+            self.min_latencies_us.push_back(snap.latency.min_us);
         }
         snap
     }
 
-    /// Little's law with headroom: a connection whose window was full gets
-    /// `headroom × its throughput × RTT`, RTT being the interval's smallest
-    /// answer latency (the closest to the path's round trip).
+    /// Little's law with headroom: each connection's window tracks
+    /// `headroom × its throughput × RTT`, RTT being the smallest answer
+    /// latency of the last 30 intervals (the closest to the path's round
+    /// trip, like BBR's windowed min RTT). A window that
+    /// was full grows towards it (at most doubling per interval); a window
+    /// well above it shrinks (by at most a quarter, never below the start
+    /// size): when answers take much longer than the round trip, records are
+    /// queueing somewhere (a bottleneck queue, socket buffers), and holding
+    /// more in flight only lengthens the queue.
     fn grow_windows(&self, states: &[Arc<ConnState>], snap: &ShipSnapshot, max: u64) {
-        let rtt_s = self.last_min_latency_us as f64 / 1e6;
+        let rtt_s = self.min_latencies_us.iter().min().copied().unwrap_or(0) as f64 / 1e6;
+        if rtt_s <= 0.0 {
+            return;
+        }
         for (s, c) in states.iter().zip(&snap.connections) {
-            if !c.window_limited || rtt_s <= 0.0 {
-                continue;
+            let target = ((AUTO_WINDOW_HEADROOM * c.acks_per_s * rtt_s).ceil() as u64).min(max);
+            if c.window_limited && target > c.window {
+                s.grow_window(target.min(c.window * 2));
+            } else if c.connected && (target as f64) < 0.8 * c.window as f64 {
+                s.shrink_window(target.max(c.window * 3 / 4).max(AUTO_WINDOW_START));
             }
-            let target = (AUTO_WINDOW_HEADROOM * c.acks_per_s * rtt_s).ceil() as u64;
-            let target = target.min(max);
-            s.grow_window(target);
         }
     }
 }
@@ -460,6 +477,38 @@ mod tests {
         );
         let err = "0".parse::<WindowSetting>().unwrap_err();
         assert!(err.contains("`auto` or a number"), "{err}");
+    }
+
+    #[test]
+    fn auto_window_follows_throughput_times_rtt_both_ways() {
+        use crate::metrics::ConnSnapshot;
+        let cfg = ShipConfig::new("127.0.0.1:3000");
+        let states = vec![Arc::new(ConnState::new(0, 1000))];
+        let mut snapper = Snapshotter::new(&cfg, &states, Instant::now());
+        snapper.min_latencies_us.push_back(100_000); // a 100 ms round trip
+        let conn = |window, acks_per_s, window_limited| ConnSnapshot {
+            window,
+            acks_per_s,
+            window_limited,
+            connected: true,
+            ..ConnSnapshot::default()
+        };
+        // 1000/s x 0.1 s x 1.5 = 150 needed, 1000 held: shrink, by a quarter at most.
+        let mut snap = ShipSnapshot::default();
+        snap.connections.push(conn(1000, 1000.0, false));
+        snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
+        assert_eq!(states[0].window(), 750);
+        // Full, and 20000/s x 0.1 s x 1.5 = 3000 needed: grow, doubling at most.
+        snap.connections[0] = conn(750, 20_000.0, true);
+        snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
+        assert_eq!(states[0].window(), 1500);
+        // Never below the starting window.
+        snap.connections[0] = conn(1500, 1.0, false);
+        for _ in 0..20 {
+            snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
+            snap.connections[0].window = states[0].window();
+        }
+        assert_eq!(states[0].window(), AUTO_WINDOW_START);
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! `cargo xtask demo`: the seed's experiment on an emulated transatlantic
+//! link (156 ms RTT, 100 MB/s, 1 KB records).
+//!
+//! Why these phases: the link's own goodput (iperf3) is the ceiling; the
+//! stop-and-wait phase shows the pre-3.8 scheme, bound by RTT (10
+//! connections ÷ 0.156 s ≈ 64 records/s); the pipelined phase shows the same
+//! records reaching the link's rate, with `throughput × RTT` records in
+//! flight (Little's law). Each phase streams the shipper's live line; the
+//! table at the end puts the numbers side by side.
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The link and workload of the demo.
+pub struct Plan {
+    pub rtt_ms: f64,
+    pub bandwidth: &'static str,
+    pub phase_secs: u64,
+}
+
+/// What one shipping phase measured: medians over its steady seconds.
+#[derive(Debug, Default)]
+pub struct Phase {
+    pub throughput: f64,
+    pub inflight: f64,
+    pub mb_per_s: f64,
+}
+
+/// Runs `lab run` with the given far and near commands, echoing the lines
+/// it streams (`filter` decides which), and returns the near side's lines.
+pub fn lab_run(
+    bin: &Path,
+    plan: &Plan,
+    name: &str,
+    far: &str,
+    near: &str,
+    echo: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let mut child = Command::new(bin)
+        .args(["lab", "run", "--name", name, "--rtt"])
+        .arg(format!("{}ms", plan.rtt_ms))
+        .args(["--bandwidth", plan.bandwidth, "--far", far, "--near", near])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting xdr-ship lab run")?;
+    let stdout = child.stdout.take().context("lab run stdout")?;
+    let mut near_lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if echo(&line) {
+            println!("  {line}");
+        }
+        if let Some(rest) = line.strip_prefix("[near] ") {
+            near_lines.push(rest.to_owned());
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("lab run `{near}` failed: {status}");
+    }
+    Ok(near_lines)
+}
+
+/// A number after `key ` in a seed-style line (`throughput 103798 : …`).
+fn field(line: &str, key: &str) -> Option<f64> {
+    let rest = &line[line.find(&format!("{key} "))? + key.len() + 1..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// The acknowledged MB/s of a seed line (`… : 96.3 MB/s : …`).
+fn mb_per_s(line: &str) -> Option<f64> {
+    let end = line.find(" MB/s")?;
+    line[..end].rsplit(' ').next()?.parse().ok()
+}
+
+/// Medians of the seed lines after the first `warmup` of them.
+pub fn phase_from_lines(lines: &[String], warmup: usize) -> Phase {
+    let seed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("throughput "))
+        .collect();
+    let steady = if seed.len() > warmup + 2 {
+        &seed[warmup..]
+    } else {
+        &seed[..]
+    };
+    Phase {
+        throughput: median(
+            steady
+                .iter()
+                .filter_map(|l| field(l, "throughput"))
+                .collect(),
+        ),
+        inflight: median(steady.iter().filter_map(|l| field(l, "inflight")).collect()),
+        mb_per_s: median(steady.iter().filter_map(|l| mb_per_s(l)).collect()),
+    }
+}
+
+/// iperf3's receiver goodput in MB/s from its JSON report.
+pub fn iperf3_goodput(lines: &[String]) -> Result<f64> {
+    let json = lines.join("\n");
+    let start = json.find('{').context("no JSON from iperf3")?;
+    let v: serde_json::Value = serde_json::from_str(&json[start..]).context("iperf3 JSON")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 JSON without end.sum_received")?;
+    Ok(bps / 8e6)
+}
+
+pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
+    let t0 = Instant::now();
+    let rtt_s = plan.rtt_ms / 1e3;
+    let secs = plan.phase_secs;
+    println!(
+        "xdr-ship demo: the seed's experiment on an emulated link ({} ms RTT, {}), 1 KB records\n",
+        plan.rtt_ms, plan.bandwidth
+    );
+
+    println!("1/3  the link itself: iperf3 for {secs} s (first 5 s omitted)");
+    let lines = lab_run(
+        bin,
+        plan,
+        "demo",
+        "iperf3 -s -1",
+        &format!("iperf3 -c 198.18.0.2 -t {secs} -O 5 -J"),
+        |l| l.starts_with("[line]"),
+    )?;
+    let iperf = iperf3_goodput(&lines)?;
+    println!("  => iperf3 goodput {iperf:.1} MB/s\n");
+
+    let recv = format!("{} recv --listen 198.18.0.2:3000 --memory", bin.display());
+    let gen = "--generate max,1000,1000000";
+    println!("2/3  stop-and-wait, 10 connections (the pre-3.8 scheme), {secs} s");
+    let lines = lab_run(
+        bin,
+        plan,
+        "demo",
+        &recv,
+        &format!(
+            "{} ship --to 198.18.0.2:3000 --stop-and-wait --connections 10 {gen} --duration {secs}s",
+            bin.display()
+        ),
+        |l| l.starts_with("[near]"),
+    )?;
+    let saw = phase_from_lines(&lines, 2);
+    println!();
+
+    let secs_pipe = secs * 2;
+    println!("3/3  pipelined, 64 connections, window auto (the 3.8 scheme), {secs_pipe} s");
+    let lines = lab_run(
+        bin,
+        plan,
+        "demo",
+        &recv,
+        &format!(
+            "{} ship --to 198.18.0.2:3000 {gen} --duration {secs_pipe}s",
+            bin.display()
+        ),
+        |l| l.starts_with("[near]") || l.starts_with("[line]"),
+    )?;
+    let pipe = phase_from_lines(&lines, 8);
+
+    let expected_saw = 10.0 / rtt_s;
+    println!(
+        "\nsummary ({:.0} s in all; medians of steady seconds)",
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<26} {:>12} {:>10} {:>22} {:>9} {:>10}",
+        "phase", "records/s", "inflight", "inflight/(thr x RTT)", "MB/s", "vs iperf3"
+    );
+    for (name, p) in [
+        ("stop-and-wait x 10", &saw),
+        ("pipelined x 64, auto", &pipe),
+    ] {
+        println!(
+            "{:<26} {:>12.0} {:>10.0} {:>22.2} {:>9.1} {:>9.1}%",
+            name,
+            p.throughput,
+            p.inflight,
+            p.inflight / (p.throughput * rtt_s).max(1e-9),
+            p.mb_per_s,
+            100.0 * p.mb_per_s / iperf.max(1e-9)
+        );
+    }
+    println!(
+        "{:<26} {:>12} {:>10} {:>22} {:>9.1} {:>10}",
+        "iperf3 (the link)", "", "", "", iperf, "100%"
+    );
+    println!(
+        "\nstop-and-wait: expected 10 / {rtt_s:.3} s = {expected_saw:.0} records/s, measured {:.0} ({:+.1}%)",
+        saw.throughput,
+        100.0 * (saw.throughput / expected_saw - 1.0)
+    );
+    println!(
+        "pipelined: {:.0}x the stop-and-wait rate (seed: 62 -> 103,798 records/s)",
+        pipe.throughput / saw.throughput.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Runs the demo with the defaults of the seed.
+pub fn run(bin: &Path, phase_secs: u64) -> Result<()> {
+    let plan = Plan {
+        rtt_ms: 156.0,
+        bandwidth: "100MB/s",
+        phase_secs,
+    };
+    let r = demo(bin, &plan);
+    if r.is_err() {
+        // `lab run` tears the link down itself; make sure, even after a
+        // failure half-way.
+        let _ = Command::new(bin)
+            .args(["lab", "down", "--name", "demo"])
+            .output();
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_line_fields_are_read() {
+        let l = "throughput 103798 : inflight 16817 : outstanding 0 (delta 0/s) : lat p50 156.2ms";
+        assert_eq!(field(l, "throughput"), Some(103798.0));
+        assert_eq!(field(l, "inflight"), Some(16817.0));
+        assert_eq!(field(l, "lag"), None);
+    }
+
+    #[test]
+    fn phase_takes_medians_after_the_warmup() {
+        let lines: Vec<String> = [1.0, 2.0, 100.0, 110.0, 90.0, 105.0]
+            .iter()
+            .map(|t| {
+                format!(
+                    "throughput {t} : inflight {} : outstanding 0 (delta 0/s) : {:.1} MB/s : lat",
+                    t * 2.0,
+                    t / 10.0
+                )
+            })
+            .chain(std::iter::once("done: delivered 5".to_owned()))
+            .collect();
+        let p = phase_from_lines(&lines, 2);
+        assert_eq!(p.throughput, 105.0);
+        assert_eq!(p.inflight, 210.0);
+        assert_eq!(p.mb_per_s, 10.5);
+    }
+}
