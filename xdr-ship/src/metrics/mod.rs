@@ -162,7 +162,7 @@ impl ShipSnapshot {
         format!(
             "throughput {:.0} : inflight {} : outstanding {} (delta {:.0}/s) : {:.1} MB/s : \
              lat p50 {} p99 {} p99.9 {} : conns {}/{} : success {} lost_conflict {} \
-             retry_conn_reset {} retry_dest {} abandoned {}",
+             retry_conn_reset {} retry_dest {} abandoned {} : lag {}",
             self.throughput,
             self.inflight,
             self.outstanding,
@@ -178,6 +178,7 @@ impl ShipSnapshot {
             self.counters.retry_conn_reset,
             self.counters.retry_dest,
             self.counters.abandoned,
+            fmt_us(self.lag_ms * 1000),
         )
     }
 
@@ -252,6 +253,7 @@ mod tests {
         );
         assert!(line.contains("conns 64/64"), "{line}");
         assert!(line.contains("lost_conflict 2"), "{line}");
+        assert!(line.ends_with(" : lag 0us"), "{line}");
     }
 
     #[test]
