@@ -344,6 +344,71 @@ fn one_percent_loss_shows_retransmits_in_tcp_info() {
     assert_nothing_left(&name, Duration::from_secs(5));
 }
 
+/// A listener on `port` in the far namespace.
+fn listen_far_on(lab: &Lab, port: u16) -> TcpListener {
+    let addr = SocketAddr::from((lab.addr(Side::Far), port));
+    netns::in_netns(lab.namespace(Side::Far), move || {
+        TcpListener::bind(addr).map_err(|source| xdr_ship::lab::LabError::Io {
+            what: "bind in far".to_owned(),
+            source,
+        })
+    })
+    .expect("bind a listener in the far namespace")
+}
+
+#[test]
+fn loss_confined_to_one_port_spares_the_other_connections() {
+    require_root();
+    let name = unique("lossport");
+    {
+        let (lossy_port, clean_port) = (15001, 15002);
+        let mut link = small_link();
+        link.loss = 0.02;
+        link.loss_ports = vec![lossy_port];
+        let lab = Lab::up(&name, link, LabOptions::default()).expect("lab up");
+        let mut flows = Vec::new();
+        for port in [lossy_port, clean_port] {
+            let listener = listen_far_on(&lab, port);
+            let to = listener.local_addr().expect("listener addr");
+            let reader = drain_one(listener, Duration::from_secs(20));
+            let sock = connect_near(&lab, to);
+            sock.set_write_timeout(Some(Duration::from_secs(20)))
+                .expect("write timeout");
+            flows.push((port, sock, reader));
+        }
+        // Paced far below the line (about 2 MB/s per flow), so the queue
+        // never tail-drops: only the configured loss can cost a segment.
+        let chunk = vec![0x5au8; 64 << 10];
+        for _ in 0..(4 << 20) / chunk.len() {
+            for (_, sock, _) in flows.iter_mut() {
+                sock.write_all(&chunk).expect("write");
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let mut retrans = Vec::new();
+        for (port, sock, reader) in flows {
+            let info = tcp_info(&sock);
+            drop(sock);
+            let got = reader.join().expect("reader");
+            assert_eq!(got, 4 << 20, "port {port}: TCP must deliver everything");
+            retrans.push((port, info.tcpi_total_retrans));
+        }
+        let stats = lab.stats();
+        println!(
+            "2% loss on port {lossy_port} only: retransmits {retrans:?}; line dropped {} by loss, {} by queue",
+            stats.near_to_far.drops_loss, stats.near_to_far.drops_queue
+        );
+        assert_eq!(
+            stats.near_to_far.drops_queue, 0,
+            "the queue dropped: the test congested the line"
+        );
+        assert!(retrans[0].1 > 0, "no retransmits on the lossy port");
+        assert_eq!(retrans[1].1, 0, "the clean port saw retransmits");
+        lab.down().expect("teardown");
+    }
+    assert_nothing_left(&name, Duration::from_secs(5));
+}
+
 #[test]
 fn a_panicking_test_still_tears_the_lab_down() {
     require_root();

@@ -149,13 +149,18 @@ pub fn request_buffer(socket: &Socket, buffer: Buffer, bytes: usize) -> io::Resu
 /// The kernel's socket cookie (`SO_COOKIE`): the key the eBPF programs see
 /// for this socket (`tcp:tcp_probe` carries `sock_cookie`).
 pub fn socket_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+    cookie_of_fd(socket.as_raw_fd())
+}
+
+fn cookie_of_fd(fd: std::os::fd::RawFd) -> io::Result<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `cookie` and `len` are valid for writes of the sizes given;
-    // the fd is owned by `socket` for the duration of the call.
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    // `getsockopt` on any integer is memory-safe: the kernel validates the
+    // fd (a closed one gives EBADF).
     let rc = unsafe {
         libc::getsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_COOKIE,
             (&mut cookie as *mut u64).cast(),
@@ -261,13 +266,30 @@ impl TcpInfo {
 
 /// `getsockopt(TCP_INFO)` of a TCP socket.
 pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
+    tcp_info_of_fd(socket.as_raw_fd())
+}
+
+/// `TCP_INFO` of the socket `cookie` names, read through `fd`, which another
+/// task owns and may close (and the process may reuse) at any time: the
+/// socket's cookie is checked before and after, so the answer is either this
+/// socket's or `None`, never a stranger's.
+pub fn tcp_info_if_cookie(fd: std::os::fd::RawFd, cookie: u64) -> Option<TcpInfo> {
+    if fd < 0 || cookie == 0 || cookie_of_fd(fd).ok()? != cookie {
+        return None;
+    }
+    let info = tcp_info_of_fd(fd).ok()?;
+    (cookie_of_fd(fd).ok()? == cookie).then_some(info)
+}
+
+fn tcp_info_of_fd(fd: std::os::fd::RawFd) -> io::Result<TcpInfo> {
     let mut info = TcpInfo::default();
     let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
     // SAFETY: `info` is a plain-old-data `repr(C)` struct valid for writes of
-    // `len` bytes; the kernel writes at most `len` bytes and updates `len`.
+    // `len` bytes; the kernel writes at most `len` bytes and updates `len`,
+    // and validates the fd itself.
     let rc = unsafe {
         libc::getsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&mut info as *mut TcpInfo).cast(),
@@ -324,6 +346,19 @@ mod tests {
         assert_eq!(info.bytes_acked, 10_001, "SYN + payload");
         assert!(info.snd_cwnd > 0 && info.rtt_us > 0, "{info:?}");
         assert!(info.snd_wnd > 0 && info.rcv_wnd > 0, "{info:?}");
+    }
+
+    #[test]
+    fn tcp_info_by_fd_answers_only_for_the_socket_the_cookie_names() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let cookie = socket_cookie(&c).unwrap();
+        assert!(tcp_info_if_cookie(c.as_raw_fd(), cookie).is_some());
+        assert!(tcp_info_if_cookie(c.as_raw_fd(), cookie + 1).is_none());
+        let fd = c.as_raw_fd();
+        drop(c);
+        assert!(tcp_info_if_cookie(fd, cookie).is_none(), "closed fd");
     }
 
     #[test]

@@ -542,3 +542,40 @@ async fn a_write_the_store_can_never_take_is_refused_as_permanent_and_others_sti
     assert_eq!(second.body, Message::Ack(Ack::All(ResultCode::Ok)));
     assert!(store.get(b"k").unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connected_connection_carries_its_sockets_tcp_info_under_a_unique_cookie() {
+    let recv = Recv::start(Store::memory(), None).await;
+    let mut cfg = ShipConfig::new(recv.addr.to_string());
+    cfg.connections = 4;
+    cfg.sndbuf = None;
+    cfg.interval = Duration::from_millis(200);
+    cfg.max_throughput = Some(20_000);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let run = ship::run(
+        cfg,
+        Generator::new(spec(1000, 100), 1, Some(20_000)),
+        move |snap| s.lock().unwrap().push(snap.clone()),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    tokio::time::timeout(LIMIT, run).await.unwrap().unwrap();
+    let snaps = seen.lock().unwrap();
+    let full = snaps
+        .iter()
+        .find(|s| s.connected == 4)
+        .expect("a snapshot with all four connections up");
+    let mut cookies: Vec<u64> = full.connections.iter().map(|c| c.cookie).collect();
+    cookies.sort_unstable();
+    cookies.dedup();
+    assert_eq!(cookies.len(), 4, "cookies not unique: {cookies:?}");
+    assert!(!cookies.contains(&0));
+    for c in &full.connections {
+        let tcp = c
+            .tcp
+            .unwrap_or_else(|| panic!("connection {} has no TCP_INFO", c.id));
+        assert!(tcp.cwnd_segments > 0 && tcp.srtt_us > 0, "{tcp:?}");
+        assert!(tcp.snd_wnd_bytes > 0 && tcp.bytes_acked > 0, "{tcp:?}");
+    }
+}

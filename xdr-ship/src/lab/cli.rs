@@ -53,6 +53,10 @@ pub struct LinkArgs {
     /// One-way delay variation, ±; never reorders.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = jitter_arg)]
     pub jitter: Duration,
+    /// Apply `--loss` only to TCP segments from or to this port (repeat for
+    /// more ports; default: every segment).
+    #[arg(long = "loss-port", value_name = "PORT")]
+    pub loss_ports: Vec<u16>,
     /// MTU of the link.
     #[arg(long, default_value = "1500", value_name = "BYTES", value_parser = mtu_arg)]
     pub mtu: u32,
@@ -68,6 +72,7 @@ impl LinkArgs {
             rtt: self.rtt,
             bandwidth_bytes_per_s: self.bandwidth,
             loss: self.loss,
+            loss_ports: self.loss_ports.clone(),
             jitter: self.jitter,
             mtu: self.mtu,
             queue: self.queue.unwrap_or(self.rtt),

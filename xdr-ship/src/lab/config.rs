@@ -16,6 +16,11 @@ pub struct LinkConfig {
     pub bandwidth_bytes_per_s: u64,
     /// Fraction of MSS segments dropped at random in each direction (0.001 = 0.1%).
     pub loss: f64,
+    /// When not empty, `loss` strikes only TCP segments whose source or
+    /// destination port is listed: one connection's path can be lossy while
+    /// the others stay clean (as when one flow crosses a bad link).
+    #[serde(default)]
+    pub loss_ports: Vec<u16>,
     /// Extra one-way delay, uniform in `±jitter`; packets are never reordered.
     pub jitter: Duration,
     /// MTU of both TUN devices.
@@ -32,6 +37,7 @@ impl LinkConfig {
             rtt,
             bandwidth_bytes_per_s,
             loss: 0.0,
+            loss_ports: Vec::new(),
             jitter: Duration::ZERO,
             mtu: 1500,
             queue: rtt,
@@ -98,10 +104,15 @@ impl fmt::Display for LinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rtt {} · {} · loss {}% · jitter ±{} · mtu {} · queue {}",
+            "rtt {} · {} · loss {}%{} · jitter ±{} · mtu {} · queue {}",
             humantime::format_duration(self.rtt),
             format_rate(self.bandwidth_bytes_per_s as f64),
             self.loss * 100.0,
+            if self.loss_ports.is_empty() {
+                String::new()
+            } else {
+                format!(" (ports {:?})", self.loss_ports)
+            },
             humantime::format_duration(self.jitter),
             self.mtu,
             humantime::format_duration(self.queue),

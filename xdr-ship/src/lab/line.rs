@@ -282,6 +282,7 @@ struct Direction {
     to: Arc<OwnedFd>,
     sched: Scheduler,
     loss: f64,
+    loss_ports: Vec<u16>,
     rng: fastrand::Rng,
     shared: Arc<Shared>,
     queue: VecDeque<Pending>,
@@ -314,6 +315,7 @@ impl Direction {
                 c.queue.as_nanos() as Nanos,
             ),
             loss: c.loss,
+            loss_ports: c.loss_ports.clone(),
             rng: fastrand::Rng::new(),
             shared,
             queue: VecDeque::new(),
@@ -425,6 +427,13 @@ impl Direction {
         c.bytes_in.fetch_add(layout.wire_len(), Relaxed);
         self.probe_rtt(&frame[VNET_HDR_LEN..], now);
 
+        // Loss may be confined to some ports: decided once per frame, since
+        // every segment of a super-packet belongs to the same flow.
+        let lossy = self.loss > 0.0
+            && (self.loss_ports.is_empty()
+                || gso::tcp_meta(&frame[VNET_HDR_LEN..]).is_some_and(|m| {
+                    self.loss_ports.contains(&m.src.1) || self.loss_ports.contains(&m.dst.1)
+                }));
         self.keep.clear();
         self.releases.clear();
         let mut dropped_queue = 0;
@@ -446,7 +455,7 @@ impl Direction {
                 }
                 Admission::Accepted { release } => {
                     // Loss strikes on the wire, after the segment took its slot.
-                    let lost = self.loss > 0.0 && self.rng.f64() < self.loss;
+                    let lost = lossy && self.rng.f64() < self.loss;
                     dropped_loss += u64::from(lost);
                     self.keep.push(!lost);
                     self.releases.push(release);

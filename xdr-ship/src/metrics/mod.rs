@@ -90,6 +90,68 @@ pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// The kernel's view of one of the shipper's own sockets (`TCP_INFO`), in
+/// units. The chrono timers are cumulative; diagnosis works on their
+/// differences between snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpSample {
+    /// Congestion window, segments.
+    pub cwnd_segments: u32,
+    /// Slow-start threshold, segments.
+    pub ssthresh_segments: u32,
+    /// Sender MSS, bytes.
+    pub mss_bytes: u32,
+    /// Smoothed RTT.
+    pub srtt_us: u32,
+    /// Smallest RTT seen.
+    pub min_rtt_us: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked_segments: u32,
+    /// The peer's advertised window.
+    pub snd_wnd_bytes: u32,
+    /// Our advertised window.
+    pub rcv_wnd_bytes: u32,
+    /// Written by us, not yet sent by TCP.
+    pub notsent_bytes: u32,
+    /// Latest delivery-rate sample.
+    pub delivery_rate_bytes_per_s: u64,
+    /// Whether that sample was limited by the application.
+    pub app_limited: bool,
+    /// Time with data in flight (cumulative).
+    pub busy_us: u64,
+    /// Time limited by the peer's receive window (cumulative).
+    pub rwnd_limited_us: u64,
+    /// Time limited by our send buffer (cumulative).
+    pub sndbuf_limited_us: u64,
+    /// Segments retransmitted (cumulative).
+    pub total_retrans: u32,
+    /// Bytes acknowledged by the peer (cumulative).
+    pub bytes_acked: u64,
+}
+
+impl From<&crate::net::TcpInfo> for TcpSample {
+    fn from(i: &crate::net::TcpInfo) -> Self {
+        Self {
+            cwnd_segments: i.snd_cwnd,
+            ssthresh_segments: i.snd_ssthresh,
+            mss_bytes: i.snd_mss,
+            srtt_us: i.rtt_us,
+            min_rtt_us: i.min_rtt_us,
+            unacked_segments: i.unacked,
+            snd_wnd_bytes: i.snd_wnd,
+            rcv_wnd_bytes: i.rcv_wnd,
+            notsent_bytes: i.notsent_bytes,
+            delivery_rate_bytes_per_s: i.delivery_rate,
+            app_limited: i.delivery_rate_app_limited(),
+            busy_us: i.busy_time_us,
+            rwnd_limited_us: i.rwnd_limited_us,
+            sndbuf_limited_us: i.sndbuf_limited_us,
+            total_retrans: i.total_retrans,
+            bytes_acked: i.bytes_acked,
+        }
+    }
+}
+
 /// One connection's state at a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ConnSnapshot {
@@ -114,6 +176,8 @@ pub struct ConnSnapshot {
     pub window_limited: bool,
     /// Cumulative counters.
     pub counters: Counters,
+    /// The kernel's view of the socket (`TCP_INFO`), while connected.
+    pub tcp: Option<TcpSample>,
 }
 
 /// Everything the shipper knows about itself at one instant.

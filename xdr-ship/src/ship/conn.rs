@@ -42,7 +42,7 @@ use tokio_util::{
 
 use super::{source::SourceRecord, ShipError};
 use crate::{
-    metrics::{new_latency_histogram, ConnSnapshot, Counters},
+    metrics::{new_latency_histogram, ConnSnapshot, Counters, TcpSample},
     net::{request_buffer, socket_cookie, Buffer},
     wire::{Frame, Hello, Message, OrderingMode, ResultClass, ResultCode, WireCodec, WireError},
 };
@@ -83,6 +83,9 @@ pub(crate) struct ConnState {
     /// The window now (permits handed out + available).
     window: AtomicU64,
     pub cookie: AtomicU64,
+    /// The current socket's fd (-1 while disconnected), for `TCP_INFO`
+    /// reads by the snapshotter; always checked against `cookie`.
+    fd: std::sync::atomic::AtomicI32,
     pub connected: AtomicBool,
     window_limited: AtomicBool,
     table: Mutex<BTreeMap<u64, Pending>>,
@@ -108,6 +111,7 @@ impl ConnState {
             permits: Semaphore::new(window as usize),
             window: AtomicU64::new(window),
             cookie: AtomicU64::new(0),
+            fd: std::sync::atomic::AtomicI32::new(-1),
             connected: AtomicBool::new(false),
             window_limited: AtomicBool::new(false),
             table: Mutex::new(BTreeMap::new()),
@@ -162,9 +166,12 @@ impl ConnState {
 
     /// This connection's part of a snapshot (rates are filled in by the pool).
     pub fn snapshot(&self) -> ConnSnapshot {
+        let cookie = self.cookie.load(Ordering::Relaxed);
+        let fd = self.fd.load(Ordering::Relaxed);
         ConnSnapshot {
             id: self.id,
-            cookie: self.cookie.load(Ordering::Relaxed),
+            cookie,
+            tcp: crate::net::tcp_info_if_cookie(fd, cookie).map(|i| TcpSample::from(&i)),
             connected: self.connected.load(Ordering::Relaxed),
             inflight: self.inflight.load(Ordering::Relaxed),
             inflight_bytes: self.inflight_bytes.load(Ordering::Relaxed),
@@ -250,9 +257,13 @@ pub(crate) async fn run(
             }
         };
         backoff = cfg.backoff_min;
+        state
+            .fd
+            .store(std::os::fd::AsRawFd::as_raw_fd(&stream), Ordering::Relaxed);
         state.connected.store(true, Ordering::Relaxed);
         let end = session(stream, codec_max, &state, &cfg, &queue, &acked, &cancel).await;
         state.connected.store(false, Ordering::Relaxed);
+        state.fd.store(-1, Ordering::Relaxed);
         state.cookie.store(0, Ordering::Relaxed);
         match end {
             SessionEnd::Drained | SessionEnd::Cancelled => return,
