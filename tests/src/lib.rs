@@ -165,3 +165,80 @@ pub fn loopback_traffic(bytes: u64, timeout: Duration) -> u64 {
     drop(sock);
     reader.join().expect("reader thread")
 }
+
+/// A listener on `port` (0: any) of the far side of `lab`.
+pub fn listen_far_on(lab: &xdr_ship::lab::Lab, port: u16) -> TcpListener {
+    use xdr_ship::lab::{netns, LabError, Side};
+    let addr = std::net::SocketAddr::from((lab.addr(Side::Far), port));
+    netns::in_netns(lab.namespace(Side::Far), move || {
+        TcpListener::bind(addr).map_err(|source| LabError::Io {
+            what: "bind in far".to_owned(),
+            source,
+        })
+    })
+    .expect("bind a listener in the far namespace")
+}
+
+/// A connection from the near side of `lab` to `to`.
+pub fn connect_near(lab: &xdr_ship::lab::Lab, to: std::net::SocketAddr) -> TcpStream {
+    use xdr_ship::lab::{netns, LabError, Side};
+    netns::in_netns(lab.namespace(Side::Near), move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|source| LabError::Io {
+            what: "connect from near".to_owned(),
+            source,
+        })
+    })
+    .expect("connect across the lab")
+}
+
+/// Brings `link` up (lab named after `tag`), runs `recv --memory` on the far
+/// side and `ship --to far:3000 --json --duration SECS ARGS` on the near
+/// side; returns the shipper's per-second snapshots and its summary. The lab
+/// and the receiver are gone when it returns, even on panic.
+pub fn ship_across_lab(
+    tag: &str,
+    link: xdr_ship::lab::LinkConfig,
+    ship_args: &[&str],
+    secs: u64,
+) -> (Vec<serde_json::Value>, serde_json::Value) {
+    use xdr_ship::lab::{Lab, LabOptions, Side};
+    let name = format!("t{}-{tag}", std::process::id());
+    let lab = Lab::up(&name, link, LabOptions::default()).expect("lab up");
+    let far = lab.addr(Side::Far);
+    let _recv = ChildGuard(
+        lab.command(Side::Far, xdr_ship_bin())
+            .args(["recv", "--memory", "--listen", &format!("{far}:3000")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start recv in the far namespace"),
+    );
+    let (ok, out, err) = run_bounded(
+        lab.command(Side::Near, xdr_ship_bin())
+            .args([
+                "ship",
+                "--to",
+                &format!("{far}:3000"),
+                "--json",
+                "--duration",
+            ])
+            .arg(format!("{secs}s"))
+            .args(ship_args),
+        Duration::from_secs(secs + 60),
+    );
+    assert!(ok, "ship failed: {err}");
+    let values: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = values
+        .iter()
+        .find(|v| v.get("summary").is_some())
+        .cloned()
+        .expect("a summary line");
+    let snaps = values
+        .into_iter()
+        .filter(|v| v.get("throughput").is_some())
+        .collect();
+    (snaps, summary)
+}

@@ -5,7 +5,7 @@
 //! namespace, no TUN device, no status file, no child process.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::Path,
     process::{Command, Stdio},
@@ -13,7 +13,9 @@ use std::{
 };
 
 use xdr_ship::lab::{netns, status, Lab, LabOptions, LinkConfig, Side};
-use xdr_tests::{drain_one, require_root, run_bounded, xdr_ship_bin, ChildGuard};
+use xdr_tests::{
+    connect_near, drain_one, listen_far_on, require_root, run_bounded, xdr_ship_bin, ChildGuard,
+};
 
 const RTT: Duration = Duration::from_millis(40);
 const RATE: u64 = 20_000_000;
@@ -52,29 +54,9 @@ fn tcp_info(sock: &TcpStream) -> libc::tcp_info {
     info
 }
 
-/// A listener on the far address, created inside the far namespace.
+/// A listener on any port of the far side.
 fn listen_far(lab: &Lab) -> TcpListener {
-    let addr = SocketAddr::from((lab.addr(Side::Far), 0));
-    netns::in_netns(lab.namespace(Side::Far), move || {
-        TcpListener::bind(addr).map_err(|source| xdr_ship::lab::LabError::Io {
-            what: "bind in far".to_owned(),
-            source,
-        })
-    })
-    .expect("bind a listener in the far namespace")
-}
-
-/// A connection from the near namespace to `to`.
-fn connect_near(lab: &Lab, to: SocketAddr) -> TcpStream {
-    netns::in_netns(lab.namespace(Side::Near), move || {
-        TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|source| {
-            xdr_ship::lab::LabError::Io {
-                what: "connect from near".to_owned(),
-                source,
-            }
-        })
-    })
-    .expect("connect across the lab")
+    listen_far_on(lab, 0)
 }
 
 /// Starts `xdr-ship lab up` (40 ms, 20 MB/s) and waits until it has
@@ -342,18 +324,6 @@ fn one_percent_loss_shows_retransmits_in_tcp_info() {
         lab.down().expect("teardown");
     }
     assert_nothing_left(&name, Duration::from_secs(5));
-}
-
-/// A listener on `port` in the far namespace.
-fn listen_far_on(lab: &Lab, port: u16) -> TcpListener {
-    let addr = SocketAddr::from((lab.addr(Side::Far), port));
-    netns::in_netns(lab.namespace(Side::Far), move || {
-        TcpListener::bind(addr).map_err(|source| xdr_ship::lab::LabError::Io {
-            what: "bind in far".to_owned(),
-            source,
-        })
-    })
-    .expect("bind a listener in the far namespace")
 }
 
 #[test]

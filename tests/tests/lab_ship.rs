@@ -2,57 +2,18 @@
 //! stop-and-wait is bound by the round trip, pipelining by the line.
 //! Root only (namespaces); every lab, process and namespace is removed even
 //! when a test fails.
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
-use xdr_ship::lab::{Lab, LabOptions, LinkConfig, Side};
-use xdr_tests::{require_root, run_bounded, xdr_ship_bin, ChildGuard};
+use xdr_ship::lab::LinkConfig;
+use xdr_tests::{require_root, ship_across_lab};
 
 const RTT: Duration = Duration::from_millis(40);
 const RATE: u64 = 20_000_000;
 
-/// Brings a link up, runs `recv --memory` far and `ship ARGS --json` near;
-/// returns the shipper's per-second snapshots and its summary.
+/// Brings a 40 ms / 20 MB/s link up and ships across it.
 fn ship_across(tag: &str, ship_args: &[&str], secs: u64) -> (Vec<Value>, Value) {
-    let name = format!("t{}-{tag}", std::process::id());
-    let lab = Lab::up(&name, LinkConfig::new(RTT, RATE), LabOptions::default()).expect("lab up");
-    let far = lab.addr(Side::Far);
-    let _recv = ChildGuard(
-        lab.command(Side::Far, xdr_ship_bin())
-            .args(["recv", "--memory", "--listen", &format!("{far}:3000")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start recv in the far namespace"),
-    );
-    let (ok, out, err) = run_bounded(
-        lab.command(Side::Near, xdr_ship_bin())
-            .args([
-                "ship",
-                "--to",
-                &format!("{far}:3000"),
-                "--json",
-                "--duration",
-            ])
-            .arg(format!("{secs}s"))
-            .args(ship_args),
-        Duration::from_secs(secs + 60),
-    );
-    assert!(ok, "ship failed: {err}");
-    let values: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let summary = values
-        .iter()
-        .find(|v| v.get("summary").is_some())
-        .cloned()
-        .expect("a summary line");
-    let snaps = values
-        .into_iter()
-        .filter(|v| v.get("throughput").is_some())
-        .collect();
-    (snaps, summary)
+    ship_across_lab(tag, LinkConfig::new(RTT, RATE), ship_args, secs)
 }
 
 /// Median of `key` over the snapshots after the first `skip`.

@@ -70,6 +70,235 @@ pub struct SoftirqStart {
 const _: () = assert!(core::mem::size_of::<SoftirqStat>() == 16);
 const _: () = assert!(core::mem::size_of::<SoftirqStart>() == 16);
 
+// ---------------------------------------------------------------------------
+// Per-connection TCP state (`tcp:tcp_probe`, `tcp:tcp_retransmit_skb`,
+// `sock:inet_sock_set_state`).
+// ---------------------------------------------------------------------------
+
+/// LRU hash map, socket cookie (`u64`, the kernel's `SO_COOKIE`) →
+/// [`TcpConnStat`]: the latest state of each TCP connection the filter lets
+/// through. LRU so that a machine with more connections than
+/// [`TCP_CONN_CAPACITY`] evicts the quietest ones instead of failing inserts.
+pub const MAP_TCP_CONNS: &str = "TCP_CONNS";
+/// LRU hash map, kernel socket address (`struct sock *` as `u64`) → socket
+/// cookie. Only `tcp:tcp_probe` carries the cookie; the retransmit and
+/// state-change tracepoints carry the socket address, so this map lets them
+/// attribute their events to a connection of [`MAP_TCP_CONNS`].
+pub const MAP_TCP_SOCKS: &str = "TCP_SOCKS";
+/// Per-CPU array map, [`NR_TCP_COUNTERS`] `u64`s indexed by the
+/// `TCP_COUNTER_*` constants; user space sums the CPUs.
+pub const MAP_TCP_COUNTERS: &str = "TCP_COUNTERS";
+/// Hash map, port (`u16`, host order) → `u8` (1): the ports of interest when
+/// [`GLOBAL_FILTER_MODE`] is [`FILTER_MODE_PORTS`].
+pub const MAP_FILTER_PORTS: &str = "FILTER_PORTS";
+
+/// Connections [`MAP_TCP_CONNS`] (and [`MAP_TCP_SOCKS`]) hold at most.
+pub const TCP_CONN_CAPACITY: u32 = 16384;
+/// Ports [`MAP_FILTER_PORTS`] holds at most.
+pub const FILTER_PORTS_CAPACITY: u32 = 256;
+
+/// Global (`.rodata`, `u32`): which TCP sockets the programs look at, one of
+/// [`FILTER_MODE_ALL`] or [`FILTER_MODE_PORTS`]. Being read-only, the
+/// verifier knows its value and prunes the branch not taken.
+pub const GLOBAL_FILTER_MODE: &str = "FILTER_MODE";
+/// Every TCP socket.
+pub const FILTER_MODE_ALL: u32 = 0;
+/// Only sockets whose local or remote port is in [`MAP_FILTER_PORTS`].
+pub const FILTER_MODE_PORTS: u32 = 1;
+
+/// Index in [`MAP_TCP_COUNTERS`]: transitions into `TCP_ESTABLISHED`.
+pub const TCP_COUNTER_OPENS: u32 = 0;
+/// Index in [`MAP_TCP_COUNTERS`]: transitions into `TCP_CLOSE` from a
+/// synchronised state (not from `LISTEN`, `SYN_SENT` or `SYN_RECV`).
+pub const TCP_COUNTER_CLOSES: u32 = 1;
+/// Index in [`MAP_TCP_COUNTERS`]: retransmits of sockets `tcp:tcp_probe` had
+/// not seen yet, so with no cookie to charge them to.
+pub const TCP_COUNTER_RETRANS_UNATTRIBUTED: u32 = 2;
+/// Index in [`MAP_TCP_COUNTERS`]: retransmit attempts the kernel could not
+/// send (`err != 0` in `tcp:tcp_retransmit_skb`, e.g. the skb was still in a
+/// host queue); not counted as retransmits.
+pub const TCP_COUNTER_RETRANS_FAILED: u32 = 3;
+/// Entries of [`MAP_TCP_COUNTERS`].
+pub const NR_TCP_COUNTERS: u32 = 4;
+
+/// [`TcpConnStat::flags`]: the socket went to `TCP_CLOSE`. The entry stays
+/// so that a short-lived connection is still reported once; user space
+/// deletes it after reading it.
+pub const CONN_FLAG_CLOSED: u16 = 1;
+
+/// `tcp_current_ssthresh()` of a connection that has not left slow start
+/// yet (`TCP_INFINITE_SSTHRESH`).
+pub const TCP_INFINITE_SSTHRESH: u32 = 0x7fff_ffff;
+
+/// Global (`.rodata`, [`TcpProbeOffsets`]) with the field offsets of
+/// `tcp:tcp_probe`.
+pub const GLOBAL_TCP_PROBE_OFFSETS: &str = "TCP_PROBE_OFFSETS";
+/// Global (`.rodata`, [`TcpRetransmitOffsets`]) with the field offsets of
+/// `tcp:tcp_retransmit_skb`.
+pub const GLOBAL_TCP_RETRANSMIT_OFFSETS: &str = "TCP_RETRANSMIT_OFFSETS";
+/// Global (`.rodata`, [`InetSockSetStateOffsets`]) with the field offsets
+/// of `sock:inet_sock_set_state`.
+pub const GLOBAL_INET_SOCK_SET_STATE_OFFSETS: &str = "INET_SOCK_SET_STATE_OFFSETS";
+
+/// Program attached to `tcp:tcp_probe`.
+pub const PROG_TCP_PROBE: &str = "tcp_probe";
+/// Program attached to `tcp:tcp_retransmit_skb`.
+pub const PROG_TCP_RETRANSMIT_SKB: &str = "tcp_retransmit_skb";
+/// Program attached to `sock:inet_sock_set_state`.
+pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+
+/// An offset global's value for a field this kernel's record does not have
+/// (only for fields the programs can do without).
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// The latest `tcp:tcp_probe` sample of one connection, plus what the other
+/// two tracepoints add to it. Written by the kernel, read by user space;
+/// fields may be torn between two samples while user space reads (each
+/// field is whole), which a monitor can live with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpConnStat {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last update.
+    pub last_update_ns: u64,
+    /// `tcp:tcp_probe` events seen (received segments in ESTABLISHED).
+    pub samples: u64,
+    /// Retransmitted skbs (each may carry several segments); added to with
+    /// an atomic add, from any CPU.
+    pub retransmits: u64,
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Slow-start threshold, segments, as `tcp_current_ssthresh()` reports
+    /// it (outside recovery: `max(ssthresh, 3/4 cwnd)`);
+    /// [`TCP_INFINITE_SSTHRESH`] until the first loss.
+    pub ssthresh: u32,
+    /// The peer's advertised window, bytes (already scaled).
+    pub snd_wnd: u32,
+    /// Our advertised window, bytes.
+    pub rcv_wnd: u32,
+    /// Smoothed RTT, µs.
+    pub srtt_us: u32,
+    /// `snd_nxt - snd_una`, wrapping: bytes sent and not yet acknowledged.
+    pub bytes_in_flight: u32,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// `CONN_FLAG_*` bits.
+    pub flags: u16,
+}
+
+/// Byte offsets of the `tcp:tcp_probe` fields the program reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpProbeOffsets {
+    /// `__u16 sport` (host order).
+    pub sport: u32,
+    /// `__u16 dport` (host order).
+    pub dport: u32,
+    /// `__u16 family`.
+    pub family: u32,
+    /// `__u32 snd_nxt`.
+    pub snd_nxt: u32,
+    /// `__u32 snd_una`.
+    pub snd_una: u32,
+    /// `__u32 snd_cwnd`.
+    pub snd_cwnd: u32,
+    /// `__u32 ssthresh`.
+    pub ssthresh: u32,
+    /// `__u32 snd_wnd`.
+    pub snd_wnd: u32,
+    /// `__u32 srtt` (µs: the kernel stores `srtt_us >> 3`).
+    pub srtt: u32,
+    /// `__u32 rcv_wnd`.
+    pub rcv_wnd: u32,
+    /// `__u64 sock_cookie`.
+    pub sock_cookie: u32,
+    /// `const void *skaddr`.
+    pub skaddr: u32,
+}
+
+impl TcpProbeOffsets {
+    /// The layout of Linux 6.18; only a fallback, user space reads the real
+    /// one from tracefs.
+    pub const DEFAULT: Self = Self {
+        sport: 64,
+        dport: 66,
+        family: 68,
+        snd_nxt: 80,
+        snd_una: 84,
+        snd_cwnd: 88,
+        ssthresh: 92,
+        snd_wnd: 96,
+        srtt: 100,
+        rcv_wnd: 104,
+        sock_cookie: 112,
+        skaddr: 128,
+    };
+}
+
+/// Byte offsets of the `tcp:tcp_retransmit_skb` fields the program reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpRetransmitOffsets {
+    /// `const void *skaddr`.
+    pub skaddr: u32,
+    /// `__u16 sport` (host order).
+    pub sport: u32,
+    /// `__u16 dport` (host order).
+    pub dport: u32,
+    /// `int err` (Linux 6.13+; [`OFFSET_ABSENT`] before, when the event
+    /// fired only for retransmits that were sent).
+    pub err: u32,
+}
+
+impl TcpRetransmitOffsets {
+    /// The layout of Linux 6.18; only a fallback.
+    pub const DEFAULT: Self = Self {
+        skaddr: 16,
+        sport: 28,
+        dport: 30,
+        err: 76,
+    };
+}
+
+/// Byte offsets of the `sock:inet_sock_set_state` fields the program reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InetSockSetStateOffsets {
+    /// `const void *skaddr`.
+    pub skaddr: u32,
+    /// `int oldstate`.
+    pub oldstate: u32,
+    /// `int newstate`.
+    pub newstate: u32,
+    /// `__u16 sport` (host order).
+    pub sport: u32,
+    /// `__u16 dport` (host order).
+    pub dport: u32,
+    /// `__u16 protocol`.
+    pub protocol: u32,
+}
+
+impl InetSockSetStateOffsets {
+    /// The layout of Linux 6.18; only a fallback.
+    pub const DEFAULT: Self = Self {
+        skaddr: 8,
+        oldstate: 16,
+        newstate: 20,
+        sport: 24,
+        dport: 26,
+        protocol: 30,
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<TcpConnStat>() == 56);
+const _: () = assert!(core::mem::align_of::<TcpConnStat>() == 8);
+const _: () = assert!(core::mem::size_of::<TcpProbeOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<TcpRetransmitOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<InetSockSetStateOffsets>() == 24);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `SoftirqStat` is `repr(C)`, `Copy`, made only of `u64`s with no
@@ -78,6 +307,17 @@ mod pod {
     // SAFETY: `SoftirqStart` is `repr(C)`, `Copy`, two `u32` after one `u64`
     // with the padding made explicit, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::SoftirqStart {}
+    // SAFETY: `TcpConnStat` is `repr(C)`, `Copy`: three `u64`, six `u32`,
+    // four `u16` (56 bytes, asserted), so no padding and every bit pattern
+    // is a valid value.
+    unsafe impl aya::Pod for super::TcpConnStat {}
+    // SAFETY: the offset structs are `repr(C)`, `Copy`, made only of `u32`s
+    // (sizes asserted), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::TcpProbeOffsets {}
+    // SAFETY: see `TcpProbeOffsets`.
+    unsafe impl aya::Pod for super::TcpRetransmitOffsets {}
+    // SAFETY: see `TcpProbeOffsets`.
+    unsafe impl aya::Pod for super::InetSockSetStateOffsets {}
 }
 
 #[cfg(test)]
@@ -89,5 +329,26 @@ mod tests {
         assert_eq!(SOFTIRQ_NAMES[SOFTIRQ_NET_RX], "NET_RX");
         assert_eq!(SOFTIRQ_NAMES[SOFTIRQ_NET_TX], "NET_TX");
         assert_eq!(SOFTIRQ_NAMES.len(), NR_SOFTIRQS);
+    }
+
+    #[test]
+    fn tcp_conn_stat_fields_sit_where_both_sides_expect_them() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(TcpConnStat, retransmits), 16);
+        assert_eq!(offset_of!(TcpConnStat, snd_cwnd), 24);
+        assert_eq!(offset_of!(TcpConnStat, bytes_in_flight), 44);
+        assert_eq!(offset_of!(TcpConnStat, flags), 54);
+    }
+
+    #[test]
+    fn tcp_counter_indices_fit_the_counter_map() {
+        for i in [
+            TCP_COUNTER_OPENS,
+            TCP_COUNTER_CLOSES,
+            TCP_COUNTER_RETRANS_UNATTRIBUTED,
+            TCP_COUNTER_RETRANS_FAILED,
+        ] {
+            assert!(i < NR_TCP_COUNTERS);
+        }
     }
 }

@@ -7,14 +7,26 @@
 //! `format` at load time.
 //!
 //! Each program is a thin wrapper over a `try_` function; they allocate
-//! nothing, write only per-CPU maps (no locks, no atomics: softirqs do not
-//! nest on one CPU), and bail out quietly on a failed read: a missed sample is
-//! better than a verifier-rejected or noisy program.
+//! nothing, use only bounded maps, and bail out quietly on a failed read: a
+//! missed sample is better than a verifier-rejected or noisy program. None
+//! logs (aya-log in a per-packet tracepoint is not cheap).
+//!
+//! Layout:
+//! - this file: the softirq programs (`irq:softirq_entry/exit`), which write
+//!   only per-CPU maps (no locks, no atomics: softirqs do not nest on one
+//!   CPU), and what every BPF object needs (license, panic handler);
+//! - [`tcp`]: per-connection TCP state (`tcp:tcp_probe`,
+//!   `tcp:tcp_retransmit_skb`, `sock:inet_sock_set_state`) and the port
+//!   filter.
 //!
 //! On any target but BPF the crate builds an empty host binary, so that
 //! `cargo clippy --workspace --all-targets` can check it like the others.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `tcp::atomic_add`: the BPF target has no stable `fetch_add` (see there).
+// The kernel crate is built with `RUSTC_BOOTSTRAP=1` anyway (`build-std`).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -23,6 +35,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use xdr_common::{SoftirqStart, SoftirqStat, NR_SOFTIRQS};
+
+mod tcp;
 
 /// Offset of `unsigned int vec` in the `irq:softirq_*` records. Overwritten
 /// at load time (see [`xdr_common::GLOBAL_SOFTIRQ_VEC_OFFSET`]); 8 is the

@@ -18,11 +18,13 @@
 //! - [`net`]: socket buffers (with the sysctl that caps them) and cookies.
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
 //!   and the `/proc` fallback used when eBPF cannot load.
+//! - [`diagnose`]: the verdict: what limits the throughput, its share, evidence and exact fix.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
 //! Stages still to come each get a room of their own: `log` (the durable
-//! source log), `diagnose` (the verdict), and `tui`.
+//! source log) and `tui`.
+pub mod diagnose;
 pub mod lab;
 pub mod metrics;
 pub mod net;

@@ -25,6 +25,8 @@ enum Command {
     Load(cmd::load::Args),
     /// Per-CPU softirq load, split by vector: the `si` column of `top`.
     Softirqs(cmd::softirqs::Args),
+    /// Any process's TCP flows: windows, RTT, retransmits, softirq per CPU.
+    Observe(cmd::observe::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
 }
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ship(args) => cmd::ship::run(args).await,
             Command::Load(args) => cmd::load::run(args).await,
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
+            Command::Observe(args) => cmd::observe::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
         }
     })

@@ -268,6 +268,45 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
     Ok(())
 }
 
+/// Loopback shipping with the TCP probes attached (an `observe` process
+/// watching the port) against the same with them detached, alternated
+/// `runs` times: the cost of the kernel eyes.
+fn probe_overhead(bin: &Path, runs: usize, secs: u64) -> Result<()> {
+    let port = 3405;
+    let args = ["--generate", "max,1000,100000"];
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        off.push(ship_run(bin, &["--memory"], &args, port, secs)?);
+        let _observe = Guard(
+            Command::new(bin)
+                .args(["observe", "--port", &port.to_string(), "--interval", "1s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting xdr-ship observe")?,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        on.push(ship_run(bin, &["--memory"], &args, port, secs)?);
+        eprintln!(
+            "  run {}: probes detached {:>10.0}  attached {:>10.0}",
+            i + 1,
+            off[i],
+            on[i]
+        );
+    }
+    let (m_off, m_on) = (median(&mut off), median(&mut on));
+    println!(
+        "\nprobe overhead: loopback 1 KB shipping, {runs} alternated runs of {secs} s\n\
+         {:<46} {:>14.0}\n{:<46} {:>14.0}  cost {:+.1}% (target <= 2%)",
+        "probes detached",
+        m_off,
+        "probes attached (observe --port, eBPF TCP + softirq)",
+        m_on,
+        100.0 * (1.0 - m_on / m_off)
+    );
+    Ok(())
+}
+
 pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
     let bin = crate::build(true)?;
     let scratch = Scratch::new("bench")?;
@@ -368,6 +407,11 @@ pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
     );
     line(&disk, k, "physical limit of the durable row".into());
     line(&saw, s, format!("{:.3}x pipelined --memory", s / m));
+    if crate::is_root() {
+        probe_overhead(&bin, repeats.max(5), secs)?;
+    } else {
+        println!("\n(probe overhead row needs root to attach eBPF)");
+    }
     if lab_secs == 0 {
         println!("\n(lab rows skipped: --lab-seconds 0)");
     } else if crate::is_root() {

@@ -1,10 +1,28 @@
 //! The commands' bodies: the edge between flags and the library.
 pub mod load;
+pub mod observe;
 pub mod recv;
 pub mod ship;
 pub mod softirqs;
 
 use std::time::Duration;
+
+/// The flags every sampling view shares.
+#[derive(clap::Args, Debug)]
+pub struct Sampling {
+    /// Time between samples.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Stop after this many samples (default: run until Ctrl-C).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// One JSON object per sample instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read the non-eBPF sources even when the eBPF programs could load.
+    #[arg(long)]
+    pub no_ebpf: bool,
+}
 
 /// A duration in human units; the error names the accepted form.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -1,5 +1,5 @@
 //! `xdr-ship softirqs`.
-use std::{io::Write, time::Duration};
+use std::io::Write;
 
 use anyhow::Context;
 use xdr_ship::probe::softirq::{SoftirqReport, SoftirqSampler};
@@ -7,28 +7,20 @@ use xdr_ship::probe::softirq::{SoftirqReport, SoftirqSampler};
 /// Per-CPU softirq load, split by vector: the `si` column of `top`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Time between samples.
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = super::parse_duration)]
-    interval: Duration,
-    /// Stop after this many samples (default: run until Ctrl-C).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-    /// One JSON object per sample instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Read `/proc` even when the eBPF programs could load.
-    #[arg(long)]
-    no_ebpf: bool,
+    #[command(flatten)]
+    sampling: super::Sampling,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (sampler, fallback_reason) = SoftirqSampler::open(args.no_ebpf);
+    let (sampler, fallback_reason) = SoftirqSampler::open(args.sampling.no_ebpf);
     if let Some(why) = &fallback_reason {
         tracing::info!("softirqs from /proc: {why}");
     }
     let mut before = sampler.read().context("reading softirq counters")?;
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + args.sampling.interval,
+        args.sampling.interval,
+    );
     let mut printed = 0u64;
     let mut stdout = std::io::stdout();
     loop {
@@ -39,7 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let after = sampler.read().context("reading softirq counters")?;
         let mut report = SoftirqReport::between(&before, &after);
         report.fallback_reason = fallback_reason.clone();
-        if args.json {
+        if args.sampling.json {
             writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
         } else {
             if printed > 0 {
@@ -50,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stdout.flush()?;
         before = after;
         printed += 1;
-        if args.count.is_some_and(|n| printed >= n) {
+        if args.sampling.count.is_some_and(|n| printed >= n) {
             return Ok(());
         }
     }

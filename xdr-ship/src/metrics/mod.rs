@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Cumulative outcome counters of a shipper (or of one connection).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Records handed to a connection for the first time.
     pub shipped: u64,
@@ -52,7 +52,7 @@ impl Counters {
 }
 
 /// Acknowledgement latency percentiles over one interval, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Latency {
     /// Samples in the interval.
     pub samples: u64,
@@ -93,7 +93,7 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 /// The kernel's view of one of the shipper's own sockets (`TCP_INFO`), in
 /// units. The chrono timers are cumulative; diagnosis works on their
 /// differences between snapshots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpSample {
     /// Congestion window, segments.
     pub cwnd_segments: u32,
@@ -153,7 +153,7 @@ impl From<&crate::net::TcpInfo> for TcpSample {
 }
 
 /// One connection's state at a snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnSnapshot {
     /// Index of the connection in its pool.
     pub id: usize,
@@ -181,7 +181,7 @@ pub struct ConnSnapshot {
 }
 
 /// Everything the shipper knows about itself at one instant.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShipSnapshot {
     /// Milliseconds since the Unix epoch.
     pub unix_ms: u64,

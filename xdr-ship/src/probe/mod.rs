@@ -10,10 +10,19 @@
 //! - [`ebpf`]: the embedded object, loading, attaching, reading maps;
 //! - [`tracefs`]: mounting tracefs, tracepoint field offsets;
 //! - [`procfs`]: `/proc/softirqs` and `/proc/stat` parsers;
-//! - [`softirq`]: one sampler over either source, rates, and their rendering.
+//! - [`inet_diag`]: any process's TCP flows with their `tcp_info`, through
+//!   netlink `sock_diag`, as `ss -ti` sees them;
+//! - [`softirq`]: one sampler over either source, rates, and their rendering;
+//! - [`tcp`]: the per-connection view of the eBPF programs, keyed by socket
+//!   cookie, and the snapshot diagnosis joins with the shipper's numbers;
+//! - [`observe`]: both halves of a connection in one row (eBPF + netlink),
+//!   the join with the shipper's own connections, and `observe`'s report.
 pub mod ebpf;
+pub mod inet_diag;
+pub mod observe;
 pub mod procfs;
 pub mod softirq;
+pub mod tcp;
 pub mod tracefs;
 
 /// Why a probe could not load or read.
@@ -40,6 +49,20 @@ pub enum ProbeError {
         /// aya's reason.
         source: aya::EbpfError,
     },
+    /// More filter ports than the kernel map holds.
+    #[error("{given} ports to watch, but the kernel filter holds at most {max}")]
+    TooManyPorts {
+        /// Distinct ports asked for.
+        given: usize,
+        /// Capacity of the filter map.
+        max: u32,
+    },
+    /// The TCP maps were asked for but the TCP programs were not attached.
+    #[error(
+        "the TCP programs are not attached: load them with \
+         `KernelPrograms::load_with(ProbeOptions {{ tcp: true, .. }})`"
+    )]
+    TcpNotAttached,
     /// The object lacks a program this binary expects.
     #[error("the kernel object has no program `{0}`")]
     MissingProgram(&'static str),
@@ -62,6 +85,9 @@ pub enum ProbeError {
         /// aya's reason.
         source: aya::maps::MapError,
     },
+    /// The netlink socket dump failed.
+    #[error(transparent)]
+    Netlink(#[from] inet_diag::DiagError),
     /// A `/proc` or `/sys` file could not be read.
     #[error("reading {path}: {source}")]
     Proc {

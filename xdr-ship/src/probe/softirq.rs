@@ -7,13 +7,13 @@
 //! difference of two samples over the wall time between them gives rates.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xdr_common::{NR_SOFTIRQS, SOFTIRQ_NAMES};
 
 use super::{ebpf::KernelPrograms, procfs, ProbeError};
 
 /// Where softirq numbers come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SoftirqSource {
     /// The kernel programs: time and runs per vector per CPU.
@@ -87,25 +87,14 @@ impl SoftirqSampler {
 
     /// Reads the cumulative counters now.
     pub fn read(&self) -> Result<SoftirqCounters, ProbeError> {
-        let cpus = match self {
-            Self::Ebpf(progs) => progs
-                .softirq_stats()?
-                .into_iter()
-                .map(|c| {
-                    let vector_ns = c.vectors.map(|v| v.time_ns);
-                    CpuCounters {
-                        cpu: c.cpu,
-                        runs: c.vectors.map(|v| v.count),
-                        total_ns: vector_ns.iter().sum(),
-                        vector_ns: Some(vector_ns),
-                    }
-                })
-                .collect(),
+        match self {
+            Self::Ebpf(progs) => progs.softirq_counters(),
             Self::Proc => {
                 let runs = procfs::read_softirqs()?;
                 let stat = procfs::read_stat()?;
                 let ns_per_tick = procfs::ns_per_tick();
-                runs.into_iter()
+                let cpus = runs
+                    .into_iter()
                     .map(|r| CpuCounters {
                         cpu: r.cpu,
                         runs: r.runs,
@@ -115,22 +104,23 @@ impl SoftirqSampler {
                             .find(|s| s.cpu == r.cpu)
                             .map_or(0, |s| s.ticks * ns_per_tick),
                     })
-                    .collect()
+                    .collect();
+                Ok(SoftirqCounters {
+                    source: SoftirqSource::Proc,
+                    at: Instant::now(),
+                    cpus,
+                })
             }
-        };
-        Ok(SoftirqCounters {
-            source: self.source(),
-            at: Instant::now(),
-            cpus,
-        })
+        }
     }
 }
 
 /// One vector's rates on one CPU.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VectorRate {
-    /// Kernel name (`NET_RX`).
-    pub name: &'static str,
+    /// Kernel name (`NET_RX`): borrowed when measured, owned when replayed
+    /// from a recording.
+    pub name: std::borrow::Cow<'static, str>,
     /// Runs per second.
     pub runs_per_s: f64,
     /// Percent of wall time spent in this vector (eBPF only).
@@ -138,7 +128,7 @@ pub struct VectorRate {
 }
 
 /// One CPU's softirq load over an interval.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuRate {
     /// CPU number.
     pub cpu: usize,
@@ -156,7 +146,7 @@ impl CpuRate {
 }
 
 /// Softirq load of every CPU over one interval: what `softirqs` prints.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SoftirqReport {
     /// Seconds since the Unix epoch at the end of the interval.
     pub unix_time_s: f64,
@@ -193,7 +183,7 @@ impl SoftirqReport {
                 let b = before.cpus.iter().find(|b| b.cpu == a.cpu)?;
                 let vectors = (0..NR_SOFTIRQS)
                     .map(|v| VectorRate {
-                        name: SOFTIRQ_NAMES[v],
+                        name: SOFTIRQ_NAMES[v].into(),
                         runs_per_s: a.runs[v].saturating_sub(b.runs[v]) as f64 / wall_s,
                         time_pct: a
                             .vector_ns
@@ -260,7 +250,7 @@ impl SoftirqReport {
             let other: Vec<&VectorRate> = cpu
                 .vectors
                 .iter()
-                .filter(|v| !SHOWN.contains(&v.name))
+                .filter(|v| !SHOWN.contains(&&*v.name))
                 .collect();
             let other_cell = if per_vector_time {
                 format!(

@@ -1,0 +1,312 @@
+//! Per-connection TCP state: `tcp:tcp_probe`, `tcp:tcp_retransmit_skb` and
+//! `sock:inet_sock_set_state`.
+//!
+//! Why these three: `tcp_probe` fires for every segment a socket receives in
+//! ESTABLISHED and carries what limits a sender (cwnd, ssthresh, the peer's
+//! window, our window, srtt, snd_nxt/snd_una) plus the socket cookie, the
+//! key user space joins on (`SO_COOKIE` of the shipper's own sockets). The
+//! other two carry no cookie, only the socket's kernel address, so
+//! `tcp_probe` keeps an `skaddr → cookie` map for them to attribute
+//! retransmits and closes.
+//!
+//! Why LRU maps: a busy machine has more sockets than any bound we pick;
+//! an LRU map evicts the least recently updated connection instead of
+//! refusing the newest, and a socket freed without our seeing its close
+//! (attached late, lost event) ages out instead of leaking a slot forever.
+//!
+//! Why the port filter lives here: `tcp_probe` fires per received segment on
+//! every TCP socket of the machine. Filtering before anything else costs
+//! unrelated traffic two field reads and two hash lookups (both ports),
+//! instead of two map updates per segment, entries evicting the ones we
+//! want, and a full map for user space to scan.
+//!
+//! Concurrency: `tcp_probe` and `inet_sock_set_state` run under the socket
+//! lock, so one socket's fields have one writer at a time; the retransmit
+//! counter is added to atomically because that is cheap and needs no
+//! argument about which locks the retransmit paths hold. User space may read
+//! an entry while it is written: each field is whole, but fields may come
+//! from two consecutive samples.
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use xdr_common::{
+    InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpRetransmitOffsets, CONN_FLAG_CLOSED,
+    FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS, OFFSET_ABSENT, TCP_CONN_CAPACITY,
+    TCP_COUNTER_CLOSES, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
+    TCP_COUNTER_RETRANS_UNATTRIBUTED,
+};
+
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u16 = 6;
+/// `TCP_ESTABLISHED` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: i32 = 1;
+/// `TCP_SYN_SENT`.
+const TCP_SYN_SENT: i32 = 2;
+/// `TCP_SYN_RECV`.
+const TCP_SYN_RECV: i32 = 3;
+/// `TCP_CLOSE`.
+const TCP_CLOSE: i32 = 7;
+/// `TCP_LISTEN`.
+const TCP_LISTEN: i32 = 10;
+
+/// Which sockets to look at (see [`xdr_common::GLOBAL_FILTER_MODE`]).
+#[no_mangle]
+static FILTER_MODE: u32 = FILTER_MODE_ALL;
+
+/// Field offsets of `tcp:tcp_probe`, patched at load time from tracefs.
+#[no_mangle]
+static TCP_PROBE_OFFSETS: TcpProbeOffsets = TcpProbeOffsets::DEFAULT;
+
+/// Field offsets of `tcp:tcp_retransmit_skb`, patched at load time.
+#[no_mangle]
+static TCP_RETRANSMIT_OFFSETS: TcpRetransmitOffsets = TcpRetransmitOffsets::DEFAULT;
+
+/// Field offsets of `sock:inet_sock_set_state`, patched at load time.
+#[no_mangle]
+static INET_SOCK_SET_STATE_OFFSETS: InetSockSetStateOffsets = InetSockSetStateOffsets::DEFAULT;
+
+#[map]
+static TCP_CONNS: LruHashMap<u64, TcpConnStat> = LruHashMap::with_max_entries(TCP_CONN_CAPACITY, 0);
+
+#[map]
+static TCP_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(TCP_CONN_CAPACITY, 0);
+
+#[map]
+static TCP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_TCP_COUNTERS, 0);
+
+#[map]
+static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(FILTER_PORTS_CAPACITY, 0);
+
+#[tracepoint]
+pub fn tcp_probe(ctx: TracePointContext) -> u32 {
+    match try_tcp_probe(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    match try_tcp_retransmit_skb(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    match try_inet_sock_set_state(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// Reads a `T` at `offset` in the tracepoint record.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ()> {
+    // SAFETY: `read_at` uses `bpf_probe_read_kernel` on the tracepoint
+    // record; the offset comes from the record's own tracefs `format`, and a
+    // bad one makes the helper fail, not the kernel.
+    unsafe { ctx.read_at(offset as usize) }.map_err(|_| ())
+}
+
+/// `*dst += n` as one atomic instruction (`lock xadd`), for a value other
+/// CPUs may add to at the same time.
+///
+/// Why an intrinsic: the BPF target declares no compare-and-swap, so `core`
+/// offers `AtomicU64` without `fetch_add`, although BPF has had an atomic add
+/// since the beginning; LLVM lowers this (result unused) to exactly that.
+/// Host builds (clippy) use the stable API.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes and aligned to 8.
+#[inline(always)]
+unsafe fn atomic_add(dst: *mut u64, n: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the caller guarantees `dst` is valid and aligned.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, n,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller guarantees `dst` is valid and aligned, and all
+    // concurrent accesses go through atomics.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(dst)
+            .fetch_add(n, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether the socket with these ports is one we watch.
+#[inline(always)]
+fn wanted(sport: u16, dport: u16) -> bool {
+    // SAFETY: a plain `u32` in `.rodata`; the volatile read stops the
+    // compiler from folding in the default before user space patches it.
+    let mode = unsafe { core::ptr::read_volatile(&FILTER_MODE) };
+    mode == FILTER_MODE_ALL
+        || FILTER_PORTS.get_ptr(sport).is_some()
+        || FILTER_PORTS.get_ptr(dport).is_some()
+}
+
+/// Adds one to this CPU's counter `index`.
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = TCP_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer is this CPU's slot, valid during the program;
+        // per-CPU slots are written only from this CPU and a tracepoint
+        // program does not preempt itself on one CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), ()> {
+    // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
+    let off = unsafe { core::ptr::read_volatile(&TCP_PROBE_OFFSETS) };
+    let sport: u16 = field(ctx, off.sport)?;
+    let dport: u16 = field(ctx, off.dport)?;
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    let cookie: u64 = field(ctx, off.sock_cookie)?;
+    let skaddr: u64 = field(ctx, off.skaddr)?;
+    let family: u16 = field(ctx, off.family)?;
+    let snd_nxt: u32 = field(ctx, off.snd_nxt)?;
+    let snd_una: u32 = field(ctx, off.snd_una)?;
+    let snd_cwnd: u32 = field(ctx, off.snd_cwnd)?;
+    let ssthresh: u32 = field(ctx, off.ssthresh)?;
+    let snd_wnd: u32 = field(ctx, off.snd_wnd)?;
+    let srtt_us: u32 = field(ctx, off.srtt)?;
+    let rcv_wnd: u32 = field(ctx, off.rcv_wnd)?;
+    // SAFETY: `bpf_ktime_get_ns` has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let bytes_in_flight = snd_nxt.wrapping_sub(snd_una);
+
+    match TCP_CONNS.get_ptr_mut(cookie) {
+        Some(conn) => {
+            // SAFETY: the pointer comes from the map and stays valid for the
+            // program's run (RCU); this socket's `tcp_probe` runs under its
+            // socket lock, so no other writer of these fields runs meanwhile.
+            // `retransmits` is left alone: the retransmit program owns it.
+            unsafe {
+                (*conn).last_update_ns = now;
+                (*conn).samples += 1;
+                (*conn).snd_cwnd = snd_cwnd;
+                (*conn).ssthresh = ssthresh;
+                (*conn).snd_wnd = snd_wnd;
+                (*conn).rcv_wnd = rcv_wnd;
+                (*conn).srtt_us = srtt_us;
+                (*conn).bytes_in_flight = bytes_in_flight;
+                // A socket that receives in ESTABLISHED is open again
+                // (`connect(AF_UNSPEC)` then a new connect keeps the cookie).
+                (*conn).flags &= !CONN_FLAG_CLOSED;
+            }
+        }
+        None => {
+            let stat = TcpConnStat {
+                last_update_ns: now,
+                samples: 1,
+                retransmits: 0,
+                snd_cwnd,
+                ssthresh,
+                snd_wnd,
+                rcv_wnd,
+                srtt_us,
+                bytes_in_flight,
+                sport,
+                dport,
+                family,
+                flags: 0,
+            };
+            // NOEXIST: should another CPU have inserted it meanwhile, its
+            // entry wins; this one sample is lost, nothing else.
+            let _ = TCP_CONNS.insert(cookie, stat, BPF_NOEXIST as u64);
+        }
+    }
+
+    // Keep skaddr → cookie current: a freed socket's address is reused by
+    // the next, and an LRU map may have evicted the mapping.
+    // SAFETY: map pointer valid for the program's run; a `u64` read.
+    let known = TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c });
+    if known != Some(cookie) {
+        let _ = TCP_SOCKS.insert(skaddr, cookie, 0);
+    }
+    Ok(())
+}
+
+fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), ()> {
+    // SAFETY: see `try_tcp_probe`.
+    let off = unsafe { core::ptr::read_volatile(&TCP_RETRANSMIT_OFFSETS) };
+    let sport: u16 = field(ctx, off.sport)?;
+    let dport: u16 = field(ctx, off.dport)?;
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    if off.err != OFFSET_ABSENT {
+        let err: i32 = field(ctx, off.err)?;
+        if err != 0 {
+            count(TCP_COUNTER_RETRANS_FAILED);
+            return Ok(());
+        }
+    }
+    let skaddr: u64 = field(ctx, off.skaddr)?;
+    // SAFETY: map pointer valid for the program's run; a `u64` read.
+    let cookie = TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c });
+    match cookie.and_then(|c| TCP_CONNS.get_ptr_mut(c)) {
+        Some(conn) => {
+            // SAFETY: the pointer comes from the map, is valid for the
+            // program's run and 8-byte aligned (map values are aligned to 8,
+            // `retransmits` sits at offset 16).
+            unsafe { atomic_add(&raw mut (*conn).retransmits, 1) };
+        }
+        None => count(TCP_COUNTER_RETRANS_UNATTRIBUTED),
+    }
+    Ok(())
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
+    // SAFETY: see `try_tcp_probe`.
+    let off = unsafe { core::ptr::read_volatile(&INET_SOCK_SET_STATE_OFFSETS) };
+    let protocol: u16 = field(ctx, off.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let newstate: i32 = field(ctx, off.newstate)?;
+    if newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE {
+        return Ok(());
+    }
+    let sport: u16 = field(ctx, off.sport)?;
+    let dport: u16 = field(ctx, off.dport)?;
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    if newstate == TCP_ESTABLISHED {
+        count(TCP_COUNTER_OPENS);
+        return Ok(());
+    }
+    let oldstate: i32 = field(ctx, off.oldstate)?;
+    if oldstate != TCP_LISTEN && oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV {
+        count(TCP_COUNTER_CLOSES);
+    }
+    let skaddr: u64 = field(ctx, off.skaddr)?;
+    // SAFETY: map pointer valid for the program's run; a `u64` read.
+    let Some(cookie) = TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c }) else {
+        return Ok(());
+    };
+    if let Some(conn) = TCP_CONNS.get_ptr_mut(cookie) {
+        // SAFETY: map pointer valid for the program's run; the state change
+        // runs under the socket lock and no `tcp_probe` follows a close;
+        // `bpf_ktime_get_ns` has no preconditions.
+        unsafe {
+            (*conn).flags |= CONN_FLAG_CLOSED;
+            (*conn).last_update_ns = bpf_ktime_get_ns();
+        }
+    }
+    // The address will belong to another socket soon.
+    let _ = TCP_SOCKS.remove(skaddr);
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The verdict: what limits the throughput now, by how much, why, and what
+//! to change — for the shipper and for each connection.
+//!
+//! Why this exists: on a long, fat link many things can cap a pipelined
+//! shipper, and each needs a different fix in a different place (the
+//! receiver's `rmem_max`, the shipper's `--window`, the NIC's IRQ affinity,
+//! the link itself). Guessing costs hours; the kernel already keeps the
+//! answer for TCP. Linux's `TCP_INFO` carries *chrono timers*: cumulative
+//! time each socket was busy, and of that, limited by the peer's receive
+//! window or by its own send buffer. Over a window of samples their
+//! differences split each connection's wall time into who held it back.
+//! This module does that split, completes it with what the kernel cannot
+//! see (the app window, answer latency, per-CPU softirq load, the
+//! operator's link rate) and turns the largest share into a remedy with
+//! the exact figure to set.
+//!
+//! Why shares rather than one label: a connection is rarely limited by one
+//! thing all the time. "Receiver window 62%, bandwidth 30%, application 8%"
+//! says both what to fix first and how much fixing it can gain.
+//!
+//! How: [`Diagnoser`] keeps a sliding window of [`Sample`]s (bounded by
+//! time and by [`MAX_SAMPLES`]); [`Diagnoser::verdict`] walks it interval by
+//! interval and attributes every microsecond of every connection to one
+//! [`Limit`] (the table is in [`rules`]; each threshold is a constant there
+//! with its reason). The shipper's shares are the connections' summed:
+//! shares of connection-time. Pure logic: no I/O, no clock; samples carry
+//! their own time, so a recording replays to the same verdict.
+//!
+//! Rules are deliberately plain, per interval and free of hysteresis: the
+//! same samples always give the same verdict, and every share can be
+//! recomputed by hand from the evidence lines.
+//!
+//! Known blind spots: softirq load is per CPU, not per flow, so a
+//! saturated CPU is assumed to be the one serving the flows; answer latency
+//! is per shipper, not per connection; a BBR flow in ProbeRTT (cwnd 4 for
+//! 200 ms every 10 s) that retransmits in the same interval can read as a
+//! collapsing cwnd.
+mod render;
+pub mod rules;
+mod sample;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+pub use render::{fmt_bytes, fmt_dur_s, fmt_pct, fmt_rate};
+pub use rules::MAX_SAMPLES;
+pub use sample::{DiagnoseError, LinkHints, Sample, SAMPLE_VERSION};
+
+/// What holds the throughput back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// The link is full: TCP sends at its congestion window, no loss to
+    /// blame, a queue builds.
+    Bandwidth,
+    /// The peer's advertised window is below what the path needs.
+    ReceiverWindow,
+    /// Our send buffer is full: it holds less than the path needs.
+    SenderBuffer,
+    /// Retransmits with a collapsing congestion window.
+    Loss,
+    /// One CPU saturated by softirq work while the others idle.
+    Interrupts,
+    /// TCP waits for data: the app window (or the connection count) is too
+    /// small, or the source is slow.
+    Application,
+    /// TCP is not the limit and the window is full, but answers come back
+    /// slowly: the receiver.
+    Destination,
+    /// No kernel view (disconnected, reconnecting, no `TCP_INFO`).
+    Unknown,
+    /// Nothing to ship.
+    Idle,
+}
+
+impl Limit {
+    /// Every limit, in the order ties are broken.
+    pub const ALL: [Limit; 9] = [
+        Limit::Bandwidth,
+        Limit::ReceiverWindow,
+        Limit::SenderBuffer,
+        Limit::Loss,
+        Limit::Interrupts,
+        Limit::Application,
+        Limit::Destination,
+        Limit::Unknown,
+        Limit::Idle,
+    ];
+
+    /// Its name in text output: `receiver window`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Bandwidth => "bandwidth",
+            Limit::ReceiverWindow => "receiver window",
+            Limit::SenderBuffer => "sender buffer",
+            Limit::Loss => "loss",
+            Limit::Interrupts => "interrupts",
+            Limit::Application => "application",
+            Limit::Destination => "destination",
+            Limit::Unknown => "unknown",
+            Limit::Idle => "idle",
+        }
+    }
+}
+
+/// Whom a verdict is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// All connections together.
+    Shipper,
+    /// One connection of the pool.
+    Connection {
+        /// Its index in the pool.
+        id: usize,
+        /// Its socket cookie at the end of the window (0: disconnected).
+        cookie: u64,
+    },
+}
+
+/// One figure behind a verdict, in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The limit it supports (`None`: context such as RTT and BDP).
+    pub limit: Option<Limit>,
+    /// `rwnd-limited 62% of the time; peer window 3.1 MB vs BDP 15.6 MB`.
+    pub text: String,
+}
+
+/// The rate one limit would allow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ceiling {
+    /// The limit it belongs to.
+    pub limit: Limit,
+    /// How it is computed, with its inputs: `peer window 3.0 MB ÷ srtt 156.0ms`.
+    pub what: String,
+    /// Bytes per second.
+    pub bytes_per_s: f64,
+    /// Records per second at the observed bytes per record.
+    pub records_per_s: Option<f64>,
+}
+
+/// A throughput.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Payload bytes per second.
+    pub bytes_per_s: f64,
+    /// Records per second.
+    pub records_per_s: f64,
+}
+
+/// What limits one scope, with the figures and the fix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The shipper or one connection.
+    pub scope: Scope,
+    /// The limit with the largest share.
+    pub limit: Limit,
+    /// Percent of (connection-)time per limit, largest first, adding up to
+    /// 100; limits with no time are left out.
+    pub shares: Vec<(Limit, f64)>,
+    /// The key figure, short: `peer window 3.0 MB < BDP 15.6 MB`.
+    pub headline: String,
+    /// Context first, then one line per limit with a notable share.
+    pub evidence: Vec<Evidence>,
+    /// The change that moves the top limit, with its figure.
+    pub remedy: String,
+    /// Delivered over the window.
+    pub observed: Rate,
+    /// The rate each limit would allow, tightest first.
+    pub ceilings: Vec<Ceiling>,
+}
+
+impl Verdict {
+    /// The share of `limit` in percent (0 if it has none).
+    pub fn share(&self, limit: Limit) -> f64 {
+        self.shares
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map_or(0.0, |(_, p)| *p)
+    }
+}
+
+/// The verdicts over one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// Wall time between the oldest and newest sample used.
+    #[serde(rename = "span_s", with = "sample::duration_s")]
+    pub span: Duration,
+    /// Samples used.
+    pub samples: usize,
+    /// The round trip the figures use.
+    #[serde(rename = "rtt_us", with = "sample::opt_duration_us")]
+    pub rtt: Option<Duration>,
+    /// Bandwidth-delay product, bytes (link rate × RTT, or observed rate ×
+    /// RTT without a link rate).
+    pub bdp_bytes: Option<u64>,
+    /// All connections together.
+    pub shipper: Verdict,
+    /// One per connection in the newest sample, in its order.
+    pub connections: Vec<Verdict>,
+}
+
+impl Diagnosis {
+    /// The verdict of connection `id`.
+    pub fn connection(&self, id: usize) -> Option<&Verdict> {
+        self.connections
+            .iter()
+            .find(|v| matches!(v.scope, Scope::Connection { id: i, .. } if i == id))
+    }
+}
+
+/// The engine: a sliding window of samples in, verdicts out.
+#[derive(Clone, Debug)]
+pub struct Diagnoser {
+    window: Duration,
+    samples: VecDeque<Sample>,
+}
+
+impl Diagnoser {
+    /// Judges over the last `window` of samples (at least the last two
+    /// samples, whatever the window).
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// The window it judges over.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Samples held now.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no sample is held.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Forgets every sample.
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// Adds the newest sample and forgets what fell out of the window. A
+    /// sample older than the newest held means a new run (a restart, another
+    /// recording): the window starts over from it. One at the same time
+    /// replaces the newest.
+    pub fn push(&mut self, sample: Sample) {
+        match self.samples.back() {
+            Some(last) if sample.at < last.at => self.samples.clear(),
+            Some(last) if sample.at == last.at => {
+                self.samples.pop_back();
+            }
+            _ => {}
+        }
+        let newest = sample.at;
+        self.samples.push_back(sample);
+        // Keep the newest sample at or before the window's start, so that
+        // differences span the whole window.
+        let start = newest.saturating_sub(self.window);
+        while self.samples.len() > 2 && self.samples.get(1).is_some_and(|s| s.at <= start) {
+            self.samples.pop_front();
+        }
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The verdicts over the window; `None` until two samples span some
+    /// time (the kernel's timers are cumulative: one sample says nothing).
+    pub fn verdict(&self) -> Option<Diagnosis> {
+        let samples: Vec<&Sample> = self.samples.iter().collect();
+        if samples.len() < 2 {
+            return None;
+        }
+        let ctx = verdict::Context::new(&samples)?;
+        if ctx.span.is_zero() {
+            return None;
+        }
+        let last = samples.last()?;
+        let span_s = ctx.span.as_secs_f64();
+        let mut all = rules::Acc::default();
+        let mut connections = Vec::with_capacity(last.ship.connections.len());
+        for c in &last.ship.connections {
+            let acc = rules::collect(&samples, c.id, ctx.rtt_us);
+            all.merge(&acc);
+            let observed = Rate {
+                bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
+                records_per_s: rules::ratio(acc.delivered as f64, span_s),
+            };
+            let scope = Scope::Connection {
+                id: c.id,
+                cookie: c.cookie,
+            };
+            connections.push(verdict::build(scope, &acc, &ctx, observed));
+        }
+        let shipper = verdict::build(Scope::Shipper, &all, &ctx, ctx.observed);
+        Some(Diagnosis {
+            span: ctx.span,
+            samples: samples.len(),
+            rtt: ctx.rtt_us.map(Duration::from_micros),
+            bdp_bytes: ctx.bdp_bytes,
+            shipper,
+            connections,
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Text for people: the one-line verdict (TUI status line, headless line)
+//! and the multi-line report. Figures use decimal units (MB = 10⁶ bytes),
+//! the way link rates are sold and the way the headless line prints MB/s.
+use std::fmt::{self, Write};
+
+use crate::metrics::fmt_us;
+
+use super::{Ceiling, Diagnosis, Evidence, Limit, Scope, Verdict};
+
+/// Bytes in decimal units: `512 B`, `80.1 KB`, `15.6 MB`, `1.2 GB`.
+pub fn fmt_bytes(bytes: f64) -> String {
+    let b = if bytes.is_finite() {
+        bytes.max(0.0)
+    } else {
+        0.0
+    };
+    if b < 1e3 {
+        format!("{b:.0} B")
+    } else if b < 1e6 {
+        format!("{:.1} KB", b / 1e3)
+    } else if b < 1e9 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.1} GB", b / 1e9)
+    }
+}
+
+/// A rate in decimal units per second: `100.0 MB/s`.
+pub fn fmt_rate(bytes_per_s: f64) -> String {
+    format!("{}/s", fmt_bytes(bytes_per_s))
+}
+
+/// A percentage with the precision its size deserves: `62%`, `2.0%`, `0.05%`.
+pub fn fmt_pct(pct: f64) -> String {
+    let p = if pct.is_finite() { pct } else { 0.0 };
+    if p.abs() >= 10.0 {
+        format!("{p:.0}%")
+    } else if p.abs() >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+/// Seconds in the units the headless line uses: `850us`, `156.0ms`, `2.00s`.
+pub fn fmt_dur_s(secs: f64) -> String {
+    fmt_us((secs * 1e6).round() as u64)
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<44} {:>12}", self.what, fmt_rate(self.bytes_per_s))?;
+        if let Some(r) = self.records_per_s {
+            write!(f, " {r:>10.0} records/s")?;
+        }
+        Ok(())
+    }
+}
+
+/// The one-line verdict:
+/// `limit: receiver window (62%) — peer window 3.1 MB < BDP 15.6 MB → raise …`.
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "limit: {} ({}) — {} → {}",
+            self.limit,
+            fmt_pct(self.share(self.limit)),
+            self.headline,
+            self.remedy
+        )
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Shipper => f.write_str("shipper"),
+            Scope::Connection { id, .. } => write!(f, "conn {id}"),
+        }
+    }
+}
+
+impl Verdict {
+    /// Several lines: the verdict, every share, the evidence, the ceilings
+    /// (tightest first) and the remedy, each indented by `indent`.
+    pub fn report(&self, indent: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{indent}{}: {self}", self.scope);
+        let shares: Vec<String> = self
+            .shares
+            .iter()
+            .map(|(l, p)| format!("{l} {}", fmt_pct(*p)))
+            .collect();
+        let _ = writeln!(out, "{indent}  shares: {}", shares.join(" · "));
+        let _ = writeln!(out, "{indent}  evidence:");
+        for e in &self.evidence {
+            let _ = writeln!(out, "{indent}    - {e}");
+        }
+        if !self.ceilings.is_empty() {
+            let _ = writeln!(out, "{indent}  ceilings (tightest first):");
+            for c in &self.ceilings {
+                let _ = writeln!(out, "{indent}    {c}");
+            }
+        }
+        let _ = writeln!(out, "{indent}  remedy: {}", self.remedy);
+        out
+    }
+}
+
+impl Diagnosis {
+    /// The whole diagnosis: the shipper's report, then one line per
+    /// connection (their full reports differ only where the line does).
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "window {} ({} samples)\n",
+            fmt_dur_s(self.span.as_secs_f64()),
+            self.samples
+        );
+        out.push_str(&self.shipper.report(""));
+        if !self.connections.is_empty() {
+            out.push_str("per connection:\n");
+            // Connections with the same line share it: 64 alike read as one.
+            let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+            for c in &self.connections {
+                let line = c.to_string();
+                let id = match c.scope {
+                    Scope::Connection { id, .. } => id,
+                    Scope::Shipper => continue,
+                };
+                match groups.iter_mut().find(|(l, _)| *l == line) {
+                    Some((_, ids)) => ids.push(id),
+                    None => groups.push((line, vec![id])),
+                }
+            }
+            for (line, ids) in groups {
+                let label = if ids.len() == 1 { "conn" } else { "conns" };
+                let _ = writeln!(out, "  {label} {}: {line}", id_ranges(&ids));
+            }
+        }
+        out
+    }
+}
+
+/// `0–3, 5, 7–9` for ids in ascending order.
+fn id_ranges(ids: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        let mut end = start;
+        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+            i += 1;
+            end = ids[i];
+        }
+        parts.push(if end == start {
+            start.to_string()
+        } else {
+            format!("{start}–{end}")
+        });
+        i += 1;
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,478 @@
+//! The attribution rules: every microsecond of every connection's wall time
+//! in the window goes to exactly one [`Limit`], interval by interval.
+//!
+//! Per interval (two consecutive samples of the same socket), from the
+//! kernel's chrono timers (`busy` includes the rwnd- and sndbuf-limited
+//! time, all three are exclusive states of the socket):
+//!
+//! | time | goes to |
+//! |---|---|
+//! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
+//! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
+//! | Δbusy − Δrwnd − Δsndbuf, TCP app-limited | waiting (below) |
+//! | Δbusy − Δrwnd − Δsndbuf, otherwise | network: [`Limit::Interrupts`] if one CPU drowns in softirq and the link is not full; else [`Limit::Loss`] if retransmits came with a collapsing cwnd (or a rate the loss explains); else [`Limit::Bandwidth`] |
+//! | wall − Δbusy | waiting (below) |
+//! | waiting | [`Limit::Destination`] if the app window is full and answers take ≥ 2 × srtt; else [`Limit::Application`] |
+//! | interval without `TCP_INFO` | waiting if the app window is full, else [`Limit::Unknown`] |
+//!
+//! Why the app-limited busy time is not "network": a pipelined connection
+//! with a small window always has something unacknowledged, so the kernel
+//! counts it busy the whole time; its own delivery-rate sample says whether
+//! the application, not the congestion window, kept the pipe from filling.
+use crate::{
+    metrics::{ConnSnapshot, Latency, TcpSample},
+    probe::softirq::SoftirqReport,
+};
+
+use super::{Limit, Sample};
+
+/// Most samples a [`super::Diagnoser`] keeps whatever its window: memory
+/// stays bounded even if samples arrive far faster than expected. At 64
+/// connections a sample is ~20 KB, so this is ~20 MB at worst; at one
+/// sample a second it is 17 minutes of window.
+pub const MAX_SAMPLES: usize = 1024;
+
+/// A CPU at or above this share of wall time in softirq (all vectors,
+/// `top`'s `si`) is saturated: what is left is too little for the packet
+/// processing to keep up, and the rest of the box cannot help it.
+pub const SOFTIRQ_SATURATED_PCT: f64 = 85.0;
+
+/// A CPU at or above this share of wall time in NET_RX alone is saturated
+/// by receive processing (only the eBPF source measures time per vector).
+/// Lower than [`SOFTIRQ_SATURATED_PCT`] because other vectors (timers, RCU)
+/// take their part of the same CPU on top.
+pub const NET_RX_SATURATED_PCT: f64 = 70.0;
+
+/// The saturated CPU is a lone bottleneck only if the median of the other
+/// CPUs spends less than this in softirq: then spreading the work (IRQ
+/// affinity, RPS/RFS) has idle CPUs to spread to. If every CPU is busy, it
+/// is load, not placement.
+pub const OTHERS_IDLE_MEDIAN_PCT: f64 = 30.0;
+
+/// Delivered throughput at or above this fraction of the operator's link
+/// rate means the link is full: the network share is the link's, even if a
+/// CPU is busy in softirq at the same time (it keeps up).
+pub const LINK_FULL_RATIO: f64 = 0.9;
+
+/// A smoothed RTT at least this multiple of `min_rtt` means a standing
+/// queue at the bottleneck: the path is full somewhere. 10% of 156 ms is
+/// 15.6 ms (1.6 MB at 100 MB/s), well above a WAN path's own jitter.
+pub const QUEUE_RTT_RATIO: f64 = 1.1;
+
+/// Below this retransmit rate (retransmitted ÷ segments), retransmits are
+/// noise: one lone tail-loss probe or spurious retransmit in a second at
+/// 100 MB/s (69 000 segments of 1448 B) is 1.4e-5.
+pub const LOSS_RATE_MIN: f64 = 2e-5;
+
+/// A congestion window at or below this fraction of its peak in the window
+/// has been cut by loss: CUBIC multiplies by 0.7, Reno by 0.5. BBR does
+/// not cut on loss (its window stays up), so loss it tolerates is not
+/// blamed.
+pub const CWND_COLLAPSE_RATIO: f64 = 0.8;
+
+/// Under steady loss the window never has a peak to fall from; then loss
+/// is the limit if the rate is within this factor of the Mathis bound. The
+/// Reno formula is what a loss-based TCP gets at high loss; CUBIC beats it
+/// by about 2.4× at 0.01% and 156 ms, and BBR by orders of magnitude, so a
+/// BBR flow that shrugs loss off stays "bandwidth".
+pub const MATHIS_MATCH_FACTOR: f64 = 3.0;
+
+/// Mathis et al.'s constant √(3/2) for periodic loss with delayed ACKs off:
+/// rate ≤ MSS / (RTT · √p) · C.
+pub const MATHIS_C: f64 = 1.224_744_871_391_589;
+
+/// With the app window full, answers whose median takes at least this
+/// multiple of the smoothed RTT spend at least half their time at the
+/// receiver: it, not the window size, sets the pace (a larger window would
+/// only queue there).
+pub const DEST_LATENCY_RATIO: f64 = 2.0;
+
+/// TCP counts as waiting for the application only if less than this waits
+/// unsent in the socket (one TSO burst): more, and TCP had data it chose
+/// not to send.
+pub const NOTSENT_APP_LIMITED_MAX: u32 = 64 * 1024;
+
+/// The application's waiting is blamed on the window size (not on a slow
+/// source) when the window was full in at least this fraction of intervals.
+pub const WINDOW_FULL_MAJORITY: f64 = 0.5;
+
+/// Evidence is listed for every limit with at least this share (%), so
+/// the report explains the runners-up, not only the winner.
+pub const EVIDENCE_MIN_SHARE: f64 = 5.0;
+
+/// Number of [`Limit`] variants (the width of the time table).
+pub(super) const N_LIMITS: usize = Limit::ALL.len();
+
+/// One CPU drowning in softirq while the others idle.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Saturation {
+    /// The saturated CPU.
+    pub cpu: usize,
+    /// Its softirq share of wall time, %.
+    pub si_pct: f64,
+    /// Its NET_RX share, % (eBPF source only).
+    pub net_rx_pct: Option<f64>,
+    /// Median softirq share of the other CPUs, %.
+    pub others_median_pct: f64,
+    /// Every CPU in the report (for the RPS mask).
+    pub cpus: Vec<usize>,
+}
+
+/// The saturated CPU of `report`, if exactly the pattern of one CPU near
+/// saturation while the median of the others is low.
+pub(super) fn saturation(report: &SoftirqReport) -> Option<Saturation> {
+    if report.cpus.len() < 2 {
+        return None;
+    }
+    let load = |c: &crate::probe::softirq::CpuRate| {
+        let net_rx = c.vector("NET_RX").and_then(|v| v.time_pct);
+        (c.total_pct, net_rx)
+    };
+    let busiest = report.cpus.iter().max_by(|a, b| {
+        let (sa, na) = load(a);
+        let (sb, nb) = load(b);
+        sa.max(na.unwrap_or(0.0))
+            .total_cmp(&sb.max(nb.unwrap_or(0.0)))
+    })?;
+    let (si_pct, net_rx_pct) = load(busiest);
+    let saturated =
+        si_pct >= SOFTIRQ_SATURATED_PCT || net_rx_pct.is_some_and(|n| n >= NET_RX_SATURATED_PCT);
+    let mut others: Vec<f64> = report
+        .cpus
+        .iter()
+        .filter(|c| c.cpu != busiest.cpu)
+        .map(|c| c.total_pct)
+        .collect();
+    let others_median_pct = median(&mut others)?;
+    (saturated && others_median_pct < OTHERS_IDLE_MEDIAN_PCT).then(|| Saturation {
+        cpu: busiest.cpu,
+        si_pct,
+        net_rx_pct,
+        others_median_pct,
+        cpus: report.cpus.iter().map(|c| c.cpu).collect(),
+    })
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+/// The Mathis bound in bytes/s: `MSS / (RTT · √p) · C`; infinite without
+/// loss (no bound), zero without a valid MSS or RTT.
+pub(super) fn mathis_bytes_per_s(mss_bytes: f64, rtt_s: f64, loss_rate: f64) -> f64 {
+    if loss_rate <= 0.0 || !loss_rate.is_finite() {
+        return f64::INFINITY;
+    }
+    if mss_bytes <= 0.0 || rtt_s <= 0.0 {
+        return 0.0;
+    }
+    mss_bytes / (rtt_s * loss_rate.sqrt()) * MATHIS_C
+}
+
+/// `a / b`, or 0 when that is not a finite number.
+pub(super) fn ratio(a: f64, b: f64) -> f64 {
+    let r = a / b;
+    if r.is_finite() {
+        r
+    } else {
+        0.0
+    }
+}
+
+/// Whether the app window was full in this snapshot: the connection said
+/// so, or every slot is taken.
+fn window_full(c: &ConnSnapshot) -> bool {
+    c.window_limited || (c.window > 0 && c.inflight >= c.window)
+}
+
+/// Who the waiting time of an interval belongs to.
+fn waiting_class(c: &ConnSnapshot, latency: &Latency, srtt_us: f64) -> Limit {
+    let slow_answers = latency.samples > 0
+        && srtt_us > 0.0
+        && latency.p50_us as f64 >= DEST_LATENCY_RATIO * srtt_us;
+    if window_full(c) && slow_answers {
+        Limit::Destination
+    } else {
+        Limit::Application
+    }
+}
+
+/// What the window's samples say about one connection (or, merged, about
+/// several): time per limit, and the figures behind the evidence. Figures
+/// named "latest" are sums over connections of each one's newest value;
+/// divide by `tcp_conns` (or `conns`) for a per-connection mean.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Acc {
+    /// Microseconds of connection time per limit, indexed by `Limit as usize`.
+    pub time_us: [f64; N_LIMITS],
+    /// Connections merged in.
+    pub conns: usize,
+    /// Of which with `TCP_INFO` in at least one interval.
+    pub tcp_conns: usize,
+    /// Latest peer window (bytes).
+    pub snd_wnd: f64,
+    /// Largest peer window seen (bytes).
+    pub snd_wnd_max: f64,
+    /// Latest congestion window (segments).
+    pub cwnd: f64,
+    /// Largest congestion window seen (segments).
+    pub cwnd_peak: f64,
+    /// Largest MSS (bytes).
+    pub mss: f64,
+    /// Latest smoothed RTT (µs).
+    pub srtt_us: f64,
+    /// Smallest `min_rtt` seen (µs), if any.
+    pub min_rtt_us: Option<u32>,
+    /// Latest unacknowledged bytes (segments × MSS).
+    pub unacked_bytes: f64,
+    /// Latest unsent bytes in the socket.
+    pub notsent_bytes: f64,
+    /// Largest delivery-rate sample (bytes/s).
+    pub delivery_max: f64,
+    /// Latest app window (records).
+    pub window: f64,
+    /// Latest records in flight.
+    pub inflight: f64,
+    /// Latest bytes in flight (frames).
+    pub inflight_bytes: f64,
+    /// Segments retransmitted in the window.
+    pub retrans: u64,
+    /// Segments sent in the window (acknowledged + retransmitted).
+    pub segs: f64,
+    /// Bytes TCP saw acknowledged in the window.
+    pub tcp_acked_bytes: u64,
+    /// Intervals seen.
+    pub intervals: u64,
+    /// Intervals that ended with the app window full.
+    pub window_full: u64,
+    /// Intervals that ended with TCP waiting for the application.
+    pub app_limited: u64,
+    /// Intervals without `TCP_INFO` at both ends (same socket).
+    pub no_tcp: u64,
+    /// Intervals whose network time went to loss.
+    pub lossy: u64,
+    /// Intervals whose network time went to interrupts.
+    pub interrupted: u64,
+    /// Records delivered in the window.
+    pub delivered: u64,
+    /// Payload bytes acknowledged in the window.
+    pub acked_bytes: u64,
+}
+
+impl Acc {
+    /// Adds another connection's figures.
+    pub fn merge(&mut self, o: &Acc) {
+        for (t, ot) in self.time_us.iter_mut().zip(o.time_us) {
+            *t += ot;
+        }
+        self.conns += o.conns;
+        self.tcp_conns += o.tcp_conns;
+        self.snd_wnd += o.snd_wnd;
+        self.snd_wnd_max += o.snd_wnd_max;
+        self.cwnd += o.cwnd;
+        self.cwnd_peak += o.cwnd_peak;
+        self.mss = self.mss.max(o.mss);
+        self.srtt_us += o.srtt_us;
+        self.min_rtt_us = match (self.min_rtt_us, o.min_rtt_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.unacked_bytes += o.unacked_bytes;
+        self.notsent_bytes += o.notsent_bytes;
+        self.delivery_max += o.delivery_max;
+        self.window += o.window;
+        self.inflight += o.inflight;
+        self.inflight_bytes += o.inflight_bytes;
+        self.retrans += o.retrans;
+        self.segs += o.segs;
+        self.tcp_acked_bytes += o.tcp_acked_bytes;
+        self.intervals += o.intervals;
+        self.window_full += o.window_full;
+        self.app_limited += o.app_limited;
+        self.no_tcp += o.no_tcp;
+        self.lossy += o.lossy;
+        self.interrupted += o.interrupted;
+        self.delivered += o.delivered;
+        self.acked_bytes += o.acked_bytes;
+    }
+
+    /// Per-connection mean of a "latest" sum over connections with TCP data.
+    pub fn per_tcp_conn(&self, sum: f64) -> f64 {
+        ratio(sum, self.tcp_conns as f64)
+    }
+
+    /// Retransmitted ÷ sent segments in the window.
+    pub fn loss_rate(&self) -> f64 {
+        ratio(self.retrans as f64, self.segs)
+    }
+
+    /// Mean smoothed RTT of the connections, seconds.
+    pub fn srtt_s(&self) -> f64 {
+        self.per_tcp_conn(self.srtt_us) / 1e6
+    }
+
+    /// Fraction of intervals that ended with the app window full.
+    pub fn window_full_fraction(&self) -> f64 {
+        ratio(self.window_full as f64, self.intervals as f64)
+    }
+}
+
+fn conn_in(sample: &Sample, id: usize) -> Option<&ConnSnapshot> {
+    let conns = &sample.ship.connections;
+    // Pools list connections in id order: try the direct index first.
+    match conns.get(id) {
+        Some(c) if c.id == id => Some(c),
+        _ => conns.iter().find(|c| c.id == id),
+    }
+}
+
+/// The `TCP_INFO` of both ends of an interval, if they are the same socket.
+fn same_socket<'a>(
+    a: Option<&'a ConnSnapshot>,
+    b: Option<&'a ConnSnapshot>,
+) -> Option<(&'a TcpSample, &'a TcpSample)> {
+    let (a, b) = (a?, b?);
+    if a.cookie != b.cookie {
+        return None;
+    }
+    Some((a.tcp.as_ref()?, b.tcp.as_ref()?))
+}
+
+/// Walks the window for connection `id` and attributes its time.
+pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Acc {
+    let mut acc = Acc {
+        conns: 1,
+        ..Acc::default()
+    };
+    let mut cwnd_peak: u32 = 0;
+    let mut seen_tcp = false;
+    let mut first_counters = None;
+    let mut last_conn: Option<&ConnSnapshot> = None;
+    let mut last_tcp: Option<&TcpSample> = None;
+    for pair in samples.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let dt_us = b.at.saturating_sub(a.at).as_secs_f64() * 1e6;
+        let (ca, cb) = (conn_in(a, id), conn_in(b, id));
+        if first_counters.is_none() {
+            first_counters = ca.or(cb).map(|c| c.counters);
+        }
+        if let Some(c) = cb {
+            last_conn = Some(c);
+            if let Some(t) = &c.tcp {
+                last_tcp = Some(t);
+                acc.snd_wnd_max = acc.snd_wnd_max.max(f64::from(t.snd_wnd_bytes));
+                acc.delivery_max = acc.delivery_max.max(t.delivery_rate_bytes_per_s as f64);
+                acc.min_rtt_us = [acc.min_rtt_us, Some(t.min_rtt_us).filter(|r| *r > 0)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            }
+        }
+        if dt_us <= 0.0 {
+            continue;
+        }
+        let Some(cb) = cb else {
+            // Not in the pool at the end of the interval: nothing to blame.
+            acc.time_us[Limit::Unknown as usize] += dt_us;
+            acc.no_tcp += 1;
+            acc.intervals += 1;
+            continue;
+        };
+        acc.intervals += 1;
+        if window_full(cb) {
+            acc.window_full += 1;
+        }
+        let Some((ta, tb)) = same_socket(ca, Some(cb)) else {
+            // No kernel view (disconnected, reconnected, or no TCP_INFO):
+            // the app's own window is the only evidence left.
+            let class = if cb.connected && window_full(cb) {
+                waiting_class(cb, &b.ship.latency, rtt_us.unwrap_or(0) as f64)
+            } else {
+                Limit::Unknown
+            };
+            acc.time_us[class as usize] += dt_us;
+            acc.no_tcp += 1;
+            continue;
+        };
+        seen_tcp = true;
+        let peak_before = cwnd_peak.max(ta.cwnd_segments);
+        cwnd_peak = peak_before.max(tb.cwnd_segments);
+
+        let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
+        let rwnd = (tb.rwnd_limited_us.saturating_sub(ta.rwnd_limited_us) as f64).min(busy);
+        let sndbuf =
+            (tb.sndbuf_limited_us.saturating_sub(ta.sndbuf_limited_us) as f64).min(busy - rwnd);
+        let sending = busy - rwnd - sndbuf;
+        let idle = dt_us - busy;
+        acc.time_us[Limit::ReceiverWindow as usize] += rwnd;
+        acc.time_us[Limit::SenderBuffer as usize] += sndbuf;
+
+        let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
+        let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
+        let mss = f64::from(tb.mss_bytes.max(1));
+        let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
+        acc.retrans += u64::from(d_retrans);
+        acc.segs += d_segs;
+        acc.tcp_acked_bytes += d_acked;
+
+        let app_limited = tb.app_limited && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX;
+        let srtt_us = f64::from(tb.srtt_us);
+        let waiting = idle + if app_limited { sending } else { 0.0 };
+        acc.time_us[waiting_class(cb, &b.ship.latency, srtt_us) as usize] += waiting;
+        if app_limited {
+            acc.app_limited += 1;
+            continue;
+        }
+        let link_full = b
+            .link
+            .bandwidth_bytes_per_s
+            .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
+        let class = if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
+            acc.interrupted += 1;
+            Limit::Interrupts
+        } else {
+            let p = ratio(f64::from(d_retrans), d_segs);
+            let collapsed = peak_before > 0
+                && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
+            let rate = d_acked as f64 / (dt_us / 1e6);
+            let explained_by_loss =
+                rate <= MATHIS_MATCH_FACTOR * mathis_bytes_per_s(mss, srtt_us / 1e6, p);
+            if d_retrans > 0 && p >= LOSS_RATE_MIN && (collapsed || explained_by_loss) {
+                acc.lossy += 1;
+                Limit::Loss
+            } else {
+                Limit::Bandwidth
+            }
+        };
+        acc.time_us[class as usize] += sending;
+    }
+    if let Some(c) = last_conn {
+        acc.window = c.window as f64;
+        acc.inflight = c.inflight as f64;
+        acc.inflight_bytes = c.inflight_bytes as f64;
+        if let Some(first) = first_counters {
+            acc.delivered = c.counters.delivered().saturating_sub(first.delivered());
+            acc.acked_bytes = c.counters.acked_bytes.saturating_sub(first.acked_bytes);
+        }
+    }
+    if let (true, Some(t)) = (seen_tcp, last_tcp) {
+        acc.tcp_conns = 1;
+        acc.snd_wnd = f64::from(t.snd_wnd_bytes);
+        acc.cwnd = f64::from(t.cwnd_segments);
+        acc.cwnd_peak = f64::from(cwnd_peak);
+        acc.mss = f64::from(t.mss_bytes);
+        acc.srtt_us = f64::from(t.srtt_us);
+        acc.unacked_bytes = f64::from(t.unacked_segments) * f64::from(t.mss_bytes);
+        acc.notsent_bytes = f64::from(t.notsent_bytes);
+    }
+    acc
+}

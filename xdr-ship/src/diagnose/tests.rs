@@ -1,0 +1,749 @@
+//! One scenario per verdict class, built by hand: each connection behaves
+//! the same way every second (a [`Flow`]), eleven samples a second apart
+//! make a ten-second window.
+use std::time::Duration;
+
+use super::*;
+use crate::{
+    metrics::{ConnSnapshot, Counters, Latency, ShipSnapshot, TcpSample},
+    probe::softirq::{CpuRate, SoftirqReport, SoftirqSource, VectorRate},
+};
+
+const MSS: u32 = 1448;
+const RTT_US: u32 = 156_000;
+/// 100 MB/s.
+const LINK: u64 = 100_000_000;
+const RECORD_BYTES: u64 = 1024;
+const SAMPLES: u64 = 11;
+
+/// One connection's steady behaviour, per second of wall time.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    /// Fractions of wall time (the chrono timers' rates).
+    busy: f64,
+    rwnd: f64,
+    sndbuf: f64,
+    acked_segs_per_s: u64,
+    retrans_per_s: u32,
+    /// Congestion window at the first and at the last sample.
+    cwnd_from: u32,
+    cwnd_to: u32,
+    snd_wnd: u32,
+    srtt_us: u32,
+    min_rtt_us: u32,
+    app_limited: bool,
+    notsent: u32,
+    unacked: u32,
+    delivery_rate: u64,
+    records_per_s: u64,
+    window: u64,
+    inflight: u64,
+    window_limited: bool,
+}
+
+impl Flow {
+    /// A healthy, network-limited connection at 10 MB/s.
+    fn new() -> Self {
+        Self {
+            busy: 1.0,
+            rwnd: 0.0,
+            sndbuf: 0.0,
+            acked_segs_per_s: 10_000_000 / u64::from(MSS),
+            retrans_per_s: 0,
+            cwnd_from: 1000,
+            cwnd_to: 1000,
+            snd_wnd: 16_000_000,
+            srtt_us: RTT_US,
+            min_rtt_us: RTT_US,
+            app_limited: false,
+            notsent: 1_000_000,
+            unacked: 1000,
+            delivery_rate: 10_000_000,
+            records_per_s: 10_000_000 / RECORD_BYTES,
+            window: 4096,
+            inflight: 1500,
+            window_limited: false,
+        }
+    }
+
+    /// Carries `bytes_per_s` of records (and as many TCP segments).
+    fn rate(mut self, bytes_per_s: u64) -> Self {
+        self.records_per_s = bytes_per_s / RECORD_BYTES;
+        self.acked_segs_per_s = bytes_per_s / u64::from(MSS);
+        self.delivery_rate = bytes_per_s;
+        self
+    }
+
+    fn at(&self, id: usize, k: u64) -> ConnSnapshot {
+        let s = k as f64 * 1e6;
+        let cwnd = i64::from(self.cwnd_from)
+            + (i64::from(self.cwnd_to) - i64::from(self.cwnd_from)) * k as i64
+                / (SAMPLES - 1) as i64;
+        let delivered = self.records_per_s * k;
+        ConnSnapshot {
+            id,
+            cookie: 1000 + id as u64,
+            connected: true,
+            inflight: self.inflight,
+            inflight_bytes: self.inflight * RECORD_BYTES,
+            window: self.window,
+            acks_per_s: self.records_per_s as f64,
+            bytes_per_s: (self.records_per_s * RECORD_BYTES) as f64,
+            window_limited: self.window_limited,
+            counters: Counters {
+                shipped: delivered + self.inflight,
+                success: delivered,
+                acked_bytes: delivered * RECORD_BYTES,
+                ..Counters::default()
+            },
+            tcp: Some(TcpSample {
+                cwnd_segments: u32::try_from(cwnd).unwrap_or(0),
+                ssthresh_segments: 0,
+                mss_bytes: MSS,
+                srtt_us: self.srtt_us,
+                min_rtt_us: self.min_rtt_us,
+                unacked_segments: self.unacked,
+                snd_wnd_bytes: self.snd_wnd,
+                rcv_wnd_bytes: 65_535,
+                notsent_bytes: self.notsent,
+                delivery_rate_bytes_per_s: self.delivery_rate,
+                app_limited: self.app_limited,
+                busy_us: (self.busy * s) as u64,
+                rwnd_limited_us: (self.rwnd * s) as u64,
+                sndbuf_limited_us: (self.sndbuf * s) as u64,
+                total_retrans: self.retrans_per_s * k as u32,
+                bytes_acked: self.acked_segs_per_s * u64::from(MSS) * k,
+            }),
+        }
+    }
+}
+
+/// The shipper around the flows.
+#[derive(Clone, Debug)]
+struct World {
+    flows: Vec<Flow>,
+    p50_us: u64,
+    p99_us: u64,
+    outstanding: u64,
+    link: LinkHints,
+    softirq: Option<SoftirqReport>,
+}
+
+impl World {
+    fn new(flows: Vec<Flow>) -> Self {
+        Self {
+            flows,
+            p50_us: u64::from(RTT_US) + 1000,
+            p99_us: u64::from(RTT_US) + 5000,
+            outstanding: 50_000,
+            link: LinkHints {
+                rtt: None,
+                bandwidth_bytes_per_s: Some(LINK),
+            },
+            softirq: None,
+        }
+    }
+
+    fn sample(&self, k: u64) -> Sample {
+        let mut ship = ShipSnapshot {
+            elapsed_s: k as f64,
+            destination: "frankfurt:3000".into(),
+            mode: "ordered".into(),
+            outstanding: self.outstanding,
+            latency: Latency {
+                samples: 1000,
+                min_us: u64::from(RTT_US),
+                p50_us: self.p50_us,
+                p99_us: self.p99_us,
+                p999_us: self.p99_us,
+                max_us: self.p99_us,
+            },
+            ..ShipSnapshot::default()
+        };
+        for (id, f) in self.flows.iter().enumerate() {
+            let c = f.at(id, k);
+            ship.throughput += c.acks_per_s;
+            ship.bytes_per_s += c.bytes_per_s;
+            ship.inflight += c.inflight;
+            ship.inflight_bytes += c.inflight_bytes;
+            ship.connected += 1;
+            ship.counters.add(&c.counters);
+            ship.connections.push(c);
+        }
+        Sample {
+            at: Duration::from_secs(k),
+            ship,
+            softirq: (k > 0).then(|| self.softirq.clone()).flatten(),
+            link: self.link,
+        }
+    }
+
+    fn diagnose(&self) -> Diagnosis {
+        let mut d = Diagnoser::new(Duration::from_secs(10));
+        for k in 0..SAMPLES {
+            d.push(self.sample(k));
+        }
+        let diagnosis = d.verdict().expect("eleven samples give a verdict");
+        assert_sane(&diagnosis);
+        diagnosis
+    }
+}
+
+/// Shares add up to 100% (±0.1) and no figure is NaN or infinite.
+fn assert_sane(d: &Diagnosis) {
+    for v in std::iter::once(&d.shipper).chain(&d.connections) {
+        let sum: f64 = v.shares.iter().map(|(_, p)| p).sum();
+        assert!((sum - 100.0).abs() <= 0.1, "shares add up to {sum}: {v:?}");
+        assert!(
+            v.shares.iter().all(|(_, p)| p.is_finite() && *p > 0.0),
+            "{v:?}"
+        );
+        assert!(v.observed.bytes_per_s.is_finite() && v.observed.records_per_s.is_finite());
+        for c in &v.ceilings {
+            assert!(c.bytes_per_s.is_finite() && c.bytes_per_s > 0.0, "{c:?}");
+            assert!(c.records_per_s.is_none_or(f64::is_finite), "{c:?}");
+        }
+        assert!(
+            !v.remedy.contains("NaN") && !v.remedy.contains("inf"),
+            "{}",
+            v.remedy
+        );
+    }
+}
+
+fn softirq(loads: &[(f64, f64)]) -> SoftirqReport {
+    SoftirqReport {
+        unix_time_s: 0.0,
+        source: SoftirqSource::Ebpf,
+        fallback_reason: None,
+        interval_ms: 1000.0,
+        cpus: loads
+            .iter()
+            .enumerate()
+            .map(|(cpu, (total, net_rx))| CpuRate {
+                cpu,
+                total_pct: *total,
+                vectors: vec![VectorRate {
+                    name: "NET_RX".into(),
+                    runs_per_s: 10_000.0,
+                    time_pct: Some(*net_rx),
+                }],
+            })
+            .collect(),
+    }
+}
+
+fn has_evidence(v: &Verdict, needle: &str) -> bool {
+    v.evidence.iter().any(|e| e.text.contains(needle))
+}
+
+#[test]
+fn a_full_link_is_bandwidth() {
+    let mut flow = Flow::new().rate(99_328_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let d = World::new(vec![flow]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(v.share(Limit::Bandwidth) > 99.9, "{:?}", v.shares);
+    assert!(
+        v.remedy.contains(
+            "the link is full at 99.3 MB/s (of 100.0 MB/s): more bandwidth, or --compress"
+        ),
+        "{}",
+        v.remedy
+    );
+    assert!(has_evidence(v, "+24.0ms queued"), "{}", d.report());
+}
+
+#[test]
+fn a_peer_window_below_the_bdp_is_the_receiver_window() {
+    let mut flow = Flow::new().rate(19_230_000);
+    flow.rwnd = 0.6;
+    flow.snd_wnd = 3_000_000;
+    let d = World::new(vec![flow]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::ReceiverWindow, "{}", d.report());
+    assert!((v.share(Limit::ReceiverWindow) - 60.0).abs() < 0.01);
+    assert_eq!(d.bdp_bytes, Some(15_600_000));
+    assert!(v.remedy.contains("≥ 15.6 MB"), "{}", v.remedy);
+    assert!(
+        v.remedy.contains("sysctl -w net.core.rmem_max=15600000"),
+        "{}",
+        v.remedy
+    );
+    assert!(
+        has_evidence(v, "rwnd-limited 60% of the time; peer window 3.0 MB"),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn a_full_send_buffer_is_the_sender_buffer() {
+    let mut flow = Flow::new().rate(20_000_000);
+    flow.sndbuf = 0.7;
+    flow.unacked = 2000;
+    flow.notsent = 2_000_000;
+    let d = World::new(vec![flow]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::SenderBuffer, "{}", d.report());
+    assert!((v.share(Limit::SenderBuffer) - 70.0).abs() < 0.01);
+    assert!(
+        v.remedy.contains("≥ 15.6 MB") && v.remedy.contains("sysctl -w net.core.wmem_max=15600000"),
+        "{}",
+        v.remedy
+    );
+}
+
+#[test]
+fn retransmits_with_a_collapsing_cwnd_are_loss_with_the_mathis_bound() {
+    let mut flow = Flow::new();
+    flow.acked_segs_per_s = 98;
+    flow.retrans_per_s = 2; // 2 of 100 segments: p = 2%
+    flow.cwnd_from = 40;
+    flow.cwnd_to = 10;
+    flow.records_per_s = 138;
+    flow.delivery_rate = 142_000;
+    let d = World::new(vec![flow]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Loss, "{}", d.report());
+    assert!(v.share(Limit::Loss) > 99.9, "{:?}", v.shares);
+    // 1448 B / (0.156 s · √0.02) · √1.5 = 80.4 KB/s.
+    assert!(
+        has_evidence(
+            v,
+            "Mathis bound MSS/(RTT·√p)·1.22 = 1448 B/(156.0ms·√0.0200)·1.22 = 80.4 KB/s"
+        ),
+        "{}",
+        d.report()
+    );
+    assert!(
+        v.remedy
+            .contains("the path is lossy: 2.0% loss caps a loss-based TCP at 80.4 KB/s"),
+        "{}",
+        v.remedy
+    );
+    // 100 MB/s ÷ 80.38 KB/s per connection.
+    assert!(v.remedy.contains("--connections ≥ 1245"), "{}", v.remedy);
+}
+
+#[test]
+fn retransmits_without_a_cwnd_cut_stay_bandwidth() {
+    // BBR: 2% loss, window steady, rate far above what loss would allow.
+    let mut flow = Flow::new().rate(90_000_000);
+    flow.retrans_per_s = (flow.acked_segs_per_s / 49) as u32;
+    let d = World::new(vec![flow]).diagnose();
+    assert_eq!(d.shipper.limit, Limit::Bandwidth, "{}", d.report());
+    assert_eq!(d.shipper.share(Limit::Loss), 0.0);
+}
+
+#[test]
+fn one_cpu_drowning_in_net_rx_is_interrupts() {
+    let mut w = World::new(vec![Flow::new().rate(20_000_000); 2]);
+    w.softirq = Some(softirq(&[(92.0, 92.0), (5.0, 1.0)]));
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Interrupts, "{}", d.report());
+    assert!(v.share(Limit::Interrupts) > 99.9, "{:?}", v.shares);
+    assert!(
+        v.headline
+            .contains("CPU0 in softirq 92% (NET_RX 92%) while the other CPUs' median is 5.0%"),
+        "{}",
+        v.headline
+    );
+    assert!(
+        v.remedy.contains("echo 3 > /sys/class/net/"),
+        "{}",
+        v.remedy
+    );
+    assert!(v.remedy.contains("irqbalance"), "{}", v.remedy);
+}
+
+#[test]
+fn a_link_far_from_full_without_a_queue_is_not_called_full() {
+    let d = World::new(vec![Flow::new().rate(30_000_000)]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(!v.remedy.contains("the link is full"), "{}", v.remedy);
+    assert!(
+        v.remedy
+            .contains("holds the rate at 30.0 MB/s, 30% of the 100.0 MB/s link, with no queue"),
+        "{}",
+        v.remedy
+    );
+}
+
+#[test]
+fn a_busy_cpu_does_not_take_the_blame_from_a_full_link() {
+    let mut w = World::new(vec![Flow::new().rate(95_000_000)]);
+    w.softirq = Some(softirq(&[(92.0, 92.0), (5.0, 1.0)]));
+    let d = w.diagnose();
+    assert_eq!(d.shipper.limit, Limit::Bandwidth, "{}", d.report());
+}
+
+#[test]
+fn every_cpu_busy_is_not_interrupts() {
+    let mut w = World::new(vec![Flow::new().rate(20_000_000)]);
+    w.softirq = Some(softirq(&[(92.0, 92.0), (60.0, 50.0), (70.0, 60.0)]));
+    let d = w.diagnose();
+    assert_eq!(d.shipper.share(Limit::Interrupts), 0.0, "{}", d.report());
+}
+
+#[test]
+fn a_small_window_is_application_with_the_littles_law_window() {
+    let mut flow = Flow::new();
+    flow.window = 16;
+    flow.inflight = 16;
+    flow.window_limited = true;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    flow.unacked = 12;
+    flow.records_per_s = 103; // 16 records per 156 ms
+    flow.acked_segs_per_s = 103 * RECORD_BYTES / u64::from(MSS);
+    flow.delivery_rate = 105_000;
+    let d = World::new(vec![flow; 4]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    assert!(v.share(Limit::Application) > 99.9, "{:?}", v.shares);
+    // 100 MB/s ÷ 1024 B = 97656 records/s; × 0.156 s = 15234 in flight;
+    // ÷ 4 connections = 3809 each, or 953 connections of 16.
+    assert!(
+        v.remedy.contains(
+            "raise --window to ≥ 3809 per connection (97656 records/s × 156.0ms ÷ 4 connections, Little's law)"
+        ),
+        "{}",
+        v.remedy
+    );
+    assert!(
+        v.remedy
+            .contains("--connections to ≥ 953 at a window of 16"),
+        "{}",
+        v.remedy
+    );
+}
+
+#[test]
+fn a_slow_source_is_application_with_nothing_to_change() {
+    let mut flow = Flow::new().rate(1_024_000);
+    flow.busy = 0.2;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    let mut w = World::new(vec![flow]);
+    w.outstanding = 0;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    assert!(
+        v.remedy
+            .contains("the source is the limit: it offers 1000 records/s"),
+        "{}",
+        v.remedy
+    );
+}
+
+#[test]
+fn a_full_window_with_slow_answers_is_the_destination() {
+    let mut flow = Flow::new().rate(1_000_000);
+    flow.busy = 0.1;
+    flow.window = 512;
+    flow.inflight = 512;
+    flow.window_limited = true;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    let mut w = World::new(vec![flow; 2]);
+    w.p50_us = 2_000_000;
+    w.p99_us = 2_500_000;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Destination, "{}", d.report());
+    assert!(v.share(Limit::Destination) > 99.9, "{:?}", v.shares);
+    assert!(
+        v.remedy.contains(
+            "the receiver is the limit: it answers at p50 2.00s / p99 2.50s against a 156.0ms round trip"
+        ),
+        "{}",
+        v.remedy
+    );
+    assert!(v.remedy.contains("--mode unordered"), "{}", v.remedy);
+}
+
+#[test]
+fn no_samples_give_no_verdict() {
+    assert!(Diagnoser::new(Duration::from_secs(10)).verdict().is_none());
+}
+
+#[test]
+fn one_sample_gives_no_verdict() {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    d.push(World::new(vec![Flow::new()]).sample(3));
+    assert!(d.verdict().is_none());
+}
+
+#[test]
+fn an_idle_shipper_is_idle_without_nan() {
+    let mut flow = Flow::new().rate(0);
+    flow.busy = 0.0;
+    flow.inflight = 0;
+    flow.unacked = 0;
+    flow.notsent = 0;
+    let mut w = World::new(vec![flow; 2]);
+    w.outstanding = 0;
+    let d = w.diagnose();
+    assert_eq!(d.shipper.limit, Limit::Idle);
+    assert_eq!(d.shipper.shares, vec![(Limit::Idle, 100.0)]);
+    assert!(d.connections.iter().all(|c| c.limit == Limit::Idle));
+    let json = serde_json::to_string(&d).expect("serialises");
+    assert!(!json.contains("NaN"), "{json}");
+    assert!(!d.report().contains("NaN"), "{}", d.report());
+}
+
+#[test]
+fn an_empty_pool_is_unknown_not_a_panic() {
+    let mut w = World::new(Vec::new());
+    w.outstanding = 10;
+    let d = w.diagnose();
+    assert_eq!(d.shipper.limit, Limit::Unknown);
+    assert!(d.connections.is_empty());
+}
+
+#[test]
+fn per_connection_verdicts_differ_when_one_connection_is_rwnd_limited() {
+    let mut limited = Flow::new().rate(6_000_000);
+    limited.rwnd = 0.6;
+    limited.snd_wnd = 1_000_000;
+    let d = World::new(vec![limited, Flow::new(), Flow::new()]).diagnose();
+    let conn = |id| d.connection(id).expect("connection present");
+    assert_eq!(conn(0).limit, Limit::ReceiverWindow, "{}", d.report());
+    assert_eq!(conn(1).limit, Limit::Bandwidth, "{}", d.report());
+    assert_eq!(conn(2).limit, Limit::Bandwidth, "{}", d.report());
+    // Three connections share the 15.6 MB BDP: 5.2 MB each.
+    assert!(
+        conn(0)
+            .remedy
+            .contains("sysctl -w net.core.rmem_max=5200000"),
+        "{}",
+        conn(0).remedy
+    );
+    // The shipper's shares are connection-time: 60% of one of three.
+    assert!((d.shipper.share(Limit::ReceiverWindow) - 20.0).abs() < 0.01);
+}
+
+#[test]
+fn a_reconnect_in_the_window_is_unknown_time_not_garbage() {
+    let w = World::new(vec![Flow::new()]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = w.sample(k);
+        if k >= 6 {
+            // A new socket: new cookie, its timers start again from zero.
+            let c = &mut s.ship.connections[0];
+            c.cookie = 77;
+            let fresh = Flow::new().at(0, k - 6);
+            c.tcp = fresh.tcp;
+        }
+        d.push(s);
+    }
+    let diagnosis = d.verdict().expect("verdict");
+    assert_sane(&diagnosis);
+    assert!((diagnosis.shipper.share(Limit::Unknown) - 10.0).abs() < 0.01);
+    assert_eq!(diagnosis.shipper.limit, Limit::Bandwidth);
+}
+
+#[test]
+fn memory_stays_bounded_by_the_window() {
+    let w = World::new(vec![Flow::new()]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..100 {
+        d.push(w.sample(k));
+    }
+    // The window's ten seconds plus the sample at its start.
+    assert_eq!(d.len(), 11);
+}
+
+#[test]
+fn memory_stays_bounded_by_max_samples_however_fast_samples_come() {
+    let template = World::new(vec![Flow::new()]).sample(0);
+    let mut d = Diagnoser::new(Duration::from_secs(3600));
+    for k in 0..(MAX_SAMPLES as u64 + 500) {
+        let mut s = template.clone();
+        s.at = Duration::from_millis(k);
+        d.push(s);
+    }
+    assert_eq!(d.len(), MAX_SAMPLES);
+}
+
+#[test]
+fn time_going_backwards_starts_a_new_window() {
+    let w = World::new(vec![Flow::new()]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 5..10 {
+        d.push(w.sample(k));
+    }
+    d.push(w.sample(1));
+    assert_eq!(d.len(), 1);
+    assert!(d.verdict().is_none());
+}
+
+#[test]
+fn a_sample_round_trips_through_a_versioned_json_line() {
+    let mut w = World::new(vec![Flow::new(); 2]);
+    w.softirq = Some(softirq(&[(92.0, 92.0), (5.0, 1.0)]));
+    w.link.rtt = Some(Duration::from_millis(156));
+    let sample = w.sample(4);
+    let line = sample.to_json_line().expect("serialises");
+    assert!(line.starts_with(r#"{"v":1,"#), "{line}");
+    assert!(line.contains(r#""at_s":4.0"#), "{line}");
+    assert!(line.contains(r#""rtt_us":156000"#), "{line}");
+    assert!(!line.contains('\n'));
+    assert_eq!(Sample::from_json_line(&line).expect("parses"), sample);
+}
+
+#[test]
+fn a_json_line_of_another_version_is_refused() {
+    let line = World::new(vec![Flow::new()])
+        .sample(1)
+        .to_json_line()
+        .expect("serialises")
+        .replacen(r#""v":1"#, r#""v":2"#, 1);
+    match Sample::from_json_line(&line) {
+        Err(DiagnoseError::Version { found: 2, .. }) => {}
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    assert!(matches!(
+        Sample::from_json_line(r#"{"at_s":1.0}"#),
+        Err(DiagnoseError::NoVersion)
+    ));
+}
+
+#[test]
+fn the_one_line_verdict_names_limit_share_figure_and_fix() {
+    let mut flow = Flow::new().rate(19_230_000);
+    flow.rwnd = 0.6;
+    flow.snd_wnd = 3_000_000;
+    let d = World::new(vec![flow]).diagnose();
+    let line = d.shipper.to_string();
+    assert!(
+        line.starts_with(
+            "limit: receiver window (60%) — peer window 3.0 MB < BDP 15.6 MB → raise the receiver's"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("sysctl -w net.core.rmem_max=15600000"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[test]
+fn the_report_lists_shares_evidence_ceilings_and_each_connection() {
+    let mut limited = Flow::new().rate(6_000_000);
+    limited.rwnd = 0.6;
+    limited.snd_wnd = 1_000_000;
+    let report = World::new(vec![limited, Flow::new(), Flow::new()])
+        .diagnose()
+        .report();
+    assert!(
+        report.starts_with("window 10.00s (11 samples)\nshipper: limit: "),
+        "{report}"
+    );
+    assert!(
+        report.contains("  shares: bandwidth 80% · receiver window 20%"),
+        "{report}"
+    );
+    assert!(
+        report.contains("RTT 156.0ms (min_rtt of the connections); BDP 15.6 MB"),
+        "{report}"
+    );
+    assert!(report.contains("ceilings (tightest first):"), "{report}");
+    assert!(report.contains("link (--link-rate)"), "{report}");
+    assert!(
+        report.contains("\n  conn 0: limit: receiver window (60%)"),
+        "{report}"
+    );
+    // Connections with the same verdict share one line.
+    assert!(
+        report.contains("\n  conns 1–2: limit: bandwidth (100%)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn ceilings_are_tightest_first_in_bytes_and_records() {
+    let mut flow = Flow::new().rate(19_230_000);
+    flow.rwnd = 0.6;
+    flow.snd_wnd = 3_000_000;
+    let d = World::new(vec![flow]).diagnose();
+    let c = &d.shipper.ceilings;
+    assert!(
+        c.windows(2).all(|w| w[0].bytes_per_s <= w[1].bytes_per_s),
+        "{c:?}"
+    );
+    let peer = c
+        .iter()
+        .find(|c| c.limit == Limit::ReceiverWindow)
+        .expect("peer window ceiling");
+    // 3 MB ÷ 0.156 s = 19.2 MB/s = 18780 records of 1024 B.
+    assert!((peer.bytes_per_s - 3e6 / 0.156).abs() < 1.0, "{peer:?}");
+    let records = peer.records_per_s.expect("records per second");
+    assert!((records - 3e6 / 0.156 / 1024.0).abs() < 1.0, "{peer:?}");
+}
+
+#[test]
+fn without_a_link_rate_the_window_remedies_double_and_say_why() {
+    let mut flow = Flow::new().rate(19_230_000);
+    flow.rwnd = 0.6;
+    flow.snd_wnd = 3_000_000;
+    let mut w = World::new(vec![flow]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::ReceiverWindow);
+    assert!(
+        v.remedy.contains("sysctl -w net.core.rmem_max=6000000"),
+        "{}",
+        v.remedy
+    );
+    assert!(
+        v.remedy.contains("--link-rate gives the exact BDP"),
+        "{}",
+        v.remedy
+    );
+}
+
+#[test]
+fn a_zero_peer_window_blames_the_reader_not_the_buffer_size() {
+    let mut flow = Flow::new().rate(1_000_000);
+    flow.rwnd = 0.9;
+    flow.snd_wnd = 0;
+    let d = World::new(vec![flow]).diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::ReceiverWindow, "{}", d.report());
+    assert!(v.remedy.contains("zero window"), "{}", v.remedy);
+    assert!(!v.remedy.contains("rmem_max=0"), "{}", v.remedy);
+}
+
+#[test]
+fn a_window_covering_the_round_trip_but_not_the_answer_time_is_sized_by_the_answer_time() {
+    let mut flow = Flow::new();
+    flow.window = 16_000;
+    flow.inflight = 16_000;
+    flow.window_limited = true;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    flow.records_per_s = 53_333; // 16000 records per 300 ms
+    let mut w = World::new(vec![flow]);
+    w.p50_us = 300_000; // slower than the round trip, not yet 2×: still the window
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    // 97656.25 records/s × 0.156 s = 15235 ≤ 16000; × 0.300 s = 29297.
+    assert!(
+        v.remedy.contains(
+            "raise --window to ≥ 29297 per connection (97656 records/s × answer p50 300.0ms ÷ 1 connection"
+        ),
+        "{}",
+        v.remedy
+    );
+}

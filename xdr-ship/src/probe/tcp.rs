@@ -1,0 +1,286 @@
+//! The kernel's view of each TCP connection, as the eBPF programs sampled it.
+//!
+//! Why per connection and keyed by cookie: what limits one shipper
+//! connection (its congestion window, the peer's window, its own receive
+//! window, loss) is a property of that socket, not of the machine. The
+//! programs sample `tcp:tcp_probe` for every received segment and key the
+//! result by the socket cookie, the same number the shipper reads with
+//! `SO_COOKIE` for each of its sockets (`metrics::ConnSnapshot::cookie`), so
+//! diagnosis joins the two views connection by connection with no guessing
+//! from addresses and ports.
+//!
+//! Why closed connections are reported once: a connection that lives for
+//! less than one sampling interval would otherwise never be seen. The kernel
+//! keeps its entry, marked closed; [`KernelPrograms::tcp_connections`]
+//! returns it and then deletes it.
+//!
+//! Timing: `tcp:tcp_probe` fires as a segment arrives, before the kernel
+//! processes it, so each sample is the socket one segment ago: what an ACK
+//! changes (srtt, cwnd, the peer's window, in-flight) shows up with the next
+//! received segment. On a busy connection that is microseconds; on a quiet
+//! one, `last_update_age` says how old the picture is.
+//!
+//! Units: windows and in-flight in bytes, the congestion window and
+//! ssthresh in segments (as the kernel keeps them), RTT in µs.
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+use xdr_common::{TcpConnStat, CONN_FLAG_CLOSED, NR_SOFTIRQS, TCP_INFINITE_SSTHRESH};
+
+use super::{
+    ebpf::KernelPrograms,
+    softirq::{SoftirqCounters, SoftirqSource},
+    ProbeError,
+};
+
+/// `AF_INET6`.
+const AF_INET6: u16 = 10;
+
+/// One TCP connection as the kernel programs last saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelConn {
+    /// Socket cookie (`SO_COOKIE`): the join key with the shipper's numbers.
+    pub cookie: u64,
+    /// Whether the socket is IPv6 (IPv4-mapped addresses included).
+    pub ipv6: bool,
+    /// Local port.
+    pub sport: u16,
+    /// Remote port.
+    pub dport: u16,
+    /// Congestion window.
+    pub cwnd_segments: u32,
+    /// Slow-start threshold as `tcp_current_ssthresh()` gives it: outside
+    /// loss recovery that is `max(ssthresh, 3/4 cwnd)`, so it can be above
+    /// `TCP_INFO`'s `snd_ssthresh`. `None` while the connection has never
+    /// left slow start (the kernel's "infinite" threshold).
+    pub ssthresh_segments: Option<u32>,
+    /// The peer's advertised window: what it lets us have in flight.
+    pub snd_wnd_bytes: u32,
+    /// Our advertised window.
+    pub rcv_wnd_bytes: u32,
+    /// Smoothed RTT.
+    pub srtt_us: u32,
+    /// Sent and not yet acknowledged (`snd_nxt - snd_una`).
+    pub bytes_in_flight: u32,
+    /// Retransmitted skbs since the programs first saw the connection (an
+    /// skb may carry several segments, so this can be lower than
+    /// `TCP_INFO`'s `total_retrans`).
+    pub retransmits: u64,
+    /// `tcp:tcp_probe` samples (segments received in ESTABLISHED).
+    pub samples: u64,
+    /// Whether the socket has closed (reported once, then forgotten).
+    pub closed: bool,
+    /// How long ago the kernel last updated the entry.
+    #[serde(rename = "last_update_age_ms", serialize_with = "duration_ms")]
+    pub last_update_age: Duration,
+}
+
+impl KernelConn {
+    /// The connection of map entry `cookie → stat`, aged against
+    /// `now_ns` (`CLOCK_MONOTONIC`, see [`super::ebpf::monotonic_ns`]).
+    pub fn from_stat(cookie: u64, stat: &TcpConnStat, now_ns: u64) -> Self {
+        Self {
+            cookie,
+            ipv6: stat.family == AF_INET6,
+            sport: stat.sport,
+            dport: stat.dport,
+            cwnd_segments: stat.snd_cwnd,
+            ssthresh_segments: (stat.ssthresh < TCP_INFINITE_SSTHRESH).then_some(stat.ssthresh),
+            snd_wnd_bytes: stat.snd_wnd,
+            rcv_wnd_bytes: stat.rcv_wnd,
+            srtt_us: stat.srtt_us,
+            bytes_in_flight: stat.bytes_in_flight,
+            retransmits: stat.retransmits,
+            samples: stat.samples,
+            closed: stat.flags & CONN_FLAG_CLOSED != 0,
+            last_update_age: Duration::from_nanos(now_ns.saturating_sub(stat.last_update_ns)),
+        }
+    }
+}
+
+/// Machine-wide TCP counters of the programs, for the sockets the port
+/// filter lets through, since they were attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpCounters {
+    /// Connections that reached ESTABLISHED (either side).
+    pub opens: u64,
+    /// Established connections that reached CLOSE.
+    pub closes: u64,
+    /// Retransmits of sockets `tcp_probe` had not sampled yet (no cookie
+    /// to charge them to): typically losses in a connection's first flight.
+    pub retransmits_unattributed: u64,
+    /// Retransmits the kernel tried but could not send (e.g. the original
+    /// was still in a host queue); not counted anywhere else.
+    pub retransmits_failed: u64,
+}
+
+/// Everything the kernel programs know at one instant: per connection, the
+/// TCP counters, and per CPU, softirq time. What the TUI and diagnosis join
+/// with the shipper's [`crate::metrics::ShipSnapshot`] by cookie.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelSnapshot {
+    /// When it was read (for rates between two snapshots).
+    #[serde(skip)]
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Always eBPF: without the programs there is no per-connection kernel
+    /// view (the `TCP_INFO` fallback lives with the shipper).
+    pub source: SoftirqSource,
+    /// Connections, sorted by cookie; closed ones appear in one snapshot.
+    pub conns: Vec<KernelConn>,
+    /// Machine-wide counters.
+    pub counters: TcpCounters,
+    /// Cumulative softirq counters per CPU.
+    #[serde(serialize_with = "softirq_cpus")]
+    pub softirq: SoftirqCounters,
+}
+
+impl KernelSnapshot {
+    /// Reads every map of `progs` (which must have the TCP programs
+    /// attached). Deletes the closed connections it reports.
+    pub fn read(progs: &mut KernelPrograms) -> Result<Self, ProbeError> {
+        let conns = progs.tcp_connections()?;
+        let counters = progs.tcp_counters()?;
+        let softirq = progs.softirq_counters()?;
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(Self {
+            at: softirq.at,
+            unix_ms,
+            source: SoftirqSource::Ebpf,
+            conns,
+            counters,
+            softirq,
+        })
+    }
+
+    /// The connection with socket cookie `cookie`, if the kernel saw it.
+    pub fn conn(&self, cookie: u64) -> Option<&KernelConn> {
+        self.conns
+            .binary_search_by_key(&cookie, |c| c.cookie)
+            .ok()
+            .map(|i| &self.conns[i])
+    }
+}
+
+fn duration_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+/// One CPU's softirq counters as JSON.
+#[derive(Serialize)]
+struct CpuCountersJson<'a> {
+    cpu: usize,
+    runs: &'a [u64; NR_SOFTIRQS],
+    vector_ns: Option<&'a [u64; NR_SOFTIRQS]>,
+    total_ns: u64,
+}
+
+fn softirq_cpus<S: Serializer>(c: &SoftirqCounters, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(c.cpus.iter().map(|c| CpuCountersJson {
+        cpu: c.cpu,
+        runs: &c.runs,
+        vector_ns: c.vector_ns.as_ref(),
+        total_ns: c.total_ns,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::softirq::CpuCounters;
+
+    fn stat() -> TcpConnStat {
+        TcpConnStat {
+            last_update_ns: 1_000_000_000,
+            samples: 42,
+            retransmits: 3,
+            snd_cwnd: 10,
+            ssthresh: TCP_INFINITE_SSTHRESH,
+            snd_wnd: 65_536,
+            rcv_wnd: 131_072,
+            srtt_us: 156_000,
+            bytes_in_flight: 14_480,
+            sport: 40_000,
+            dport: 3000,
+            family: 2,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_map_entry_becomes_a_connection_in_units() {
+        let c = KernelConn::from_stat(7, &stat(), 1_250_000_000);
+        assert_eq!(c.cookie, 7);
+        assert!(!c.ipv6 && !c.closed);
+        assert_eq!((c.sport, c.dport), (40_000, 3000));
+        assert_eq!(
+            c.ssthresh_segments, None,
+            "infinite ssthresh is no threshold"
+        );
+        assert_eq!(c.last_update_age, Duration::from_millis(250));
+        let closed = TcpConnStat {
+            flags: CONN_FLAG_CLOSED,
+            ssthresh: 20,
+            family: AF_INET6,
+            ..stat()
+        };
+        let c = KernelConn::from_stat(7, &closed, 0);
+        assert!(c.closed && c.ipv6);
+        assert_eq!(c.ssthresh_segments, Some(20));
+        assert_eq!(c.last_update_age, Duration::ZERO, "clock skew gives zero");
+    }
+
+    #[test]
+    fn a_snapshot_serialises_with_units_and_finds_connections_by_cookie() {
+        let conns = vec![
+            KernelConn::from_stat(3, &stat(), 1_000_000_000),
+            KernelConn::from_stat(9, &stat(), 1_000_000_000),
+        ];
+        let snap = KernelSnapshot {
+            at: Instant::now(),
+            unix_ms: 1,
+            source: SoftirqSource::Ebpf,
+            conns,
+            counters: TcpCounters::default(),
+            softirq: SoftirqCounters {
+                source: SoftirqSource::Ebpf,
+                at: Instant::now(),
+                cpus: vec![CpuCounters {
+                    cpu: 0,
+                    runs: [1; NR_SOFTIRQS],
+                    vector_ns: Some([2; NR_SOFTIRQS]),
+                    total_ns: 20,
+                }],
+            },
+        };
+        assert_eq!(snap.conn(9).map(|c| c.cookie), Some(9));
+        assert!(snap.conn(4).is_none());
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains(r#""source":"ebpf""#), "{json}");
+        assert!(json.contains(r#""last_update_age_ms":0.0"#), "{json}");
+        assert!(json.contains(r#""srtt_us":156000"#), "{json}");
+        assert!(json.contains(r#""softirq":[{"cpu":0,"runs":[1,"#), "{json}");
+    }
+
+    #[test]
+    fn an_empty_snapshot_has_no_connections() {
+        let snap = KernelSnapshot {
+            at: Instant::now(),
+            unix_ms: 0,
+            source: SoftirqSource::Ebpf,
+            conns: Vec::new(),
+            counters: TcpCounters::default(),
+            softirq: SoftirqCounters {
+                source: SoftirqSource::Ebpf,
+                at: Instant::now(),
+                cpus: Vec::new(),
+            },
+        };
+        assert!(snap.conn(1).is_none());
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains(r#""conns":[]"#), "{json}");
+    }
+}
