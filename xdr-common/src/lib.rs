@@ -238,6 +238,58 @@ impl TcpProbeOffsets {
     };
 }
 
+/// Global (`.rodata`, `u32`): 1 when this kernel's `tcp:tcp_probe` offsets
+/// (read from tracefs) are exactly [`TcpProbeOffsets::DEFAULT`], so the
+/// program may read the whole record tail as one [`TcpProbeTail`] (one
+/// helper call instead of ten per event); 0 keeps the per-field reads.
+pub const GLOBAL_TCP_PROBE_FAST: &str = "TCP_PROBE_FAST";
+
+/// Where [`TcpProbeTail`] starts in a `tcp:tcp_probe` record.
+pub const TCP_PROBE_TAIL_BASE: usize = 64;
+
+/// The `tcp:tcp_probe` record from `sport` to `skaddr` in the layout of
+/// [`TcpProbeOffsets::DEFAULT`] (Linux 6.x), padding explicit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpProbeTail {
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad0: u16,
+    pub mark: u32,
+    pub data_len: u16,
+    pub _pad1: u16,
+    pub snd_nxt: u32,
+    pub snd_una: u32,
+    pub snd_cwnd: u32,
+    pub ssthresh: u32,
+    pub snd_wnd: u32,
+    pub srtt: u32,
+    pub rcv_wnd: u32,
+    pub _pad2: u32,
+    pub sock_cookie: u64,
+    pub skbaddr: u64,
+    pub skaddr: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TcpProbeTail>() == 72);
+const _: () = {
+    let d = TcpProbeOffsets::DEFAULT;
+    let b = TCP_PROBE_TAIL_BASE as u32;
+    assert!(core::mem::offset_of!(TcpProbeTail, sport) as u32 + b == d.sport);
+    assert!(core::mem::offset_of!(TcpProbeTail, dport) as u32 + b == d.dport);
+    assert!(core::mem::offset_of!(TcpProbeTail, family) as u32 + b == d.family);
+    assert!(core::mem::offset_of!(TcpProbeTail, snd_nxt) as u32 + b == d.snd_nxt);
+    assert!(core::mem::offset_of!(TcpProbeTail, snd_una) as u32 + b == d.snd_una);
+    assert!(core::mem::offset_of!(TcpProbeTail, snd_cwnd) as u32 + b == d.snd_cwnd);
+    assert!(core::mem::offset_of!(TcpProbeTail, ssthresh) as u32 + b == d.ssthresh);
+    assert!(core::mem::offset_of!(TcpProbeTail, snd_wnd) as u32 + b == d.snd_wnd);
+    assert!(core::mem::offset_of!(TcpProbeTail, srtt) as u32 + b == d.srtt);
+    assert!(core::mem::offset_of!(TcpProbeTail, rcv_wnd) as u32 + b == d.rcv_wnd);
+    assert!(core::mem::offset_of!(TcpProbeTail, sock_cookie) as u32 + b == d.sock_cookie);
+    assert!(core::mem::offset_of!(TcpProbeTail, skaddr) as u32 + b == d.skaddr);
+};
+
 /// Byte offsets of the `tcp:tcp_retransmit_skb` fields the program reads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

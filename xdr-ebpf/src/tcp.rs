@@ -34,10 +34,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use xdr_common::{
-    InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpRetransmitOffsets, CONN_FLAG_CLOSED,
-    FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS, OFFSET_ABSENT, TCP_CONN_CAPACITY,
-    TCP_COUNTER_CLOSES, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
-    TCP_COUNTER_RETRANS_UNATTRIBUTED,
+    InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpProbeTail, TcpRetransmitOffsets,
+    CONN_FLAG_CLOSED, FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS, OFFSET_ABSENT,
+    TCP_CONN_CAPACITY, TCP_COUNTER_CLOSES, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
+    TCP_COUNTER_RETRANS_UNATTRIBUTED, TCP_PROBE_TAIL_BASE,
 };
 
 /// `IPPROTO_TCP`.
@@ -60,6 +60,11 @@ static FILTER_MODE: u32 = FILTER_MODE_ALL;
 /// Field offsets of `tcp:tcp_probe`, patched at load time from tracefs.
 #[no_mangle]
 static TCP_PROBE_OFFSETS: TcpProbeOffsets = TcpProbeOffsets::DEFAULT;
+
+/// 1 when the offsets above are the compiled [`TcpProbeTail`] layout
+/// (user space compares them with tracefs): one read per event.
+#[no_mangle]
+static TCP_PROBE_FAST: u32 = 0;
 
 /// Field offsets of `tcp:tcp_retransmit_skb`, patched at load time.
 #[no_mangle]
@@ -165,23 +170,56 @@ fn count(index: u32) {
 }
 
 fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), ()> {
-    // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
-    let off = unsafe { core::ptr::read_volatile(&TCP_PROBE_OFFSETS) };
-    let sport: u16 = field(ctx, off.sport)?;
-    let dport: u16 = field(ctx, off.dport)?;
-    if !wanted(sport, dport) {
+    // SAFETY: a plain `u32` in `.rodata`; see `wanted`.
+    let fast = unsafe { core::ptr::read_volatile(&TCP_PROBE_FAST) };
+    let t = if fast != 0 {
+        // SAFETY: user space set the flag only after checking that this
+        // kernel's tracefs offsets are the compiled `TcpProbeTail` layout;
+        // `read_at` uses `bpf_probe_read_kernel`, so a bad read fails the
+        // helper, not the kernel.
+        unsafe { ctx.read_at::<TcpProbeTail>(TCP_PROBE_TAIL_BASE) }.map_err(|_| ())?
+    } else {
+        // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
+        let off = unsafe { core::ptr::read_volatile(&TCP_PROBE_OFFSETS) };
+        let sport: u16 = field(ctx, off.sport)?;
+        let dport: u16 = field(ctx, off.dport)?;
+        if !wanted(sport, dport) {
+            return Ok(());
+        }
+        TcpProbeTail {
+            sport,
+            dport,
+            family: field(ctx, off.family)?,
+            snd_nxt: field(ctx, off.snd_nxt)?,
+            snd_una: field(ctx, off.snd_una)?,
+            snd_cwnd: field(ctx, off.snd_cwnd)?,
+            ssthresh: field(ctx, off.ssthresh)?,
+            snd_wnd: field(ctx, off.snd_wnd)?,
+            srtt: field(ctx, off.srtt)?,
+            rcv_wnd: field(ctx, off.rcv_wnd)?,
+            sock_cookie: field(ctx, off.sock_cookie)?,
+            skaddr: field(ctx, off.skaddr)?,
+            ..TcpProbeTail::default()
+        }
+    };
+    if fast != 0 && !wanted(t.sport, t.dport) {
         return Ok(());
     }
-    let cookie: u64 = field(ctx, off.sock_cookie)?;
-    let skaddr: u64 = field(ctx, off.skaddr)?;
-    let family: u16 = field(ctx, off.family)?;
-    let snd_nxt: u32 = field(ctx, off.snd_nxt)?;
-    let snd_una: u32 = field(ctx, off.snd_una)?;
-    let snd_cwnd: u32 = field(ctx, off.snd_cwnd)?;
-    let ssthresh: u32 = field(ctx, off.ssthresh)?;
-    let snd_wnd: u32 = field(ctx, off.snd_wnd)?;
-    let srtt_us: u32 = field(ctx, off.srtt)?;
-    let rcv_wnd: u32 = field(ctx, off.rcv_wnd)?;
+    let TcpProbeTail {
+        sport,
+        dport,
+        family,
+        snd_nxt,
+        snd_una,
+        snd_cwnd,
+        ssthresh,
+        snd_wnd,
+        srtt: srtt_us,
+        rcv_wnd,
+        sock_cookie: cookie,
+        skaddr,
+        ..
+    } = t;
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes_in_flight = snd_nxt.wrapping_sub(snd_una);

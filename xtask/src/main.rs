@@ -55,6 +55,9 @@ enum Cmd {
         /// Seconds per phase of the lab rows (0 skips them).
         #[arg(long, default_value_t = 40)]
         lab_seconds: u64,
+        /// Only the probe-overhead row.
+        #[arg(long)]
+        probe_only: bool,
     },
     /// The main job: the seed's experiment across an emulated 156 ms,
     /// 100 MB/s link (iperf3, stop-and-wait x 10, pipelined).
@@ -78,7 +81,11 @@ fn main() -> Result<()> {
             repeats,
             seconds,
             lab_seconds,
+            probe_only,
         } => {
+            if probe_only {
+                return bench::probe_only(repeats.max(5), seconds.max(1));
+            }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }

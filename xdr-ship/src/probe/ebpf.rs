@@ -138,8 +138,14 @@ impl KernelPrograms {
 
         let mut loader = EbpfLoader::new();
         loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &entry_off, true);
+        // When tracefs describes exactly the compiled tail layout, the
+        // program reads the record in one helper call.
+        let fast = tcp_offsets.as_ref().map_or(0u32, |l| {
+            u32::from(l.probe == xdr_common::TcpProbeOffsets::DEFAULT)
+        });
         if let Some(layouts) = &tcp_offsets {
             loader
+                .override_global(xdr_common::GLOBAL_TCP_PROBE_FAST, &fast, true)
                 .override_global(GLOBAL_TCP_PROBE_OFFSETS, &layouts.probe, true)
                 .override_global(GLOBAL_TCP_RETRANSMIT_OFFSETS, &layouts.retransmit, true)
                 .override_global(GLOBAL_INET_SOCK_SET_STATE_OFFSETS, &layouts.set_state, true)
