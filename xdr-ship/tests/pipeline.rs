@@ -375,7 +375,14 @@ async fn the_shipper_resends_after_the_receiver_restarts_and_the_store_gets_ever
     let _recv = Recv::start(store.clone(), Some(addr)).await;
 
     let summary = shipping.await.unwrap();
-    assert_eq!(summary.counters.delivered(), n, "{:?}", summary.counters);
+    assert_eq!(
+        summary.counters.delivered(),
+        n,
+        "{:?}; unanswered {} after {:?}",
+        summary.counters,
+        summary.unanswered,
+        summary.elapsed
+    );
     assert!(
         summary.counters.retry_conn_reset > 0,
         "{:?}",
