@@ -24,6 +24,59 @@ pub struct Sampling {
     pub no_ebpf: bool,
 }
 
+/// A report a sampling view prints: as a table or as one JSON object.
+pub trait Report: serde::Serialize {
+    /// The human table.
+    fn table(&self) -> String;
+}
+
+impl Report for xdr_ship::probe::softirq::SoftirqReport {
+    fn table(&self) -> String {
+        self.render_table()
+    }
+}
+
+impl Report for xdr_ship::probe::observe::ObserveReport {
+    fn table(&self) -> String {
+        self.render_table()
+    }
+}
+
+impl Sampling {
+    /// Every `interval`, takes a report from `next` and prints it, until
+    /// `count` reports or Ctrl-C.
+    pub async fn run<R: Report>(
+        &self,
+        mut next: impl FnMut() -> anyhow::Result<R>,
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        let mut stdout = std::io::stdout();
+        let mut printed = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+            let report = next()?;
+            if self.json {
+                writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                if printed > 0 {
+                    writeln!(stdout)?;
+                }
+                write!(stdout, "{}", report.table())?;
+            }
+            stdout.flush()?;
+            printed += 1;
+            if self.count.is_some_and(|n| printed >= n) {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A duration in human units; the error names the accepted form.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)

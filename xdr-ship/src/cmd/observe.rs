@@ -1,7 +1,5 @@
 //! `xdr-ship observe`: the per-connection and per-CPU view for any
 //! process's TCP flows (iperf3, redis, a real XDR link).
-use std::io::Write;
-
 use anyhow::Context;
 use xdr_ship::probe::observe::{ObserveOptions, Observer};
 
@@ -28,30 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     // The first reading is the baseline of the interval rates.
     observer.sample().context("reading the first sample")?;
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + args.sampling.interval,
-        args.sampling.interval,
-    );
-    let mut stdout = std::io::stdout();
-    let mut printed = 0u64;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        let report = observer.sample().context("sampling")?;
-        if args.sampling.json {
-            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
-        } else {
-            if printed > 0 {
-                writeln!(stdout)?;
-            }
-            write!(stdout, "{}", report.render_table())?;
-        }
-        stdout.flush()?;
-        printed += 1;
-        if args.sampling.count.is_some_and(|n| printed >= n) {
-            return Ok(());
-        }
-    }
+    args.sampling
+        .run(|| observer.sample().context("sampling"))
+        .await
 }

@@ -1,6 +1,4 @@
 //! `xdr-ship softirqs`.
-use std::io::Write;
-
 use anyhow::Context;
 use xdr_ship::probe::softirq::{SoftirqReport, SoftirqSampler};
 
@@ -17,33 +15,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("softirqs from /proc: {why}");
     }
     let mut before = sampler.read().context("reading softirq counters")?;
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + args.sampling.interval,
-        args.sampling.interval,
-    );
-    let mut printed = 0u64;
-    let mut stdout = std::io::stdout();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        let after = sampler.read().context("reading softirq counters")?;
-        let mut report = SoftirqReport::between(&before, &after);
-        report.fallback_reason = fallback_reason.clone();
-        if args.sampling.json {
-            writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
-        } else {
-            if printed > 0 {
-                writeln!(stdout)?;
-            }
-            write!(stdout, "{}", report.render_table())?;
-        }
-        stdout.flush()?;
-        before = after;
-        printed += 1;
-        if args.sampling.count.is_some_and(|n| printed >= n) {
-            return Ok(());
-        }
-    }
+    args.sampling
+        .run(|| {
+            let after = sampler.read().context("reading softirq counters")?;
+            let mut report = SoftirqReport::between(&before, &after);
+            report.fallback_reason = fallback_reason.clone();
+            before = after;
+            Ok(report)
+        })
+        .await
 }

@@ -481,7 +481,7 @@ impl EventFormat {
         let Some(offset) = tracefs::parse_field_offset(&self.text, field) else {
             return Ok(None);
         };
-        match parse_field_size(&self.text, field) {
+        match tracefs::parse_field_size(&self.text, field) {
             Some(s) if s == size => Ok(Some(offset)),
             found => Err(ProbeError::Layout(format!(
                 "{} field `{field}` is {} bytes, the kernel program reads {size}",
@@ -490,20 +490,6 @@ impl EventFormat {
             ))),
         }
     }
-}
-
-/// Finds `size:N;` on the line declaring `field` (same rules as
-/// [`tracefs::parse_field_offset`]).
-fn parse_field_size(format: &str, field: &str) -> Option<u32> {
-    format.lines().find_map(|line| {
-        let mut parts = line.trim().split(';').map(str::trim);
-        let decl = parts.next()?.strip_prefix("field:")?;
-        let name = decl.rsplit(' ').next()?.split('[').next()?;
-        if name != field {
-            return None;
-        }
-        parts.find_map(|p| p.strip_prefix("size:")?.parse().ok())
-    })
 }
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`, so ages of

@@ -128,6 +128,16 @@ pub fn field_offset(
 /// A declaration looks like `\tfield:unsigned int vec;\toffset:8;\tsize:4;\tsigned:0;`;
 /// the field name is the last word before `;` (arrays: before `[`).
 pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    parse_field_attr(format, field, "offset:")
+}
+
+/// Finds `size:N;` on the line declaring `field` (same rules as
+/// [`parse_field_offset`]).
+pub fn parse_field_size(format: &str, field: &str) -> Option<u32> {
+    parse_field_attr(format, field, "size:")
+}
+
+fn parse_field_attr(format: &str, field: &str, attr: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
         let decl = parts.next()?.strip_prefix("field:")?;
@@ -135,7 +145,7 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        parts.find_map(|p| p.strip_prefix("offset:")?.parse().ok())
+        parts.find_map(|p| p.strip_prefix(attr)?.parse().ok())
     })
 }
 
@@ -163,6 +173,16 @@ print fmt: \"vec=%u [action=%s]\", REC->vec, __print_symbolic(REC->vec, { 0, \"H
             parse_field_offset(SOFTIRQ_ENTRY_FORMAT, "common_pid"),
             Some(4)
         );
+    }
+
+    #[test]
+    fn finds_the_size_of_a_named_field() {
+        assert_eq!(parse_field_size(SOFTIRQ_ENTRY_FORMAT, "vec"), Some(4));
+        assert_eq!(
+            parse_field_size(SOFTIRQ_ENTRY_FORMAT, "common_type"),
+            Some(2)
+        );
+        assert_eq!(parse_field_size(SOFTIRQ_ENTRY_FORMAT, "cwnd"), None);
     }
 
     #[test]
