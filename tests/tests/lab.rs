@@ -5,8 +5,7 @@
 //! namespace, no TUN device, no status file, no child process.
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    net::TcpListener,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -27,31 +26,6 @@ fn unique(tag: &str) -> String {
 
 fn small_link() -> LinkConfig {
     LinkConfig::new(RTT, RATE)
-}
-
-/// `TCP_INFO` of a connected socket.
-fn tcp_info(sock: &TcpStream) -> libc::tcp_info {
-    // SAFETY: `tcp_info` is plain old data; all-zero is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` are valid for writes and `len` holds the size
-    // of `info`; the fd is an open TCP socket owned by `sock`.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "getsockopt(TCP_INFO): {}",
-        std::io::Error::last_os_error()
-    );
-    info
 }
 
 /// A listener on any port of the far side.
@@ -191,14 +165,14 @@ fn tcp_info_rtt_across_the_link_is_the_configured_rtt() {
             sock.write_all(&chunk).expect("write");
             std::thread::sleep(Duration::from_millis(4));
         }
-        let info = tcp_info(&sock);
+        let info = xdr_ship::net::tcp_info(&sock).expect("TCP_INFO");
         let stats = lab.stats();
         drop(sock);
         let got = reader.join().expect("reader");
-        let rtt_ms = f64::from(info.tcpi_rtt) / 1000.0;
+        let rtt_ms = f64::from(info.rtt_us) / 1000.0;
         println!(
             "TCP_INFO rtt {rtt_ms:.2} ms (var {:.2} ms), line measured {:?}, path {:?}, {} bytes",
-            f64::from(info.tcpi_rttvar) / 1000.0,
+            f64::from(info.rttvar_us) / 1000.0,
             stats.measured_rtt,
             stats.path_rtt,
             got
@@ -297,14 +271,14 @@ fn one_percent_loss_shows_retransmits_in_tcp_info() {
             sock.write_all(&chunk).expect("write");
             sent += chunk.len() as u64;
         }
-        let info = tcp_info(&sock);
+        let info = xdr_ship::net::tcp_info(&sock).expect("TCP_INFO");
         let stats = lab.stats();
         drop(sock);
         let got = reader.join().expect("reader");
         println!(
             "sent {sent} bytes, received {got}; tcpi_total_retrans {}, line drops by loss {} \
              of {} segments, {} super-packets split",
-            info.tcpi_total_retrans,
+            info.total_retrans,
             stats.near_to_far.drops_loss,
             stats.near_to_far.segments_in,
             stats.near_to_far.splits
@@ -314,7 +288,7 @@ fn one_percent_loss_shows_retransmits_in_tcp_info() {
             stats.near_to_far.write_errors, 0,
             "the far TUN refused split pieces"
         );
-        assert!(info.tcpi_total_retrans > 0, "no retransmits at 1% loss");
+        assert!(info.total_retrans > 0, "no retransmits at 1% loss");
         assert!(stats.near_to_far.drops_loss > 0, "the line dropped nothing");
         let rate = stats.near_to_far.drops_loss as f64 / stats.near_to_far.segments_in as f64;
         assert!(
@@ -357,11 +331,11 @@ fn loss_confined_to_one_port_spares_the_other_connections() {
         }
         let mut retrans = Vec::new();
         for (port, sock, reader) in flows {
-            let info = tcp_info(&sock);
+            let info = xdr_ship::net::tcp_info(&sock).expect("TCP_INFO");
             drop(sock);
             let got = reader.join().expect("reader");
             assert_eq!(got, 4 << 20, "port {port}: TCP must deliver everything");
-            retrans.push((port, info.tcpi_total_retrans));
+            retrans.push((port, info.total_retrans));
         }
         let stats = lab.stats();
         println!(

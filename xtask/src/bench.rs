@@ -194,7 +194,7 @@ impl Row {
 /// The lab rows: the seed's link (156 ms, 100 MB/s), 1 KB records, each
 /// phase a median over its steady seconds (after `warmup` s).
 pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
-    use crate::demo::{iperf3_goodput, lab_run, phase_from_lines, Plan};
+    use crate::demo::{iperf3_goodput, lab_run, phase_from_lines, ship_phase, Plan};
     let plan = Plan {
         rtt_ms: 156.0,
         bandwidth: "100MB/s",
@@ -211,19 +211,8 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
         quiet,
     )?;
     let iperf = iperf3_goodput(&iperf_lines)?;
-    let recv = format!("{} recv --listen 198.18.0.2:3000 --memory", bin.display());
     let ship = |args: &str, secs: u64| -> Result<crate::demo::Phase> {
-        let lines = lab_run(
-            bin,
-            &plan,
-            "bench",
-            &recv,
-            &format!(
-                "{} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s {args}",
-                bin.display()
-            ),
-            quiet,
-        )?;
+        let lines = ship_phase(bin, &plan, "bench", args, secs, quiet)?;
         // The line's cost, from its own closing counters.
         if let Some(l) = lines.iter().find(|l| l.starts_with("done:")) {
             eprintln!("  {args:<40} {l}");

@@ -67,6 +67,29 @@ pub fn lab_run(
     Ok(near_lines)
 }
 
+/// `recv --memory` on the far side and `ship ARGS` (1 KB records, for
+/// `secs`) on the near side of a `lab run`; returns the near side's lines.
+pub fn ship_phase(
+    bin: &Path,
+    plan: &Plan,
+    name: &str,
+    args: &str,
+    secs: u64,
+    echo: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let bin_s = bin.display();
+    lab_run(
+        bin,
+        plan,
+        name,
+        &format!("{bin_s} recv --listen 198.18.0.2:3000 --memory"),
+        &format!(
+            "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s {args}"
+        ),
+        echo,
+    )
+}
+
 /// A number after `key ` in a seed-style line (`throughput 103798 : …`).
 fn field(line: &str, key: &str) -> Option<f64> {
     let rest = &line[line.find(&format!("{key} "))? + key.len() + 1..];
@@ -143,18 +166,13 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
     let iperf = iperf3_goodput(&lines)?;
     println!("  => iperf3 goodput {iperf:.1} MB/s\n");
 
-    let recv = format!("{} recv --listen 198.18.0.2:3000 --memory", bin.display());
-    let gen = "--generate max,1000,1000000";
     println!("2/3  stop-and-wait, 10 connections (the pre-3.8 scheme), {secs} s");
-    let lines = lab_run(
+    let lines = ship_phase(
         bin,
         plan,
         "demo",
-        &recv,
-        &format!(
-            "{} ship --to 198.18.0.2:3000 --stop-and-wait --connections 10 {gen} --duration {secs}s",
-            bin.display()
-        ),
+        "--stop-and-wait --connections 10",
+        secs,
         |l| l.starts_with("[near]"),
     )?;
     let saw = phase_from_lines(&lines, 2);
@@ -162,17 +180,9 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
 
     let secs_pipe = secs * 2;
     println!("3/3  pipelined, 64 connections, window auto (the 3.8 scheme), {secs_pipe} s");
-    let lines = lab_run(
-        bin,
-        plan,
-        "demo",
-        &recv,
-        &format!(
-            "{} ship --to 198.18.0.2:3000 {gen} --duration {secs_pipe}s",
-            bin.display()
-        ),
-        |l| l.starts_with("[near]") || l.starts_with("[line]"),
-    )?;
+    let lines = ship_phase(bin, plan, "demo", "", secs_pipe, |l| {
+        l.starts_with("[near]") || l.starts_with("[line]")
+    })?;
     let pipe = phase_from_lines(&lines, 8);
 
     let expected_saw = 10.0 / rtt_s;

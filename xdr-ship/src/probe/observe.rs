@@ -139,7 +139,6 @@ pub struct ObserveReport {
 pub struct Observer {
     opts: ObserveOptions,
     progs: Option<KernelPrograms>,
-    proc_softirq: Option<SoftirqSampler>,
     fallback_reason: Option<String>,
     prev_info: HashMap<u64, TcpInfo>,
     prev_softirq: Option<SoftirqCounters>,
@@ -171,11 +170,9 @@ impl Observer {
                 Err(e) => (None, Some(format!("eBPF unavailable: {e}"))),
             }
         };
-        let proc_softirq = progs.is_none().then_some(SoftirqSampler::Proc);
         Self {
             opts,
             progs,
-            proc_softirq,
             fallback_reason,
             prev_info: HashMap::new(),
             prev_softirq: None,
@@ -203,10 +200,7 @@ impl Observer {
                 let s = k.softirq.clone();
                 (Some(k), s)
             }
-            None => {
-                let sampler = self.proc_softirq.get_or_insert(SoftirqSampler::Proc);
-                (None, sampler.read()?)
-            }
+            None => (None, SoftirqSampler::Proc.read()?),
         };
         let wall_s = self.prev_at.map(|t| now.duration_since(t).as_secs_f64());
 
