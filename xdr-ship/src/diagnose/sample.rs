@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{metrics::ShipSnapshot, probe::softirq::SoftirqReport};
+use crate::{
+    metrics::ShipSnapshot,
+    probe::{softirq::SoftirqReport, tcp::KernelConn},
+};
 
 /// Version of the JSON line written by [`Sample::to_json_line`]. Bump it
 /// when a field changes meaning; adding an optional field does not need it.
@@ -67,6 +70,12 @@ pub struct Sample {
     /// What the operator told us about the link.
     #[serde(default)]
     pub link: LinkHints,
+    /// The eBPF programs' rows for the shipper's sockets (joined to
+    /// `ship.connections` by cookie); empty without eBPF. Context for the
+    /// TUI and recordings: the verdict itself reads `TCP_INFO`, which has
+    /// the kernel's chrono timers that eBPF lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel: Vec<KernelConn>,
 }
 
 impl Sample {
@@ -82,6 +91,7 @@ impl Sample {
             ship,
             softirq,
             link,
+            kernel: Vec::new(),
         }
     }
 

@@ -175,6 +175,7 @@ impl World {
             ship,
             softirq: (k > 0).then(|| self.softirq.clone()).flatten(),
             link: self.link,
+            kernel: Vec::new(),
         }
     }
 

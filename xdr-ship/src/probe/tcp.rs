@@ -24,7 +24,7 @@
 //! ssthresh in segments (as the kernel keeps them), RTT in µs.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xdr_common::{TcpConnStat, CONN_FLAG_CLOSED, NR_SOFTIRQS, TCP_INFINITE_SSTHRESH};
 
 use super::{
@@ -37,7 +37,7 @@ use super::{
 const AF_INET6: u16 = 10;
 
 /// One TCP connection as the kernel programs last saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelConn {
     /// Socket cookie (`SO_COOKIE`): the join key with the shipper's numbers.
     pub cookie: u64,
@@ -71,7 +71,11 @@ pub struct KernelConn {
     /// Whether the socket has closed (reported once, then forgotten).
     pub closed: bool,
     /// How long ago the kernel last updated the entry.
-    #[serde(rename = "last_update_age_ms", serialize_with = "duration_ms")]
+    #[serde(
+        rename = "last_update_age_ms",
+        serialize_with = "duration_ms",
+        deserialize_with = "duration_from_ms"
+    )]
     pub last_update_age: Duration,
 }
 
@@ -167,6 +171,12 @@ impl KernelSnapshot {
 
 fn duration_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+/// Reads what [`duration_ms`] wrote (a recording played back).
+fn duration_from_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let ms = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(ms / 1e3).map_err(serde::de::Error::custom)
 }
 
 /// One CPU's softirq counters as JSON.
