@@ -201,6 +201,18 @@ pub fn ship_across_lab(
     ship_args: &[&str],
     secs: u64,
 ) -> (Vec<serde_json::Value>, serde_json::Value) {
+    ship_across_lab_with(tag, link, &[], ship_args, secs)
+}
+
+/// [`ship_across_lab`] with extra flags for the receiver (`--rcvbuf 64KiB`,
+/// `--apply-delay 20ms`).
+pub fn ship_across_lab_with(
+    tag: &str,
+    link: xdr_ship::lab::LinkConfig,
+    recv_args: &[&str],
+    ship_args: &[&str],
+    secs: u64,
+) -> (Vec<serde_json::Value>, serde_json::Value) {
     use xdr_ship::lab::{Lab, LabOptions, Side};
     let name = format!("t{}-{tag}", std::process::id());
     let lab = Lab::up(&name, link, LabOptions::default()).expect("lab up");
@@ -208,6 +220,7 @@ pub fn ship_across_lab(
     let _recv = ChildGuard(
         lab.command(Side::Far, xdr_ship_bin())
             .args(["recv", "--memory", "--listen", &format!("{far}:3000")])
+            .args(recv_args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

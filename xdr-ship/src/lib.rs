@@ -27,6 +27,7 @@
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;
+pub mod monitor;
 pub mod net;
 pub mod probe;
 pub mod server;

@@ -27,6 +27,9 @@ enum Command {
     Softirqs(cmd::softirqs::Args),
     /// Any process's TCP flows: windows, RTT, retransmits, softirq per CPU.
     Observe(cmd::observe::Args),
+    /// Measure the link to a receiver (stop-and-wait, then pipelined) and
+    /// say what limits it, with the fix.
+    Diagnose(cmd::diagnose::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             Command::Load(args) => cmd::load::run(args).await,
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
             Command::Observe(args) => cmd::observe::run(args).await,
+            Command::Diagnose(args) => cmd::diagnose::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
         }
     })

@@ -1,4 +1,6 @@
 //! The commands' bodies: the edge between flags and the library.
+pub mod diagnose;
+pub mod live;
 pub mod load;
 pub mod observe;
 pub mod recv;

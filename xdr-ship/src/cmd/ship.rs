@@ -1,6 +1,7 @@
 //! `xdr-ship ship`: the pipelined shipper.
 use std::time::Duration;
 
+use super::live::{Live, Print};
 use xdr_ship::{
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipSummary, WindowSetting},
     wire::OrderingMode,
@@ -64,9 +65,16 @@ pub struct Args {
     /// values compress; costs CPU on every record).
     #[arg(long)]
     compress: bool,
-    /// Status lines as JSON (one object per line, per-connection detail included).
+    /// TCP congestion control of every connection (`cubic`, `bbr`, …;
+    /// default: the host's `net.ipv4.tcp_congestion_control`).
+    #[arg(long, value_name = "NAME")]
+    congestion: Option<String>,
+    /// Status lines as JSON (one object per line, per-connection detail and
+    /// the verdict included).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    live: super::live::LiveArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -82,6 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.drain_timeout = args.drain_timeout;
     cfg.interval = args.interval;
     cfg.compress = args.compress;
+    cfg.congestion = args.congestion;
     if args.stop_and_wait {
         cfg = cfg.stop_and_wait();
     }
@@ -101,21 +110,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (stop, cancel) = super::ctrl_c_tokens();
     let json = args.json;
+    let port = ship::resolve(&cfg.to).await?.port();
+    let print = if json { Print::Json } else { Print::Lines };
+    let mut live = Live::open(&args.live, Some(port), print, cancel.clone()).await?;
+    if !json {
+        let src = live.sources();
+        println!(
+            "kernel view: connections from {}, softirq from {}{}",
+            src.connections,
+            src.softirq,
+            src.fallback_reason
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
     let summary = ship::run(
         cfg,
         source,
         |snap| {
-            if json {
-                println!("{}", snap.json_line(true));
-            } else {
-                println!("{}", snap.headless_line());
-            }
+            live.on_snapshot(snap);
         },
         stop,
         cancel,
     )
     .await?;
     print_summary(&summary, json);
+    if !json {
+        if let Some(d) = live.last_diagnosis() {
+            println!("last verdict, {}", d.report());
+        }
+    }
     Ok(())
 }
 

@@ -121,8 +121,9 @@ impl Verdict {
 }
 
 impl Diagnosis {
-    /// The whole diagnosis: the shipper's report, then one line per
-    /// connection (their full reports differ only where the line does).
+    /// The whole diagnosis: the shipper's report, then the connections
+    /// grouped by their limit (64 connections read as a few lines), each
+    /// group with its share range and one member's headline.
     pub fn report(&self) -> String {
         let mut out = format!(
             "window {} ({} samples)\n",
@@ -132,22 +133,35 @@ impl Diagnosis {
         out.push_str(&self.shipper.report(""));
         if !self.connections.is_empty() {
             out.push_str("per connection:\n");
-            // Connections with the same line share it: 64 alike read as one.
-            let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+            let mut groups: Vec<(Limit, Vec<usize>, Vec<f64>, &str)> = Vec::new();
             for c in &self.connections {
-                let line = c.to_string();
-                let id = match c.scope {
-                    Scope::Connection { id, .. } => id,
-                    Scope::Shipper => continue,
+                let Scope::Connection { id, .. } = c.scope else {
+                    continue;
                 };
-                match groups.iter_mut().find(|(l, _)| *l == line) {
-                    Some((_, ids)) => ids.push(id),
-                    None => groups.push((line, vec![id])),
+                let share = c.share(c.limit);
+                match groups.iter_mut().find(|(l, ..)| *l == c.limit) {
+                    Some((_, ids, shares, _)) => {
+                        ids.push(id);
+                        shares.push(share);
+                    }
+                    None => groups.push((c.limit, vec![id], vec![share], &c.headline)),
                 }
             }
-            for (line, ids) in groups {
+            groups.sort_by_key(|(_, ids, ..)| std::cmp::Reverse(ids.len()));
+            for (limit, ids, shares, headline) in groups {
+                let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = shares.iter().copied().fold(0.0, f64::max);
+                let range = if (hi - lo).abs() < 0.5 {
+                    fmt_pct(hi)
+                } else {
+                    format!("{}–{}", fmt_pct(lo), fmt_pct(hi))
+                };
                 let label = if ids.len() == 1 { "conn" } else { "conns" };
-                let _ = writeln!(out, "  {label} {}: {line}", id_ranges(&ids));
+                let _ = writeln!(
+                    out,
+                    "  {limit} ({range}): {label} {} — e.g. {headline}",
+                    id_ranges(&ids)
+                );
             }
         }
         out

@@ -10,6 +10,7 @@
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
 //! | Δbusy − Δrwnd − Δsndbuf, TCP app-limited | waiting (below) |
+//! | Δbusy − Δrwnd − Δsndbuf, bytes in flight ≥ 90% of the peer's window | [`Limit::ReceiverWindow`] (the kernel's timer undercounts it) |
 //! | Δbusy − Δrwnd − Δsndbuf, otherwise | network: [`Limit::Interrupts`] if one CPU drowns in softirq and the link is not full; else [`Limit::Loss`] if retransmits came with a collapsing cwnd (or a rate the loss explains); else [`Limit::Bandwidth`] |
 //! | wall − Δbusy | waiting (below) |
 //! | waiting | [`Limit::Destination`] if the app window is full and answers take ≥ 2 × srtt; else [`Limit::Application`] |
@@ -82,10 +83,25 @@ pub const MATHIS_MATCH_FACTOR: f64 = 3.0;
 pub const MATHIS_C: f64 = 1.224_744_871_391_589;
 
 /// With the app window full, answers whose median takes at least this
-/// multiple of the smoothed RTT spend at least half their time at the
-/// receiver: it, not the window size, sets the pace (a larger window would
-/// only queue there).
+/// multiple of the network's part of their time (the smoothed RTT plus the
+/// wait behind unsent bytes in our own socket) spend at least half their
+/// time at the receiver: it sets the pace.
 pub const DEST_LATENCY_RATIO: f64 = 2.0;
+
+/// Bytes in flight at or above this fraction of the peer's advertised
+/// window mean the peer's window is what stops TCP from sending more. The
+/// kernel's own rwnd-limited timer runs only while a send attempt is
+/// refused, so on a connection pinned at the peer's window it counts a
+/// fraction of the time (40% in the lab); this catches the rest.
+pub const PEER_WINDOW_FULL_RATIO: f64 = 0.9;
+
+/// Retransmits while the smoothed RTT is at least this multiple of
+/// `min_rtt` are the bottleneck's queue overflowing: the link is full and
+/// drops what it cannot carry (a tail-drop router does exactly that), so
+/// they are blamed on bandwidth, not on a lossy path. Random loss on an
+/// uncongested path leaves no standing queue. Higher than
+/// [`QUEUE_RTT_RATIO`]: a queue that only just formed drops nothing.
+pub const LOSS_QUEUE_RTT_RATIO: f64 = 1.5;
 
 /// TCP counts as waiting for the application only if less than this waits
 /// unsent in the socket (one TSO burst): more, and TCP had data it chose
@@ -194,11 +210,22 @@ fn window_full(c: &ConnSnapshot) -> bool {
     c.window_limited || (c.window > 0 && c.inflight >= c.window)
 }
 
-/// Who the waiting time of an interval belongs to.
+/// Who the waiting time of an interval belongs to. The network's part of
+/// an answer's time is one smoothed RTT plus the wait behind the bytes
+/// still unsent in our socket (at the connection's delivered rate); what
+/// the median answer takes beyond [`DEST_LATENCY_RATIO`] times that is
+/// spent at the receiver.
 fn waiting_class(c: &ConnSnapshot, latency: &Latency, srtt_us: f64) -> Limit {
+    let notsent = c.tcp.map_or(0.0, |t| f64::from(t.notsent_bytes));
+    let behind_us = if c.bytes_per_s > 0.0 {
+        notsent / c.bytes_per_s * 1e6
+    } else {
+        0.0
+    };
+    let network_us = srtt_us + behind_us;
     let slow_answers = latency.samples > 0
         && srtt_us > 0.0
-        && latency.p50_us as f64 >= DEST_LATENCY_RATIO * srtt_us;
+        && latency.p50_us as f64 >= DEST_LATENCY_RATIO * network_us;
     if window_full(c) && slow_answers {
         Limit::Destination
     } else {
@@ -436,7 +463,12 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
             .link
             .bandwidth_bytes_per_s
             .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
-        let class = if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
+        let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
+        let peer_window_full = tb.snd_wnd_bytes > 0
+            && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes);
+        let class = if peer_window_full {
+            Limit::ReceiverWindow
+        } else if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
             acc.interrupted += 1;
             Limit::Interrupts
         } else {
@@ -446,7 +478,13 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
             let rate = d_acked as f64 / (dt_us / 1e6);
             let explained_by_loss =
                 rate <= MATHIS_MATCH_FACTOR * mathis_bytes_per_s(mss, srtt_us / 1e6, p);
-            if d_retrans > 0 && p >= LOSS_RATE_MIN && (collapsed || explained_by_loss) {
+            let overflowing =
+                tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
+            if d_retrans > 0
+                && p >= LOSS_RATE_MIN
+                && !overflowing
+                && (collapsed || explained_by_loss)
+            {
                 acc.lossy += 1;
                 Limit::Loss
             } else {

@@ -1,5 +1,5 @@
 //! The shipper's numbers: one snapshot type, rendered as the seed's headless
-//! line, as JSON lines, and (later) by the TUI and `/metrics`.
+//! line, as JSON lines, by the TUI and by `/metrics` ([`prometheus`]).
 //!
 //! Why one type: an operator comparing the TUI with a log line or a
 //! Prometheus graph must see the same figure computed the same way. Every
@@ -8,6 +8,8 @@
 //! Counter names follow Aerospike XDR where they mean the same thing
 //! (`success`, `lost_conflict`, `retry_conn_reset`, `retry_dest`,
 //! `abandoned`, `lag`), so an operator who knows XDR reads them at once.
+pub mod prometheus;
+
 use std::time::Duration;
 
 use hdrhistogram::Histogram;

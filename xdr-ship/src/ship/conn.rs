@@ -54,6 +54,7 @@ pub(crate) struct ConnConfig {
     pub mode: OrderingMode,
     pub source_id: u64,
     pub sndbuf: Option<usize>,
+    pub congestion: Option<String>,
     pub batch_max_records: usize,
     pub batch_max_bytes: usize,
     pub connect_timeout: Duration,
@@ -297,6 +298,17 @@ async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usiz
                 tracing::warn!("{w}");
             }
         }
+    }
+    if let Some(cc) = &cfg.congestion {
+        socket.set_tcp_congestion(cc.as_bytes()).map_err(|e| {
+            ShipError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "congestion control `{cc}`: {e} (available: net.ipv4.tcp_available_congestion_control; \
+                     unprivileged processes only: net.ipv4.tcp_allowed_congestion_control)"
+                ),
+            ))
+        })?;
     }
     socket.set_tcp_nodelay(true).map_err(ShipError::Io)?;
     socket.set_nonblocking(true).map_err(ShipError::Io)?;

@@ -123,6 +123,10 @@ pub struct ShipConfig {
     /// record and pays only when the link, not the CPU, is the limit and
     /// the values compress.
     pub compress: bool,
+    /// TCP congestion control of every connection (`TCP_CONGESTION`:
+    /// `cubic`, `bbr`, …); `None` keeps the host's default. On a lossy
+    /// long path BBR keeps its rate where a loss-based algorithm halves it.
+    pub congestion: Option<String>,
 }
 
 impl ShipConfig {
@@ -142,6 +146,7 @@ impl ShipConfig {
             drain_timeout: Duration::from_secs(30),
             interval: Duration::from_secs(1),
             compress: false,
+            congestion: None,
         }
     }
 
@@ -216,6 +221,7 @@ pub async fn run<S: Source>(
         mode: cfg.mode,
         source_id: cfg.source_id,
         sndbuf: cfg.sndbuf,
+        congestion: cfg.congestion.clone(),
         batch_max_records: cfg.batch_max_records.max(1),
         batch_max_bytes: 256 * 1024,
         connect_timeout: Duration::from_secs(5),

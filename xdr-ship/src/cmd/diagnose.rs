@@ -1,0 +1,250 @@
+//! `xdr-ship diagnose`: a troubleshooting session's first command. Measures
+//! the link to a destination the way the seed did (stop-and-wait, then
+//! pipelined) and prints what limits it, with the fix.
+//!
+//! Why both phases: stop-and-wait gives the round trip per request as the
+//! application sees it (network RTT plus the receiver's apply time), which
+//! is the number that makes pipelining necessary; the pipelined phase shows
+//! what the link delivers once RTT is out of the equation, and the verdict
+//! over it says what holds it back now.
+use std::time::Duration;
+
+use serde::Serialize;
+use xdr_ship::{
+    diagnose::Diagnosis,
+    metrics::ShipSnapshot,
+    ship::{self, GenerateSpec, Generator, ShipConfig, WindowSetting},
+    wire::OrderingMode,
+};
+
+use super::live::{Live, LiveArgs, Print};
+
+/// Measure the link to a receiver and say what limits it.
+///
+/// It ships test records (keys `key:…`, from `--source-id`) to the
+/// destination: point it at a receiver that may take them, e.g. `xdr-ship
+/// recv --memory` started for the session.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Destination `host:port` (an `xdr-ship recv`).
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+    /// Length of the pipelined phase (the stop-and-wait phase adds a
+    /// quarter of it, at least 3 s).
+    #[arg(long, default_value = "20s", value_parser = super::parse_duration, value_name = "DURATION")]
+    duration: Duration,
+    /// Connections of the pipelined phase.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    connections: u64,
+    /// Records in flight per connection in the pipelined phase, or `auto`.
+    #[arg(long, default_value = "auto", value_name = "W|auto")]
+    window: WindowSetting,
+    /// `ordered` or `unordered`.
+    #[arg(long, default_value = "ordered", value_parser = super::ship::parse_mode, value_name = "MODE")]
+    mode: OrderingMode,
+    /// SO_SNDBUF of every connection.
+    #[arg(long, default_value = "5MiB", value_parser = super::parse_size, value_name = "SIZE")]
+    sndbuf: usize,
+    /// The test load: RATE,SIZE,KEYS.
+    #[arg(long, default_value = "max,1000,100000", value_name = "RATE,SIZE,KEYS")]
+    generate: GenerateSpec,
+    /// Source id the test records carry.
+    #[arg(long, default_value_t = 999, value_name = "ID")]
+    source_id: u64,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    live: LiveArgs,
+}
+
+/// What one phase measured.
+#[derive(Debug, Serialize)]
+struct Phase {
+    name: String,
+    connections: usize,
+    records_per_s: f64,
+    bytes_per_s: f64,
+    /// Median in-flight records over the phase's intervals.
+    inflight: u64,
+    ack_latency_p50_us: u64,
+    delivered: u64,
+}
+
+impl Phase {
+    fn from_run(name: &str, connections: usize, snaps: &[ShipSnapshot], delivered: u64) -> Self {
+        // Skip the first interval (connecting, slow start) when there are
+        // enough to spare.
+        let steady: &[ShipSnapshot] = if snaps.len() > 2 { &snaps[1..] } else { snaps };
+        let mean = |f: &dyn Fn(&ShipSnapshot) -> f64| {
+            if steady.is_empty() {
+                0.0
+            } else {
+                steady.iter().map(f).sum::<f64>() / steady.len() as f64
+            }
+        };
+        let mut inflight: Vec<u64> = steady.iter().map(|s| s.inflight).collect();
+        inflight.sort_unstable();
+        let mut lat: Vec<u64> = steady.iter().map(|s| s.latency.p50_us).collect();
+        lat.sort_unstable();
+        Self {
+            name: name.to_owned(),
+            connections,
+            records_per_s: mean(&|s| s.throughput),
+            bytes_per_s: mean(&|s| s.bytes_per_s),
+            inflight: inflight.get(inflight.len() / 2).copied().unwrap_or(0),
+            ack_latency_p50_us: lat.get(lat.len() / 2).copied().unwrap_or(0),
+            delivered,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    to: &'a str,
+    stop_and_wait: &'a Phase,
+    pipelined: &'a Phase,
+    speedup: f64,
+    diagnosis: Option<&'a Diagnosis>,
+    sources: xdr_ship::monitor::Sources,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let port = ship::resolve(&args.to).await?.port();
+    let (stop, cancel) = super::ctrl_c_tokens();
+    let mut live = Live::open(&args.live, Some(port), Print::Quiet, cancel.clone()).await?;
+    let saw_duration = (args.duration / 4).max(Duration::from_secs(3));
+
+    let base = |connections: usize| {
+        let mut cfg = ShipConfig::new(&args.to);
+        cfg.connections = connections;
+        cfg.mode = args.mode;
+        cfg.sndbuf = Some(args.sndbuf);
+        cfg.source_id = args.source_id;
+        cfg.drain_timeout = Duration::from_secs(10);
+        cfg
+    };
+
+    // Phase 1: one request at a time on one connection.
+    let mut cfg = base(1).stop_and_wait();
+    cfg.duration = Some(saw_duration);
+    eprintln!(
+        "diagnose: {} — stop-and-wait for {}…",
+        args.to,
+        humantime::format_duration(saw_duration)
+    );
+    let mut snaps = Vec::new();
+    let summary = ship::run(
+        cfg,
+        Generator::new(args.generate, args.source_id, None),
+        |s| {
+            live.on_snapshot(s);
+            snaps.push(s.clone());
+        },
+        stop.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    let saw = Phase::from_run("stop-and-wait", 1, &snaps, summary.counters.delivered());
+
+    // Phase 2: pipelined; the verdict is judged over this phase only.
+    live.restart_window();
+    let mut cfg = base(args.connections as usize);
+    cfg.window = args.window;
+    cfg.duration = Some(args.duration);
+    eprintln!(
+        "diagnose: pipelined over {} connections for {}…",
+        args.connections,
+        humantime::format_duration(args.duration)
+    );
+    let mut snaps = Vec::new();
+    let summary = ship::run(
+        cfg,
+        Generator::new(args.generate, args.source_id, None),
+        |s| {
+            let (_, d) = live.on_snapshot(s);
+            eprintln!(
+                "  {:>5.1} s  {:>9.0} records/s  {:>7.1} MB/s  inflight {:>6}{}",
+                s.elapsed_s,
+                s.throughput,
+                s.bytes_per_s / 1e6,
+                s.inflight,
+                d.map(|d| format!("  now: {}", d.shipper.limit))
+                    .unwrap_or_default()
+            );
+            snaps.push(s.clone());
+        },
+        stop,
+        cancel,
+    )
+    .await?;
+    let piped = Phase::from_run(
+        "pipelined",
+        args.connections as usize,
+        &snaps,
+        summary.counters.delivered(),
+    );
+    let speedup = if saw.records_per_s > 0.0 {
+        piped.records_per_s / saw.records_per_s
+    } else {
+        0.0
+    };
+    let report = Report {
+        to: &args.to,
+        stop_and_wait: &saw,
+        pipelined: &piped,
+        speedup,
+        diagnosis: live.last_diagnosis(),
+        sources: live.sources(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn render(r: &Report<'_>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "link to {}", r.to);
+    let rtt_per_request = xdr_ship::metrics::fmt_us(r.stop_and_wait.ack_latency_p50_us);
+    let _ = writeln!(
+        out,
+        "  stop-and-wait, 1 connection : {:>10.1} records/s   (one request per round trip: {rtt_per_request} each)",
+        r.stop_and_wait.records_per_s
+    );
+    let _ = writeln!(
+        out,
+        "  pipelined, {:>3} connections : {:>10.0} records/s   {:.1} MB/s, {} in flight, {:.0}x stop-and-wait",
+        r.pipelined.connections,
+        r.pipelined.records_per_s,
+        r.pipelined.bytes_per_s / 1e6,
+        r.pipelined.inflight,
+        r.speedup
+    );
+    let _ = writeln!(
+        out,
+        "  kernel view: connections from {}, softirq from {}{}",
+        r.sources.connections,
+        r.sources.softirq,
+        r.sources
+            .fallback_reason
+            .as_ref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    match r.diagnosis {
+        Some(d) => {
+            let _ = write!(out, "verdict over the pipelined phase, {}", d.report());
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no verdict: the pipelined phase gave fewer than two samples (give a longer --duration)"
+            );
+        }
+    }
+    out
+}
