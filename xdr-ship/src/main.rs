@@ -29,6 +29,8 @@ enum Command {
     Observe(cmd::observe::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
+    /// Check this host against a link's BDP; --apply raises what limits it.
+    Tune(cmd::tune::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
             Command::Observe(args) => cmd::observe::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
+            Command::Tune(args) => cmd::tune::run(args).await,
         }
     })
 }
