@@ -13,8 +13,10 @@ use xdr_ship::{
 
 /// Checks this host against a link's bandwidth-delay product.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit status: 0 when every check passes, 2 when changes are advised \
-                        (after --apply: still advised), 1 on error.")]
+#[command(
+    after_help = "Exit status: 0 when every check passes, 2 when changes are advised \
+                        (after --apply: still advised), 1 on error."
+)]
 pub struct Args {
     /// Round-trip time of the link.
     #[arg(long, value_name = "DURATION", value_parser = rtt_arg)]

@@ -52,9 +52,8 @@ pub struct Outcome {
 /// lower, at least one higher. Anything else (text, a lower field) is not a
 /// raise and is never written.
 pub fn raises(old: &str, new: &str) -> bool {
-    let parse = |s: &str| -> Option<Vec<u64>> {
-        s.split_whitespace().map(|f| f.parse().ok()).collect()
-    };
+    let parse =
+        |s: &str| -> Option<Vec<u64>> { s.split_whitespace().map(|f| f.parse().ok()).collect() };
     match (parse(old), parse(new)) {
         (Some(o), Some(n)) if o.len() == n.len() && !o.is_empty() => {
             o.iter().zip(&n).all(|(a, b)| b >= a) && o.iter().zip(&n).any(|(a, b)| b > a)

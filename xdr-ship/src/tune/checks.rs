@@ -125,7 +125,7 @@ pub fn all(host: &HostState, link: &Link, rule: WindowRule) -> Vec<Check> {
 }
 
 fn bytes(b: u64) -> String {
-    if b >= MIB && b % MIB == 0 {
+    if b >= MIB && b.is_multiple_of(MIB) {
         format!("{b} ({} MiB)", b / MIB)
     } else {
         format!("{b} ({})", mb(b as f64))
@@ -291,7 +291,9 @@ pub fn tcp_rmem(host: &HostState, link: &Link, rule: WindowRule) -> Check {
     let bdp = link.bdp_bytes();
     let exact = rule.buffer_for(bdp);
     let needed = round_up_mib(exact);
-    let Some([min, def, max]) = host.sysctl_fields(key).and_then(|f| <[u64; 3]>::try_from(f).ok())
+    let Some([min, def, max]) = host
+        .sysctl_fields(key)
+        .and_then(|f| <[u64; 3]>::try_from(f).ok())
     else {
         return unreadable(key, Role::Receiver, format!("max ≥ {}", bytes(needed)));
     };
@@ -330,7 +332,9 @@ pub fn tcp_wmem(host: &HostState, link: &Link) -> Check {
     let bdp = link.bdp_bytes();
     let exact = bdp.saturating_mul(2);
     let needed = round_up_mib(exact);
-    let Some([min, def, max]) = host.sysctl_fields(key).and_then(|f| <[u64; 3]>::try_from(f).ok())
+    let Some([min, def, max]) = host
+        .sysctl_fields(key)
+        .and_then(|f| <[u64; 3]>::try_from(f).ok())
     else {
         return unreadable(key, Role::Sender, format!("max ≥ {}", bytes(needed)));
     };
@@ -567,9 +571,7 @@ pub fn default_qdisc(host: &HostState) -> Check {
                     base.why
                 ),
                 commands,
-                not_applied: Some(
-                    "replaces the NICs' queueing discipline: run it yourself".into(),
-                ),
+                not_applied: Some("replaces the NICs' queueing discipline: run it yourself".into()),
                 ..base
             }
         }
@@ -588,7 +590,10 @@ pub fn default_qdisc(host: &HostState) -> Check {
         },
         (false, _) => Check {
             status: Status::Info,
-            why: format!("{}; it matters with BBR, which is not available here", base.why),
+            why: format!(
+                "{}; it matters with BBR, which is not available here",
+                base.why
+            ),
             ..base
         },
     }
@@ -655,8 +660,10 @@ pub fn netdev_max_backlog(host: &HostState, link: &Link) -> Check {
              non-NAPI driver queues them); when full they are dropped ({dropped} so far by \
              /proc/net/softnet_stat{}). At {} of 1500-byte packets, 10 ms of traffic is \
              {pkts_10ms} packets{}",
-            host.softnet
-                .map_or(String::new(), |s| format!(", {} budget squeezes", s.time_squeeze)),
+            host.softnet.map_or(String::new(), |s| format!(
+                ", {} budget squeezes",
+                s.time_squeeze
+            )),
             rate(link.bandwidth_bytes_per_s as f64),
             if dropped > 0 {
                 "; with drops seen, double it"
@@ -834,9 +841,7 @@ pub fn rps(host: &HostState, nic: &Nic, link: &Link) -> Check {
         .collect();
     let flow_entries = host.sysctl_u64("net.core.rps_sock_flow_entries");
     let current = format!(
-        "{nq} rx queue{} for {ncpu} CPU{}; rps_cpus {}; rps_sock_flow_entries {}",
-        if nq == 1 { "" } else { "s" },
-        if ncpu == 1 { "" } else { "s" },
+        "{nq} rxq/{ncpu} CPUs, rps_cpus {}, flows {}",
         if masks.is_empty() {
             "-".to_owned()
         } else {

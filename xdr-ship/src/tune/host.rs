@@ -351,10 +351,9 @@ fn nic_irqs(root: &Path, name: &str, device: &Path, interrupts: &Interrupts) -> 
 /// (the chip name before it may itself contain spaces).
 fn action_name(desc: &str) -> String {
     let fields: Vec<&str> = desc.split_whitespace().collect();
-    match fields
-        .iter()
-        .position(|f| f.ends_with("-edge") || f.ends_with("-level") || *f == "edge" || *f == "level")
-    {
+    match fields.iter().position(|f| {
+        f.ends_with("-edge") || f.ends_with("-level") || *f == "edge" || *f == "level"
+    }) {
         Some(i) if i + 1 < fields.len() => fields[i + 1..].join(" "),
         _ => fields.last().map_or_else(String::new, |f| (*f).to_owned()),
     }

@@ -59,20 +59,26 @@ impl Fixture {
     /// A virtio NIC like this machine's: `device` points at `virtioN`,
     /// whose parent PCI function lists the MSI vectors.
     fn virtio_nic(&self, name: &str, virtio: &str, msi: &[u32], rps_cpus: &str) -> &Self {
-        let pci = format!("sys/devices/pci0000:00/0000:00:03.0");
+        let pci = "sys/devices/pci0000:00/0000:00:03.0";
         for irq in msi {
             self.file(&format!("{pci}/msi_irqs/{irq}"), "msix\n");
         }
         std::fs::create_dir_all(self.root.join(format!("{pci}/{virtio}"))).unwrap();
         let class = self.root.join("sys/class/net").join(name);
         std::fs::create_dir_all(&class).unwrap();
-        std::os::unix::fs::symlink(self.root.join(format!("{pci}/{virtio}")), class.join("device"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            self.root.join(format!("{pci}/{virtio}")),
+            class.join("device"),
+        )
+        .unwrap();
         self.file(
             &format!("sys/class/net/{name}/queues/rx-0/rps_cpus"),
             rps_cpus,
         )
-        .file(&format!("sys/class/net/{name}/queues/rx-0/rps_flow_cnt"), "0")
+        .file(
+            &format!("sys/class/net/{name}/queues/rx-0/rps_flow_cnt"),
+            "0",
+        )
         .file(&format!("sys/class/net/{name}/queues/tx-0/xps_cpus"), "0")
     }
 
@@ -139,13 +145,19 @@ fn stock() -> Fixture {
         .sysctl("net.ipv4.tcp_window_scaling", "1")
         .sysctl("net.ipv4.tcp_moderate_rcvbuf", "1")
         .sysctl("net.ipv4.tcp_congestion_control", "cubic")
-        .sysctl("net.ipv4.tcp_available_congestion_control", "reno cubic bbr")
+        .sysctl(
+            "net.ipv4.tcp_available_congestion_control",
+            "reno cubic bbr",
+        )
         .sysctl("net.ipv4.tcp_allowed_congestion_control", "reno cubic")
         .sysctl("net.core.default_qdisc", "fq_codel")
         .sysctl("net.ipv4.tcp_slow_start_after_idle", "1")
         .sysctl("net.core.netdev_max_backlog", "1000")
         .sysctl("net.core.rps_sock_flow_entries", "0")
-        .file("proc/interrupts", &interrupts_2cpu([0, 90_000], [85_000, 0]))
+        .file(
+            "proc/interrupts",
+            &interrupts_2cpu([0, 90_000], [85_000, 0]),
+        )
         .file(
             "proc/net/softnet_stat",
             "00000014 00000000 00000000 00000000\n0000277a 00000000 00000001 00000000\n",
@@ -171,7 +183,10 @@ fn tuned() -> Fixture {
         .sysctl("net.core.rps_sock_flow_entries", "32768")
         .file("sys/class/net/eth0/queues/rx-0/rps_cpus", "3")
         .file("sys/class/net/eth0/queues/rx-0/rps_flow_cnt", "32768")
-        .file("proc/interrupts", &interrupts_2cpu([40_000, 50_000], [45_000, 40_000]));
+        .file(
+            "proc/interrupts",
+            &interrupts_2cpu([40_000, 50_000], [45_000, 40_000]),
+        );
     f
 }
 
@@ -221,7 +236,10 @@ fn from_linux_6_6_the_window_is_half_the_buffer_whatever_adv_win_scale_says() {
     assert!(rule.per_socket);
     assert_eq!(rule.percent(), 50.0);
     assert_eq!(rule.buffer_for(15_600_000), 31_200_000);
-    assert_eq!(check(&report(&f), "net.ipv4.tcp_adv_win_scale").status, Status::Info);
+    assert_eq!(
+        check(&report(&f), "net.ipv4.tcp_adv_win_scale").status,
+        Status::Info
+    );
 }
 
 #[test]
@@ -255,7 +273,10 @@ fn rmem_max_must_reach_the_bdp_because_the_kernel_doubles_an_so_rcvbuf_request()
     f.sysctl("net.core.rmem_max", "15728640");
     assert_eq!(check(&report(&f), "net.core.rmem_max").status, Status::Ok);
     f.sysctl("net.core.rmem_max", "15000000");
-    assert_eq!(check(&report(&f), "net.core.rmem_max").status, Status::Change);
+    assert_eq!(
+        check(&report(&f), "net.core.rmem_max").status,
+        Status::Change
+    );
 }
 
 #[test]
@@ -275,7 +296,10 @@ fn tcp_rmem_max_must_be_twice_the_bdp_and_the_write_keeps_min_and_default() {
     let c = check(&report(&f), "net.ipv4.tcp_rmem");
     assert_eq!(c.status, Status::Change);
     assert_eq!(c.write.as_ref().unwrap().value, "4096 131072 31457280");
-    assert_eq!(c.commands, ["sysctl -w net.ipv4.tcp_rmem='4096 131072 31457280'"]);
+    assert_eq!(
+        c.commands,
+        ["sysctl -w net.ipv4.tcp_rmem='4096 131072 31457280'"]
+    );
     assert_eq!(c.current, "4096 131072 6291456");
     f.sysctl("net.ipv4.tcp_rmem", "4096 131072 33554432");
     assert_eq!(check(&report(&f), "net.ipv4.tcp_rmem").status, Status::Ok);
@@ -294,7 +318,10 @@ fn tcp_wmem_max_must_be_twice_the_bdp() {
 #[test]
 fn window_scaling_and_receive_autotuning_must_be_on() {
     let f = stock();
-    assert_eq!(check(&report(&f), "net.ipv4.tcp_window_scaling").status, Status::Ok);
+    assert_eq!(
+        check(&report(&f), "net.ipv4.tcp_window_scaling").status,
+        Status::Ok
+    );
     f.sysctl("net.ipv4.tcp_window_scaling", "0")
         .sysctl("net.ipv4.tcp_moderate_rcvbuf", "0");
     let r = report(&f);
@@ -302,7 +329,10 @@ fn window_scaling_and_receive_autotuning_must_be_on() {
     assert_eq!(ws.status, Status::Change);
     assert_eq!(ws.write.unwrap().value, "1");
     assert!(ws.why.contains("0.42 MB/s"), "{}", ws.why);
-    assert_eq!(check(&r, "net.ipv4.tcp_moderate_rcvbuf").status, Status::Change);
+    assert_eq!(
+        check(&r, "net.ipv4.tcp_moderate_rcvbuf").status,
+        Status::Change
+    );
 }
 
 #[test]
@@ -310,11 +340,18 @@ fn cubic_with_bbr_available_is_advised_bbr_with_the_mathis_bound_but_not_applied
     let f = stock();
     let c = check(&report(&f), "net.ipv4.tcp_congestion_control");
     assert_eq!(c.status, Status::Change);
-    assert_eq!(c.commands, ["sysctl -w net.ipv4.tcp_congestion_control=bbr"]);
+    assert_eq!(
+        c.commands,
+        ["sysctl -w net.ipv4.tcp_congestion_control=bbr"]
+    );
     assert!(c.write.is_none() && c.not_applied.is_some());
     // 1448 B / 156 ms × √1.5 / √0.001 = 0.36 MB/s.
     assert!(c.why.contains("0.36 MB/s"), "{}", c.why);
-    assert!(c.why.contains("tcp_allowed_congestion_control"), "{}", c.why);
+    assert!(
+        c.why.contains("tcp_allowed_congestion_control"),
+        "{}",
+        c.why
+    );
     let mathis = checks::mathis_bytes_per_s(&link_156ms_100mb(), 0.001);
     assert!((mathis - 359_480.0).abs() < 100.0, "{mathis}");
 
@@ -324,7 +361,10 @@ fn cubic_with_bbr_available_is_advised_bbr_with_the_mathis_bound_but_not_applied
     assert!(c.why.contains("modprobe tcp_bbr"), "{}", c.why);
 
     f.sysctl("net.ipv4.tcp_congestion_control", "bbr");
-    assert_eq!(check(&report(&f), "net.ipv4.tcp_congestion_control").status, Status::Ok);
+    assert_eq!(
+        check(&report(&f), "net.ipv4.tcp_congestion_control").status,
+        Status::Ok
+    );
 }
 
 #[test]
@@ -347,14 +387,23 @@ fn fq_is_advised_with_bbr_only_where_the_fq_qdisc_exists() {
     );
 
     f.sysctl("net.core.default_qdisc", "fq");
-    assert_eq!(check(&report(&f), "net.core.default_qdisc").status, Status::Ok);
+    assert_eq!(
+        check(&report(&f), "net.core.default_qdisc").status,
+        Status::Ok
+    );
 }
 
 #[test]
 fn fq_is_missing_when_the_module_tree_does_not_list_it() {
     let f = stock();
-    f.file("lib/modules/6.18.44-fc-v782/modules.dep", "kernel/net/sched/sch_htb.ko:\n")
-        .file("lib/modules/6.18.44-fc-v782/modules.builtin", "kernel/net/ipv4/tcp_bbr.ko\n");
+    f.file(
+        "lib/modules/6.18.44-fc-v782/modules.dep",
+        "kernel/net/sched/sch_htb.ko:\n",
+    )
+    .file(
+        "lib/modules/6.18.44-fc-v782/modules.builtin",
+        "kernel/net/ipv4/tcp_bbr.ko\n",
+    );
     assert_eq!(f.host().fq_available, Some(false));
     f.file(
         "lib/modules/6.18.44-fc-v782/modules.builtin",
@@ -377,12 +426,21 @@ fn slow_start_after_idle_on_is_a_change_that_apply_leaves_to_the_operator() {
 #[test]
 fn netdev_max_backlog_covers_10_ms_of_packets_and_doubles_after_drops() {
     let f = stock();
-    assert_eq!(check(&report(&f), "net.core.netdev_max_backlog").status, Status::Ok);
+    assert_eq!(
+        check(&report(&f), "net.core.netdev_max_backlog").status,
+        Status::Ok
+    );
     let fast = Link::new(Duration::from_millis(156), 1_000_000_000);
-    let c = check(&Report::new(&f.host(), fast, Role::Both), "net.core.netdev_max_backlog");
+    let c = check(
+        &Report::new(&f.host(), fast, Role::Both),
+        "net.core.netdev_max_backlog",
+    );
     assert_eq!(c.status, Status::Change);
     assert_eq!(c.write.unwrap().value, "7000");
-    f.file("proc/net/softnet_stat", "0000277a 00000005 00000001 00000000\n");
+    f.file(
+        "proc/net/softnet_stat",
+        "0000277a 00000005 00000001 00000000\n",
+    );
     let c = check(&report(&f), "net.core.netdev_max_backlog");
     assert_eq!(c.status, Status::Change);
     assert_eq!(c.write.unwrap().value, "2000");
@@ -418,13 +476,21 @@ fn a_single_queue_nic_spread_over_both_cpus_is_ok() {
     let c = check(&report(&stock()), "eth0 interrupts");
     assert_eq!(c.status, Status::Ok, "{c:#?}");
     assert_eq!(c.current, "cpu0 49% · cpu1 51% of 175000");
-    assert!(c.why.contains("IRQ 38 virtio2-input.0: 90000, 100% on cpu1"), "{}", c.why);
+    assert!(
+        c.why
+            .contains("IRQ 38 virtio2-input.0: 90000, 100% on cpu1"),
+        "{}",
+        c.why
+    );
 }
 
 #[test]
 fn a_nic_with_its_interrupts_on_one_cpu_is_a_finding_and_rps_is_the_remedy() {
     let f = stock();
-    f.file("proc/interrupts", &interrupts_2cpu([0, 90_000], [0, 85_000]));
+    f.file(
+        "proc/interrupts",
+        &interrupts_2cpu([0, 90_000], [0, 85_000]),
+    );
     let c = check(&report(&f), "eth0 interrupts");
     assert_eq!(c.status, Status::Change);
     assert_eq!(c.current, "cpu0 0% · cpu1 100% of 175000");
@@ -440,7 +506,10 @@ fn a_nic_with_its_interrupts_on_one_cpu_is_a_finding_and_rps_is_the_remedy() {
     let c = check(&report(&f), "eth0 interrupts");
     assert_eq!(c.status, Status::Change);
     assert!(c.why.contains("cannot be split"), "{}", c.why);
-    assert_eq!(c.commands[0], "echo 3 > /sys/class/net/eth0/queues/rx-0/rps_cpus");
+    assert_eq!(
+        c.commands[0],
+        "echo 3 > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+    );
 }
 
 #[test]
@@ -495,7 +564,10 @@ fn one_rx_queue_for_two_cpus_with_rps_off_gets_the_exact_rps_and_rfs_lines() {
         ]
     );
     // A mask written in 32-bit groups, all zero, is still off.
-    f.file("sys/class/net/eth0/queues/rx-0/rps_cpus", "00000000,00000000");
+    f.file(
+        "sys/class/net/eth0/queues/rx-0/rps_cpus",
+        "00000000,00000000",
+    );
     assert_eq!(check(&report(&f), "eth0 RPS/RFS").status, Status::Change);
     f.file("sys/class/net/eth0/queues/rx-0/rps_cpus", "3");
     let c = check(&report(&f), "eth0 RPS/RFS");
@@ -538,7 +610,10 @@ fn a_child_namespace_without_host_wide_sysctls_gets_info_not_change() {
     }
     std::fs::remove_dir_all(f.root.join("sys/class/net/eth0")).unwrap();
     let r = report(&f);
-    assert_eq!(check(&r, "net.core.netdev_max_backlog").status, Status::Info);
+    assert_eq!(
+        check(&r, "net.core.netdev_max_backlog").status,
+        Status::Info
+    );
     assert_eq!(check(&r, "net.core.default_qdisc").status, Status::Info);
     assert_eq!(check(&r, "network devices").status, Status::Info);
     // rmem_max read-only: still a change, but --apply will not write it.
@@ -553,7 +628,11 @@ fn a_stock_host_exits_2_and_a_tuned_one_0() {
     let r = report(&stock());
     assert_eq!(r.exit_code(), 2);
     let t = report(&tuned());
-    let changes: Vec<_> = t.checks.iter().filter(|c| c.status == Status::Change).collect();
+    let changes: Vec<_> = t
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Change)
+        .collect();
     assert!(changes.is_empty(), "{changes:#?}");
     assert_eq!(t.exit_code(), 0);
     assert!(t.render_table().contains("Every check passes"));
@@ -566,7 +645,10 @@ fn the_role_picks_the_side_of_the_link_checked() {
     let names: Vec<&str> = sender.checks.iter().map(|c| c.setting.as_str()).collect();
     assert!(names.contains(&"net.core.wmem_max") && names.contains(&"net.ipv4.tcp_wmem"));
     assert!(!names.contains(&"net.core.rmem_max") && !names.contains(&"eth0 RPS/RFS"));
-    assert!(names.contains(&"net.ipv4.tcp_window_scaling"), "both ends negotiate it");
+    assert!(
+        names.contains(&"net.ipv4.tcp_window_scaling"),
+        "both ends negotiate it"
+    );
     let receiver = Report::new(&f.host(), link_156ms_100mb(), Role::Receiver);
     let names: Vec<&str> = receiver.checks.iter().map(|c| c.setting.as_str()).collect();
     assert!(names.contains(&"net.ipv4.tcp_rmem") && names.contains(&"eth0 RPS/RFS"));
@@ -604,22 +686,36 @@ fn apply_raises_writable_sysctls_reports_reverts_and_skips_read_only_ones() {
     let keys: Vec<&str> = out.applied.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["net.core.rmem_max", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"]
+        [
+            "net.core.rmem_max",
+            "net.ipv4.tcp_rmem",
+            "net.ipv4.tcp_wmem"
+        ]
     );
     assert_eq!(f.read_sysctl("net.core.rmem_max"), "15728640");
     assert_eq!(f.read_sysctl("net.ipv4.tcp_rmem"), "4096 131072 31457280");
-    assert_eq!(f.read_sysctl("net.core.wmem_max"), "212992", "read-only: untouched");
+    assert_eq!(
+        f.read_sysctl("net.core.wmem_max"),
+        "212992",
+        "read-only: untouched"
+    );
     assert_eq!(f.read_sysctl("net.ipv4.tcp_slow_start_after_idle"), "1");
     assert_eq!(f.read_sysctl("net.ipv4.tcp_congestion_control"), "cubic");
     let rmem = &out.applied[1];
     assert_eq!(rmem.old, "4096 131072 6291456");
     assert_eq!(rmem.new, "4096 131072 31457280");
-    assert_eq!(rmem.revert, "sysctl -w net.ipv4.tcp_rmem='4096 131072 6291456'");
+    assert_eq!(
+        rmem.revert,
+        "sysctl -w net.ipv4.tcp_rmem='4096 131072 6291456'"
+    );
     assert_eq!(out.skipped.len(), 1);
     assert_eq!(out.skipped[0].key, "net.core.wmem_max");
     assert!(out.skipped[0].reason.contains("read-only"));
     let text = out.render();
-    assert!(text.contains("revert: sysctl -w net.core.rmem_max=212992"), "{text}");
+    assert!(
+        text.contains("revert: sysctl -w net.core.rmem_max=212992"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -629,7 +725,11 @@ fn apply_never_lowers_a_value_raised_since_the_check() {
     f.sysctl("net.ipv4.tcp_rmem", "4096 131072 67108864");
     let out = apply::apply(&f.root, &r);
     assert_eq!(f.read_sysctl("net.ipv4.tcp_rmem"), "4096 131072 67108864");
-    let s = out.skipped.iter().find(|s| s.key == "net.ipv4.tcp_rmem").unwrap();
+    let s = out
+        .skipped
+        .iter()
+        .find(|s| s.key == "net.ipv4.tcp_rmem")
+        .unwrap();
     assert!(s.reason.contains("never lowered"), "{}", s.reason);
 }
 
@@ -643,7 +743,10 @@ fn the_revert_script_undoes_the_changes_last_first() {
     assert!(text.starts_with("#!/bin/sh\n"), "{text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("sysctl")).collect();
     assert_eq!(lines.len(), out.applied.len());
-    assert!(lines[0].starts_with(&out.applied.last().unwrap().revert), "{text}");
+    assert!(
+        lines[0].starts_with(&out.applied.last().unwrap().revert),
+        "{text}"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o111, 0o111, "executable");
