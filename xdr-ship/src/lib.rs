@@ -19,6 +19,8 @@
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
 //!   and the `/proc` fallback used when eBPF cannot load.
 //! - [`diagnose`]: the verdict: what limits the throughput, its share, evidence and exact fix.
+//! - [`tune`]: this host's sysctls, interrupts and RPS checked against a
+//!   link's BDP, and `--apply` to raise what limits it.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
@@ -33,4 +35,5 @@ pub mod probe;
 pub mod server;
 pub mod ship;
 pub mod store;
+pub mod tune;
 pub mod wire;

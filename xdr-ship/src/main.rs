@@ -32,6 +32,8 @@ enum Command {
     Diagnose(cmd::diagnose::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
+    /// Check this host against a link's BDP; --apply raises what limits it.
+    Tune(cmd::tune::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Observe(args) => cmd::observe::run(args).await,
             Command::Diagnose(args) => cmd::diagnose::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
+            Command::Tune(args) => cmd::tune::run(args).await,
         }
     })
 }

@@ -6,6 +6,7 @@ pub mod observe;
 pub mod recv;
 pub mod ship;
 pub mod softirqs;
+pub mod tune;
 
 use std::time::Duration;
 
