@@ -19,11 +19,13 @@
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
 //!   and the `/proc` fallback used when eBPF cannot load.
 //! - [`diagnose`]: the verdict: what limits the throughput, its share, evidence and exact fix.
+//! - [`tui`]: the live screen (and `replay` of recordings): the verdict,
+//!   the per-connection app and kernel numbers, softirq per CPU, charts.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
-//! Stages still to come each get a room of their own: `log` (the durable
-//! source log) and `tui`.
+//! The stage still to come gets a room of its own: `log` (the durable
+//! source log).
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;
@@ -32,4 +34,5 @@ pub mod probe;
 pub mod server;
 pub mod ship;
 pub mod store;
+pub mod tui;
 pub mod wire;

@@ -27,6 +27,8 @@ enum Command {
     Softirqs(cmd::softirqs::Args),
     /// Any process's TCP flows: windows, RTT, retransmits, softirq per CPU.
     Observe(cmd::observe::Args),
+    /// Play a recording back: on the screen (pause, seek) or as text.
+    Replay(cmd::replay::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
 }
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Command::Load(args) => cmd::load::run(args).await,
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
             Command::Observe(args) => cmd::observe::run(args).await,
+            Command::Replay(args) => cmd::replay::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
         }
     })

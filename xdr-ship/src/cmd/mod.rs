@@ -2,6 +2,7 @@
 pub mod load;
 pub mod observe;
 pub mod recv;
+pub mod replay;
 pub mod ship;
 pub mod softirqs;
 
