@@ -108,15 +108,18 @@ fn write_recording(path: &Path, samples: u64) {
 struct Tmux {
     socket: String,
     session: String,
+    /// The server's socket file (tmux leaves it behind when killed).
+    socket_path: Option<std::path::PathBuf>,
 }
 
 impl Tmux {
     /// Starts `command` (run by `sh -c`) in a `width`×`height` session.
     fn start(tag: &str, width: u16, height: u16, command: &str) -> Self {
         let id = format!("xdr-{tag}-{}", std::process::id());
-        let tmux = Self {
+        let mut tmux = Self {
             socket: id.clone(),
             session: id,
+            socket_path: None,
         };
         let ok = Command::new("tmux")
             .args(["-L", &tmux.socket, "-f", "/dev/null", "new-session", "-d"])
@@ -133,6 +136,8 @@ impl Tmux {
             .expect("tmux runs (install it: cargo xtask setup)")
             .success();
         assert!(ok, "tmux new-session failed");
+        let path = tmux.cmd(&["display", "-p", "-t", &tmux.session, "#{socket_path}"]);
+        tmux.socket_path = Some(path.trim().into());
         tmux
     }
 
@@ -189,6 +194,9 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -291,4 +299,62 @@ fn replay_without_a_terminal_prints_text_and_the_final_verdict() {
         out.contains("remedy: raise the receiver's SO_RCVBUF"),
         "{out}"
     );
+}
+
+#[test]
+fn r_records_the_samples_a_replay_plays_and_q_leaves_the_file_complete() {
+    let dir = TempDir::new("tui-record");
+    let file = dir.0.join("run.jsonl");
+    let excerpts = dir.0.join("excerpts");
+    std::fs::create_dir(&excerpts).expect("mkdir");
+    write_recording(&file, 11);
+    let command = format!(
+        "'{bin}' replay '{file}' --speed 10 --record-to '{excerpts}'; echo \"replay exited $?\"; sleep 600",
+        bin = xdr_ship_bin().display(),
+        file = file.display(),
+        excerpts = excerpts.display(),
+    );
+    let tmux = Tmux::start("tui-rec", 100, 30, &command);
+    tmux.wait_for(&["end of the recording"], Duration::from_secs(20));
+
+    // Start recording, play the recording again from the start.
+    tmux.keys("r");
+    let screen = tmux.wait_for(&["● REC", "REC → "], Duration::from_secs(5));
+    assert!(screen.contains(&excerpts.display().to_string()), "{screen}");
+    tmux.keys("Space");
+    let written = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&excerpts)
+            .expect("read the directory")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = written().first().map_or(0, |p| {
+            std::fs::read_to_string(p).expect("read").lines().count()
+        });
+        if lines == 11 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines} of 11 lines recorded:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys("r");
+    tmux.wait_until("REC gone", Duration::from_secs(5), |s| !s.contains("● REC"));
+    tmux.keys("q");
+    tmux.wait_for(&["replay exited 0"], Duration::from_secs(10));
+
+    let files = written();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let recorded: Vec<Sample> = std::fs::read_to_string(&files[0])
+        .expect("read")
+        .lines()
+        .map(|l| Sample::from_json_line(l).expect("a sample line"))
+        .collect();
+    let played: Vec<Sample> = (0..11).map(sample).collect();
+    assert_eq!(recorded, played);
 }

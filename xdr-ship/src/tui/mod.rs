@@ -17,6 +17,21 @@
 //! on `r`, and restores the terminal on exit, on error and on panic.
 //! [`replay`] plays a recording through the same screen.
 //!
+//! From a producer (the shipper's snapshot loop):
+//!
+//! ```no_run
+//! # async fn demo(mut next: impl FnMut() -> xdr_ship::tui::Update) {
+//! use xdr_ship::tui::{self, TuiOptions};
+//! let (tx, rx) = tokio::sync::mpsc::channel(64);
+//! let screen = tokio::task::spawn_blocking(move || tui::run(rx, TuiOptions::default()));
+//! while !screen.is_finished() {
+//!     // Never wait for the screen: drop an update it has no room for.
+//!     let _ = tx.try_send(next());
+//!     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+//! }
+//! # }
+//! ```
+//!
 //! The screen degrades with the terminal: at 80×24 it keeps the header,
 //! the verdict and the connection table (dropping the least telling
 //! columns), and adds the softirq bars and the charts only when the rows

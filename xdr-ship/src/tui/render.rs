@@ -160,6 +160,17 @@ fn flow(
         .collect()
 }
 
+/// At most `max` lines, the last ending in `…` when some were cut.
+fn clip(mut lines: Vec<String>, max: usize) -> Vec<String> {
+    if lines.len() > max {
+        lines.truncate(max);
+        if let Some(last) = lines.last_mut() {
+            last.push('…');
+        }
+    }
+    lines
+}
+
 /// Pads or cuts `s` to exactly `width` characters.
 fn fit(s: &str, width: usize, right: bool) -> String {
     let n = s.chars().count();
@@ -635,19 +646,19 @@ impl App {
             }
         }
         let shown = if tall { 4 } else { 1 };
+        let evidence_max = if tall { 3 } else { 1 };
         for e in evidence.iter().skip(self.verdict_scroll).take(shown) {
-            for (i, l) in wrap(e, width.saturating_sub(4)).into_iter().enumerate() {
-                if i > 0 && !tall {
-                    break;
-                }
+            for (i, l) in clip(wrap(e, width.saturating_sub(5)), evidence_max)
+                .into_iter()
+                .enumerate()
+            {
                 let lead = if i == 0 { "  · " } else { "    " };
                 lines.push(Line::raw(format!("{lead}{l}")));
             }
         }
         let remedy_max = if tall { 5 } else { 3 };
-        for (i, l) in wrap(&v.remedy, width.saturating_sub(2))
+        for (i, l) in clip(wrap(&v.remedy, width.saturating_sub(3)), remedy_max)
             .into_iter()
-            .take(remedy_max)
             .enumerate()
         {
             let lead = if i == 0 { "→ " } else { "  " };
@@ -996,19 +1007,19 @@ impl App {
 
     fn footer_line(&self) -> Line<'static> {
         let mut spans = Vec::new();
-        if let Some(e) = &self.ended {
+        if let Some(p) = &self.recording {
             spans.push(Span::styled(
-                format!("{e} — q to quit  "),
-                Style::new().fg(Color::Black).bg(Color::Yellow),
+                format!("REC → {}  ", p.display()),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             ));
         }
         if let Some(n) = &self.notice {
             spans.push(Span::styled(format!("{n}  "), Style::new().fg(Color::Red)));
         }
-        if let Some(p) = &self.recording {
+        if let Some(e) = &self.ended {
             spans.push(Span::styled(
-                format!("REC → {}  ", p.display()),
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                format!("{e} — q to quit  "),
+                Style::new().fg(Color::Black).bg(Color::Yellow),
             ));
         }
         let keys = if self.replay.is_some() {

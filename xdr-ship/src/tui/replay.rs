@@ -256,8 +256,11 @@ impl Feed for Player {
         match action {
             Action::TogglePlay => {
                 if self.shown >= self.samples.len() {
-                    // Play again from the start.
-                    self.seek_to(1, app);
+                    // Play again from the start: every sample comes in
+                    // again (and is recorded again when recording).
+                    self.diagnoser = Diagnoser::new(self.window);
+                    self.shown = 0;
+                    app.clear();
                     self.playing = true;
                 } else {
                     self.playing = !self.playing;

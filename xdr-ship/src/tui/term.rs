@@ -47,7 +47,7 @@ pub(crate) trait Feed {
 }
 
 /// The shipper's channel.
-struct Live(Receiver<Update>);
+pub(crate) struct Live(pub(crate) Receiver<Update>);
 
 impl Feed for Live {
     fn poll(&mut self, _now: Instant, out: &mut Vec<Update>) -> FeedState {
@@ -84,12 +84,18 @@ pub fn run(updates: Receiver<Update>, opts: TuiOptions) -> Result<TuiExit, TuiEr
     run_feed(Live(updates), App::new(), &opts)
 }
 
-/// Puts the terminal back when dropped (return, error or unwinding).
-struct Restore;
+/// Puts the terminal back when dropped armed (an error return or
+/// unwinding); a normal return disarms it and restores with its error
+/// reported.
+struct Restore {
+    armed: bool,
+}
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        ratatui::restore();
+        if self.armed {
+            ratatui::restore();
+        }
     }
 }
 
@@ -114,7 +120,7 @@ pub(crate) fn run_feed(
 ) -> Result<TuiExit, TuiError> {
     // Installs a panic hook that restores the terminal before the message.
     let mut terminal = ratatui::try_init()?;
-    let _restore = Restore;
+    let mut restore = Restore { armed: true };
     let mut rec = Recorder::new(&opts.record_to);
     if opts.record_now {
         toggle_record(&mut rec, &mut app);
@@ -178,6 +184,7 @@ pub(crate) fn run_feed(
     };
     let stopped = rec.stop();
     drop(terminal);
+    restore.armed = false;
     ratatui::try_restore()?;
     if let Err(e) = stopped {
         eprintln!("{e}");

@@ -699,3 +699,59 @@ fn replay_keys_drive_the_player_not_the_view() {
         Action::Seek(10)
     );
 }
+
+#[test]
+fn in_the_verdict_pane_the_arrows_scroll_the_evidence() {
+    let mut app = app_with(&four_flows());
+    let evidence = |app: &App| {
+        screen(app, 80, 24)
+            .into_iter()
+            .find(|l| l.starts_with("  · "))
+            .expect("an evidence line")
+    };
+    let first = evidence(&app);
+    assert!(
+        first.contains("rwnd-limited 60%"),
+        "the top limit's evidence first: {first}"
+    );
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Down));
+    let second = evidence(&app);
+    assert_ne!(first, second);
+    app.handle_key(key(KeyCode::Up));
+    assert_eq!(evidence(&app), first);
+}
+
+#[test]
+fn text_cut_to_fit_ends_in_an_ellipsis() {
+    let lines = super::render::wrap("one two three four five six", 9);
+    assert_eq!(lines, ["one two", "three", "four five", "six"]);
+    let app = app_with(&four_flows());
+    let s = text(&screen(&app, 80, 24));
+    // The top evidence is longer than a line at 80 columns.
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("  · ") && l.trim_end().ends_with('…')),
+        "{s}"
+    );
+}
+
+#[test]
+fn the_live_feed_takes_what_is_queued_without_waiting_and_sees_the_end() {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let mut feed = super::term::Live(rx);
+    let now = std::time::Instant::now();
+    let mut out = Vec::new();
+    assert_eq!(feed.poll(now, &mut out), FeedState::Open);
+    assert!(out.is_empty(), "an empty channel does not block");
+    let u = updates(&four_flows()).pop().expect("an update");
+    for _ in 0..300 {
+        tx.try_send(u.clone()).expect("room");
+    }
+    assert_eq!(feed.poll(now, &mut out), FeedState::Open);
+    assert_eq!(out.len(), 256, "a burst is taken in bounded turns");
+    drop(tx);
+    // The rest still arrives, with the news that nothing more will.
+    assert_eq!(feed.poll(now, &mut out), FeedState::Ended);
+    assert_eq!(out.len(), 300);
+}
