@@ -490,8 +490,11 @@ fn chart_history_is_bounded() {
 #[test]
 fn tiny_terminals_do_not_panic() {
     let app = app_with(&four_flows());
+    let mut help = app_with(&four_flows());
+    help.handle_key(key(KeyCode::Char('?')));
     for (w, h) in [(1, 1), (20, 5), (40, 10), (80, 8)] {
         screen(&app, w, h);
+        screen(&help, w, h);
     }
 }
 
@@ -754,4 +757,19 @@ fn the_live_feed_takes_what_is_queued_without_waiting_and_sees_the_end() {
     // The rest still arrives, with the news that nothing more will.
     assert_eq!(feed.poll(now, &mut out), FeedState::Ended);
     assert_eq!(out.len(), 300);
+}
+
+/// The whole screen, for a person to read in review: `snapshots/`.
+#[test]
+fn snapshot_of_a_receiver_window_limited_shipper_at_80x24_and_160x48() {
+    let app = app_with(&four_flows());
+    insta::assert_snapshot!("rwnd_80x24", text(&screen(&app, 80, 24)));
+    insta::assert_snapshot!("rwnd_160x48", text(&screen(&app, 160, 48)));
+}
+
+#[test]
+fn snapshot_of_the_help_overlay_at_80x24() {
+    let mut app = app_with(&four_flows());
+    app.handle_key(key(KeyCode::Char('?')));
+    insta::assert_snapshot!("help_80x24", text(&screen(&app, 80, 24)));
 }
