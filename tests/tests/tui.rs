@@ -226,7 +226,7 @@ fn replay_in_a_real_terminal_shows_the_verdict_help_and_restores_the_terminal_on
     );
     eprintln!("{screen}");
     assert!(screen.contains("→ frankfurt:3000"), "{screen}");
-    assert!(screen.contains("replay 11/11"), "{screen}");
+    assert!(screen.contains("⏸ 11/11 ×10"), "{screen}");
     assert!(screen.contains("limited by"), "{screen}");
     assert_eq!(
         tmux.cmd(&["display", "-p", "-t", &tmux.session, "#{alternate_on}"])
@@ -242,6 +242,17 @@ fn replay_in_a_real_terminal_shows_the_verdict_help_and_restores_the_terminal_on
         !s.contains("help — keys")
     });
     assert!(closed.contains("RECEIVER WINDOW 60%"), "{closed}");
+
+    // Smaller terminal: redrawn to fit, the verdict and remedy still there.
+    tmux.cmd(&["resize-window", "-t", &tmux.session, "-x", "80", "-y", "24"]);
+    let small = tmux.wait_until("a redraw at 80 columns", Duration::from_secs(5), |s| {
+        s.contains("RECEIVER WINDOW 60%")
+            && s.contains("→ raise the receiver's SO_RCVBUF")
+            && s.lines().all(|l| l.chars().count() <= 80)
+            && s.lines()
+                .any(|l| l.contains("conn ") && l.ends_with("limited by"))
+    });
+    eprintln!("{small}");
 
     tmux.keys("q");
     let after = tmux.wait_for(&["replay exited 0"], Duration::from_secs(10));

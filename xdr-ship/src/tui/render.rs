@@ -535,7 +535,7 @@ impl App {
                 0,
                 0,
                 vec![Span::styled(
-                    format!("{state} replay {}/{} ×{}", r.shown, r.total, r.speed),
+                    format!("{state} {}/{} ×{}", r.shown, r.total, r.speed),
                     Style::new().fg(Color::Cyan),
                 )],
             ));
@@ -777,6 +777,12 @@ impl App {
         let visible = usize::from(inner.height.saturating_sub(2));
         self.table_rows.set(visible);
         let all = rows(u, self.sort);
+        if all.is_empty() {
+            lines.push(Line::styled(
+                "no connections in this sample",
+                Style::new().fg(Color::DarkGray),
+            ));
+        }
         for r in all.iter().skip(self.table_scroll).take(visible) {
             lines.push(self.table_row(r, &cols, limited_w.saturating_sub(1), sep));
         }

@@ -773,3 +773,13 @@ fn snapshot_of_the_help_overlay_at_80x24() {
     app.handle_key(key(KeyCode::Char('?')));
     insta::assert_snapshot!("help_80x24", text(&screen(&app, 80, 24)));
 }
+
+#[test]
+fn a_sample_without_connections_says_so() {
+    let app = app_with(&[]);
+    let s = text(&screen(&app, 80, 24));
+    assert!(
+        s.contains("connections (0)") && s.contains("no connections in this sample"),
+        "{s}"
+    );
+}
