@@ -21,11 +21,13 @@
 //! - [`diagnose`]: the verdict: what limits the throughput, its share, evidence and exact fix.
 //! - [`tune`]: this host's sysctls, interrupts and RPS checked against a
 //!   link's BDP, and `--apply` to raise what limits it.
+//! - [`tui`]: the live screen (and `replay` of recordings): the verdict,
+//!   the per-connection app and kernel numbers, softirq per CPU, charts.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
-//! Stages still to come each get a room of their own: `log` (the durable
-//! source log) and `tui`.
+//! The stage still to come gets a room of its own: `log` (the durable
+//! source log).
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;
@@ -36,4 +38,5 @@ pub mod server;
 pub mod ship;
 pub mod store;
 pub mod tune;
+pub mod tui;
 pub mod wire;

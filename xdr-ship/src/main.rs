@@ -30,6 +30,8 @@ enum Command {
     /// Measure the link to a receiver (stop-and-wait, then pipelined) and
     /// say what limits it, with the fix.
     Diagnose(cmd::diagnose::Args),
+    /// Play a recording back: on the screen (pause, seek) or as text.
+    Replay(cmd::replay::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
     Lab(xdr_ship::lab::cli::LabArgs),
     /// Check this host against a link's BDP; --apply raises what limits it.
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
             Command::Observe(args) => cmd::observe::run(args).await,
             Command::Diagnose(args) => cmd::diagnose::run(args).await,
+            Command::Replay(args) => cmd::replay::run(args).await,
             Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
             Command::Tune(args) => cmd::tune::run(args).await,
         }

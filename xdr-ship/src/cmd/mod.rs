@@ -4,6 +4,7 @@ pub mod live;
 pub mod load;
 pub mod observe;
 pub mod recv;
+pub mod replay;
 pub mod ship;
 pub mod softirqs;
 pub mod tune;
