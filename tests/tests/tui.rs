@@ -369,3 +369,47 @@ fn r_records_the_samples_a_replay_plays_and_q_leaves_the_file_complete() {
     let played: Vec<Sample> = (0..11).map(sample).collect();
     assert_eq!(recorded, played);
 }
+
+#[test]
+fn the_live_screen_of_a_real_shipper_shows_its_connections_and_a_verdict_and_q_stops_it() {
+    // A receiver on loopback, and `xdr-ship tui` shipping to it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let _recv = xdr_tests::ChildGuard(
+        Command::new(xdr_ship_bin())
+            .args(["recv", "--memory", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start recv"),
+    );
+    let command = format!(
+        "'{bin}' tui --to 127.0.0.1:{port} --connections 4 --window 16 \
+         --generate 2000,1000,1000 --duration 60s --no-ebpf; echo \"tui exited $?\"; sleep 600",
+        bin = xdr_ship_bin().display(),
+    );
+    let tmux = Tmux::start("tui-live", 100, 30, &command);
+    // The verdict banner names one of the limits, in capitals, once the
+    // engine has two samples.
+    const LIMITS: [&str; 9] = [
+        "APPLICATION",
+        "BANDWIDTH",
+        "DESTINATION",
+        "RECEIVER WINDOW",
+        "SENDER BUFFER",
+        "LOSS",
+        "INTERRUPTS",
+        "IDLE",
+        "UNKNOWN",
+    ];
+    let screen = tmux.wait_until("a verdict", Duration::from_secs(30), |s| {
+        s.contains("connections (4)") && LIMITS.iter().any(|l| s.contains(l))
+    });
+    println!("{screen}");
+    assert!(screen.contains("127.0.0.1:"), "{screen}");
+    tmux.keys("q");
+    let screen = tmux.wait_for(&["tui exited 0"], Duration::from_secs(40));
+    assert!(screen.contains("done: delivered"), "{screen}");
+}

@@ -37,6 +37,6 @@ pub mod probe;
 pub mod server;
 pub mod ship;
 pub mod store;
-pub mod tune;
 pub mod tui;
+pub mod tune;
 pub mod wire;

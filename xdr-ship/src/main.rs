@@ -21,6 +21,9 @@ enum Command {
     Recv(cmd::recv::Args),
     /// Ship records to a destination, many in flight per connection.
     Ship(cmd::ship::Args),
+    /// `ship` on the live screen: the verdict, each connection's app and
+    /// kernel numbers, softirq per CPU, charts.
+    Tui(cmd::ship::Args),
     /// A client load generator: synchronous (or windowed) writers.
     Load(cmd::load::Args),
     /// Per-CPU softirq load, split by vector: the `si` column of `top`.
@@ -39,20 +42,43 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("XDR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("XDR_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    let on_screen = match &cli.command {
+        Command::Tui(_) => true,
+        Command::Ship(a) => a.tui,
+        _ => false,
+    };
+    if on_screen {
+        // Log lines on stderr would draw over the screen: they go to a file.
+        let path = std::env::temp_dir().join(format!("xdr-ship-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("creating the log file {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init();
+        eprintln!("logs: {}", path.display());
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {
         match cli.command {
             Command::Recv(args) => cmd::recv::run(args).await,
             Command::Ship(args) => cmd::ship::run(args).await,
+            Command::Tui(mut args) => {
+                args.tui = true;
+                cmd::ship::run(args).await
+            }
             Command::Load(args) => cmd::load::run(args).await,
             Command::Softirqs(args) => cmd::softirqs::run(args).await,
             Command::Observe(args) => cmd::observe::run(args).await,

@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use super::live::{Live, Print};
+use xdr_ship::tui::{self, TuiOptions, Update};
 use xdr_ship::{
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipSummary, WindowSetting},
     wire::OrderingMode,
@@ -73,6 +74,9 @@ pub struct Args {
     /// the verdict included).
     #[arg(long)]
     json: bool,
+    /// The live screen instead of status lines (what `xdr-ship tui` runs).
+    #[arg(long, conflicts_with = "json")]
+    pub tui: bool,
     #[command(flatten)]
     live: super::live::LiveArgs,
 }
@@ -111,9 +115,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop, cancel) = super::ctrl_c_tokens();
     let json = args.json;
     let port = ship::resolve(&cfg.to).await?.port();
-    let print = if json { Print::Json } else { Print::Lines };
+    let print = match (args.tui, json) {
+        (true, _) => Print::Quiet,
+        (false, true) => Print::Json,
+        (false, false) => Print::Lines,
+    };
     let mut live = Live::open(&args.live, Some(port), print, cancel.clone()).await?;
-    if !json {
+    // The screen runs on its own thread and is fed through a bounded
+    // channel: the shipper drops an update rather than wait for it.
+    let (screen_tx, screen) = if args.tui {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Update>(64);
+        let stop = stop.clone();
+        let screen = tokio::task::spawn_blocking(move || {
+            let exit = tui::run(rx, TuiOptions::default());
+            // `q` stops intake; records in flight still get their answers.
+            stop.cancel();
+            exit
+        });
+        (Some(tx), Some(screen))
+    } else {
+        (None, None)
+    };
+    if !json && !args.tui {
         let src = live.sources();
         println!(
             "kernel view: connections from {}, softirq from {}{}",
@@ -128,12 +151,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cfg,
         source,
         |snap| {
-            live.on_snapshot(snap);
+            let (sample, diagnosis) = live.on_snapshot(snap);
+            if let Some(tx) = &screen_tx {
+                let _ = tx.try_send(Update { sample, diagnosis });
+            }
         },
         stop,
         cancel,
     )
-    .await?;
+    .await;
+    drop(screen_tx);
+    if let Some(screen) = screen {
+        let exit = screen.await??;
+        for path in exit.recordings {
+            println!("recorded: {}", path.display());
+        }
+    }
+    let summary = summary?;
     print_summary(&summary, json);
     if !json {
         if let Some(d) = live.last_diagnosis() {
