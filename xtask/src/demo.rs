@@ -23,12 +23,26 @@ pub struct Plan {
     pub phase_secs: u64,
 }
 
-/// What one shipping phase measured: medians over its steady seconds.
+impl Plan {
+    /// What the operator knows about the link, for the shipper's verdict:
+    /// `--rtt 156ms --link-rate 100MB`.
+    pub fn link_hints(&self) -> String {
+        format!(
+            "--rtt {}ms --link-rate {}",
+            self.rtt_ms,
+            self.bandwidth.trim_end_matches("/s")
+        )
+    }
+}
+
+/// What one shipping phase measured: medians over its steady seconds, and
+/// the shipper's last verdict line.
 #[derive(Debug, Default)]
 pub struct Phase {
     pub throughput: f64,
     pub inflight: f64,
     pub mb_per_s: f64,
+    pub verdict: Option<String>,
 }
 
 /// Runs `lab run` with the given far and near commands, echoing the lines
@@ -84,7 +98,9 @@ pub fn ship_phase(
         name,
         &format!("{bin_s} recv --listen 198.18.0.2:3000 --memory"),
         &format!(
-            "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s {args}"
+            "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s \
+             {} {args}",
+            plan.link_hints()
         ),
         echo,
     )
@@ -131,6 +147,11 @@ pub fn phase_from_lines(lines: &[String], warmup: usize) -> Phase {
         ),
         inflight: median(steady.iter().filter_map(|l| field(l, "inflight")).collect()),
         mb_per_s: median(steady.iter().filter_map(|l| mb_per_s(l)).collect()),
+        verdict: lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("verdict: "))
+            .map(str::to_owned),
     }
 }
 
@@ -221,6 +242,97 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
         "pipelined: {:.0}x the stop-and-wait rate (seed: 62 -> 103,798 records/s)",
         pipe.throughput / saw.throughput.max(1e-9)
     );
+    println!("\nwhat limits each phase (the shipper's own verdict):");
+    for (name, p) in [("stop-and-wait x 10", &saw), ("pipelined x 64", &pipe)] {
+        println!(
+            "  {name}: {}",
+            p.verdict
+                .as_deref()
+                .unwrap_or("no verdict (phase too short)")
+        );
+    }
+    Ok(())
+}
+
+/// Asks on the terminal whether to watch a pipelined run on the live
+/// screen; only when both stdin and stdout are terminals.
+fn offer_tui() -> bool {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return false;
+    }
+    print!("\nwatch a pipelined run live on the TUI (q quits)? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+}
+
+/// Kills and reaps a child on drop.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pipelined phase on the live screen: `lab up` in the background,
+/// `recv` in the far namespace, `xdr-ship tui` in the near one on this
+/// terminal. The lab is torn down when the screen is quit.
+pub fn tui_phase(bin: &Path, plan: &Plan, secs: u64) -> Result<()> {
+    let name = "demo-tui";
+    let mut up = Child(
+        Command::new(bin)
+            .args(["lab", "up", "--name", name, "--rtt"])
+            .arg(format!("{}ms", plan.rtt_ms))
+            .args(["--bandwidth", plan.bandwidth])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting xdr-ship lab up")?,
+    );
+    let stdout = up.0.stdout.take().context("lab up stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(" up: ") => break,
+            Some(Ok(_)) => {}
+            _ => bail!("lab up ended before the link was up"),
+        }
+    }
+    let ns = |side: &str| format!("xdr-{name}-{side}");
+    let _recv = Child(
+        Command::new("ip")
+            .args(["netns", "exec", &ns("far")])
+            .arg(bin)
+            .args(["recv", "--listen", "198.18.0.2:3000", "--memory"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting recv in the far namespace")?,
+    );
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns("near")])
+        .arg(bin)
+        .args([
+            "tui",
+            "--to",
+            "198.18.0.2:3000",
+            "--generate",
+            "max,1000,1000000",
+            "--duration",
+        ])
+        .arg(format!("{secs}s"))
+        .args(plan.link_hints().split(' '))
+        .status()
+        .context("starting the TUI in the near namespace")?;
+    // SIGINT lets `lab up` tear its namespaces down itself.
+    // SAFETY: `kill` with a pid we own and a valid signal number.
+    unsafe { libc::kill(up.0.id() as i32, libc::SIGINT) };
+    let _ = up.0.wait();
+    if !status.success() {
+        bail!("the TUI exited with {status}");
+    }
     Ok(())
 }
 
@@ -231,13 +343,18 @@ pub fn run(bin: &Path, phase_secs: u64) -> Result<()> {
         bandwidth: "100MB/s",
         phase_secs,
     };
-    let r = demo(bin, &plan);
+    let mut r = demo(bin, &plan);
+    if r.is_ok() && offer_tui() {
+        r = tui_phase(bin, &plan, 120);
+    }
     if r.is_err() {
         // `lab run` tears the link down itself; make sure, even after a
         // failure half-way.
-        let _ = Command::new(bin)
-            .args(["lab", "down", "--name", "demo"])
-            .output();
+        for name in ["demo", "demo-tui"] {
+            let _ = Command::new(bin)
+                .args(["lab", "down", "--name", name])
+                .output();
+        }
     }
     r
 }
@@ -271,5 +388,23 @@ mod tests {
         assert_eq!(p.throughput, 105.0);
         assert_eq!(p.inflight, 210.0);
         assert_eq!(p.mb_per_s, 10.5);
+    }
+
+    #[test]
+    fn a_phase_keeps_the_last_verdict_the_shipper_printed() {
+        let lines: Vec<String> = [
+            "throughput 1 : inflight 1 : outstanding 0 (delta 0/s) : 0.1 MB/s : lat",
+            "verdict: limit: application (100%) — window full → raise --window",
+            "throughput 2 : inflight 1 : outstanding 0 (delta 0/s) : 0.1 MB/s : lat",
+            "verdict: limit: bandwidth (97%) — link full → more bandwidth",
+            "done: delivered 3",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let p = phase_from_lines(&lines, 0);
+        assert_eq!(
+            p.verdict.as_deref(),
+            Some("limit: bandwidth (97%) — link full → more bandwidth")
+        );
     }
 }
