@@ -22,8 +22,11 @@
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
 //!
-//! Stages still to come each get a room of their own: `log` (the durable
-//! source log) and `tui`.
+//! - [`srclog`]: the durable source log: group-committed appends, segments,
+//!   per-destination checkpoints, reclaim, the disk budget; a
+//!   [`srclog::LogSource`] per destination.
+//!
+//! Stages still to come each get a room of their own: `tui`.
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;
@@ -31,5 +34,6 @@ pub mod net;
 pub mod probe;
 pub mod server;
 pub mod ship;
+pub mod srclog;
 pub mod store;
 pub mod wire;

@@ -222,7 +222,7 @@ pub async fn run<S: Source>(
         handshake_timeout: Duration::from_secs(5),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
-        report_acks: false,
+        report_acks: source.wants_acks(),
         compress: cfg.compress,
     });
 
@@ -231,6 +231,9 @@ pub async fn run<S: Source>(
     let (tx, rx) = async_channel::bounded::<SourceRecord>(1024);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(1024);
     let backlog = Arc::new(AtomicU64::new(0));
+    // When the source's oldest unacknowledged record was written (Unix ms,
+    // 0: unknown), so the lag keeps growing while nothing is answered.
+    let source_oldest_ms = Arc::new(AtomicU64::new(0));
     let conn_cancel = cancel.child_token();
 
     let dispatcher = tokio::spawn(dispatch(
@@ -238,6 +241,7 @@ pub async fn run<S: Source>(
         tx,
         ack_rx,
         backlog.clone(),
+        source_oldest_ms.clone(),
         cfg.max_throughput,
         cfg.duration.map(|d| started + d),
         stop.clone(),
@@ -271,7 +275,10 @@ pub async fn run<S: Source>(
                 }
             }
             _ = ticker.tick() => {
-                let snap = snapper.take(&states, backlog.load(Ordering::Relaxed) + rx.len() as u64);
+                let mut snap = snapper.take(&states, backlog.load(Ordering::Relaxed) + rx.len() as u64);
+                if let oldest @ 1.. = source_oldest_ms.load(Ordering::Relaxed) {
+                    snap.lag_ms = snap.lag_ms.max(snap.unix_ms.saturating_sub(oldest));
+                }
                 if cfg.window == WindowSetting::Auto {
                     snapper.grow_windows(&states, &snap, window_max);
                 }
@@ -308,6 +315,7 @@ async fn dispatch<S: Source>(
     tx: async_channel::Sender<SourceRecord>,
     mut acks: mpsc::Receiver<Vec<u64>>,
     backlog: Arc<AtomicU64>,
+    oldest_ms: Arc<AtomicU64>,
     max_throughput: Option<u64>,
     deadline: Option<Instant>,
     stop: CancellationToken,
@@ -332,6 +340,7 @@ async fn dispatch<S: Source>(
             r = source.next() => r,
             Some(seqs) = acks.recv() => {
                 for s in seqs { source.acked(s); }
+                publish_lag(&source, &oldest_ms);
                 continue;
             }
             _ = stop.cancelled() => break,
@@ -339,6 +348,7 @@ async fn dispatch<S: Source>(
         };
         let Some(record) = record else { break };
         backlog.store(source.backlog(), Ordering::Relaxed);
+        publish_lag(&source, &oldest_ms);
         tokio::select! {
             r = tx.send(record) => if r.is_err() { break },
             _ = stop.cancelled() => break,
@@ -354,7 +364,19 @@ async fn dispatch<S: Source>(
         for s in seqs {
             source.acked(s);
         }
+        publish_lag(&source, &oldest_ms);
     }
+}
+
+/// Publishes when the source's oldest unacknowledged record was written.
+fn publish_lag<S: Source>(source: &S, oldest_ms: &AtomicU64) {
+    let oldest = source.lag().map_or(0, |lag| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_sub(lag.as_millis() as u64).max(1)
+    });
+    oldest_ms.store(oldest, Ordering::Relaxed);
 }
 
 /// Turns the connections' cumulative counters into interval rates.
