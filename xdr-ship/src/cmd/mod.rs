@@ -1,4 +1,5 @@
 //! The commands' bodies: the edge between flags and the library.
+pub mod ingest;
 pub mod load;
 pub mod observe;
 pub mod recv;

@@ -31,6 +31,7 @@
 //!
 //! [`LogSource`] is the per-destination reader that implements
 //! [`crate::ship::Source`].
+pub mod ingest;
 pub mod segment;
 mod source;
 #[cfg(test)]

@@ -9,9 +9,18 @@
 //! their smallest position is the checkpoint, and its age is `lag`. Records
 //! are read ahead in small batches off the async threads, so a backlog of
 //! any size costs a bounded amount of memory.
+//!
+//! Hot-key coalescing (off by default): among the records read ahead and
+//! not yet handed out, only the highest version of each key is shipped;
+//! the others are counted as `hot_keys`. Skipping them is safe for the
+//! checkpoint: the record kept is handed out and unanswered until it is
+//! acknowledged, so the checkpoint cannot pass it.
 use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::Arc,
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -37,12 +46,14 @@ pub struct LogSource {
     /// The position after the last entry read.
     read_pos: u64,
     ahead: VecDeque<Entry>,
-    /// The next position to hand out.
+    /// Every position below this was handed out (or skipped by coalescing).
     cursor: u64,
     /// Handed out and not acknowledged: position → append time (ms).
     pending: BTreeMap<u64, u64>,
     durable: watch::Receiver<Durable>,
     failed: Option<String>,
+    /// Records skipped by hot-key coalescing, when it is on.
+    hot_keys: Option<Arc<AtomicU64>>,
 }
 
 impl LogSource {
@@ -63,7 +74,31 @@ impl LogSource {
             pending: BTreeMap::new(),
             durable: log.subscribe(),
             failed: None,
+            hot_keys: None,
         })
+    }
+
+    /// Turns hot-key coalescing on; skipped records are counted in `hot_keys`.
+    pub fn with_coalescing(mut self, hot_keys: Arc<AtomicU64>) -> Self {
+        self.hot_keys = Some(hot_keys);
+        self
+    }
+
+    /// Keeps, among the records read ahead, only the highest version of each key.
+    fn coalesce(&mut self) {
+        let Some(counter) = &self.hot_keys else {
+            return;
+        };
+        let mut best: HashMap<&[u8], (u64, u64)> = HashMap::with_capacity(self.ahead.len());
+        for e in &self.ahead {
+            let v = (e.write.version, e.seq);
+            let slot = best.entry(&e.write.key[..]).or_insert(v);
+            *slot = (*slot).max(v);
+        }
+        let keep: std::collections::HashSet<u64> = best.values().map(|(_, seq)| *seq).collect();
+        let before = self.ahead.len();
+        self.ahead.retain(|e| keep.contains(&e.seq));
+        counter.fetch_add((before - self.ahead.len()) as u64, Ordering::Relaxed);
     }
 
     /// The destination's name (its checkpoint file is `ckpt-NAME.json`).
@@ -108,7 +143,8 @@ impl Source for LogSource {
     async fn next(&mut self) -> Option<SourceRecord> {
         loop {
             if let Some(e) = self.ahead.pop_front() {
-                self.cursor = e.seq + 1;
+                // Past this record and any skipped (coalesced) after it.
+                self.cursor = self.ahead.front().map_or(self.read_pos, |n| n.seq);
                 self.pending.insert(e.seq, e.appended_unix_ms);
                 return Some(SourceRecord {
                     seq: e.seq,
@@ -128,7 +164,10 @@ impl Source for LogSource {
                         self.read_pos = reader.position();
                         self.reader = Some(reader);
                         match got {
-                            Ok(entries) => self.ahead.extend(entries),
+                            Ok(entries) => {
+                                self.ahead.extend(entries);
+                                self.coalesce();
+                            }
                             Err(e) => return self.fail(e.to_string()),
                         }
                     }

@@ -372,3 +372,48 @@ fn destination_names_are_checked_and_derived_from_addresses() {
     assert_eq!(destination_name("10.0.0.2:3000"), "10.0.0.2_3000");
     assert!(LogSource::open(&log, &destination_name("[::1]:3000")).is_ok());
 }
+
+#[tokio::test]
+async fn coalescing_ships_only_the_newest_version_of_a_hot_key() {
+    let dir = TempDir::new("hot");
+    let log = Log::open(small(dir.path())).unwrap();
+    let hot = |v: u64| Write::put(&b"hot"[..], format!("v{v}"), v, 1);
+    log.append(&[hot(1), write(500), hot(3), hot(2)])
+        .await
+        .unwrap();
+    log.seal();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut src = LogSource::open(&log, "far")
+        .unwrap()
+        .with_coalescing(counter.clone());
+    let mut got = Vec::new();
+    while let Some(r) = src.next().await {
+        got.push((r.seq, r.write.version));
+        src.acked(r.seq);
+    }
+    assert_eq!(got, vec![(1, 501), (2, 3)]);
+    assert_eq!(counter.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        src.checkpoint(),
+        4,
+        "skipped records do not hold the checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn json_lines_are_appended_and_a_bad_line_is_named() {
+    let dir = TempDir::new("jsonl");
+    let log = Log::open(small(dir.path())).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let input = "{\"key\":\"a\",\"value\":\"1\",\"version\":1}\n\n{\"key\":\"b\",\"version\":2}\n";
+    let n = ingest::feed_json_lines(&log, input.as_bytes(), 9, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let got = read_all(&log, 0);
+    assert_eq!(got[1].write, Write::tombstone(&b"b"[..], 2, 9));
+    let err = ingest::feed_json_lines(&log, "{\"key\":\"c\"}\n".as_bytes(), 9, &cancel)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("line 1"), "{err}");
+}
