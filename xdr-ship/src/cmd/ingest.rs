@@ -67,6 +67,11 @@ pub struct LogArgs {
     /// Size at which a log segment is closed and a new one started.
     #[arg(long, default_value = "64MiB", value_parser = super::parse_size, value_name = "SIZE")]
     pub log_segment: usize,
+    /// Keep records a destination refuses for good (too large, bad
+    /// request) in FILE, one JSON object per line with the reason; they
+    /// count as `abandoned`.
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
     /// Ship only the newest version of a key among the records queued
     /// (the others count as hot_keys).
     #[arg(long)]

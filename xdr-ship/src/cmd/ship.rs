@@ -89,6 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.stop_and_wait {
         cfg = cfg.stop_and_wait();
     }
+    cfg.dead_letter = args.source.dead_letter.clone();
     if args.source.wanted(args.to.len()) {
         let to = args.to.clone();
         return super::ingest::run(cfg, &to, args.generate, args.count, args.json, args.source)

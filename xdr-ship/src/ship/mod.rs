@@ -15,6 +15,7 @@
 //! and, with `--window auto`, grows each window towards
 //! `headroom × throughput × RTT` of that connection.
 pub(crate) mod conn;
+pub mod dead_letter;
 pub mod source;
 
 use std::{
@@ -123,6 +124,9 @@ pub struct ShipConfig {
     /// record and pays only when the link, not the CPU, is the limit and
     /// the values compress.
     pub compress: bool,
+    /// Where records refused for good go (with the reason); `None`: they
+    /// are only counted as `abandoned` and logged.
+    pub dead_letter: Option<std::path::PathBuf>,
 }
 
 impl ShipConfig {
@@ -142,6 +146,7 @@ impl ShipConfig {
             drain_timeout: Duration::from_secs(30),
             interval: Duration::from_secs(1),
             compress: false,
+            dead_letter: None,
         }
     }
 
@@ -206,6 +211,12 @@ pub async fn run<S: Source>(
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
     let addr = resolve(&cfg.to).await?;
+    let dead_letter = match &cfg.dead_letter {
+        Some(path) => Some(Arc::new(
+            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
+        )),
+        None => None,
+    };
     let started = Instant::now();
     let (window, window_max) = match cfg.window {
         WindowSetting::Fixed(w) => (w, w),
@@ -224,6 +235,8 @@ pub async fn run<S: Source>(
         backoff_max: Duration::from_secs(5),
         report_acks: source.wants_acks(),
         compress: cfg.compress,
+        destination: cfg.to.clone(),
+        dead_letter,
     });
 
     // A small hand-over queue: the windows, not this queue, hold the
