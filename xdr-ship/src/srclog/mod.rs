@@ -178,7 +178,7 @@ pub struct LogStats {
     pub busy: u64,
     /// fdatasync calls since open (group commit: far fewer than appends).
     pub syncs: u64,
-    /// Entries cut off the tail at open (a torn write).
+    /// Whether open cut a torn write off the last segment.
     pub recovered_torn: bool,
 }
 
