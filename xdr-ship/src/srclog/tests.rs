@@ -417,3 +417,34 @@ async fn json_lines_are_appended_and_a_bad_line_is_named() {
         .unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }
+
+#[tokio::test]
+async fn the_ingest_sink_acknowledges_durable_writes_and_answers_busy_when_full() {
+    use crate::{
+        server::{Applied, Sink},
+        wire::ResultCode,
+    };
+    let dir = TempDir::new("sink");
+    let entry = segment::entry_len(&write(0)) as u64;
+    let cfg = LogConfig {
+        budget_bytes: 4 * entry,
+        ..small(dir.path())
+    };
+    let log = Log::open(cfg).unwrap();
+    let sink = ingest::LogSink(log.clone());
+    assert_eq!(
+        sink.apply(writes(0..3)).await,
+        Applied::PerWrite(vec![ResultCode::Ok; 3])
+    );
+    assert!(log.stats().durable_seq >= 3, "answered before durable");
+    assert!(matches!(
+        sink.apply(writes(3..5)).await,
+        Applied::Refused(ResultCode::Busy, _)
+    ));
+    assert!(matches!(
+        sink.apply(vec![Write::put(&b""[..], &b"v"[..], 1, 1)])
+            .await,
+        Applied::Refused(ResultCode::BadRequest, _)
+    ));
+    assert_eq!(read_all(&log, 0).len(), 3);
+}
