@@ -148,6 +148,7 @@ struct Rig<'a> {
     /// `recv --apply-delay`: a slower destination keeps many records in flight.
     apply_delay: Option<&'static str>,
     ship_starts: u64,
+    recv_starts: u64,
 }
 
 impl<'a> Rig<'a> {
@@ -163,6 +164,7 @@ impl<'a> Rig<'a> {
             rate: 2_000,
             apply_delay: None,
             ship_starts: 0,
+            recv_starts: 0,
         }
     }
 
@@ -178,7 +180,8 @@ impl<'a> Rig<'a> {
             .expect("open a log file")
     }
 
-    fn recv(&self) -> ChildGuard {
+    fn recv(&mut self) -> ChildGuard {
+        self.recv_starts += 1;
         let mut cmd = self.net.command(Side::Far);
         cmd.args(["recv", "--listen", &self.dest.to_string(), "--store"])
             .arg(self.path("store"))
@@ -331,8 +334,9 @@ impl<'a> Rig<'a> {
         });
         let lost = self.keys.min(self.n) - found;
         println!(
-            "figures {tag}: runs {} : records written {} : acked {} : keys {} : found at the destination {found} : lost {lost}",
+            "figures {tag}: runs: shipper {} receiver {} : records written {} : acked {} : keys {} : found at the destination {found} : lost {lost}",
             self.ship_starts,
+            self.recv_starts,
             self.n,
             acked,
             self.keys.min(self.n),
@@ -387,7 +391,7 @@ fn kill_9_of_the_shipper_at_random_points_loses_nothing_acknowledged() {
     // in flight and queued at every kill: the checkpoint must not pass them.
     rig.keys = rig.n;
     rig.apply_delay = Some("150ms");
-    let _recv = rig.recv();
+    let recv = rig.recv();
     let mut ship = rig.ship();
     std::thread::sleep(Duration::from_millis(300));
     let load = rig.load();
@@ -400,7 +404,7 @@ fn kill_9_of_the_shipper_at_random_points_loses_nothing_acknowledged() {
     let acked = rig.wait_load(load, Duration::from_secs(120 + 10 * k));
     rig.wait_drained(now_ms(), Duration::from_secs(60));
     stop(ship, "ship");
-    stop(_recv, "recv");
+    stop(recv, "recv");
     rig.verify("shipper kill -9", acked);
 }
 

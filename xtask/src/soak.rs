@@ -42,8 +42,9 @@ pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line.context("reading the tests' output")?;
         println!("{line}");
-        if line.starts_with("figures ") {
-            figures.push(line);
+        // libtest prints `test NAME ... ` without a newline before a test's own output.
+        if let Some(at) = line.find("figures ") {
+            figures.push(line[at..].to_owned());
         }
     }
     let status = child.wait().context("waiting for the fault tests")?;
