@@ -306,7 +306,16 @@ pub async fn run<S: Source>(
             drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
         }
     }
-    dispatcher.abort();
+    // The connections are done and have dropped their ack senders: the
+    // dispatcher hands the last acknowledgements to the source (a log's
+    // checkpoint must see them) and ends. Bounded, in case it is stuck.
+    let mut dispatcher = dispatcher;
+    if tokio::time::timeout(Duration::from_secs(1), &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
     let last = snapper.take(&states, backlog.load(Ordering::Relaxed));
     let mut counters = Counters::default();
     for s in &states {
