@@ -16,7 +16,8 @@
 //! `key` (non-empty string) and `version` (unsigned integer) are required;
 //! `value` is a string, or `null`/absent for a delete (tombstone);
 //! `source_id` defaults to the shipper's `--source-id`. Blank lines are
-//! skipped; anything else is an error naming the line.
+//! skipped; anything else stops the input with an error naming the line
+//! (the lines before it are appended).
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -167,10 +168,12 @@ pub async fn feed_json_lines(
             Ok(Some(w)) => batch.push(w),
             Ok(None) => {}
             Err(reason) => {
+                // The lines before it go in; the run stops at this one.
+                append_retrying(log, &batch, cancel).await?;
                 return Err(FeedError::BadLine {
                     line: line_no,
                     reason,
-                })
+                });
             }
         }
         if batch.len() >= FEED_BATCH {

@@ -412,10 +412,16 @@ async fn json_lines_are_appended_and_a_bad_line_is_named() {
     assert_eq!(n, 2);
     let got = read_all(&log, 0);
     assert_eq!(got[1].write, Write::tombstone(&b"b"[..], 2, 9));
-    let err = ingest::feed_json_lines(&log, "{\"key\":\"c\"}\n".as_bytes(), 9, &cancel)
+    let input = "{\"key\":\"c\",\"version\":3}\n{\"key\":\"d\"}\n";
+    let err = ingest::feed_json_lines(&log, input.as_bytes(), 9, &cancel)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("line 1"), "{err}");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert_eq!(
+        read_all(&log, 0).len(),
+        3,
+        "the line before the bad one went in"
+    );
 }
 
 #[tokio::test]
