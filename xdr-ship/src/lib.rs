@@ -25,9 +25,9 @@
 //!   the per-connection app and kernel numbers, softirq per CPU, charts.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
-//!
-//! The stage still to come gets a room of its own: `log` (the durable
-//! source log).
+//! - [`srclog`]: the durable source log: group-committed appends, segments,
+//!   per-destination checkpoints, reclaim, the disk budget; a
+//!   [`srclog::LogSource`] per destination.
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;
@@ -36,6 +36,7 @@ pub mod net;
 pub mod probe;
 pub mod server;
 pub mod ship;
+pub mod srclog;
 pub mod store;
 pub mod tui;
 pub mod tune;

@@ -13,6 +13,7 @@
 mod bench;
 mod demo;
 mod setup;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -59,6 +60,17 @@ enum Cmd {
         #[arg(long)]
         probe_only: bool,
     },
+    /// The fault tests, longer: kill -9 of shipper and receiver N times
+    /// each, a long link outage; prints runs, records written, acked,
+    /// found at the destination, lost (root).
+    Soak {
+        /// Kills per kill test (at least 20 for the note).
+        #[arg(long, default_value_t = 20)]
+        kills: u64,
+        /// Seconds of link outage.
+        #[arg(long, default_value_t = 90)]
+        outage: u64,
+    },
     /// The main job: the seed's experiment across an emulated 156 ms,
     /// 100 MB/s link (iperf3, stop-and-wait x 10, pipelined).
     Demo {
@@ -90,6 +102,7 @@ fn main() -> Result<()> {
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }
         Cmd::Demo { seconds } => demo(seconds),
+        Cmd::Soak { kills, outage } => build(false).and_then(|bin| soak::soak(&bin, kills, outage)),
     }
 }
 

@@ -68,6 +68,7 @@ pub struct Live {
     print: Print,
     prom: Option<PromMetrics>,
     record: Option<(PathBuf, BufWriter<std::fs::File>)>,
+    prefix: String,
     last_limit: Option<Limit>,
     last: Option<Diagnosis>,
 }
@@ -81,21 +82,33 @@ impl Live {
         print: Print,
         cancel: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Self> {
+        let prom = start_metrics(args, cancel).await?;
+        Self::with(args, port, print, prom, None)
+    }
+
+    /// One destination's outputs among several: lines prefixed with
+    /// `[name]`, the recording named after it, the metrics exporter shared
+    /// (its series are labelled by destination).
+    pub fn with(
+        args: &LiveArgs,
+        port: Option<u16>,
+        print: Print,
+        prom: Option<PromMetrics>,
+        name: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let record = match &args.record {
             Some(path) => {
-                let f = std::fs::File::create(path)
+                let path = match name {
+                    Some(n) => {
+                        let mut p = path.clone().into_os_string();
+                        p.push(format!(".{n}"));
+                        PathBuf::from(p)
+                    }
+                    None => path.clone(),
+                };
+                let f = std::fs::File::create(&path)
                     .with_context(|| format!("--record {}: cannot create", path.display()))?;
-                Some((path.clone(), BufWriter::new(f)))
-            }
-            None => None,
-        };
-        let prom = match args.metrics {
-            Some(addr) => {
-                let m = PromMetrics::new();
-                let (local, _task) =
-                    xdr_ship::metrics::prometheus::serve(addr, m.clone(), cancel).await?;
-                eprintln!("metrics: http://{local}/metrics");
-                Some(m)
+                Some((path, BufWriter::new(f)))
             }
             None => None,
         };
@@ -110,6 +123,7 @@ impl Live {
             print,
             prom,
             record,
+            prefix: name.map(|n| format!("[{n}] ")).unwrap_or_default(),
             last_limit: None,
             last: None,
         })
@@ -126,10 +140,10 @@ impl Live {
         let (sample, diagnosis) = self.monitor.observe(snap);
         match self.print {
             Print::Lines => {
-                println!("{}", snap.headless_line());
+                println!("{}{}", self.prefix, snap.headless_line());
                 if let Some(d) = &diagnosis {
                     if self.last_limit != Some(d.shipper.limit) {
-                        println!("verdict: {}", d.shipper);
+                        println!("{}verdict: {}", self.prefix, d.shipper);
                         self.last_limit = Some(d.shipper.limit);
                     }
                 }
@@ -169,6 +183,21 @@ impl Live {
         self.last = None;
         self.last_limit = None;
     }
+}
+
+/// Starts the `--metrics` exporter, if asked for: one per process, shared
+/// by every destination.
+pub async fn start_metrics(
+    args: &LiveArgs,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<PromMetrics>> {
+    let Some(addr) = args.metrics else {
+        return Ok(None);
+    };
+    let m = PromMetrics::new();
+    let (local, _task) = xdr_ship::metrics::prometheus::serve(addr, m.clone(), cancel).await?;
+    eprintln!("metrics: http://{local}/metrics");
+    Ok(Some(m))
 }
 
 /// The `--json` line: the snapshot's fields, per connection included, plus

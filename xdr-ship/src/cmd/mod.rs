@@ -1,5 +1,6 @@
 //! The commands' bodies: the edge between flags and the library.
 pub mod diagnose;
+pub mod ingest;
 pub mod live;
 pub mod load;
 pub mod observe;

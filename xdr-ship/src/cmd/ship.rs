@@ -20,9 +20,9 @@ pub fn parse_mode(s: &str) -> Result<OrderingMode, String> {
 /// Ship records to a destination, many in flight per connection.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Destination `host:port`.
-    #[arg(long, value_name = "ADDR")]
-    to: String,
+    /// Destination `host:port`; repeat for several (they need --log).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    to: Vec<String>,
     /// TCP connections to the destination.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     connections: u64,
@@ -41,9 +41,10 @@ pub struct Args {
     /// SO_SNDBUF of every connection (the seed's sender used 5 MiB).
     #[arg(long, default_value = "5MiB", value_parser = super::parse_size, value_name = "SIZE")]
     sndbuf: usize,
-    /// In-process load: RATE,SIZE,KEYS (records/s or `max`, value bytes, key space).
+    /// In-process load: RATE,SIZE,KEYS (records/s or `max`, value bytes,
+    /// key space); with --log it goes through the log.
     #[arg(long, value_name = "RATE,SIZE,KEYS")]
-    generate: GenerateSpec,
+    generate: Option<GenerateSpec>,
     /// Stop after this many records.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -79,10 +80,13 @@ pub struct Args {
     pub tui: bool,
     #[command(flatten)]
     live: super::live::LiveArgs,
+    /// The source node: durable log, ingest, several destinations.
+    #[command(flatten)]
+    source: super::ingest::LogArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut cfg = ShipConfig::new(&args.to);
+    let mut cfg = ShipConfig::new(args.to.first().map_or("", String::as_str));
     cfg.connections = args.connections as usize;
     cfg.window = args.window;
     cfg.mode = args.mode;
@@ -98,7 +102,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.stop_and_wait {
         cfg = cfg.stop_and_wait();
     }
-    let source = Generator::new(args.generate, args.source_id, args.count);
+    cfg.dead_letter = args.source.dead_letter.clone();
+    if args.source.wanted(args.to.len()) {
+        let to = args.to.clone();
+        return super::ingest::run(
+            cfg,
+            &to,
+            args.generate,
+            args.count,
+            args.source,
+            super::ingest::Shown {
+                json: args.json,
+                tui: args.tui,
+                live: &args.live,
+            },
+        )
+        .await;
+    }
+    let Some(generate) = args.generate else {
+        anyhow::bail!(
+            "nothing to ship: give --generate RATE,SIZE,KEYS, or --log DIR with --listen ADDR or --from FILE"
+        );
+    };
+    let source = Generator::new(generate, args.source_id, args.count);
     if !args.json {
         println!(
             "ship: to {} : {} connections : window {} : {:?} : {}",

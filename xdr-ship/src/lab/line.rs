@@ -61,6 +61,9 @@ pub struct DirectionStats {
     pub drops_queue: u64,
     /// Segments dropped at random (`--loss`).
     pub drops_loss: u64,
+    /// Segments dropped while the link was down ([`DelayLine::set_up`]).
+    #[serde(default)]
+    pub drops_down: u64,
     /// Super-packets split in user space because some of their segments were dropped.
     pub splits: u64,
     /// Frames the receiving TUN refused.
@@ -117,6 +120,7 @@ struct Counters {
     bytes_out: AtomicU64,
     drops_queue: AtomicU64,
     drops_loss: AtomicU64,
+    drops_down: AtomicU64,
     splits: AtomicU64,
     write_errors: AtomicU64,
     queue_bytes: AtomicU64,
@@ -140,6 +144,7 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             drops_queue: self.drops_queue.load(Relaxed),
             drops_loss: self.drops_loss.load(Relaxed),
+            drops_down: self.drops_down.load(Relaxed),
             splits: self.splits.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
             queue_bytes: self.queue_bytes.load(Relaxed),
@@ -181,6 +186,9 @@ struct Probe {
 
 struct Shared {
     stop: AtomicBool,
+    /// The link is cut: every frame is dropped in both directions (an
+    /// outage, as when a WAN circuit goes down), until it is back up.
+    down: AtomicBool,
     /// A probe without an echo after this long is stale: the receiver held
     /// its echo back (a hole in loss recovery), and a sample would measure
     /// recovery, not the path. Twice the worst legitimate delay.
@@ -209,6 +217,7 @@ impl DelayLine {
     pub fn start(near: OwnedFd, far: OwnedFd, config: &LinkConfig) -> Result<Self, LabError> {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             probe_timeout_ns: 2
                 * (config.rtt + config.queue * 2 + config.jitter * 2).as_nanos() as Nanos
                 + 100_000_000,
@@ -250,6 +259,17 @@ impl DelayLine {
         let shared = self.shared.clone();
         let rtt = self.rtt;
         move || stats_of(&shared, rtt)
+    }
+
+    /// Cuts the link (`false`: every frame dropped both ways, silently, as
+    /// on a failed circuit) or restores it (`true`).
+    pub fn set_up(&self, up: bool) {
+        self.shared.down.store(!up, Relaxed);
+    }
+
+    /// Whether the link carries frames.
+    pub fn is_up(&self) -> bool {
+        !self.shared.down.load(Relaxed)
     }
 
     /// Stops both threads and waits for them (each wakes within 50 ms).
@@ -425,6 +445,10 @@ impl Direction {
         c.packets_in.fetch_add(1, Relaxed);
         c.segments_in.fetch_add(layout.segments as u64, Relaxed);
         c.bytes_in.fetch_add(layout.wire_len(), Relaxed);
+        if self.shared.down.load(Relaxed) {
+            c.drops_down.fetch_add(layout.segments as u64, Relaxed);
+            return;
+        }
         self.probe_rtt(&frame[VNET_HDR_LEN..], now);
 
         // Loss may be confined to some ports: decided once per frame, since

@@ -506,6 +506,14 @@ impl Lab {
         self.reaper.as_ref().map(Reaper::pid)
     }
 
+    /// Cuts the link (`false`) or restores it (`true`): while down, every
+    /// frame is dropped both ways, silently, like a failed WAN circuit.
+    pub fn set_link_up(&self, up: bool) {
+        if let Some(line) = &self.line {
+            line.set_up(up);
+        }
+    }
+
     /// A snapshot of the line's counters.
     pub fn stats(&self) -> LineStats {
         self.line.as_ref().map(DelayLine::stats).unwrap_or_default()

@@ -37,9 +37,11 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
+pub mod sink;
+pub use sink::{Applied, Sink};
+
 use crate::{
     net::{request_buffer, Buffer, BufferReport},
-    store::{ApplyOutcome, Store, StoreError},
     wire::{
         Ack, Frame, HelloOk, Message, OrderingMode, ResultCode, WireCodec, WireError, Write,
         DEFAULT_MAX_FRAME,
@@ -137,14 +139,16 @@ pub fn bind(
 }
 
 /// Serves connections on `listener` until `shutdown`, then waits (bounded)
-/// for open connections to finish their requests.
+/// for open connections to finish their requests. Writes go to `sink`: a
+/// [`crate::store::Store`] (`recv`) or the source log (ingest).
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    sink: impl Into<Arc<dyn Sink>>,
     cfg: ServerConfig,
     stats: Arc<ServerStats>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let store: Arc<dyn Sink> = sink.into();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let cfg = Arc::new(cfg);
     let mut tasks = tokio::task::JoinSet::new();
@@ -213,7 +217,7 @@ async fn refuse(stream: TcpStream, code: ResultCode, why: &'static str) {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    store: Store,
+    store: Arc<dyn Sink>,
     cfg: &ServerConfig,
     stats: &ServerStats,
     shutdown: CancellationToken,
@@ -321,7 +325,7 @@ async fn pump(
     mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
     mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, WireCodec>,
     mut pending: impl Pending<ApplyFuture>,
-    store: Store,
+    store: Arc<dyn Sink>,
     cfg: &ServerConfig,
     stats: &ServerStats,
     shutdown: CancellationToken,
@@ -411,21 +415,19 @@ fn count(stats: &ServerStats, answer: &Frame, writes: usize) {
 }
 
 /// Applies one request and builds its answer.
-fn apply(store: Store, id: u64, writes: Vec<Write>, delay: Option<Duration>) -> ApplyFuture {
+fn apply(
+    store: Arc<dyn Sink>,
+    id: u64,
+    writes: Vec<Write>,
+    delay: Option<Duration>,
+) -> ApplyFuture {
     Box::pin(async move {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
         let n = writes.len();
         let frame = match store.apply(writes).await {
-            Ok(outcomes) => {
-                let codes: Vec<ResultCode> = outcomes
-                    .iter()
-                    .map(|o| match o {
-                        ApplyOutcome::Applied => ResultCode::Ok,
-                        ApplyOutcome::LostConflict => ResultCode::LostConflict,
-                    })
-                    .collect();
+            Applied::PerWrite(codes) => {
                 let uniform = codes
                     .first()
                     .copied()
@@ -436,20 +438,7 @@ fn apply(store: Store, id: u64, writes: Vec<Write>, delay: Option<Duration>) -> 
                     _ => Frame::ack_per_write(id, codes),
                 }
             }
-            // A write the store can never take (empty or oversize key or
-            // value) is permanent: resending it would loop forever.
-            Err(StoreError::InvalidWrite { index, reason }) => {
-                let code = if reason.contains("empty") {
-                    ResultCode::BadRequest
-                } else {
-                    ResultCode::RecordTooLarge
-                };
-                Frame::nack(id, code, format!("write {index}: {reason}"))
-            }
-            Err(e) if !e.is_retryable() => {
-                Frame::nack(id, ResultCode::BadRequest, format!("store: {e}"))
-            }
-            Err(e) => Frame::nack(id, ResultCode::Unavailable, format!("store: {e}")),
+            Applied::Refused(code, why) => Frame::nack(id, code, why),
         };
         (frame, n)
     })

@@ -65,6 +65,10 @@ pub(crate) struct ConnConfig {
     pub report_acks: bool,
     /// zstd-compress BATCH payloads above the codec's threshold.
     pub compress: bool,
+    /// The destination as given, for dead letters.
+    pub destination: String,
+    /// Where permanently refused records are kept.
+    pub dead_letter: Option<Arc<super::dead_letter::DeadLetter>>,
 }
 
 /// A request in flight: its records (kept for a resend) and when it left.
@@ -97,6 +101,16 @@ pub(crate) struct ConnState {
     inflight_bytes: AtomicU64,
     counters: Mutex<Counters>,
     latency: Mutex<Histogram<u64>>,
+    /// Retryable answers back off: the writer sends nothing before this.
+    retry_pause: Mutex<RetryPause>,
+}
+
+/// The writer's pause after retryable answers (Busy, Timeout, ...):
+/// doubling from `backoff_min` to `backoff_max`, reset by a success.
+#[derive(Debug, Default)]
+struct RetryPause {
+    until: Option<Instant>,
+    backoff: Duration,
 }
 
 /// Locks `m`, recovering the data if a panicking holder poisoned it: every
@@ -122,6 +136,7 @@ impl ConnState {
             inflight_bytes: AtomicU64::new(0),
             counters: Mutex::new(Counters::default()),
             latency: Mutex::new(new_latency_histogram()),
+            retry_pause: Mutex::new(RetryPause::default()),
         }
     }
 
@@ -412,6 +427,16 @@ async fn write_loop(
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(cfg.batch_max_records);
     let mut last_window_check = Instant::now();
     loop {
+        // The destination answered "retry": wait out the backoff before
+        // sending anything (resends first, then new records).
+        let pause = lock(&state.retry_pause).until.take();
+        if let Some(until) = pause.filter(|u| *u > Instant::now()) {
+            flush(writer).await?;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = cancel.cancelled() => return Ok(false),
+            }
+        }
         // One permit per record, taken before the record: a full window
         // leaves records in the queue (and the source) rather than here.
         if state.permits.available_permits() == 0 {
@@ -554,7 +579,7 @@ async fn read_loop(
         };
         let id = frame.request_id;
         let result = match frame.body {
-            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i)),
+            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i), ""),
             Message::Nack(nack) => {
                 if nack.code.is_permanent() {
                     tracing::warn!(
@@ -564,7 +589,7 @@ async fn read_loop(
                         nack.message
                     );
                 }
-                settle(state, cfg, id, |_| Some(nack.code))
+                settle(state, cfg, id, |_| Some(nack.code), &nack.message)
             }
             Message::Goodbye(g) => {
                 return ShipError::Refused(format!("receiver closed: {} {}", g.code, g.message))
@@ -594,6 +619,7 @@ fn settle(
     cfg: &ConnConfig,
     id: u64,
     code_of: impl Fn(usize) -> Option<ResultCode>,
+    reason: &str,
 ) -> Result<Vec<u64>, ShipError> {
     let pending = {
         let mut table = lock(&state.table);
@@ -633,7 +659,18 @@ fn settle(
                     retry.push(rec);
                     continue;
                 }
-                (_, ResultClass::Permanent) => c.abandoned += 1,
+                (_, ResultClass::Permanent) => {
+                    c.abandoned += 1;
+                    if let Some(dl) = &cfg.dead_letter {
+                        if let Err(e) = dl.record(&cfg.destination, &rec, code, reason) {
+                            tracing::error!(
+                                "cannot write record {} to the dead-letter file {}: {e}",
+                                rec.seq,
+                                dl.path().display()
+                            );
+                        }
+                    }
+                }
             }
             delivered.push(rec.seq);
         }
@@ -647,8 +684,14 @@ fn settle(
         .fetch_sub(pending.bytes, Ordering::Relaxed);
     state.permits.add_permits(n as usize);
     if retry.is_empty() {
+        lock(&state.retry_pause).backoff = Duration::ZERO;
         state.wake_writer.notify_one();
     } else {
+        {
+            let mut p = lock(&state.retry_pause);
+            p.backoff = (p.backoff * 2).clamp(cfg.backoff_min, cfg.backoff_max);
+            p.until = Some(Instant::now() + p.backoff);
+        }
         state.push_resend(retry);
     }
     Ok(delivered)

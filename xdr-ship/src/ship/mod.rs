@@ -15,6 +15,7 @@
 //! and, with `--window auto`, grows each window towards
 //! `headroom × throughput × RTT` of that connection.
 pub(crate) mod conn;
+pub mod dead_letter;
 pub mod source;
 
 use std::{
@@ -127,6 +128,9 @@ pub struct ShipConfig {
     /// `cubic`, `bbr`, …); `None` keeps the host's default. On a lossy
     /// long path BBR keeps its rate where a loss-based algorithm halves it.
     pub congestion: Option<String>,
+    /// Where records refused for good go (with the reason); `None`: they
+    /// are only counted as `abandoned` and logged.
+    pub dead_letter: Option<std::path::PathBuf>,
 }
 
 impl ShipConfig {
@@ -147,6 +151,7 @@ impl ShipConfig {
             interval: Duration::from_secs(1),
             compress: false,
             congestion: None,
+            dead_letter: None,
         }
     }
 
@@ -211,6 +216,12 @@ pub async fn run<S: Source>(
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
     let addr = resolve(&cfg.to).await?;
+    let dead_letter = match &cfg.dead_letter {
+        Some(path) => Some(Arc::new(
+            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
+        )),
+        None => None,
+    };
     let started = Instant::now();
     let (window, window_max) = match cfg.window {
         WindowSetting::Fixed(w) => (w, w),
@@ -228,8 +239,10 @@ pub async fn run<S: Source>(
         handshake_timeout: Duration::from_secs(5),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(5),
-        report_acks: false,
+        report_acks: source.wants_acks(),
         compress: cfg.compress,
+        destination: cfg.to.clone(),
+        dead_letter,
     });
 
     // A small hand-over queue: the windows, not this queue, hold the
@@ -237,6 +250,9 @@ pub async fn run<S: Source>(
     let (tx, rx) = async_channel::bounded::<SourceRecord>(1024);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(1024);
     let backlog = Arc::new(AtomicU64::new(0));
+    // When the source's oldest unacknowledged record was written (Unix ms,
+    // 0: unknown), so the lag keeps growing while nothing is answered.
+    let source_oldest_ms = Arc::new(AtomicU64::new(0));
     let conn_cancel = cancel.child_token();
 
     let dispatcher = tokio::spawn(dispatch(
@@ -244,6 +260,7 @@ pub async fn run<S: Source>(
         tx,
         ack_rx,
         backlog.clone(),
+        source_oldest_ms.clone(),
         cfg.max_throughput,
         cfg.duration.map(|d| started + d),
         stop.clone(),
@@ -277,7 +294,10 @@ pub async fn run<S: Source>(
                 }
             }
             _ = ticker.tick() => {
-                let snap = snapper.take(&states, backlog.load(Ordering::Relaxed) + rx.len() as u64);
+                let mut snap = snapper.take(&states, backlog.load(Ordering::Relaxed) + rx.len() as u64);
+                if let oldest @ 1.. = source_oldest_ms.load(Ordering::Relaxed) {
+                    snap.lag_ms = snap.lag_ms.max(snap.unix_ms.saturating_sub(oldest));
+                }
                 if cfg.window == WindowSetting::Auto {
                     snapper.grow_windows(&states, &snap, window_max);
                 }
@@ -292,7 +312,16 @@ pub async fn run<S: Source>(
             drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
         }
     }
-    dispatcher.abort();
+    // The connections are done and have dropped their ack senders: the
+    // dispatcher hands the last acknowledgements to the source (a log's
+    // checkpoint must see them) and ends. Bounded, in case it is stuck.
+    let mut dispatcher = dispatcher;
+    if tokio::time::timeout(Duration::from_secs(1), &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
     let last = snapper.take(&states, backlog.load(Ordering::Relaxed));
     let mut counters = Counters::default();
     for s in &states {
@@ -314,6 +343,7 @@ async fn dispatch<S: Source>(
     tx: async_channel::Sender<SourceRecord>,
     mut acks: mpsc::Receiver<Vec<u64>>,
     backlog: Arc<AtomicU64>,
+    oldest_ms: Arc<AtomicU64>,
     max_throughput: Option<u64>,
     deadline: Option<Instant>,
     stop: CancellationToken,
@@ -338,6 +368,7 @@ async fn dispatch<S: Source>(
             r = source.next() => r,
             Some(seqs) = acks.recv() => {
                 for s in seqs { source.acked(s); }
+                publish_lag(&source, &oldest_ms);
                 continue;
             }
             _ = stop.cancelled() => break,
@@ -345,6 +376,7 @@ async fn dispatch<S: Source>(
         };
         let Some(record) = record else { break };
         backlog.store(source.backlog(), Ordering::Relaxed);
+        publish_lag(&source, &oldest_ms);
         tokio::select! {
             r = tx.send(record) => if r.is_err() { break },
             _ = stop.cancelled() => break,
@@ -360,7 +392,19 @@ async fn dispatch<S: Source>(
         for s in seqs {
             source.acked(s);
         }
+        publish_lag(&source, &oldest_ms);
     }
+}
+
+/// Publishes when the source's oldest unacknowledged record was written.
+fn publish_lag<S: Source>(source: &S, oldest_ms: &AtomicU64) {
+    let oldest = source.lag().map_or(0, |lag| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_sub(lag.as_millis() as u64).max(1)
+    });
+    oldest_ms.store(oldest, Ordering::Relaxed);
 }
 
 /// Turns the connections' cumulative counters into interval rates.

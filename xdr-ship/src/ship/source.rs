@@ -36,6 +36,16 @@ pub trait Source: Send + 'static {
     fn backlog(&self) -> u64;
     /// The destination acknowledged the record at `seq`.
     fn acked(&mut self, _seq: u64) {}
+    /// Whether [`Source::acked`] matters (a log advances a checkpoint); the
+    /// connections report delivered positions only if so.
+    fn wants_acks(&self) -> bool {
+        false
+    }
+    /// Age of the oldest record not yet acknowledged, when the source knows
+    /// it (a log does, from append times); `None`: the shipper's own view.
+    fn lag(&self) -> Option<Duration> {
+        None
+    }
     /// A short description for the operator (`generate 1000/s x 1000 B over 1000 keys`).
     fn describe(&self) -> String;
 }

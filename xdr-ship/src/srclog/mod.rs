@@ -1,0 +1,836 @@
+//! The durable source log: what the source node has accepted and not yet
+//! delivered everywhere.
+//!
+//! Why: a shipper that holds writes only in memory loses them when its
+//! process dies or a link stays down longer than its buffers last. Ingest
+//! appends every write here and acknowledges it only once it is on disk;
+//! each destination reads the log from its own checkpoint; a restart
+//! resumes from the checkpoint and sends again what follows (duplicates are
+//! harmless: the destination keeps the highest version of each key).
+//!
+//! - **Segments** (`segment`): files of CRC-checked entries, each named by
+//!   its first position. Recovery cuts the last segment at the first entry
+//!   that does not check out (a write torn by a crash); a bad entry in an
+//!   earlier segment is corruption and refuses to open.
+//! - **Group commit**: an append writes its entries to the active segment
+//!   and waits; one syncer thread `fdatasync`s whatever has been written
+//!   since its last sync, so concurrent appenders share one sync. An append
+//!   returns only when a sync covering it has completed. A failed sync
+//!   fails the log for good (after `fsyncgate`, a retried sync proves
+//!   nothing): appends are refused until a restart recovers from disk.
+//! - **Checkpoints**: per destination, the first position not yet
+//!   acknowledged (every position below it was delivered). The syncer
+//!   persists changed checkpoints every `checkpoint_interval`: write a temp
+//!   file, fsync, rename over, fsync the directory.
+//! - **Reclaim**: a segment is deleted once every destination's persisted
+//!   checkpoint has passed its last entry. Only destinations opened in this
+//!   process hold segments back.
+//! - **Budget**: segments on disk may use at most `budget_bytes`; an append
+//!   that does not fit answers [`LogError::Busy`] (retryable) and writes
+//!   nothing. Nothing acknowledged is ever dropped to make room.
+//!
+//! [`LogSource`] is the per-destination reader that implements
+//! [`crate::ship::Source`].
+pub mod ingest;
+pub mod segment;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::VecDeque,
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::BytesMut;
+use tokio::sync::watch;
+
+use crate::wire::Write;
+pub use segment::Entry;
+use segment::{parse_segment_name, segment_name};
+pub use source::LogSource;
+
+/// Why the log refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("source log: cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Data on disk is damaged where no crash could have torn it.
+    #[error("source log: {} is corrupt at byte {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The disk budget is full until destinations catch up: retry later.
+    #[error("source log is full ({used} of {budget} bytes): retry once destinations catch up")]
+    Busy {
+        /// Bytes on disk.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+    /// The append can never fit the budget.
+    #[error("append of {bytes} bytes exceeds the source log's whole budget of {budget} bytes")]
+    TooLarge {
+        /// Bytes of the append.
+        bytes: u64,
+        /// The budget.
+        budget: u64,
+    },
+    /// A previous write or sync failed; the log takes no more appends until
+    /// it is reopened (recovery then keeps what is provably on disk).
+    #[error("source log failed earlier and takes no more appends: {0}")]
+    Failed(String),
+    /// The log was sealed (no more appends) or closed.
+    #[error("source log is closed")]
+    Closed,
+    /// A destination name that cannot name a checkpoint file.
+    #[error("destination name `{0}`: expected letters, digits, `.`, `_`, `-` (at most 100)")]
+    BadName(String),
+    /// A checkpoint file that does not parse.
+    #[error("checkpoint {}: {reason}", path.display())]
+    BadCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LogError {
+    /// Whether the same append may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::Busy { .. })
+    }
+}
+
+/// How the log is laid out and paced.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The directory holding segments and checkpoints.
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Most bytes of segments on disk.
+    pub budget_bytes: u64,
+    /// How often changed checkpoints are persisted (and segments reclaimed).
+    pub checkpoint_interval: Duration,
+}
+
+impl LogConfig {
+    /// 64 MiB segments, a 4 GiB budget, checkpoints every 500 ms.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            budget_bytes: 4 << 30,
+            checkpoint_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the syncer has made durable, broadcast to appenders and readers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Every position below this is on disk.
+    pub next: u64,
+    /// A write or sync failed.
+    pub failed: bool,
+    /// No more appends will come (readers end once they reach `next`).
+    pub sealed: bool,
+}
+
+/// A figure-only view of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    /// Oldest position still on disk.
+    pub first_seq: u64,
+    /// Next position to be appended.
+    pub next_seq: u64,
+    /// Every position below this is durable.
+    pub durable_seq: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segments on disk.
+    pub used_bytes: u64,
+    /// The disk budget.
+    pub budget_bytes: u64,
+    /// Appends refused as Busy since open.
+    pub busy: u64,
+    /// fdatasync calls since open (group commit: far fewer than appends).
+    pub syncs: u64,
+    /// Whether open cut a torn write off the last segment.
+    pub recovered_torn: bool,
+}
+
+/// One destination's reading position.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    name: String,
+    path: PathBuf,
+    /// First position not yet acknowledged (in memory).
+    acked_next: AtomicU64,
+    /// What the checkpoint file says.
+    persisted_next: AtomicU64,
+}
+
+impl Destination {
+    pub(crate) fn advance(&self, next: u64) {
+        self.acked_next.fetch_max(next, Ordering::Relaxed);
+    }
+    pub(crate) fn acked_next(&self) -> u64 {
+        self.acked_next.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct SegmentInfo {
+    first_seq: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    segments: VecDeque<SegmentInfo>,
+    active: Arc<File>,
+    next_seq: u64,
+    used_bytes: u64,
+    failed: Option<String>,
+    sealed: bool,
+    shutdown: bool,
+    destinations: Vec<Arc<Destination>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: LogConfig,
+    inner: Mutex<Inner>,
+    wake_syncer: Condvar,
+    durable: watch::Sender<Durable>,
+    busy: AtomicU64,
+    syncs: AtomicU64,
+    recovered_torn: AtomicBool,
+    /// One checkpoint writer at a time (the syncer and `flush_checkpoints`).
+    persisting: Mutex<()>,
+}
+
+/// Locks `m`, recovering the data if a panicking holder poisoned it: every
+/// critical section leaves `Inner` consistent at each step.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The source log; clones share it. The syncer thread stops (after a last
+/// sync and checkpoint) when the last clone is dropped or on [`Log::close`].
+#[derive(Clone, Debug)]
+pub struct Log(Arc<Handle>);
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_syncer();
+    }
+}
+
+impl Handle {
+    fn stop_syncer(&self) {
+        lock(&self.shared.inner).shutdown = true;
+        self.shared.wake_syncer.notify_all();
+        if let Some(t) = lock(&self.syncer).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let what = what.into();
+    move |source| LogError::Io { what, source }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("sync directory {}", dir.display())))
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `cfg.dir`, recovering from a
+    /// crash: the last segment is cut at its first invalid entry.
+    pub fn open(cfg: LogConfig) -> Result<Log, LogError> {
+        fs::create_dir_all(&cfg.dir).map_err(io_err(format!("create {}", cfg.dir.display())))?;
+        let mut found: Vec<(u64, PathBuf, u64)> = Vec::new();
+        for entry in
+            fs::read_dir(&cfg.dir).map_err(io_err(format!("list {}", cfg.dir.display())))?
+        {
+            let entry = entry.map_err(io_err(format!("list {}", cfg.dir.display())))?;
+            let name = entry.file_name();
+            if let Some(first) = name.to_str().and_then(parse_segment_name) {
+                let len = entry
+                    .metadata()
+                    .map_err(io_err(format!("stat {}", entry.path().display())))?
+                    .len();
+                found.push((first, entry.path(), len));
+            } else if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
+                // A checkpoint write that never got renamed.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        found.sort_by_key(|s| s.0);
+        for pair in found.windows(2) {
+            if pair[0].0 >= pair[1].0 {
+                return Err(LogError::Corrupt {
+                    path: pair[1].1.clone(),
+                    offset: 0,
+                    reason: "segments out of order".into(),
+                });
+            }
+        }
+        let mut torn = false;
+        let next_seq = if let Some(last) = found.last_mut() {
+            let scan = segment::scan(&last.1, last.0)?;
+            if let Some(why) = &scan.torn {
+                tracing::warn!(
+                    "source log: cutting {} at byte {} (was {}): {why}",
+                    last.1.display(),
+                    scan.valid_len,
+                    last.2
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&last.1)
+                    .map_err(io_err(format!("open {}", last.1.display())))?;
+                f.set_len(scan.valid_len)
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_err(format!("truncate {}", last.1.display())))?;
+                last.2 = scan.valid_len;
+                torn = true;
+            }
+            scan.next_seq
+        } else {
+            let path = cfg.dir.join(segment_name(0));
+            File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+            sync_dir(&cfg.dir)?;
+            found.push((0, path, 0));
+            0
+        };
+        let last = found.last().expect("at least one segment");
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&last.1)
+            .map_err(io_err(format!("open {}", last.1.display())))?;
+        let segments: VecDeque<SegmentInfo> = found
+            .into_iter()
+            .map(|(first_seq, path, bytes)| SegmentInfo {
+                first_seq,
+                path,
+                bytes,
+            })
+            .collect();
+        let used_bytes = segments.iter().map(|s| s.bytes).sum();
+        let (durable, _) = watch::channel(Durable {
+            next: next_seq,
+            failed: false,
+            sealed: false,
+        });
+        let shared = Arc::new(Shared {
+            cfg,
+            inner: Mutex::new(Inner {
+                segments,
+                active: Arc::new(active),
+                next_seq,
+                used_bytes,
+                failed: None,
+                sealed: false,
+                shutdown: false,
+                destinations: Vec::new(),
+            }),
+            wake_syncer: Condvar::new(),
+            durable,
+            busy: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            recovered_torn: AtomicBool::new(torn),
+            persisting: Mutex::new(()),
+        });
+        let s = shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("srclog-sync".into())
+            .spawn(move || syncer(&s))
+            .map_err(io_err("start the syncer thread"))?;
+        Ok(Log(Arc::new(Handle {
+            shared,
+            syncer: Mutex::new(Some(syncer)),
+        })))
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.0.shared
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared().cfg
+    }
+
+    /// Appends `writes` and returns their positions once a sync covers
+    /// them. [`LogError::Busy`] when the budget is full (nothing written).
+    pub async fn append(&self, writes: &[Write]) -> Result<Range<u64>, LogError> {
+        let range = self.append_unsynced(writes)?;
+        self.wait_durable(range.end).await?;
+        Ok(range)
+    }
+
+    /// Writes `writes` to the active segment without waiting for the sync;
+    /// the caller must [`Log::wait_durable`] before acknowledging them.
+    /// The write goes to the page cache (the slow part, the sync, is the
+    /// syncer thread's), so it is done inline under the lock, which also
+    /// keeps positions in file order.
+    pub fn append_unsynced(&self, writes: &[Write]) -> Result<Range<u64>, LogError> {
+        let sh = self.shared();
+        let mut inner = lock(&sh.inner);
+        if let Some(why) = &inner.failed {
+            return Err(LogError::Failed(why.clone()));
+        }
+        if inner.sealed || inner.shutdown {
+            return Err(LogError::Closed);
+        }
+        let bytes: u64 = writes.iter().map(|w| segment::entry_len(w) as u64).sum();
+        if bytes > sh.cfg.budget_bytes {
+            return Err(LogError::TooLarge {
+                bytes,
+                budget: sh.cfg.budget_bytes,
+            });
+        }
+        if inner.used_bytes + bytes > sh.cfg.budget_bytes {
+            sh.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(LogError::Busy {
+                used: inner.used_bytes,
+                budget: sh.cfg.budget_bytes,
+            });
+        }
+        if writes.is_empty() {
+            return Ok(inner.next_seq..inner.next_seq);
+        }
+        let active_bytes = inner.segments.back().map_or(0, |s| s.bytes);
+        if active_bytes > 0 && active_bytes + bytes > sh.cfg.segment_bytes {
+            if let Err(e) = roll(&sh.cfg, &mut inner) {
+                inner.failed = Some(e.to_string());
+                sh.durable.send_modify(|d| d.failed = true);
+                return Err(e);
+            }
+        }
+        let start = inner.next_seq;
+        let now = now_unix_ms();
+        let mut buf = BytesMut::with_capacity(bytes as usize);
+        for (i, w) in writes.iter().enumerate() {
+            segment::encode(&mut buf, start + i as u64, now, w);
+        }
+        if let Err(e) = (&*inner.active).write_all(&buf) {
+            // Part of it may be in the file: only a reopen (which cuts the
+            // torn tail) can say what the log holds now.
+            let why = format!("write to the active segment: {e}");
+            inner.failed = Some(why.clone());
+            sh.durable.send_modify(|d| d.failed = true);
+            return Err(LogError::Failed(why));
+        }
+        inner.next_seq = start + writes.len() as u64;
+        inner.used_bytes += bytes;
+        if let Some(s) = inner.segments.back_mut() {
+            s.bytes += bytes;
+        }
+        drop(inner);
+        sh.wake_syncer.notify_all();
+        Ok(start..start + writes.len() as u64)
+    }
+
+    /// Waits until every position below `end` is durable.
+    pub async fn wait_durable(&self, end: u64) -> Result<(), LogError> {
+        let mut rx = self.shared().durable.subscribe();
+        let d = rx
+            .wait_for(|d| d.next >= end || d.failed)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        if d.next >= end {
+            Ok(())
+        } else {
+            Err(LogError::Failed(
+                lock(&self.shared().inner)
+                    .failed
+                    .clone()
+                    .unwrap_or_default(),
+            ))
+        }
+    }
+
+    /// Watches what is durable.
+    pub fn subscribe(&self) -> watch::Receiver<Durable> {
+        self.shared().durable.subscribe()
+    }
+
+    /// No more appends: readers end once they have read everything.
+    pub fn seal(&self) {
+        lock(&self.shared().inner).sealed = true;
+        self.shared().wake_syncer.notify_all();
+        self.shared().durable.send_modify(|d| d.sealed = true);
+    }
+
+    /// Figures.
+    pub fn stats(&self) -> LogStats {
+        let sh = self.shared();
+        let inner = lock(&sh.inner);
+        LogStats {
+            first_seq: inner.segments.front().map_or(0, |s| s.first_seq),
+            next_seq: inner.next_seq,
+            durable_seq: sh.durable.borrow().next,
+            segments: inner.segments.len(),
+            used_bytes: inner.used_bytes,
+            budget_bytes: sh.cfg.budget_bytes,
+            busy: sh.busy.load(Ordering::Relaxed),
+            syncs: sh.syncs.load(Ordering::Relaxed),
+            recovered_torn: sh.recovered_torn.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The persisted checkpoint of destination `name` (first position not
+    /// known delivered), if that destination is open.
+    pub fn checkpoint(&self, name: &str) -> Option<u64> {
+        let inner = lock(&self.shared().inner);
+        inner
+            .destinations
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.persisted_next.load(Ordering::Relaxed))
+    }
+
+    /// Persists every changed checkpoint and reclaims what all have passed,
+    /// now rather than at the next interval.
+    pub fn flush_checkpoints(&self) -> Result<(), LogError> {
+        persist_and_reclaim(self.shared())
+    }
+
+    /// Stops the syncer after a last sync and checkpoint.
+    pub fn close(&self) {
+        self.0.stop_syncer();
+    }
+
+    /// Opens destination `name`'s checkpoint (a new destination starts at
+    /// the oldest position on disk) and registers it, so that reclaim
+    /// waits for it.
+    pub(crate) fn destination(&self, name: &str) -> Result<Arc<Destination>, LogError> {
+        let ok = !name.is_empty()
+            && name.len() <= 100
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(LogError::BadName(name.to_owned()));
+        }
+        let sh = self.shared();
+        let path = sh.cfg.dir.join(format!("ckpt-{name}.json"));
+        if let Some(d) = lock(&sh.inner).destinations.iter().find(|d| d.name == name) {
+            return Ok(d.clone());
+        }
+        let saved = match fs::read(&path) {
+            Ok(bytes) => Some(parse_checkpoint(&path, &bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
+        };
+        let mut inner = lock(&sh.inner);
+        let first = inner.segments.front().map_or(0, |s| s.first_seq);
+        // A checkpoint behind the oldest segment (its destination was not
+        // open while others reclaimed) resumes at the oldest one kept.
+        let start = saved.unwrap_or(first).clamp(first, inner.next_seq);
+        let d = Arc::new(Destination {
+            name: name.to_owned(),
+            path,
+            acked_next: AtomicU64::new(start),
+            persisted_next: AtomicU64::new(start),
+        });
+        inner.destinations.push(d.clone());
+        drop(inner);
+        if saved != Some(start) {
+            // A new destination holds the log from now on, also across a
+            // restart before its first acknowledgement.
+            write_checkpoint(&sh.cfg.dir, &d, start)?;
+        }
+        Ok(d)
+    }
+
+    /// A reader positioned at `seq` (or the oldest position kept, if later).
+    pub(crate) fn reader_at(&self, seq: u64) -> Result<Reader, LogError> {
+        let inner = lock(&self.shared().inner);
+        let seg = inner
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.first_seq <= seq)
+            .or(inner.segments.front())
+            .expect("at least one segment");
+        let mut current = segment::SegmentReader::open(seg.path.clone(), seg.first_seq)?;
+        let mut next = seg.first_seq;
+        drop(inner);
+        // Skip to `seq` (at most one segment's worth, read sequentially).
+        while next < seq {
+            match current.next_entry()? {
+                Some(e) => next = e.seq + 1,
+                None => break,
+            }
+        }
+        Ok(Reader {
+            log: self.clone(),
+            current,
+            next,
+        })
+    }
+
+    /// The segment whose first position is `seq`, if there is one.
+    fn segment_starting_at(&self, seq: u64) -> Option<PathBuf> {
+        lock(&self.shared().inner)
+            .segments
+            .iter()
+            .find(|s| s.first_seq == seq)
+            .map(|s| s.path.clone())
+    }
+}
+
+/// Reads the log in order across segments, never past what is durable.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    log: Log,
+    current: segment::SegmentReader,
+    next: u64,
+}
+
+impl Reader {
+    /// The next position this reader returns.
+    pub(crate) fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Up to `max_entries` entries (and about `max_bytes`) that are durable;
+    /// empty when the reader has caught up. Blocking file reads: call off
+    /// the async threads.
+    pub(crate) fn read_batch(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, LogError> {
+        let durable = self.log.shared().durable.borrow().next;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while self.next < durable && out.len() < max_entries && bytes < max_bytes {
+            match self.current.next_entry()? {
+                Some(e) => {
+                    if e.seq != self.next {
+                        return Err(LogError::Corrupt {
+                            path: self.current.path.clone(),
+                            offset: 0,
+                            reason: format!("position {} where {} was due", e.seq, self.next),
+                        });
+                    }
+                    self.next += 1;
+                    bytes += segment::entry_len(&e.write);
+                    out.push(e);
+                }
+                None => {
+                    // The end of this segment: the next one starts here.
+                    let Some(path) = self.log.segment_starting_at(self.next) else {
+                        return Err(LogError::Corrupt {
+                            path: self.current.path.clone(),
+                            offset: 0,
+                            reason: format!(
+                                "ends before durable position {durable} and no segment starts at {}",
+                                self.next
+                            ),
+                        });
+                    };
+                    self.current = segment::SegmentReader::open(path, self.next)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Closes the active segment (synced: the syncer only ever syncs the
+/// active one) and starts the next one.
+fn roll(cfg: &LogConfig, inner: &mut Inner) -> Result<(), LogError> {
+    inner
+        .active
+        .sync_data()
+        .map_err(io_err("sync the closing segment"))?;
+    let path = cfg.dir.join(segment_name(inner.next_seq));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(format!("create {}", path.display())))?;
+    sync_dir(&cfg.dir)?;
+    inner.active = Arc::new(file);
+    inner.segments.push_back(SegmentInfo {
+        first_seq: inner.next_seq,
+        path,
+        bytes: 0,
+    });
+    Ok(())
+}
+
+/// The syncer: syncs whatever was written since the last sync (one sync
+/// for many appends), then persists checkpoints when due.
+fn syncer(sh: &Shared) {
+    let mut last_checkpoint = Instant::now();
+    let mut inner = lock(&sh.inner);
+    loop {
+        let synced = sh.durable.borrow().next;
+        if inner.next_seq > synced && inner.failed.is_none() {
+            let (file, upto) = (inner.active.clone(), inner.next_seq);
+            drop(inner);
+            let r = file.sync_data();
+            sh.syncs.fetch_add(1, Ordering::Relaxed);
+            inner = lock(&sh.inner);
+            match r {
+                Ok(()) => sh.durable.send_modify(|d| d.next = d.next.max(upto)),
+                Err(e) => {
+                    tracing::error!("source log: fdatasync failed: {e}; no more appends");
+                    inner.failed = Some(format!("fdatasync: {e}"));
+                    sh.durable.send_modify(|d| d.failed = true);
+                }
+            }
+            continue;
+        }
+        let due = last_checkpoint.elapsed() >= sh.cfg.checkpoint_interval;
+        if due || inner.shutdown {
+            drop(inner);
+            if let Err(e) = persist_and_reclaim(sh) {
+                tracing::warn!("{e}");
+            }
+            last_checkpoint = Instant::now();
+            inner = lock(&sh.inner);
+            if inner.shutdown && inner.next_seq <= sh.durable.borrow().next {
+                return;
+            }
+            if inner.shutdown && inner.failed.is_some() {
+                return;
+            }
+            continue;
+        }
+        let wait = sh
+            .cfg
+            .checkpoint_interval
+            .saturating_sub(last_checkpoint.elapsed());
+        inner = sh
+            .wake_syncer
+            .wait_timeout(inner, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Writes every changed checkpoint (temp file, fsync, rename, fsync dir),
+/// then deletes segments every destination has passed.
+fn persist_and_reclaim(sh: &Shared) -> Result<(), LogError> {
+    let _one = lock(&sh.persisting);
+    let dests: Vec<Arc<Destination>> = lock(&sh.inner).destinations.clone();
+    for d in &dests {
+        let next = d.acked_next.load(Ordering::Relaxed);
+        if d.persisted_next.load(Ordering::Relaxed) == next {
+            continue;
+        }
+        write_checkpoint(&sh.cfg.dir, d, next)?;
+    }
+    // Reclaim: only after the checkpoints that allow it are on disk.
+    let Some(min) = dests
+        .iter()
+        .map(|d| d.persisted_next.load(Ordering::Relaxed))
+        .min()
+    else {
+        return Ok(());
+    };
+    let mut removed = Vec::new();
+    {
+        let mut inner = lock(&sh.inner);
+        while inner.segments.len() > 1 && inner.segments[1].first_seq <= min {
+            let s = inner.segments.pop_front().expect("two segments");
+            inner.used_bytes -= s.bytes;
+            removed.push(s.path);
+        }
+    }
+    for p in &removed {
+        fs::remove_file(p).map_err(io_err(format!("remove {}", p.display())))?;
+    }
+    if !removed.is_empty() {
+        sync_dir(&sh.cfg.dir)?;
+    }
+    Ok(())
+}
+
+/// Persists `next` as `d`'s checkpoint: temp file, fsync, rename over, fsync
+/// the directory; a crash leaves the old checkpoint or the new, never half.
+fn write_checkpoint(dir: &Path, d: &Destination, next: u64) -> Result<(), LogError> {
+    let tmp = d.path.with_extension("json.tmp");
+    let body = serde_json::json!({ "destination": d.name, "next": next }).to_string();
+    let mut f = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
+    f.write_all(body.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, &d.path).map_err(io_err(format!("rename to {}", d.path.display())))?;
+    sync_dir(dir)?;
+    d.persisted_next.store(next, Ordering::Relaxed);
+    Ok(())
+}
+
+fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<u64, LogError> {
+    let bad = |reason: String| LogError::BadCheckpoint {
+        path: path.to_owned(),
+        reason,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    v.get("next")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| bad("no `next` position".into()))
+}
+
+/// A destination name derived from an address: `10.0.0.2:3000` →
+/// `10.0.0.2_3000`.
+pub fn destination_name(addr: &str) -> String {
+    addr.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
