@@ -9,7 +9,7 @@
 //! |---|---|
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
-//! | Δbusy − Δrwnd − Δsndbuf, TCP app-limited | waiting (below) |
+//! | Δbusy − Δrwnd − Δsndbuf, TCP app-limited (unless the link is full or a standing queue says so) | waiting (below) |
 //! | Δbusy − Δrwnd − Δsndbuf, bytes in flight ≥ 90% of the peer's window | [`Limit::ReceiverWindow`] (the kernel's timer undercounts it) |
 //! | Δbusy − Δrwnd − Δsndbuf, otherwise | network: [`Limit::Interrupts`] if one CPU drowns in softirq and the link is not full; else [`Limit::Loss`] if retransmits came with a collapsing cwnd (or a rate the loss explains); else [`Limit::Bandwidth`] |
 //! | wall − Δbusy | waiting (below) |
@@ -94,6 +94,15 @@ pub const DEST_LATENCY_RATIO: f64 = 2.0;
 /// refused, so on a connection pinned at the peer's window it counts a
 /// fraction of the time (40% in the lab); this catches the rest.
 pub const PEER_WINDOW_FULL_RATIO: f64 = 0.9;
+
+/// A smoothed RTT at least this multiple of `min_rtt` is a standing queue
+/// big enough that TCP's own "app-limited" flag cannot be trusted: a
+/// pipelined shipper whose window overfills the path keeps little unsent
+/// in each socket (so the kernel flags the flow app-limited) while the
+/// bottleneck's queue holds the surplus. Such time is the link's. Above
+/// [`QUEUE_RTT_RATIO`] because delayed ACKs riding on slow answers inflate
+/// a quiet connection's srtt by a few tens of percent.
+pub const QUEUE_FULL_RTT_RATIO: f64 = 1.3;
 
 /// Retransmits while the smoothed RTT is at least this multiple of
 /// `min_rtt` are the bottleneck's queue overflowing: the link is full and
@@ -451,18 +460,23 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         acc.segs += d_segs;
         acc.tcp_acked_bytes += d_acked;
 
-        let app_limited = tb.app_limited && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX;
         let srtt_us = f64::from(tb.srtt_us);
+        let link_full = b
+            .link
+            .bandwidth_bytes_per_s
+            .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
+        let standing_queue =
+            tb.min_rtt_us > 0 && srtt_us >= QUEUE_FULL_RTT_RATIO * f64::from(tb.min_rtt_us);
+        let app_limited = tb.app_limited
+            && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX
+            && !link_full
+            && !standing_queue;
         let waiting = idle + if app_limited { sending } else { 0.0 };
         acc.time_us[waiting_class(cb, &b.ship.latency, srtt_us) as usize] += waiting;
         if app_limited {
             acc.app_limited += 1;
             continue;
         }
-        let link_full = b
-            .link
-            .bandwidth_bytes_per_s
-            .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
         let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
         let peer_window_full = tb.snd_wnd_bytes > 0
             && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes);

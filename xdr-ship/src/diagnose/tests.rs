@@ -803,14 +803,19 @@ fn a_window_covering_the_round_trip_but_not_the_answer_time_is_sized_by_the_answ
 /// Replays a recorded lab run (see `recordings/README.md`) through a 5 s
 /// window up to 10.5 s, as the lab tests judge it, and returns the verdict.
 fn replay_recording(zst: &[u8]) -> Diagnosis {
+    replay_recording_with(zst, Duration::from_secs(5), 10.5)
+}
+
+/// Replays a recording through a `window` up to `until_s` seconds.
+fn replay_recording_with(zst: &[u8], window: Duration, until_s: f64) -> Diagnosis {
     let text = zstd::decode_all(zst).expect("recording decompresses");
     let text = String::from_utf8(text).expect("recording is UTF-8");
-    let mut d = Diagnoser::new(Duration::from_secs(5));
+    let mut d = Diagnoser::new(window);
     let mut last = None;
     for (n, line) in text.lines().enumerate() {
         let s = Sample::from_json_line(line)
             .unwrap_or_else(|e| panic!("recording line {}: {e}", n + 1));
-        if s.at.as_secs_f64() > 10.5 {
+        if s.at.as_secs_f64() > until_s {
             break;
         }
         d.push(s);
@@ -860,3 +865,22 @@ recorded!(
     "lab-dest.jsonl.zst",
     Limit::Destination
 );
+
+#[test]
+fn the_recorded_156ms_demo_at_the_link_rate_is_bandwidth_not_application() {
+    // 64 connections with the auto window at 156 ms and 100 MB/s: TCP
+    // flags the flows app-limited (little unsent per socket) while 80 ms
+    // queue at the bottleneck; the link, given by --link-rate, is full.
+    let d = replay_recording_with(
+        include_bytes!("recordings/lab-156ms-demo.jsonl.zst"),
+        Duration::from_secs(10),
+        f64::INFINITY,
+    );
+    assert_sane(&d);
+    assert_eq!(d.shipper.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        d.shipper.share(Limit::Bandwidth) > 90.0,
+        "{:?}",
+        d.shipper.shares
+    );
+}
