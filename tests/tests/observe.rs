@@ -353,3 +353,47 @@ fn on_the_lab_retransmits_are_charged_to_the_lossy_connection_only() {
     drop(progs);
     lab.down().expect("teardown");
 }
+
+#[test]
+fn an_observe_recording_replays_with_the_flows_kernel_half_and_a_verdict() {
+    require_root();
+    let port = 5313;
+    let _flow = iperf3_flow(port, 5);
+    let dir = xdr_tests::TempDir::new("observe-record");
+    let file = dir.0.join("observe.jsonl");
+    let file_s = file.display().to_string();
+    observe(&[
+        "--port",
+        &port.to_string(),
+        "--count",
+        "3",
+        "--interval",
+        "500ms",
+        "--record",
+        &file_s,
+    ]);
+    let text = std::fs::read_to_string(&file).expect("the recording exists");
+    assert_eq!(text.lines().count(), 3, "one line per sample:\n{text}");
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["v"], 1, "{first}");
+    let conns = first["ship"]["connections"]
+        .as_array()
+        .expect("connections");
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["tcp"]["cwnd_segments"].as_u64().unwrap_or(0) > 0),
+        "the flows' TCP_INFO is recorded: {first}"
+    );
+    assert!(
+        first["kernel"].as_array().is_some_and(|k| !k.is_empty()),
+        "the eBPF rows are recorded: {first}"
+    );
+    let (ok, out, err) = run_bounded(
+        Command::new(xdr_ship_bin()).args(["replay", &file_s, "--text"]),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "replay failed: {err}");
+    assert!(out.contains("final verdict"), "{out}");
+    assert!(out.contains("limit: "), "{out}");
+}

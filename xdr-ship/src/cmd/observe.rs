@@ -1,5 +1,7 @@
 //! `xdr-ship observe`: the per-connection and per-CPU view for any
 //! process's TCP flows (iperf3, redis, a real XDR link).
+use std::io::Write;
+
 use anyhow::Context;
 use xdr_ship::probe::observe::{ObserveOptions, Observer};
 
@@ -16,6 +18,10 @@ pub struct Args {
     pid: Option<u32>,
     #[command(flatten)]
     sampling: super::Sampling,
+    /// Also write every sample to FILE as versioned JSON lines, in the
+    /// format `xdr-ship replay FILE` plays (the kernel half only).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -26,7 +32,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     // The first reading is the baseline of the interval rates.
     observer.sample().context("reading the first sample")?;
+    let mut record = match &args.record {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("--record {}: cannot create", path.display()))?,
+        )),
+        None => None,
+    };
+    let label = if args.ports.is_empty() {
+        "observe: every TCP connection".to_owned()
+    } else {
+        let ports: Vec<String> = args.ports.iter().map(u16::to_string).collect();
+        format!("observe: port {}", ports.join(","))
+    };
+    let started = std::time::Instant::now();
     args.sampling
-        .run(|| observer.sample().context("sampling"))
+        .run(|| {
+            let report = observer.sample().context("sampling")?;
+            if let Some(out) = &mut record {
+                let line = report.to_sample(started.elapsed(), &label).to_json_line()?;
+                writeln!(out, "{line}")
+                    .and_then(|()| out.flush())
+                    .context("--record: writing")?;
+            }
+            Ok(report)
+        })
         .await
 }

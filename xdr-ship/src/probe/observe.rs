@@ -135,6 +135,44 @@ pub struct ObserveReport {
     pub softirq: Option<SoftirqReport>,
 }
 
+impl ObserveReport {
+    /// This report as a recording sample (what `xdr-ship replay` plays and
+    /// the verdict engine judges): each connection becomes a pool entry with
+    /// only its kernel half (`TCP_INFO` from netlink, the eBPF row beside
+    /// it); the application half is unknown, so it stays zero. `at` is the
+    /// time since observing started; `label` names what was watched.
+    pub fn to_sample(&self, at: std::time::Duration, label: &str) -> crate::diagnose::Sample {
+        let connections: Vec<ConnSnapshot> = self
+            .conns
+            .iter()
+            .enumerate()
+            .map(|(id, c)| ConnSnapshot {
+                id,
+                cookie: c.cookie,
+                connected: c.tcp.is_some(),
+                tcp: c.tcp,
+                ..ConnSnapshot::default()
+            })
+            .collect();
+        let ship = ShipSnapshot {
+            unix_ms: self.unix_ms,
+            elapsed_s: at.as_secs_f64(),
+            destination: label.to_owned(),
+            mode: "observe".to_owned(),
+            connected: connections.iter().filter(|c| c.connected).count(),
+            connections,
+            ..ShipSnapshot::default()
+        };
+        let mut sample = crate::diagnose::Sample::from_snapshot(
+            ship,
+            self.softirq.clone(),
+            crate::diagnose::LinkHints::default(),
+        );
+        sample.kernel = self.conns.iter().filter_map(|c| c.kernel.clone()).collect();
+        sample
+    }
+}
+
 /// Samples the watched connections and CPUs, from eBPF when it loads.
 pub struct Observer {
     opts: ObserveOptions,
