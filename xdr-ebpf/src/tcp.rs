@@ -9,6 +9,17 @@
 //! `tcp_probe` keeps an `skaddr → cookie` map for them to attribute
 //! retransmits and closes.
 //!
+//! Why two `tcp_probe` programs: the classic tracepoint makes the kernel
+//! build its whole record (addresses, the cookie, `tcp_current_ssthresh()`)
+//! for every received segment of every TCP socket before our program runs,
+//! filtered or not, through the perf-event path. `tcp_probe_btf` attaches
+//! to the same tracepoint raw (`tp_btf`: it needs BTF, not the trampolines
+//! fentry needs), is handed `sk` and `skb`, filters on the two ports first
+//! and reads only the fields it keeps, at offsets user space took from the
+//! kernel's BTF; being BTF-typed it may also call `bpf_get_socket_cookie`,
+//! which generates the cookie as the classic record does. User space uses
+//! the classic program only where the raw one does not load.
+//!
 //! Why LRU maps: a busy machine has more sockets than any bound we pick;
 //! an LRU map evicts the least recently updated connection instead of
 //! refusing the newest, and a socket freed without our seeing its close
@@ -28,15 +39,16 @@
 //! from two consecutive samples.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use xdr_common::{
     InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpProbeTail, TcpRetransmitOffsets,
-    CONN_FLAG_CLOSED, FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS, OFFSET_ABSENT,
-    TCP_CONN_CAPACITY, TCP_COUNTER_CLOSES, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
+    TcpSockOffsets, CONN_FLAG_CLOSED, FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS,
+    OFFSET_ABSENT, TCP_CA_CWR, TCP_CA_RECOVERY, TCP_CONN_CAPACITY, TCP_COUNTER_CLOSES,
+    TCP_COUNTER_NO_COOKIE, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
     TCP_COUNTER_RETRANS_UNATTRIBUTED, TCP_PROBE_TAIL_BASE,
 };
 
@@ -66,6 +78,11 @@ static TCP_PROBE_OFFSETS: TcpProbeOffsets = TcpProbeOffsets::DEFAULT;
 #[no_mangle]
 static TCP_PROBE_FAST: u32 = 0;
 
+/// Field offsets in `struct tcp_sock`, patched at load time from the
+/// kernel's BTF (for `tcp_probe_btf`).
+#[no_mangle]
+static TCP_SOCK_OFFSETS: TcpSockOffsets = TcpSockOffsets::DEFAULT;
+
 /// Field offsets of `tcp:tcp_retransmit_skb`, patched at load time.
 #[no_mangle]
 static TCP_RETRANSMIT_OFFSETS: TcpRetransmitOffsets = TcpRetransmitOffsets::DEFAULT;
@@ -89,6 +106,16 @@ static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(FILTER_PORTS_C
 #[tracepoint]
 pub fn tcp_probe(ctx: TracePointContext) -> u32 {
     match try_tcp_probe(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// `tcp_probe` as a BTF-typed raw tracepoint: `(struct sock *sk, struct
+/// sk_buff *skb)` and no record (see [`TcpSockOffsets`] for why).
+#[btf_tracepoint(function = "tcp_probe")]
+pub fn tcp_probe_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_tcp_probe_btf(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
     }
@@ -205,6 +232,77 @@ fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), ()> {
     if fast != 0 && !wanted(t.sport, t.dport) {
         return Ok(());
     }
+    record(&t);
+    Ok(())
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn kread<T>(base: *const u8, offset: u32) -> Result<T, ()> {
+    // SAFETY: `bpf_probe_read_kernel` copies through the kernel's fault
+    // handling: a bad address makes the helper fail, not the kernel. The
+    // offsets come from this kernel's BTF.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.map_err(|_| ())
+}
+
+fn try_tcp_probe_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let sk: *const u8 = ctx.arg(0);
+    // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
+    let off = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
+    let sport: u16 = kread(sk, off.num)?;
+    let dport = u16::from_be(kread::<u16>(sk, off.dport)?);
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    // The classic tracepoint generates the cookie (`sock_gen_cookie`); a
+    // raw tracepoint may only read it. A BTF-typed program may call the
+    // helper, which generates it the same way.
+    // SAFETY: `sk` is the tracepoint's own `struct sock *` argument, which
+    // the verifier has typed from BTF and checks against the helper.
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    if cookie == 0 {
+        count(TCP_COUNTER_NO_COOKIE);
+        return Ok(());
+    }
+    let snd_cwnd: u32 = kread(sk, off.snd_cwnd)?;
+    let snd_ssthresh: u32 = kread(sk, off.snd_ssthresh)?;
+    // `tcp_current_ssthresh()`, as the classic record carries it.
+    let ca_byte: u8 = kread(sk, off.ca_state_byte)?;
+    let ca_state = (u32::from(ca_byte) >> off.ca_state_shift) & ((1u32 << off.ca_state_bits) - 1);
+    let in_cwnd_reduction = ca_state == TCP_CA_CWR || ca_state == TCP_CA_RECOVERY;
+    let ssthresh = if in_cwnd_reduction {
+        snd_ssthresh
+    } else {
+        let three_quarters = (snd_cwnd >> 1) + (snd_cwnd >> 2);
+        if snd_ssthresh > three_quarters {
+            snd_ssthresh
+        } else {
+            three_quarters
+        }
+    };
+    let srtt_us: u32 = kread(sk, off.srtt_us)?;
+    let t = TcpProbeTail {
+        sport,
+        dport,
+        family: kread(sk, off.family)?,
+        snd_nxt: kread(sk, off.snd_nxt)?,
+        snd_una: kread(sk, off.snd_una)?,
+        snd_cwnd,
+        ssthresh,
+        snd_wnd: kread(sk, off.snd_wnd)?,
+        srtt: srtt_us >> 3,
+        rcv_wnd: kread(sk, off.rcv_wnd)?,
+        sock_cookie: cookie,
+        skaddr: sk as u64,
+        ..TcpProbeTail::default()
+    };
+    record(&t);
+    Ok(())
+}
+
+/// Stores one `tcp_probe` sample of a watched socket.
+#[inline(always)]
+fn record(t: &TcpProbeTail) {
     let TcpProbeTail {
         sport,
         dport,
@@ -219,7 +317,7 @@ fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), ()> {
         sock_cookie: cookie,
         skaddr,
         ..
-    } = t;
+    } = *t;
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes_in_flight = snd_nxt.wrapping_sub(snd_una);
@@ -273,7 +371,6 @@ fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), ()> {
     if known != Some(cookie) {
         let _ = TCP_SOCKS.insert(skaddr, cookie, 0);
     }
-    Ok(())
 }
 
 fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), ()> {
