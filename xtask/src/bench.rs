@@ -558,7 +558,8 @@ fn probe_overhead(bin: &Path, rounds: usize, secs: u64) -> Result<()> {
             v.label()
         );
     }
-    prog_run_time(bin, port, &args, secs, pin)
+    let detached_cpu_us = median(&mut off_cpu.clone());
+    prog_run_time(bin, port, &args, secs, pin, detached_cpu_us)
 }
 
 /// The programs' own run time (`kernel.bpf_stats_enabled`, which costs two
@@ -570,6 +571,7 @@ fn prog_run_time(
     args: &[&str],
     secs: u64,
     pin: Option<(usize, usize)>,
+    detached_cpu_us: f64,
 ) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!("the programs' own run time (kernel bpf_stats, one run per path):");
@@ -603,10 +605,14 @@ fn prog_run_time(
                 ));
             }
         }
+        let ns_per_record = total_ns as f64 / (run.records_per_s * wall_ns / 1e9);
         println!(
-            "  {:<42} {:>5.2}% of all CPU time ({:.0} rec/s); per program: {}",
+            "  {:<42} {:>5.2}% of all CPU time; {:.0} ns per record = {:.2}% of the \
+             detached runs' CPU per record ({:.0} rec/s); per program: {}",
             probes.label(),
             100.0 * total_ns as f64 / (wall_ns * cpus),
+            ns_per_record,
+            100.0 * ns_per_record / (detached_cpu_us * 1e3),
             run.records_per_s,
             per_prog.join(", ")
         );

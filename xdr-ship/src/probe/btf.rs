@@ -65,6 +65,16 @@ pub fn tcp_sock_offsets(path: &Path) -> Result<TcpSockOffsets, BtfError> {
         }
         Ok(f.bit_offset / 8)
     };
+    let (dport, num) = (
+        bytes("sock", &["__sk_common", "skc_dport"], 2)?,
+        bytes("sock", &["__sk_common", "skc_num"], 2)?,
+    );
+    if num != dport + 2 {
+        return Err(BtfError::Layout(format!(
+            "sock_common.skc_num at {num} does not follow skc_dport at {dport} \
+             (the program reads both as one u32)"
+        )));
+    }
     let ca = field(&btf, "tcp_sock", &["inet_conn", "icsk_ca_state"])?;
     let ca_bits = ca.bitfield_bits.unwrap_or(8 * ca.size as u32);
     if ca_bits == 0 || ca_bits > 8 || ca.bit_offset % 8 + ca_bits > 8 {
@@ -75,8 +85,8 @@ pub fn tcp_sock_offsets(path: &Path) -> Result<TcpSockOffsets, BtfError> {
         )));
     }
     Ok(TcpSockOffsets {
-        dport: bytes("sock", &["__sk_common", "skc_dport"], 2)?,
-        num: bytes("sock", &["__sk_common", "skc_num"], 2)?,
+        dport,
+        num,
         family: bytes("sock", &["__sk_common", "skc_family"], 2)?,
         snd_nxt: bytes("tcp_sock", &["snd_nxt"], 4)?,
         snd_una: bytes("tcp_sock", &["snd_una"], 4)?,

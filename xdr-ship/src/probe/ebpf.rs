@@ -181,7 +181,11 @@ impl KernelPrograms {
             FILTER_MODE_PORTS
         };
 
+        // Parsed once: the loader relocates against it and the raw
+        // `tcp_probe` is loaded against it (a parse costs ~0.2 s).
+        let kernel_btf = Btf::from_sys_fs().ok();
         let mut loader = EbpfLoader::new();
+        loader.btf(kernel_btf.as_ref());
         loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &entry_off, true);
         // When tracefs describes exactly the compiled tail layout, the
         // program reads the record in one helper call.
@@ -230,7 +234,7 @@ impl KernelPrograms {
                 attach_tracepoint(&mut bpf, prog, category, event)?;
             }
             let path = match sock_offsets {
-                Ok(_) => match attach_tcp_probe_btf(&mut bpf) {
+                Ok(_) => match attach_tcp_probe_btf(&mut bpf, kernel_btf.as_ref()) {
                     Ok(()) => TcpProbePath::RawBtf,
                     Err(e) => TcpProbePath::Tracepoint {
                         why: format!("tp_btf unavailable: {e}"),
@@ -601,16 +605,16 @@ fn attach_tracepoint(
 }
 
 /// Loads and attaches the BTF-typed `tcp_probe` program.
-fn attach_tcp_probe_btf(bpf: &mut Ebpf) -> Result<(), ProbeError> {
+fn attach_tcp_probe_btf(bpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ProbeError> {
     let prog = PROG_TCP_PROBE_BTF;
-    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Layout(format!("kernel BTF: {e}")))?;
+    let btf = btf.ok_or_else(|| ProbeError::Layout(format!("no kernel BTF at {VMLINUX_BTF}")))?;
     let program: &mut BtfTracePoint = bpf
         .program_mut(prog)
         .ok_or(ProbeError::MissingProgram(prog))?
         .try_into()
         .map_err(|source| ProbeError::Program { name: prog, source })?;
     program
-        .load("tcp_probe", &btf)
+        .load("tcp_probe", btf)
         .map_err(|source| ProbeError::Program { name: prog, source })?;
     program
         .attach()
