@@ -175,6 +175,7 @@ fn the_cookie_join_matches_each_shipper_connection_to_exactly_one_kernel_row() {
         let mut progs = KernelPrograms::load_with(ProbeOptions {
             tcp: true,
             ports: vec![addr.port()],
+            ..ProbeOptions::default()
         })
         .expect("load the kernel programs");
 
@@ -251,6 +252,7 @@ fn on_the_lab_ebpf_srtt_is_the_set_rtt_and_agrees_with_tcp_info() {
     let mut progs = KernelPrograms::load_with(ProbeOptions {
         tcp: true,
         ports: vec![3000],
+        ..ProbeOptions::default()
     })
     .expect("load the kernel programs");
     // Far below the line rate: no queue, so the RTT is the link's.
@@ -310,6 +312,7 @@ fn on_the_lab_retransmits_are_charged_to_the_lossy_connection_only() {
     let mut progs = KernelPrograms::load_with(ProbeOptions {
         tcp: true,
         ports: vec![lossy_port, clean_port],
+        ..ProbeOptions::default()
     })
     .expect("load the kernel programs");
     let mut flows = Vec::new();

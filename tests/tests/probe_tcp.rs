@@ -12,7 +12,7 @@ use xdr_ship::{
     lab::netns,
     net::{socket_cookie, tcp_info},
     probe::{
-        ebpf::{KernelPrograms, ProbeOptions},
+        ebpf::{KernelPrograms, ProbeOptions, TcpProbePath},
         tcp::{KernelConn, KernelSnapshot},
     },
 };
@@ -96,7 +96,33 @@ fn find(conns: &[KernelConn], cookie: u64) -> Option<&KernelConn> {
 fn a_loopback_connection_appears_under_its_cookie_with_what_tcp_info_says() {
     require_root();
     // Every TCP socket: the unfiltered mode must work too.
-    let mut progs = KernelPrograms::load_with(ProbeOptions::tcp([])).expect("load");
+    let progs = KernelPrograms::load_with(ProbeOptions::tcp([])).expect("load");
+    // These machines have BTF and tp_btf (DESIGN.md): the raw path is the
+    // one in use, and it must see what the classic one sees.
+    assert_eq!(progs.tcp_probe_path(), Some(&TcpProbePath::RawBtf));
+    a_loopback_connection_matches_tcp_info(progs);
+}
+
+#[test]
+fn the_classic_tracepoint_fallback_sees_the_same_as_the_raw_path() {
+    require_root();
+    let progs = KernelPrograms::load_with(ProbeOptions {
+        classic_tcp_probe: true,
+        ..ProbeOptions::tcp([])
+    })
+    .expect("load");
+    assert!(
+        matches!(
+            progs.tcp_probe_path(),
+            Some(TcpProbePath::Tracepoint { .. })
+        ),
+        "{:?}",
+        progs.tcp_probe_path()
+    );
+    a_loopback_connection_matches_tcp_info(progs);
+}
+
+fn a_loopback_connection_matches_tcp_info(mut progs: KernelPrograms) {
     assert_eq!(progs.tcp_ports(), Some(&[][..]));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -118,8 +118,12 @@ pub const TCP_COUNTER_RETRANS_UNATTRIBUTED: u32 = 2;
 /// send (`err != 0` in `tcp:tcp_retransmit_skb`, e.g. the skb was still in a
 /// host queue); not counted as retransmits.
 pub const TCP_COUNTER_RETRANS_FAILED: u32 = 3;
+/// Index in [`MAP_TCP_COUNTERS`]: segments [`PROG_TCP_PROBE_BTF`] saw on a
+/// watched socket whose cookie the kernel had not generated yet (it cannot
+/// generate one itself); not recorded.
+pub const TCP_COUNTER_NO_COOKIE: u32 = 4;
 /// Entries of [`MAP_TCP_COUNTERS`].
-pub const NR_TCP_COUNTERS: u32 = 4;
+pub const NR_TCP_COUNTERS: u32 = 5;
 
 /// [`TcpConnStat::flags`]: the socket went to `TCP_CLOSE`. The entry stays
 /// so that a short-lived connection is still reported once; user space
@@ -290,6 +294,87 @@ const _: () = {
     assert!(core::mem::offset_of!(TcpProbeTail, skaddr) as u32 + b == d.skaddr);
 };
 
+/// Program attached to the BTF-typed raw tracepoint `tcp_probe` (`tp_btf`):
+/// the same samples as [`PROG_TCP_PROBE`] without the classic tracepoint's
+/// record (see [`TcpSockOffsets`]).
+pub const PROG_TCP_PROBE_BTF: &str = "tcp_probe_btf";
+
+/// Global (`.rodata`, [`TcpSockOffsets`]): where [`PROG_TCP_PROBE_BTF`]
+/// finds the fields it reads in `struct sock` / `struct tcp_sock`, taken
+/// at load time from the kernel's BTF.
+pub const GLOBAL_TCP_SOCK_OFFSETS: &str = "TCP_SOCK_OFFSETS";
+
+/// Byte offsets (from the start of `struct sock`, which is also the start
+/// of `struct tcp_sock`) of what [`PROG_TCP_PROBE_BTF`] reads, from the
+/// kernel's BTF.
+///
+/// Why: the classic `tcp:tcp_probe` tracepoint makes the kernel fill its
+/// whole record (addresses, the cookie, `tcp_current_ssthresh()`, ...) on
+/// every received segment of every TCP socket before any program runs,
+/// filtered or not. The raw tracepoint hands the program `sk` and `skb` and
+/// nothing else, so an unwanted socket costs two port reads, and a wanted
+/// one only the fields below.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSockOffsets {
+    /// `__be16 skc_dport` (network order).
+    pub dport: u32,
+    /// `__u16 skc_num`: the local port, host order.
+    pub num: u32,
+    /// `unsigned short skc_family`.
+    pub family: u32,
+    /// `u32 snd_nxt`.
+    pub snd_nxt: u32,
+    /// `u32 snd_una`.
+    pub snd_una: u32,
+    /// `u32 snd_cwnd`.
+    pub snd_cwnd: u32,
+    /// `u32 snd_ssthresh`.
+    pub snd_ssthresh: u32,
+    /// `u32 snd_wnd`.
+    pub snd_wnd: u32,
+    /// `u32 srtt_us` (µs << 3).
+    pub srtt_us: u32,
+    /// `u32 rcv_wnd`.
+    pub rcv_wnd: u32,
+    /// The byte holding the bitfield `icsk_ca_state` of
+    /// `struct inet_connection_sock`.
+    pub ca_state_byte: u32,
+    /// `icsk_ca_state`'s first bit within that byte.
+    pub ca_state_shift: u32,
+    /// `icsk_ca_state`'s width in bits.
+    pub ca_state_bits: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+impl TcpSockOffsets {
+    /// Placeholder until user space fills in this kernel's offsets (the
+    /// program is never attached with these).
+    pub const DEFAULT: Self = Self {
+        dport: 0,
+        num: 0,
+        family: 0,
+        snd_nxt: 0,
+        snd_una: 0,
+        snd_cwnd: 0,
+        snd_ssthresh: 0,
+        snd_wnd: 0,
+        srtt_us: 0,
+        rcv_wnd: 0,
+        ca_state_byte: 0,
+        ca_state_shift: 0,
+        ca_state_bits: 0,
+        _pad: 0,
+    };
+}
+
+/// `TCP_CA_CWR` (include/net/tcp.h): `tcp_current_ssthresh()` reports the
+/// threshold itself in this state and in [`TCP_CA_RECOVERY`].
+pub const TCP_CA_CWR: u32 = 2;
+/// `TCP_CA_Recovery`.
+pub const TCP_CA_RECOVERY: u32 = 3;
+
 /// Byte offsets of the `tcp:tcp_retransmit_skb` fields the program reads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,6 +435,7 @@ const _: () = assert!(core::mem::align_of::<TcpConnStat>() == 8);
 const _: () = assert!(core::mem::size_of::<TcpProbeOffsets>() == 48);
 const _: () = assert!(core::mem::size_of::<TcpRetransmitOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<InetSockSetStateOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<TcpSockOffsets>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -370,6 +456,8 @@ mod pod {
     unsafe impl aya::Pod for super::TcpRetransmitOffsets {}
     // SAFETY: see `TcpProbeOffsets`.
     unsafe impl aya::Pod for super::InetSockSetStateOffsets {}
+    // SAFETY: see `TcpProbeOffsets`.
+    unsafe impl aya::Pod for super::TcpSockOffsets {}
 }
 
 #[cfg(test)]
@@ -399,6 +487,7 @@ mod tests {
             TCP_COUNTER_CLOSES,
             TCP_COUNTER_RETRANS_UNATTRIBUTED,
             TCP_COUNTER_RETRANS_FAILED,
+            TCP_COUNTER_NO_COOKIE,
         ] {
             assert!(i < NR_TCP_COUNTERS);
         }

@@ -3,8 +3,10 @@
 //! Why tracepoints: these kernels have no kprobes or fentry, and tracepoints
 //! are the stable interface elsewhere too. Their record layouts are not an ABI
 //! though, and Rust cannot emit CO-RE relocations, so every field offset the
-//! programs read comes from a global that user space fills in from tracefs
-//! `format` at load time.
+//! programs read comes from a global that user space fills in at load time:
+//! from tracefs `format` for the classic tracepoints, from the kernel's BTF
+//! for `tcp_probe_btf`, the raw (`tp_btf`) `tcp_probe` that replaces the
+//! classic one where it loads (see [`tcp`] for why).
 //!
 //! Each program is a thin wrapper over a `try_` function; they allocate
 //! nothing, use only bounded maps, and bail out quietly on a failed read: a

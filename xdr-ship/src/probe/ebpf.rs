@@ -25,8 +25,8 @@ use std::{
 
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use xdr_common::{
     InetSockSetStateOffsets, SoftirqStat, TcpConnStat, TcpProbeOffsets, TcpRetransmitOffsets,
@@ -38,8 +38,12 @@ use xdr_common::{
     TCP_COUNTER_CLOSES, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
     TCP_COUNTER_RETRANS_UNATTRIBUTED,
 };
+use xdr_common::{
+    TcpSockOffsets, GLOBAL_TCP_SOCK_OFFSETS, PROG_TCP_PROBE_BTF, TCP_COUNTER_NO_COOKIE,
+};
 
 use super::{
+    btf::{self, VMLINUX_BTF},
     softirq::{CpuCounters, SoftirqCounters, SoftirqSource},
     tcp::{KernelConn, TcpCounters},
     tracefs::{self, TracefsError},
@@ -62,6 +66,9 @@ pub struct ProbeOptions {
     /// With `tcp`: only sockets whose local or remote port is one of these;
     /// empty means every TCP socket on the machine.
     pub ports: Vec<u16>,
+    /// With `tcp`: sample `tcp_probe` with the classic tracepoint even
+    /// where the raw one works (also `XDR_SHIP_TCP_PROBE=tracepoint`).
+    pub classic_tcp_probe: bool,
 }
 
 impl ProbeOptions {
@@ -70,6 +77,7 @@ impl ProbeOptions {
         Self {
             tcp: true,
             ports: ports.into_iter().collect(),
+            classic_tcp_probe: false,
         }
     }
 }
@@ -84,6 +92,29 @@ pub struct CpuSoftirqStats {
     pub vectors: [SoftirqStat; NR_SOFTIRQS],
 }
 
+/// Which program samples `tcp_probe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpProbePath {
+    /// The BTF-typed raw tracepoint (`tp_btf`), reading `struct tcp_sock`
+    /// at offsets from the kernel's BTF: no record is built per segment.
+    RawBtf,
+    /// The classic tracepoint (`tcp:tcp_probe`), offsets from tracefs; the
+    /// kernel fills the whole record per segment before the program runs.
+    Tracepoint {
+        /// Why the raw path is not in use.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for TcpProbePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RawBtf => f.write_str("tp_btf/tcp_probe (raw, BTF offsets)"),
+            Self::Tracepoint { why } => write!(f, "tracepoint tcp:tcp_probe ({why})"),
+        }
+    }
+}
+
 /// The loaded and attached kernel programs. Dropping it detaches them.
 pub struct KernelPrograms {
     bpf: Ebpf,
@@ -91,6 +122,8 @@ pub struct KernelPrograms {
     /// The port filter in force, sorted; `None` when the TCP programs are
     /// not attached, empty when they watch every socket.
     tcp_ports: Option<Vec<u16>>,
+    /// How `tcp_probe` is sampled, when the TCP programs are attached.
+    tcp_probe_path: Option<TcpProbePath>,
 }
 
 impl std::fmt::Debug for KernelPrograms {
@@ -98,6 +131,7 @@ impl std::fmt::Debug for KernelPrograms {
         f.debug_struct("KernelPrograms")
             .field("online_cpus", &self.online_cpus)
             .field("tcp_ports", &self.tcp_ports)
+            .field("tcp_probe_path", &self.tcp_probe_path)
             .finish_non_exhaustive()
     }
 }
@@ -130,13 +164,28 @@ impl KernelPrograms {
         } else {
             None
         };
+        // The raw path needs this kernel's `struct tcp_sock` layout; without
+        // it the classic tracepoint samples the same fields from its record.
+        let sock_offsets = if opts.classic_tcp_probe {
+            Err("asked for".to_owned())
+        } else if force_classic_tcp_probe() {
+            Err("XDR_SHIP_TCP_PROBE=tracepoint".to_owned())
+        } else if opts.tcp {
+            btf::tcp_sock_offsets(Path::new(VMLINUX_BTF)).map_err(|e| e.to_string())
+        } else {
+            Err("TCP programs not attached".to_owned())
+        };
         let filter_mode = if ports.is_empty() {
             FILTER_MODE_ALL
         } else {
             FILTER_MODE_PORTS
         };
 
+        // Parsed once: the loader relocates against it and the raw
+        // `tcp_probe` is loaded against it (a parse costs ~0.2 s).
+        let kernel_btf = Btf::from_sys_fs().ok();
         let mut loader = EbpfLoader::new();
+        loader.btf(kernel_btf.as_ref());
         loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &entry_off, true);
         // When tracefs describes exactly the compiled tail layout, the
         // program reads the record in one helper call.
@@ -149,8 +198,14 @@ impl KernelPrograms {
                 .override_global(GLOBAL_TCP_PROBE_OFFSETS, &layouts.probe, true)
                 .override_global(GLOBAL_TCP_RETRANSMIT_OFFSETS, &layouts.retransmit, true)
                 .override_global(GLOBAL_INET_SOCK_SET_STATE_OFFSETS, &layouts.set_state, true)
-                .override_global(GLOBAL_FILTER_MODE, &filter_mode, true);
+                .override_global(GLOBAL_FILTER_MODE, &filter_mode, true)
+                .override_global(
+                    GLOBAL_TCP_SOCK_OFFSETS,
+                    sock_offsets.as_ref().unwrap_or(&TcpSockOffsets::DEFAULT),
+                    true,
+                );
         }
+        let mut tcp_probe_path = None;
         let mut bpf = loader
             .load(KERNEL_OBJECT)
             .map_err(|source| ProbeError::Load { source })?;
@@ -174,11 +229,24 @@ impl KernelPrograms {
             fill_port_filter(&mut bpf, &ports)?;
             for (prog, category, event) in [
                 (PROG_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
-                (PROG_TCP_PROBE, "tcp", "tcp_probe"),
                 (PROG_TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
             ] {
                 attach_tracepoint(&mut bpf, prog, category, event)?;
             }
+            let path = match sock_offsets {
+                Ok(_) => match attach_tcp_probe_btf(&mut bpf, kernel_btf.as_ref()) {
+                    Ok(()) => TcpProbePath::RawBtf,
+                    Err(e) => TcpProbePath::Tracepoint {
+                        why: format!("tp_btf unavailable: {e}"),
+                    },
+                },
+                Err(why) => TcpProbePath::Tracepoint { why },
+            };
+            if let TcpProbePath::Tracepoint { why } = &path {
+                tracing::info!("tcp_probe sampled by the classic tracepoint: {why}");
+                attach_tracepoint(&mut bpf, PROG_TCP_PROBE, "tcp", "tcp_probe")?;
+            }
+            tcp_probe_path = Some(path);
         }
         let online_cpus = aya::util::online_cpus().map_err(|(_, e)| ProbeError::Proc {
             path: "/sys/devices/system/cpu/online".to_owned(),
@@ -188,7 +256,14 @@ impl KernelPrograms {
             bpf,
             online_cpus,
             tcp_ports: opts.tcp.then_some(ports),
+            tcp_probe_path,
         })
+    }
+
+    /// How `tcp_probe` is sampled; `None` when the TCP programs are not
+    /// attached.
+    pub fn tcp_probe_path(&self) -> Option<&TcpProbePath> {
+        self.tcp_probe_path.as_ref()
     }
 
     /// Whether the TCP programs are attached.
@@ -357,6 +432,7 @@ impl KernelPrograms {
             closes: sum(TCP_COUNTER_CLOSES)?,
             retransmits_unattributed: sum(TCP_COUNTER_RETRANS_UNATTRIBUTED)?,
             retransmits_failed: sum(TCP_COUNTER_RETRANS_FAILED)?,
+            no_cookie: sum(TCP_COUNTER_NO_COOKIE)?,
         })
     }
 }
@@ -526,6 +602,30 @@ fn attach_tracepoint(
         .attach(category, event)
         .map_err(|source| ProbeError::Program { name: prog, source })?;
     Ok(())
+}
+
+/// Loads and attaches the BTF-typed `tcp_probe` program.
+fn attach_tcp_probe_btf(bpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ProbeError> {
+    let prog = PROG_TCP_PROBE_BTF;
+    let btf = btf.ok_or_else(|| ProbeError::Layout(format!("no kernel BTF at {VMLINUX_BTF}")))?;
+    let program: &mut BtfTracePoint = bpf
+        .program_mut(prog)
+        .ok_or(ProbeError::MissingProgram(prog))?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name: prog, source })?;
+    program
+        .load("tcp_probe", btf)
+        .map_err(|source| ProbeError::Program { name: prog, source })?;
+    program
+        .attach()
+        .map_err(|source| ProbeError::Program { name: prog, source })?;
+    Ok(())
+}
+
+/// `XDR_SHIP_TCP_PROBE=tracepoint` keeps the classic tracepoint even where
+/// the raw one works: to compare the two, and to test the fallback.
+fn force_classic_tcp_probe() -> bool {
+    std::env::var("XDR_SHIP_TCP_PROBE").is_ok_and(|v| v == "tracepoint")
 }
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; raising it is

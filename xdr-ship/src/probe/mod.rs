@@ -17,6 +17,7 @@
 //!   cookie, and the snapshot diagnosis joins with the shipper's numbers;
 //! - [`observe`]: both halves of a connection in one row (eBPF + netlink),
 //!   the join with the shipper's own connections, and `observe`'s report.
+pub mod btf;
 pub mod ebpf;
 pub mod inet_diag;
 pub mod observe;

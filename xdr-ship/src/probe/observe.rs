@@ -129,6 +129,10 @@ pub struct ObserveReport {
     /// Why eBPF is not among them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    /// With eBPF: which program samples `tcp_probe` (the raw BTF-typed
+    /// tracepoint, or the classic one and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_probe: Option<String>,
     /// Connections, by cookie.
     pub conns: Vec<ObservedConn>,
     /// Per-CPU softirq load over the interval (from the second sample on).
@@ -203,6 +207,7 @@ impl Observer {
             match KernelPrograms::load_with(ProbeOptions {
                 tcp: true,
                 ports: opts.ports.clone(),
+                ..ProbeOptions::default()
             }) {
                 Ok(p) => (Some(p), None),
                 Err(e) => (None, Some(format!("eBPF unavailable: {e}"))),
@@ -315,6 +320,11 @@ impl Observer {
                 "netlink + /proc".to_owned()
             },
             fallback_reason: self.fallback_reason.clone(),
+            tcp_probe: self
+                .progs
+                .as_ref()
+                .and_then(|p| p.tcp_probe_path())
+                .map(ToString::to_string),
             conns: rows.into_values().collect(),
             softirq,
         })
@@ -333,6 +343,9 @@ impl ObserveReport {
         let _ = write!(out, "source: {}", self.source);
         if let Some(why) = &self.fallback_reason {
             let _ = write!(out, " ({why})");
+        }
+        if let Some(path) = &self.tcp_probe {
+            let _ = write!(out, "; tcp_probe: {path}");
         }
         let _ = writeln!(out, "; {} connection(s)", self.conns.len());
         let _ = writeln!(

@@ -116,6 +116,10 @@ pub struct TcpCounters {
     /// Retransmits the kernel tried but could not send (e.g. the original
     /// was still in a host queue); not counted anywhere else.
     pub retransmits_failed: u64,
+    /// Segments of watched sockets the raw `tcp_probe` program skipped
+    /// because the socket had no cookie yet (always 0 on the classic path,
+    /// which generates one).
+    pub no_cookie: u64,
 }
 
 /// Everything the kernel programs know at one instant: per connection, the
