@@ -38,6 +38,13 @@ pub struct Args {
     /// Requests one connection may have unanswered.
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     max_in_flight: u32,
+    /// Time a new connection has to say HELLO (TLS handshake included).
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration, value_name = "DURATION")]
+    handshake_timeout: Duration,
+    /// Close a connection that sends no complete frame for this long while
+    /// none of its requests is being processed (also ends half-sent frames).
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration, value_name = "DURATION")]
+    idle_timeout: Duration,
     /// Wait this long before applying each request (makes the destination
     /// the bottleneck on purpose).
     #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
@@ -63,6 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rcvbuf: Some(args.rcvbuf),
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
         apply_delay: args.apply_delay,
         ..ServerConfig::default()
     };

@@ -7,13 +7,36 @@
 //! In unordered mode each request is applied on its own task, answers leave
 //! as writes complete, and ONE connection can keep every core of the
 //! receiver busy. Either way a connection holds at most `max_in_flight`
-//! requests: past that it stops reading, and TCP's window pushes back on
-//! the shipper.
+//! requests: a request past that is answered NACK `Busy` (protocol §6.4),
+//! and at twice the limit the server stops reading, so TCP's window pushes
+//! back on a shipper that ignores the limit and memory stays bounded.
+//!
+//! # Trust at the edges
+//!
+//! The port faces links that others share, so every resource a peer can
+//! make the receiver hold has a limit, and going over it gets that peer a
+//! clear answer and closes only that connection:
+//!
+//! | limit                | over it                                           |
+//! |----------------------|---------------------------------------------------|
+//! | `max_connections`    | GOODBYE `Busy` "too many connections", closed      |
+//! | `handshake_timeout`  | GOODBYE `Timeout` "no HELLO in time", closed       |
+//! | `idle_timeout`       | GOODBYE `Timeout` "idle for ...", closed: a peer that sends nothing, or never finishes a frame (slowloris) |
+//! | `max_frame`          | GOODBYE `RecordTooLarge`, decided from the header before any buffer grows |
+//! | `max_in_flight`      | NACK `Busy` for each excess request; reading pauses at twice the limit |
 //!
 //! Bad input never takes the server down: a frame that fails to decode gets
 //! a GOODBYE with the reason, that connection is closed, and every other
-//! connection carries on. (After mini-redis' `server::run`: a semaphore caps
-//! connections, and shutdown is a token every task watches.)
+//! connection carries on. Closing after an error is a *lingering* close: the
+//! write side is shut down first and what the peer still sends is read and
+//! dropped for a moment, because closing a socket with unread input makes
+//! the kernel send RST, which can destroy the GOODBYE before the peer reads
+//! it. (After mini-redis' `server::run`: a semaphore caps connections, and
+//! shutdown is a token every task watches.)
+//!
+//! Connection handling ([`serve_stream`]) is generic over the byte stream
+//! (`AsyncRead + AsyncWrite`), so plain TCP, TLS and other listeners share
+//! it.
 use std::{
     net::SocketAddr,
     sync::{
@@ -29,8 +52,10 @@ use futures_util::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
+    time::Instant,
 };
 use tokio_util::{
     codec::{FramedRead, FramedWrite},
@@ -77,6 +102,10 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// Time a new connection has to say HELLO.
     pub handshake_timeout: Duration,
+    /// Time a connection may stay without a complete frame while no request
+    /// of it is being processed; then it is closed (GOODBYE `Timeout`). Also
+    /// what ends a peer that starts a frame and never finishes it.
+    pub idle_timeout: Duration,
     /// Extra time spent before applying each request: makes the
     /// destination the bottleneck on purpose (diagnosis tests, demos).
     pub apply_delay: Option<Duration>,
@@ -91,6 +120,7 @@ impl Default for ServerConfig {
             max_in_flight: 65_536,
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             apply_delay: None,
         }
     }
@@ -111,8 +141,14 @@ pub struct ServerStats {
     pub lost_conflict: AtomicU64,
     /// Requests answered with an error.
     pub failed: AtomicU64,
-    /// Connections closed for a protocol error.
+    /// Connections closed for a protocol error or a broken limit.
     pub rejected: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub refused_busy: AtomicU64,
+    /// Connections closed by the handshake or idle timeout.
+    pub timed_out: AtomicU64,
+    /// Requests answered NACK `Busy` for exceeding `max_in_flight`.
+    pub over_in_flight: AtomicU64,
 }
 
 /// Binds `addr` with SO_RCVBUF set before `listen`, so that accepted
@@ -168,14 +204,23 @@ pub async fn serve(
                 "{peer}: refused, {} connections already open",
                 cfg.max_connections
             );
-            tasks.spawn(refuse(stream, ResultCode::Busy, "too many connections"));
+            stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(refuse(
+                stream,
+                ResultCode::Busy,
+                format!(
+                    "too many connections: this receiver serves at most {} at once; retry later",
+                    cfg.max_connections
+                ),
+            ));
             continue;
         };
         let (store, cfg, stats, shutdown) =
             (store.clone(), cfg.clone(), stats.clone(), shutdown.clone());
         tasks.spawn(async move {
             stats.connections.fetch_add(1, Ordering::Relaxed);
-            if let Err(reason) = connection(stream, peer, store, &cfg, &stats, shutdown).await {
+            let _ = stream.set_nodelay(true);
+            if let Err(reason) = serve_stream(stream, peer, store, &cfg, &stats, shutdown).await {
                 tracing::warn!("{peer}: closed: {reason}");
             }
             stats.connections.fetch_sub(1, Ordering::Relaxed);
@@ -200,63 +245,151 @@ fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
-async fn refuse(stream: TcpStream, code: ResultCode, why: &'static str) {
-    let mut framed = FramedWrite::new(stream, WireCodec::new());
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        framed.send(Frame::goodbye(code, why)),
-    )
-    .await;
+async fn refuse(stream: TcpStream, code: ResultCode, why: String) {
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rd, WireCodec::new());
+    let mut writer = FramedWrite::new(wr, WireCodec::new());
+    close_with(&mut reader, &mut writer, Frame::goodbye(code, why)).await;
 }
 
-/// Serves one connection; `Err` carries the reason it was closed early.
-async fn connection(
-    stream: TcpStream,
+type Reader<S> = FramedRead<ReadHalf<S>, WireCodec>;
+type Writer<S> = FramedWrite<WriteHalf<S>, WireCodec>;
+
+/// Why a connection was closed early: the reason for the log, and the
+/// GOODBYE that tells the peer (none when the transport itself failed).
+struct Closed {
+    reason: String,
+    goodbye: Option<Frame>,
+}
+
+impl Closed {
+    fn with(code: ResultCode, reason: String) -> Self {
+        Closed {
+            goodbye: Some(Frame::goodbye(code, reason.clone())),
+            reason,
+        }
+    }
+
+    fn transport(e: impl std::fmt::Display) -> Self {
+        Closed {
+            reason: e.to_string(),
+            goodbye: None,
+        }
+    }
+
+    fn wire(stats: &ServerStats, e: &WireError) -> Self {
+        stats.rejected.fetch_add(1, Ordering::Relaxed);
+        Closed {
+            reason: e.to_string(),
+            goodbye: Some(Frame::goodbye_for(e)),
+        }
+    }
+}
+
+/// Sends `goodbye`, shuts the write side, and reads (and drops) what the
+/// peer still sends for a moment, so that the kernel does not answer unread
+/// input with an RST that could destroy the GOODBYE in flight.
+async fn close_with<S: AsyncRead + AsyncWrite>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
+    goodbye: Frame,
+) {
+    let sent = tokio::time::timeout(Duration::from_secs(1), writer.send(goodbye)).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(reader, writer).await;
+    }
+}
+
+/// Shuts the write side and drops what the peer still sends, for at most
+/// a second and a MiB.
+async fn linger<S: AsyncRead + AsyncWrite>(reader: &mut Reader<S>, writer: &mut Writer<S>) {
+    let linger = async {
+        let _ = writer.get_mut().shutdown().await;
+        let rd = reader.get_mut();
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 1 << 20;
+        while left > 0 {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
+/// Serves one connection over any byte stream (plain TCP, TLS, ...): the
+/// handshake, then requests until the peer is done, a frame is bad, a limit
+/// is broken, or shutdown. `Err` carries the reason it was closed early;
+/// the peer has been told with a GOODBYE.
+pub async fn serve_stream<S>(
+    stream: S,
     peer: SocketAddr,
     store: Store,
     cfg: &ServerConfig,
     stats: &ServerStats,
     shutdown: CancellationToken,
-) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(cfg.max_frame));
     let mut writer = FramedWrite::new(wr, WireCodec::new().with_max_frame(cfg.max_frame));
+    let outcome = session(&mut reader, &mut writer, peer, store, cfg, stats, shutdown).await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Closed { reason, goodbye }) => {
+            if let Some(goodbye) = goodbye {
+                close_with(&mut reader, &mut writer, goodbye).await;
+            }
+            Err(reason)
+        }
+    }
+}
 
+async fn session<S: AsyncRead + AsyncWrite>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
+    peer: SocketAddr,
+    store: Store,
+    cfg: &ServerConfig,
+    stats: &ServerStats,
+    shutdown: CancellationToken,
+) -> Result<(), Closed> {
     let hello = match tokio::time::timeout(cfg.handshake_timeout, reader.next()).await {
         Err(_) => {
-            let _ = writer
-                .send(Frame::goodbye(ResultCode::Timeout, "no HELLO in time"))
-                .await;
-            return Err(format!("no HELLO within {:?}", cfg.handshake_timeout));
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            return Err(Closed::with(
+                ResultCode::Timeout,
+                format!("no HELLO in time: none within {:?}", cfg.handshake_timeout),
+            ));
         }
         Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => return Err(goodbye(&mut writer, stats, &e).await),
+        Ok(Some(Err(e))) => return Err(Closed::wire(stats, &e)),
         Ok(Some(Ok(Frame {
             body: Message::Hello(h),
             ..
         }))) => h,
         Ok(Some(Ok(other))) => {
-            let why = format!("expected HELLO, got {}", other.frame_type());
-            let _ = writer
-                .send(Frame::goodbye(ResultCode::ProtocolViolation, why.clone()))
-                .await;
             stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(why);
+            return Err(Closed::with(
+                ResultCode::ProtocolViolation,
+                format!("expected HELLO, got {}", other.frame_type()),
+            ));
         }
     };
     let Some(version) = hello.negotiate_version() else {
-        let why = format!(
-            "client speaks versions {}..={}, this server {}",
-            hello.min_version,
-            hello.max_version,
-            crate::wire::PROTOCOL_VERSION
-        );
-        let _ = writer
-            .send(Frame::goodbye(ResultCode::Unsupported, why.clone()))
-            .await;
         stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(why);
+        return Err(Closed::with(
+            ResultCode::Unsupported,
+            format!(
+                "client speaks versions {}..={}, this server {}",
+                hello.min_version,
+                hello.max_version,
+                crate::wire::PROTOCOL_VERSION
+            ),
+        ));
     };
     writer
         .send(Frame::hello_ok(HelloOk {
@@ -266,7 +399,7 @@ async fn connection(
             max_in_flight: cfg.max_in_flight,
         }))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Closed::transport)?;
     tracing::debug!(
         "{peer}: session: {:?} mode, source {}, client `{}`",
         hello.mode,
@@ -315,46 +448,77 @@ type Answer = (Frame, usize);
 type ApplyFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
 
 /// Reads requests and writes answers until the peer is done, a frame is
-/// bad, or shutdown.
+/// bad, a limit is broken, or shutdown.
 #[allow(clippy::too_many_arguments)]
-async fn pump(
-    mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, WireCodec>,
+async fn pump<S: AsyncRead + AsyncWrite>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
     mut pending: impl Pending<ApplyFuture>,
     store: Store,
     cfg: &ServerConfig,
     stats: &ServerStats,
     shutdown: CancellationToken,
     parallel: bool,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
+    let max_in_flight = cfg.max_in_flight as usize;
+    // Past the limit requests are answered Busy; past twice the limit the
+    // server stops reading, so even a peer that ignores every NACK cannot
+    // make it hold more.
+    let read_cap = max_in_flight.saturating_mul(2).max(1);
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
     let mut reading = true;
+    let mut shutting_down = false;
     loop {
         if !reading && pending.in_flight() == 0 {
+            if shutting_down {
+                return Err(Closed::with(
+                    ResultCode::ShuttingDown,
+                    "the receiver is shutting down; reconnect later".to_owned(),
+                ));
+            }
             return Ok(());
         }
         tokio::select! {
-            frame = reader.next(), if reading && pending.in_flight() < cfg.max_in_flight as usize => {
+            frame = reader.next(), if reading && pending.in_flight() < read_cap => {
                 let frame = match frame {
                     None => { reading = false; continue; }
-                    Some(Err(e)) => return Err(goodbye(&mut writer, stats, &e).await),
+                    Some(Err(e)) => return Err(Closed::wire(stats, &e)),
                     Some(Ok(f)) => f,
                 };
+                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                 let id = frame.request_id;
                 let writes = match frame.body {
                     Message::Write(w) => vec![w],
                     Message::Batch(ws) => ws,
                     Message::Ping => {
-                        writer.send(Frame::new(id, Message::Pong)).await.map_err(|e| e.to_string())?;
+                        writer.send(Frame::new(id, Message::Pong)).await.map_err(Closed::transport)?;
                         continue;
                     }
+                    Message::Pong => continue,
                     Message::Goodbye(_) => { reading = false; continue; }
                     other => {
-                        let why = format!("unexpected {} after the handshake", other.frame_type());
-                        let _ = writer.send(Frame::goodbye(ResultCode::ProtocolViolation, why.clone())).await;
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(why);
+                        return Err(Closed::with(
+                            ResultCode::ProtocolViolation,
+                            format!("unexpected {} after the handshake", other.frame_type()),
+                        ));
                     }
                 };
+                if pending.in_flight() >= max_in_flight {
+                    // Protocol §6.4: answer the excess, keep the connection.
+                    stats.over_in_flight.fetch_add(1, Ordering::Relaxed);
+                    let n = writes.len();
+                    let why = format!(
+                        "more than max_in_flight = {max_in_flight} requests unanswered; \
+                         wait for answers before sending more"
+                    );
+                    pending.add(Box::pin(std::future::ready((
+                        Frame::nack(id, ResultCode::Busy, why),
+                        n,
+                    ))));
+                    continue;
+                }
                 let fut = apply(store.clone(), id, writes, cfg.apply_delay);
                 if parallel {
                     let handle = tokio::spawn(fut);
@@ -369,17 +533,32 @@ async fn pump(
             }
             Some((answer, writes)) = pending.next(), if pending.in_flight() > 0 => {
                 count(stats, &answer, writes);
-                writer.feed(answer).await.map_err(|e| e.to_string())?;
+                writer.feed(answer).await.map_err(Closed::transport)?;
                 // Batch the answers that are already done into one write.
                 while let Some(Some((answer, writes))) = pending.next().now_or_never() {
                     count(stats, &answer, writes);
-                    writer.feed(answer).await.map_err(|e| e.to_string())?;
+                    writer.feed(answer).await.map_err(Closed::transport)?;
                 }
-                SinkExt::<Frame>::flush(&mut writer).await.map_err(|e| e.to_string())?;
+                SinkExt::<Frame>::flush(writer).await.map_err(Closed::transport)?;
+                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+            }
+            _ = &mut idle, if reading && pending.in_flight() == 0 => {
+                stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                let partial = reader.read_buffer().len();
+                let reason = if partial > 0 {
+                    format!(
+                        "idle for {:?} with an unfinished frame ({partial} bytes of it received)",
+                        cfg.idle_timeout
+                    )
+                } else {
+                    format!("idle for {:?}: no request received", cfg.idle_timeout)
+                };
+                return Err(Closed::with(ResultCode::Timeout, reason));
             }
             _ = shutdown.cancelled(), if reading => {
                 // Stop taking requests; answer those in hand, then close.
                 reading = false;
+                shutting_down = true;
             }
         }
     }
@@ -453,15 +632,4 @@ fn apply(store: Store, id: u64, writes: Vec<Write>, delay: Option<Duration>) -> 
         };
         (frame, n)
     })
-}
-
-/// Tells the peer why its connection is being closed; returns the reason.
-async fn goodbye(
-    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, WireCodec>,
-    stats: &ServerStats,
-    e: &WireError,
-) -> String {
-    stats.rejected.fetch_add(1, Ordering::Relaxed);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(Frame::goodbye_for(e))).await;
-    e.to_string()
 }
