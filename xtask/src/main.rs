@@ -12,6 +12,7 @@
 //! scripts never invalidate the user-space build.
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -59,6 +60,15 @@ enum Cmd {
         #[arg(long)]
         probe_only: bool,
     },
+    /// Long libFuzzer runs of the wire codec (frame decoder, HELLO parser).
+    Fuzz {
+        /// Only this target (`frame_decoder` or `hello`).
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
+        /// Executions in total, split evenly between the targets.
+        #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+        runs: u64,
+    },
     /// The main job: the seed's experiment across an emulated 156 ms,
     /// 100 MB/s link (iperf3, stop-and-wait x 10, pipelined).
     Demo {
@@ -89,6 +99,7 @@ fn main() -> Result<()> {
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }
+        Cmd::Fuzz { target, runs } => fuzz::fuzz(target, runs.max(1)),
         Cmd::Demo { seconds } => demo(seconds),
     }
 }
@@ -123,7 +134,7 @@ fn status(cmd: &mut Command) -> Result<ExitStatus> {
         .with_context(|| format!("cannot start `{}`", show(cmd)))
 }
 
-fn show(cmd: &Command) -> String {
+pub fn show(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -217,6 +228,9 @@ fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<()
     });
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
 fn test() -> Result<()> {
     let obj = build_ebpf()?;
     let bin = build(false)?;
@@ -237,6 +251,9 @@ fn test() -> Result<()> {
         "integration tests (root, one at a time)",
         || integration_tests(&obj, &bin),
     );
+    step(&mut steps, "fuzz, 60 s per target", || {
+        fuzz::bounded(FUZZ_SECONDS_IN_TEST)
+    });
     eprintln!("\n=== summary");
     let mut failed = 0;
     for s in &steps {
