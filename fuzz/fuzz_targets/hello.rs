@@ -1,14 +1,17 @@
 //! The HELLO parser, the first thing an unauthenticated peer reaches: the
 //! input is a HELLO payload behind a valid header (right CRC, so the parser
 //! itself is exercised, not the checksum). It must never panic; a HELLO it
-//! accepts must re-encode to the same value; version negotiation must
-//! answer without panicking whatever the fields hold.
+//! accepts must re-encode to the same value; version negotiation and the
+//! token check must answer without panicking whatever the fields hold.
 #![no_main]
 
 use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
-use xdr_ship::wire::{Frame, Message, WireCodec, MAGIC, PROTOCOL_VERSION};
+use xdr_ship::{
+    tls::Token,
+    wire::{Frame, Message, WireCodec, MAGIC, PROTOCOL_VERSION},
+};
 
 fuzz_target!(|payload: &[u8]| {
     let mut buf = BytesMut::with_capacity(24 + payload.len());
@@ -29,6 +32,8 @@ fuzz_target!(|payload: &[u8]| {
         panic!("a HELLO header decoded as {:?}", frame.body);
     };
     let _ = hello.negotiate_version();
+    let token = Token::new(b"fuzzing-token-0123456789");
+    let _ = token.verify(&hello.credentials);
     let mut out = BytesMut::new();
     codec
         .encode(&frame, &mut out)

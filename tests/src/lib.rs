@@ -207,7 +207,13 @@ pub fn ship_across_lab(
     let far = lab.addr(Side::Far);
     let _recv = ChildGuard(
         lab.command(Side::Far, xdr_ship_bin())
-            .args(["recv", "--memory", "--listen", &format!("{far}:3000")])
+            .args([
+                "recv",
+                "--memory",
+                "--insecure",
+                "--listen",
+                &format!("{far}:3000"),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

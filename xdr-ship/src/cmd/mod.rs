@@ -4,6 +4,7 @@ pub mod observe;
 pub mod recv;
 pub mod ship;
 pub mod softirqs;
+pub mod tls_args;
 
 use std::time::Duration;
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     server::{self, ServerConfig, ServerStats},
     store::{Durability, Store, StoreConfig},
+    tls,
 };
 
 /// Receive writes and apply them, last-writer-wins, to a store.
@@ -55,6 +56,22 @@ pub struct Args {
     /// Status lines as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve TLS 1.3 with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate chaining to this CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Require this pre-shared token (the file's content) in every HELLO.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Allow a non-loopback --listen without --token-file or --tls-ca:
+    /// anyone who reaches the port can write.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -73,7 +90,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: args.handshake_timeout,
         idle_timeout: args.idle_timeout,
         apply_delay: args.apply_delay,
+        tls: tls::server_from_flags(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_ca.as_deref(),
+        )
+        .context("setting up TLS")?,
+        token: match &args.token_file {
+            Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
+            None => None,
+        },
+        insecure: args.insecure,
         ..ServerConfig::default()
+    };
+    let security = match (&cfg.tls, &cfg.token) {
+        (Some(t), Some(_)) if t.client_auth => "TLS 1.3, client certificates and token required",
+        (Some(t), None) if t.client_auth => "TLS 1.3, client certificates required",
+        (Some(_), Some(_)) => "TLS 1.3, token required",
+        (Some(_), None) => "TLS 1.3, no authentication",
+        (None, Some(_)) => "plaintext, token required",
+        (None, None) => "plaintext, no authentication",
     };
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
     let local = listener.local_addr()?;
@@ -88,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             format!(", SO_RCVBUF {}", r.effective)
         }
     });
-    println!("recv: listening on {local}, {kind}{buf}");
+    println!("recv: listening on {local} ({security}), {kind}{buf}");
     if let Some(w) = rcvbuf.and_then(|r| r.warning) {
         eprintln!("warning: {w}");
     }

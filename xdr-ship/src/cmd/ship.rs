@@ -67,6 +67,8 @@ pub struct Args {
     /// Status lines as JSON (one object per line, per-connection detail included).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: super::tls_args::ClientSecurity,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -82,6 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.drain_timeout = args.drain_timeout;
     cfg.interval = args.interval;
     cfg.compress = args.compress;
+    args.security.apply(&mut cfg)?;
     if args.stop_and_wait {
         cfg = cfg.stop_and_wait();
     }

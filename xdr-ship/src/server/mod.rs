@@ -34,6 +34,15 @@
 //! it. (After mini-redis' `server::run`: a semaphore caps connections, and
 //! shutdown is a token every task watches.)
 //!
+//! Who may write: with `tls` every connection first completes a TLS 1.3
+//! handshake (and with client authentication, presents a certificate from
+//! the configured CA); with `token` its HELLO must carry the pre-shared
+//! token, checked in constant time. A peer that fails either gets GOODBYE
+//! `AuthFailed` (or, talking plaintext to a TLS port, a plaintext GOODBYE
+//! `Unsupported` saying so) before any of its frames is read as a request:
+//! nothing it sent is applied. [`bind`] refuses a non-loopback address
+//! without either, unless `insecure` says so explicitly.
+//!
 //! Connection handling ([`serve_stream`]) is generic over the byte stream
 //! (`AsyncRead + AsyncWrite`), so plain TCP, TLS and other listeners share
 //! it.
@@ -85,6 +94,17 @@ pub enum ServerError {
     /// Accepting failed for good.
     #[error("accept failed: {0}")]
     Accept(std::io::Error),
+    /// A listener reachable from other hosts, with nothing to tell who may
+    /// write to it.
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who can reach it could \
+         write records. Give --token-file FILE (a pre-shared token) or --tls-cert/--tls-key with \
+         --tls-ca (client certificates), or --insecure to accept unauthenticated peers anyway"
+    )]
+    Unauthenticated {
+        /// The address.
+        addr: SocketAddr,
+    },
 }
 
 /// How the receiver runs.
@@ -106,6 +126,12 @@ pub struct ServerConfig {
     /// of it is being processed; then it is closed (GOODBYE `Timeout`). Also
     /// what ends a peer that starts a frame and never finishes it.
     pub idle_timeout: Duration,
+    /// TLS 1.3 on every connection (`None`: plain TCP).
+    pub tls: Option<crate::tls::ServerTls>,
+    /// The pre-shared token every HELLO must carry (`None`: not asked).
+    pub token: Option<crate::tls::Token>,
+    /// Listen on a non-loopback address without any authentication.
+    pub insecure: bool,
     /// Extra time spent before applying each request: makes the
     /// destination the bottleneck on purpose (diagnosis tests, demos).
     pub apply_delay: Option<Duration>,
@@ -122,6 +148,25 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             apply_delay: None,
+            tls: None,
+            token: None,
+            insecure: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether peers must prove who they are (token or client certificate).
+    pub fn authenticates(&self) -> bool {
+        self.token.is_some() || self.tls.as_ref().is_some_and(|t| t.client_auth)
+    }
+
+    /// Refuses to expose an unauthenticated receiver beyond this host.
+    pub fn check_exposure(&self, addr: SocketAddr) -> Result<(), ServerError> {
+        if addr.ip().is_loopback() || self.authenticates() || self.insecure {
+            Ok(())
+        } else {
+            Err(ServerError::Unauthenticated { addr })
         }
     }
 }
@@ -149,6 +194,9 @@ pub struct ServerStats {
     pub timed_out: AtomicU64,
     /// Requests answered NACK `Busy` for exceeding `max_in_flight`.
     pub over_in_flight: AtomicU64,
+    /// Connections refused for missing or wrong credentials, a failed TLS
+    /// handshake, or plaintext on a TLS port.
+    pub auth_failed: AtomicU64,
 }
 
 /// Binds `addr` with SO_RCVBUF set before `listen`, so that accepted
@@ -157,6 +205,7 @@ pub fn bind(
     addr: SocketAddr,
     cfg: &ServerConfig,
 ) -> Result<(TcpListener, Option<BufferReport>), ServerError> {
+    cfg.check_exposure(addr)?;
     let err = |source| ServerError::Bind { addr, source };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
@@ -220,7 +269,7 @@ pub async fn serve(
         tasks.spawn(async move {
             stats.connections.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
-            if let Err(reason) = serve_stream(stream, peer, store, &cfg, &stats, shutdown).await {
+            if let Err(reason) = serve_tcp(stream, peer, store, &cfg, &stats, shutdown).await {
                 tracing::warn!("{peer}: closed: {reason}");
             }
             stats.connections.fetch_sub(1, Ordering::Relaxed);
@@ -250,6 +299,79 @@ async fn refuse(stream: TcpStream, code: ResultCode, why: String) {
     let mut reader = FramedRead::new(rd, WireCodec::new());
     let mut writer = FramedWrite::new(wr, WireCodec::new());
     close_with(&mut reader, &mut writer, Frame::goodbye(code, why)).await;
+}
+
+/// One accepted TCP connection: TLS first if configured, then the session.
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    store: Store,
+    cfg: &ServerConfig,
+    stats: &ServerStats,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let Some(tls) = &cfg.tls else {
+        return serve_stream(stream, peer, store, cfg, stats, shutdown).await;
+    };
+    // A plaintext shipper on a TLS port: tell it so in its own protocol
+    // (a TLS ClientHello starts with 0x16, a frame with "XS").
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(cfg.handshake_timeout, stream.peek(&mut first)).await {
+        Err(_) => {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "no TLS handshake within {:?}",
+                cfg.handshake_timeout
+            ));
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+        Ok(Ok(_)) if first[0] == crate::wire::MAGIC[0] => {
+            stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+            let why = "this receiver requires TLS and the peer speaks plaintext: \
+                       start the shipper with --tls-ca (the CA of the receiver's certificate)";
+            refuse(stream, ResultCode::Unsupported, why.to_owned()).await;
+            return Err(why.to_owned());
+        }
+        Ok(Ok(_)) => {}
+    }
+    // A second handle on the socket: when the handshake fails, rustls has
+    // queued an alert saying why, and the close must linger so that the
+    // peer reads it rather than an RST.
+    let twin = stream
+        .into_std()
+        .and_then(|s| Ok((s.try_clone()?, s)))
+        .and_then(|(twin, s)| Ok((twin, TcpStream::from_std(s)?)));
+    let (twin, stream) = match twin {
+        Ok(pair) => pair,
+        Err(e) => return Err(format!("cannot set up the connection for TLS: {e}")),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let accepted = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(stream)).await;
+    if !matches!(accepted, Ok(Ok(_))) {
+        if let Ok(twin) = TcpStream::from_std(twin) {
+            let (rd, wr) = tokio::io::split(twin);
+            let (mut reader, mut writer) = (
+                FramedRead::new(rd, WireCodec::new()),
+                FramedWrite::new(wr, WireCodec::new()),
+            );
+            linger(&mut reader, &mut writer).await;
+        }
+    }
+    let stream = match accepted {
+        Err(_) => {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "TLS handshake not finished within {:?}",
+                cfg.handshake_timeout
+            ));
+        }
+        Ok(Err(e)) => {
+            stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(format!("TLS handshake failed: {e}"));
+        }
+        Ok(Ok(s)) => s,
+    };
+    serve_stream(stream, peer, store, cfg, stats, shutdown).await
 }
 
 type Reader<S> = FramedRead<ReadHalf<S>, WireCodec>;
@@ -391,6 +513,18 @@ async fn session<S: AsyncRead + AsyncWrite>(
             ),
         ));
     };
+    if let Some(token) = &cfg.token {
+        if !token.verify(&hello.credentials) {
+            stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+            let why = if hello.credentials.is_empty() {
+                "HELLO carries no credentials; this receiver requires its pre-shared token \
+                 (give the shipper --token-file)"
+            } else {
+                "HELLO credentials rejected: not this receiver's pre-shared token (--token-file)"
+            };
+            return Err(Closed::with(ResultCode::AuthFailed, why.to_owned()));
+        }
+    }
     writer
         .send(Frame::hello_ok(HelloOk {
             version,

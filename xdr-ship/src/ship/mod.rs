@@ -67,6 +67,11 @@ pub enum ShipError {
     /// The connection closed.
     #[error("connection closed by the receiver")]
     Closed,
+    /// TLS, the credentials or the handshake failed in a way every retry
+    /// would repeat (untrusted certificate, AuthFailed, TLS required, no
+    /// common version): the run stops with the reason.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// `--window W|auto`.
@@ -123,6 +128,10 @@ pub struct ShipConfig {
     /// record and pays only when the link, not the CPU, is the limit and
     /// the values compress.
     pub compress: bool,
+    /// TLS towards the receiver (`None`: plain TCP).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// Pre-shared token sent in HELLO (`None`: no credentials).
+    pub token: Option<bytes::Bytes>,
 }
 
 impl ShipConfig {
@@ -142,6 +151,8 @@ impl ShipConfig {
             drain_timeout: Duration::from_secs(30),
             interval: Duration::from_secs(1),
             compress: false,
+            tls: None,
+            token: None,
         }
     }
 
@@ -224,7 +235,13 @@ pub async fn run<S: Source>(
         backoff_max: Duration::from_secs(5),
         report_acks: false,
         compress: cfg.compress,
+        tls: cfg.tls.clone(),
+        to: cfg.to.clone(),
+        credentials: cfg.token.clone().unwrap_or_default(),
     });
+    // A certificate or token the receiver refuses fails every retry the
+    // same way: report it now rather than reconnect forever.
+    conn::preflight(&conn_cfg).await?;
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
