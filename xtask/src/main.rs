@@ -59,6 +59,9 @@ enum Cmd {
         /// Only the probe-overhead row.
         #[arg(long)]
         probe_only: bool,
+        /// Only the TLS rows: the lab run without and with TLS (root).
+        #[arg(long)]
+        tls_only: bool,
     },
     /// Long libFuzzer runs of the wire codec (frame decoder, HELLO parser).
     Fuzz {
@@ -92,9 +95,17 @@ fn main() -> Result<()> {
             seconds,
             lab_seconds,
             probe_only,
+            tls_only,
         } => {
             if probe_only {
                 return bench::probe_only(repeats.max(5), seconds.max(1));
+            }
+            if tls_only {
+                if !is_root() {
+                    bail!("the TLS rows run on the WAN lab (network namespaces): run as root");
+                }
+                let bin = build(true)?;
+                return bench::tls_only(&bin, lab_seconds.max(15));
             }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
