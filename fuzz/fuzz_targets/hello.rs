@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
 use xdr_ship::{
     tls::Token,
-    wire::{Frame, Message, WireCodec, MAGIC, PROTOCOL_VERSION},
+    wire::{Message, WireCodec, MAGIC, PROTOCOL_VERSION},
 };
 
 fuzz_target!(|payload: &[u8]| {
