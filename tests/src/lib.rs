@@ -219,7 +219,13 @@ pub fn ship_across_lab_with(
     let far = lab.addr(Side::Far);
     let _recv = ChildGuard(
         lab.command(Side::Far, xdr_ship_bin())
-            .args(["recv", "--memory", "--listen", &format!("{far}:3000")])
+            .args([
+                "recv",
+                "--memory",
+                "--insecure",
+                "--listen",
+                &format!("{far}:3000"),
+            ])
             .args(recv_args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -183,17 +183,23 @@ impl<'a> Rig<'a> {
     fn recv(&mut self) -> ChildGuard {
         self.recv_starts += 1;
         let mut cmd = self.net.command(Side::Far);
-        cmd.args(["recv", "--listen", &self.dest.to_string(), "--store"])
-            .arg(self.path("store"))
-            .args(["--rcvbuf", "4MiB", "--interval", "60s"])
-            .args(
-                self.apply_delay
-                    .map(|d| ["--apply-delay", d])
-                    .into_iter()
-                    .flatten(),
-            )
-            .stdout(Stdio::null())
-            .stderr(self.log_file("recv.err"));
+        cmd.args([
+            "recv",
+            "--insecure",
+            "--listen",
+            &self.dest.to_string(),
+            "--store",
+        ])
+        .arg(self.path("store"))
+        .args(["--rcvbuf", "4MiB", "--interval", "60s"])
+        .args(
+            self.apply_delay
+                .map(|d| ["--apply-delay", d])
+                .into_iter()
+                .flatten(),
+        )
+        .stdout(Stdio::null())
+        .stderr(self.log_file("recv.err"));
         ChildGuard(cmd.spawn().expect("start recv"))
     }
 

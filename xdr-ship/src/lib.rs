@@ -15,6 +15,8 @@
 //!   unordered answers).
 //! - [`store`]: the destination store, last-writer-wins, group commit.
 //! - [`metrics`]: the one snapshot type every output renders.
+//! - [`tls`]: TLS 1.3 (rustls) for the links and the HELLO token: who may
+//!   talk to whom.
 //! - [`net`]: socket buffers (with the sysctl that caps them) and cookies.
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
 //!   and the `/proc` fallback used when eBPF cannot load.
@@ -38,6 +40,7 @@ pub mod server;
 pub mod ship;
 pub mod srclog;
 pub mod store;
+pub mod tls;
 pub mod tui;
 pub mod tune;
 pub mod wire;

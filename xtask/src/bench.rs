@@ -285,6 +285,7 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
         Ok(phase_from_lines(&lines, 10))
     };
     let default = ship("", secs)?;
+    let tls = tls_phase(bin, &plan, secs)?;
     let one = ship("--connections 1 --mode unordered", secs)?;
     let saw = ship("--stop-and-wait --connections 10", secs.min(20))?;
     println!(
@@ -305,6 +306,14 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
         default.inflight / (default.throughput * 0.156)
     );
     println!(
+        "{:<46} {:>14.0} {:>10.1}  {:.1}% of the same run without TLS; {:.1}% of iperf3",
+        "xdr-ship, 64 connections, window auto, TLS 1.3",
+        tls.throughput,
+        tls.mb_per_s,
+        100.0 * tls.throughput / default.throughput,
+        100.0 * tls.mb_per_s / iperf,
+    );
+    println!(
         "{:<46} {:>14.0} {:>10.1}  {:.1}% of iperf3 (>= 90%); in flight {:.0}",
         "xdr-ship --connections 1 --mode unordered",
         one.throughput,
@@ -320,6 +329,83 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
         100.0 * (saw.throughput / (10.0 / 0.156) - 1.0)
     );
     Ok(())
+}
+
+/// The default lab run with TLS 1.3 on every connection.
+fn tls_phase(bin: &Path, plan: &crate::demo::Plan, secs: u64) -> Result<crate::demo::Phase> {
+    let pki = TestPki::new("198.18.0.2")?;
+    let lines = crate::demo::ship_phase_with(
+        bin,
+        plan,
+        "bench",
+        &pki.recv_args(),
+        &pki.ship_args(),
+        secs,
+        |_| false,
+    )?;
+    if let Some(l) = lines.iter().find(|l| l.starts_with("done:")) {
+        eprintln!("  {:<40} {l}", "(TLS 1.3)");
+    }
+    Ok(crate::demo::phase_from_lines(&lines, 10))
+}
+
+/// `bench --tls-only`: the lab's default run without and with TLS, and
+/// the ratio (root: the lab makes network namespaces).
+pub fn tls_only(bin: &Path, secs: u64) -> Result<()> {
+    use crate::demo::{phase_from_lines, ship_phase, Plan};
+    let plan = Plan {
+        rtt_ms: 156.0,
+        bandwidth: "100MB/s",
+        phase_secs: secs,
+    };
+    println!("\nTLS cost on the lab link: 156 ms RTT, 100 MB/s, 1 KB records, {secs} s per phase");
+    let plain = phase_from_lines(&ship_phase(bin, &plan, "bench", "", secs, |_| false)?, 10);
+    let tls = tls_phase(bin, &plan, secs)?;
+    println!("{:<46} {:>14} {:>10}  ratio", "row", "records/s", "MB/s");
+    println!(
+        "{:<46} {:>14.0} {:>10.1}",
+        "xdr-ship, 64 connections, window auto", plain.throughput, plain.mb_per_s
+    );
+    println!(
+        "{:<46} {:>14.0} {:>10.1}  {:.1}% of the same run without TLS",
+        "xdr-ship, 64 connections, window auto, TLS 1.3",
+        tls.throughput,
+        tls.mb_per_s,
+        100.0 * tls.throughput / plain.throughput
+    );
+    Ok(())
+}
+
+/// A throw-away CA and a receiver certificate for `ip` (rcgen), as PEM
+/// files in a directory removed on drop: what the TLS row needs.
+struct TestPki {
+    dir: Scratch,
+}
+
+impl TestPki {
+    fn new(ip: &str) -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = Scratch::new("tls")?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key)?;
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec![ip.to_owned()])?.signed_by(&key, &ca, &ca_key)?;
+        std::fs::write(dir.0.join("ca.pem"), ca.pem())?;
+        std::fs::write(dir.0.join("recv.pem"), cert.pem())?;
+        std::fs::write(dir.0.join("recv.key"), key.serialize_pem())?;
+        Ok(Self { dir })
+    }
+
+    fn recv_args(&self) -> String {
+        let d = self.dir.0.display();
+        format!("--tls-cert {d}/recv.pem --tls-key {d}/recv.key")
+    }
+
+    fn ship_args(&self) -> String {
+        format!("--tls-ca {}/ca.pem", self.dir.0.display())
+    }
 }
 
 /// How a probe-overhead run watches the shipping.

@@ -91,12 +91,27 @@ pub fn ship_phase(
     secs: u64,
     echo: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
+    ship_phase_with(bin, plan, name, "", args, secs, echo)
+}
+
+/// [`ship_phase`] with extra `recv_args` for the receiver. The lab's far
+/// address is not loopback, and the lab is a namespace of its own: the
+/// receiver runs `--insecure` unless `recv_args` authenticate.
+pub fn ship_phase_with(
+    bin: &Path,
+    plan: &Plan,
+    name: &str,
+    recv_args: &str,
+    args: &str,
+    secs: u64,
+    echo: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let bin_s = bin.display();
     lab_run(
         bin,
         plan,
         name,
-        &format!("{bin_s} recv --listen 198.18.0.2:3000 --memory"),
+        &format!("{bin_s} recv --listen 198.18.0.2:3000 --memory --insecure {recv_args}"),
         &format!(
             "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s \
              {} {args}",
@@ -305,7 +320,13 @@ pub fn tui_phase(bin: &Path, plan: &Plan, secs: u64) -> Result<()> {
         Command::new("ip")
             .args(["netns", "exec", &ns("far")])
             .arg(bin)
-            .args(["recv", "--listen", "198.18.0.2:3000", "--memory"])
+            .args([
+                "recv",
+                "--insecure",
+                "--listen",
+                "198.18.0.2:3000",
+                "--memory",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,6 +12,7 @@
 //! scripts never invalidate the user-space build.
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 mod soak;
 
@@ -59,6 +60,18 @@ enum Cmd {
         /// Only the probe-overhead row.
         #[arg(long)]
         probe_only: bool,
+        /// Only the TLS rows: the lab run without and with TLS (root).
+        #[arg(long)]
+        tls_only: bool,
+    },
+    /// Long libFuzzer runs of the wire codec (frame decoder, HELLO parser).
+    Fuzz {
+        /// Only this target (`frame_decoder` or `hello`).
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
+        /// Executions in total, split evenly between the targets.
+        #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+        runs: u64,
     },
     /// The fault tests, longer: kill -9 of shipper and receiver N times
     /// each, a long link outage; prints runs, records written, acked,
@@ -94,13 +107,22 @@ fn main() -> Result<()> {
             seconds,
             lab_seconds,
             probe_only,
+            tls_only,
         } => {
             if probe_only {
                 return bench::probe_only(repeats.max(5), seconds.max(1));
             }
+            if tls_only {
+                if !is_root() {
+                    bail!("the TLS rows run on the WAN lab (network namespaces): run as root");
+                }
+                let bin = build(true)?;
+                return bench::tls_only(&bin, lab_seconds.max(15));
+            }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }
+        Cmd::Fuzz { target, runs } => fuzz::fuzz(target, runs.max(1)),
         Cmd::Demo { seconds } => demo(seconds),
         Cmd::Soak { kills, outage } => build(false).and_then(|bin| soak::soak(&bin, kills, outage)),
     }
@@ -136,7 +158,7 @@ fn status(cmd: &mut Command) -> Result<ExitStatus> {
         .with_context(|| format!("cannot start `{}`", show(cmd)))
 }
 
-fn show(cmd: &Command) -> String {
+pub fn show(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -230,6 +252,9 @@ fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<()
     });
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
 fn test() -> Result<()> {
     let obj = build_ebpf()?;
     let bin = build(false)?;
@@ -250,6 +275,9 @@ fn test() -> Result<()> {
         "integration tests (root, one at a time)",
         || integration_tests(&obj, &bin),
     );
+    step(&mut steps, "fuzz, 60 s per target", || {
+        fuzz::bounded(FUZZ_SECONDS_IN_TEST)
+    });
     eprintln!("\n=== summary");
     let mut failed = 0;
     for s in &steps {

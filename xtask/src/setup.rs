@@ -67,6 +67,10 @@ pub fn run_setup(verbose: bool) -> Result<()> {
         }
     }
 
+    if verbose {
+        ensure_cargo_fuzz()?;
+    }
+
     let missing = missing_debian_packages();
     if missing.is_empty() {
         say(format!(
@@ -182,6 +186,22 @@ fn install_bpf_linker() -> Result<()> {
         .args(["--no-default-features", "--features"])
         .arg(format!("llvm-{major}"));
     run_cmd(&mut cmd).context("building bpf-linker")
+}
+
+/// cargo-fuzz (for `cargo xtask fuzz` and the bounded fuzz run of `test`),
+/// installed when `cargo fuzz` does not run.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let present = Command::new(&cargo)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    println!("cargo-fuzz: installing it (a minute or two)");
+    run_cmd(Command::new(&cargo).args(["install", "cargo-fuzz", "--locked"]))
+        .context("installing cargo-fuzz")
 }
 
 /// Installs `packages` if any is missing (for commands that need more than

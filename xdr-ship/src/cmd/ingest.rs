@@ -299,6 +299,14 @@ pub async fn run(
             rcvbuf: None,
             ..ServerConfig::default()
         };
+        // The ingest port has no TLS or token of its own yet: it serves
+        // this host's applications, on loopback.
+        if !addr.ip().is_loopback() {
+            bail!(
+                "--listen {addr}: the ingest port takes writes from this host's applications and \
+                 has no authentication of its own yet; listen on a loopback address such as 127.0.0.1:3000"
+            );
+        }
         let (listener, _) = server::bind(addr, &cfg)?;
         if !json {
             println!(

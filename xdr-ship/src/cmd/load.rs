@@ -45,6 +45,8 @@ pub struct Args {
     /// Status lines as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: super::tls_args::ClientSecurity,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -57,6 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.sndbuf = None;
     cfg.duration = args.duration;
     cfg.interval = args.interval;
+    args.security.apply(&mut cfg)?;
     let spec = GenerateSpec {
         rate: None,
         value_size: args.size,

@@ -8,6 +8,7 @@ pub mod recv;
 pub mod replay;
 pub mod ship;
 pub mod softirqs;
+pub mod tls_args;
 pub mod tune;
 
 use std::time::Duration;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     server::{self, ServerConfig, ServerStats},
     store::{Durability, Store, StoreConfig},
+    tls,
 };
 
 /// Receive writes and apply them, last-writer-wins, to a store.
@@ -38,6 +39,13 @@ pub struct Args {
     /// Requests one connection may have unanswered.
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     max_in_flight: u32,
+    /// Time a new connection has to say HELLO (TLS handshake included).
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration, value_name = "DURATION")]
+    handshake_timeout: Duration,
+    /// Close a connection that sends no complete frame for this long while
+    /// none of its requests is being processed (also ends half-sent frames).
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration, value_name = "DURATION")]
+    idle_timeout: Duration,
     /// Wait this long before applying each request (makes the destination
     /// the bottleneck on purpose).
     #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
@@ -48,6 +56,22 @@ pub struct Args {
     /// Status lines as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve TLS 1.3 with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate chaining to this CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Require this pre-shared token (the file's content) in every HELLO.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Allow a non-loopback --listen without --token-file or --tls-ca:
+    /// anyone who reaches the port can write.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -63,8 +87,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rcvbuf: Some(args.rcvbuf),
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
         apply_delay: args.apply_delay,
+        tls: tls::server_from_flags(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_ca.as_deref(),
+        )
+        .context("setting up TLS")?,
+        token: match &args.token_file {
+            Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
+            None => None,
+        },
+        insecure: args.insecure,
         ..ServerConfig::default()
+    };
+    let security = match (&cfg.tls, &cfg.token) {
+        (Some(t), Some(_)) if t.client_auth => "TLS 1.3, client certificates and token required",
+        (Some(t), None) if t.client_auth => "TLS 1.3, client certificates required",
+        (Some(_), Some(_)) => "TLS 1.3, token required",
+        (Some(_), None) => "TLS 1.3, no authentication",
+        (None, Some(_)) => "plaintext, token required",
+        (None, None) => "plaintext, no authentication",
     };
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
     let local = listener.local_addr()?;
@@ -79,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             format!(", SO_RCVBUF {}", r.effective)
         }
     });
-    println!("recv: listening on {local}, {kind}{buf}");
+    println!("recv: listening on {local} ({security}), {kind}{buf}");
     if let Some(w) = rcvbuf.and_then(|r| r.warning) {
         eprintln!("warning: {w}");
     }

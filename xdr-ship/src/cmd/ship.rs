@@ -83,6 +83,8 @@ pub struct Args {
     /// The source node: durable log, ingest, several destinations.
     #[command(flatten)]
     source: super::ingest::LogArgs,
+    #[command(flatten)]
+    security: super::tls_args::ClientSecurity,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -99,6 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.interval = args.interval;
     cfg.compress = args.compress;
     cfg.congestion = args.congestion;
+    args.security.apply(&mut cfg)?;
     if args.stop_and_wait {
         cfg = cfg.stop_and_wait();
     }

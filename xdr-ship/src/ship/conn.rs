@@ -32,7 +32,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
-    net::{tcp::OwnedWriteHalf, TcpStream},
+    io::{AsyncRead, AsyncWrite},
     sync::{mpsc, Notify, Semaphore},
 };
 use tokio_util::{
@@ -69,7 +69,20 @@ pub(crate) struct ConnConfig {
     pub destination: String,
     /// Where permanently refused records are kept.
     pub dead_letter: Option<Arc<super::dead_letter::DeadLetter>>,
+    /// TLS towards the receiver (`None`: plain TCP).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// The destination as given (`host:port`): the TLS server name.
+    pub to: String,
+    /// HELLO credentials (the pre-shared token); empty for none.
+    pub credentials: bytes::Bytes,
 }
+
+/// The byte stream of a session: plain TCP, or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxIo = Box<dyn Io>;
+type Rd = tokio::io::ReadHalf<BoxIo>;
+type Wr = tokio::io::WriteHalf<BoxIo>;
 
 /// A request in flight: its records (kept for a resend) and when it left.
 #[derive(Debug)]
@@ -258,7 +271,7 @@ pub(crate) async fn run(
             c = connect(&cfg, &state) => c,
             _ = cancel.cancelled() => return,
         };
-        let (stream, codec_max) = match connected {
+        let (stream, fd, codec_max) = match connected {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::warn!(
@@ -275,9 +288,7 @@ pub(crate) async fn run(
             }
         };
         backoff = cfg.backoff_min;
-        state
-            .fd
-            .store(std::os::fd::AsRawFd::as_raw_fd(&stream), Ordering::Relaxed);
+        state.fd.store(fd, Ordering::Relaxed);
         state.connected.store(true, Ordering::Relaxed);
         let end = session(stream, codec_max, &state, &cfg, &queue, &acked, &cancel).await;
         state.connected.store(false, Ordering::Relaxed);
@@ -297,9 +308,36 @@ pub(crate) async fn run(
     }
 }
 
-/// Connects, sizes the send buffer, says HELLO; returns the stream and the
-/// frame limit agreed with the server.
-async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usize), ShipError> {
+/// Opens one session and closes it again, to find out early what every
+/// connection would run into: a certificate the receiver does not trust
+/// (or that we do not), rejected credentials, a receiver that wants TLS.
+/// Those fail the same way on every retry, so they end the run with the
+/// reason; anything else (receiver not up yet, timeouts) is left to the
+/// connections' own reconnect loop.
+pub(crate) async fn preflight(cfg: &ConnConfig) -> Result<(), ShipError> {
+    let state = ConnState::new(0, 1);
+    match connect(cfg, &state).await {
+        Ok((stream, _, _)) => {
+            let mut framed = FramedWrite::new(stream, WireCodec::new());
+            let _ = tokio::time::timeout(
+                cfg.handshake_timeout,
+                framed.send(Frame::goodbye(ResultCode::Ok, "preflight")),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e @ ShipError::Rejected(_)) => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Connects, sizes the send buffer, sets up TLS if configured, says HELLO;
+/// returns the stream, its socket's fd (for `TCP_INFO`) and the frame limit
+/// agreed with the server.
+async fn connect(
+    cfg: &ConnConfig,
+    state: &ConnState,
+) -> Result<(BoxIo, std::os::fd::RawFd, usize), ShipError> {
     let socket = Socket::new(
         Domain::for_address(cfg.addr),
         Type::STREAM,
@@ -335,10 +373,27 @@ async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usiz
     state
         .cookie
         .store(socket_cookie(&stream).unwrap_or(0), Ordering::Relaxed);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let stream: BoxIo = match &cfg.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name = tls
+                .server_name_for(&cfg.to)
+                .map_err(|e| ShipError::Rejected(e.to_string()))?;
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let tls_stream =
+                tokio::time::timeout(cfg.handshake_timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| ShipError::Timeout("TLS handshake", cfg.handshake_timeout))?
+                    .map_err(|e| tls_failure(cfg, e))?;
+            Box::new(tls_stream)
+        }
+    };
 
     let mut framed = tokio_util::codec::Framed::new(stream, WireCodec::new());
     let mut hello = Hello::new(cfg.mode, cfg.source_id);
     hello.client_name = format!("xdr-ship/{}", env!("CARGO_PKG_VERSION"));
+    hello.credentials = cfg.credentials.clone();
     let handshake = async {
         framed.send(Frame::hello(hello)).await?;
         framed.next().await.transpose()
@@ -346,7 +401,12 @@ async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usiz
     let reply = tokio::time::timeout(cfg.handshake_timeout, handshake)
         .await
         .map_err(|_| ShipError::Timeout("handshake", cfg.handshake_timeout))?
-        .map_err(ShipError::Wire)?;
+        .map_err(|e| match e {
+            // TLS 1.3: a client certificate the receiver refuses shows up
+            // only here, as an alert on the first read.
+            WireError::Io(io) if cfg.tls.is_some() => tls_failure(cfg, io),
+            e => ShipError::Wire(e),
+        })?;
     match reply.map(|f| f.body) {
         Some(Message::HelloOk(ok)) => {
             if ok.mode != cfg.mode {
@@ -363,9 +423,20 @@ async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usiz
             }
             Ok((
                 parts.io,
+                fd,
                 (ok.max_frame as usize).min(crate::wire::DEFAULT_MAX_FRAME),
             ))
         }
+        Some(Message::Goodbye(g)) if g.code.is_permanent() => Err(ShipError::Rejected(format!(
+            "{}: {}{}",
+            g.code,
+            g.message,
+            if g.code == ResultCode::AuthFailed {
+                " (check --token-file, or the client certificate)"
+            } else {
+                ""
+            }
+        ))),
         Some(Message::Goodbye(g)) => Err(ShipError::Refused(format!("{}: {}", g.code, g.message))),
         Some(other) => Err(ShipError::Refused(format!(
             "expected HELLO_OK, got {}",
@@ -377,8 +448,38 @@ async fn connect(cfg: &ConnConfig, state: &ConnState) -> Result<(TcpStream, usiz
     }
 }
 
+/// A failed TLS handshake: certificate problems are permanent (and say
+/// which flag to look at), the rest is a lost connection.
+fn tls_failure(cfg: &ConnConfig, e: std::io::Error) -> ShipError {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::InvalidMessage(_)
+            )
+        });
+    if certificate {
+        ShipError::Rejected(format!(
+            "TLS handshake with {} failed: {e} (is --tls-ca the CA that signed the receiver's \
+             certificate, does it name `{}`, and does the receiver want a client certificate?)",
+            cfg.addr,
+            cfg.tls
+                .as_ref()
+                .and_then(|t| t.server_name.clone())
+                .unwrap_or_else(|| cfg.to.clone())
+        ))
+    } else {
+        ShipError::Io(e)
+    }
+}
+
 async fn session(
-    stream: TcpStream,
+    stream: BoxIo,
     max_frame: usize,
     state: &ConnState,
     cfg: &ConnConfig,
@@ -386,7 +487,7 @@ async fn session(
     acked: &mpsc::Sender<Vec<u64>>,
     cancel: &CancellationToken,
 ) -> SessionEnd {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(max_frame));
     let codec = WireCodec::new().with_max_frame(max_frame);
     let codec = if cfg.compress {
@@ -408,7 +509,7 @@ async fn session(
     }
 }
 
-async fn flush(writer: &mut FramedWrite<OwnedWriteHalf, WireCodec>) -> Result<(), ShipError> {
+async fn flush(writer: &mut FramedWrite<Wr, WireCodec>) -> Result<(), ShipError> {
     SinkExt::<Frame>::flush(writer)
         .await
         .map_err(ShipError::Wire)
@@ -417,7 +518,7 @@ async fn flush(writer: &mut FramedWrite<OwnedWriteHalf, WireCodec>) -> Result<()
 /// Returns `Ok(true)` once the source is exhausted and every record has
 /// been answered, `Ok(false)` when cancelled.
 async fn write_loop(
-    writer: &mut FramedWrite<OwnedWriteHalf, WireCodec>,
+    writer: &mut FramedWrite<Wr, WireCodec>,
     state: &ConnState,
     cfg: &ConnConfig,
     queue: &async_channel::Receiver<SourceRecord>,
@@ -441,7 +542,7 @@ async fn write_loop(
         // leaves records in the queue (and the source) rather than here.
         if state.permits.available_permits() == 0 {
             flush(writer).await?;
-            note_window_full(state, cfg, writer, &mut last_window_check);
+            note_window_full(state, cfg, &mut last_window_check);
         }
         let permit = tokio::select! {
             p = state.permits.acquire() => p.map_err(|_| ShipError::Closed)?,
@@ -484,7 +585,7 @@ async fn write_loop(
         batch.push(first);
         while batch.len() < cfg.batch_max_records && bytes < cfg.batch_max_bytes {
             let Ok(p) = state.permits.try_acquire() else {
-                note_window_full(state, cfg, writer, &mut last_window_check);
+                note_window_full(state, cfg, &mut last_window_check);
                 break;
             };
             let next = match lock(&state.resend).pop_front() {
@@ -528,18 +629,16 @@ async fn write_loop(
 /// window, the peer's window, the link) is the limit and a larger window
 /// would only park records in the send buffer, adding latency. Checked at
 /// most every 10 ms (one `getsockopt`).
-fn note_window_full(
-    state: &ConnState,
-    cfg: &ConnConfig,
-    writer: &FramedWrite<OwnedWriteHalf, WireCodec>,
-    last_check: &mut Instant,
-) {
+fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instant) {
     if last_check.elapsed() < Duration::from_millis(10) {
         return;
     }
     *last_check = Instant::now();
-    let stream: &TcpStream = writer.get_ref().as_ref();
-    let notsent = crate::net::tcp_info(stream).map_or(0, |i| i.notsent_bytes as usize);
+    let notsent = crate::net::tcp_info_if_cookie(
+        state.fd.load(Ordering::Relaxed),
+        state.cookie.load(Ordering::Relaxed),
+    )
+    .map_or(0, |i| i.notsent_bytes as usize);
     if notsent < cfg.batch_max_bytes {
         state.window_limited.store(true, Ordering::Relaxed);
     }
@@ -566,7 +665,7 @@ async fn wait_drained(state: &ConnState, cancel: &CancellationToken) -> Result<b
 /// Reads answers until the connection fails; never returns success (the
 /// writer decides when the session is done).
 async fn read_loop(
-    reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
+    reader: &mut FramedRead<Rd, WireCodec>,
     state: &ConnState,
     cfg: &ConnConfig,
     acked: &mpsc::Sender<Vec<u64>>,

@@ -68,6 +68,11 @@ pub enum ShipError {
     /// The connection closed.
     #[error("connection closed by the receiver")]
     Closed,
+    /// TLS, the credentials or the handshake failed in a way every retry
+    /// would repeat (untrusted certificate, AuthFailed, TLS required, no
+    /// common version): the run stops with the reason.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// `--window W|auto`.
@@ -131,6 +136,10 @@ pub struct ShipConfig {
     /// Where records refused for good go (with the reason); `None`: they
     /// are only counted as `abandoned` and logged.
     pub dead_letter: Option<std::path::PathBuf>,
+    /// TLS towards the receiver (`None`: plain TCP).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// Pre-shared token sent in HELLO (`None`: no credentials).
+    pub token: Option<bytes::Bytes>,
 }
 
 impl ShipConfig {
@@ -152,6 +161,8 @@ impl ShipConfig {
             compress: false,
             congestion: None,
             dead_letter: None,
+            tls: None,
+            token: None,
         }
     }
 
@@ -243,7 +254,13 @@ pub async fn run<S: Source>(
         compress: cfg.compress,
         destination: cfg.to.clone(),
         dead_letter,
+        tls: cfg.tls.clone(),
+        to: cfg.to.clone(),
+        credentials: cfg.token.clone().unwrap_or_default(),
     });
+    // A certificate or token the receiver refuses fails every retry the
+    // same way: report it now rather than reconnect forever.
+    conn::preflight(&conn_cfg).await?;
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.

@@ -926,6 +926,9 @@ async fn pipelined_frames_survive_a_chunked_stream() {
 
 // ---------------------------------------------------------------- properties
 
+/// Offset of the CRC32C in the header (docs/protocol.md §3).
+const OFF_CRC_TEST: usize = 20;
+
 fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
 }
@@ -1023,6 +1026,52 @@ proptest! {
         let decoded = codec.decode(&mut buf).unwrap();
         prop_assert_eq!(decoded, Some(frame));
         prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn prop_every_prefix_of_a_frame_waits_for_more_and_is_eof_at_the_end(
+        request_id in any::<u64>(),
+        body in arb_message(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 1..16),
+    ) {
+        let whole = encode_default(&Frame::new(request_id, body));
+        for cut in cuts {
+            let at = cut.index(whole.len());
+            let mut codec = WireCodec::new();
+            let mut buf = BytesMut::from(&whole[..at]);
+            prop_assert!(matches!(codec.decode(&mut buf), Ok(None)), "prefix of {} bytes", at);
+            prop_assert_eq!(buf.len(), at, "a prefix must not be consumed");
+            match codec.decode_eof(&mut buf) {
+                Ok(None) => prop_assert_eq!(at, 0),
+                Err(WireError::UnexpectedEof { buffered }) => prop_assert_eq!(buffered, at),
+                other => prop_assert!(false, "prefix of {} bytes at EOF: {:?}", at, other),
+            }
+        }
+    }
+
+    #[test]
+    fn prop_any_accepted_mutation_re_encodes_to_itself(
+        request_id in any::<u64>(),
+        body in arb_message(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        fix_crc in any::<bool>(),
+    ) {
+        let mut bytes = encode_default(&Frame::new(request_id, body)).to_vec();
+        for (at, xor) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= xor;
+        }
+        if fix_crc && bytes.len() >= HEADER_LEN {
+            // Re-sign the payload so the parser, not the checksum, is tested.
+            let crc = crc32c::crc32c(&bytes[HEADER_LEN..]);
+            bytes[OFF_CRC_TEST..OFF_CRC_TEST + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+        let mut buf = BytesMut::from(&bytes[..]);
+        if let Ok(Some(frame)) = WireCodec::new().decode(&mut buf) {
+            let mut again = encode_default(&frame);
+            let decoded = WireCodec::new().decode(&mut again).unwrap();
+            prop_assert_eq!(decoded, Some(frame));
+        }
     }
 
     #[test]
