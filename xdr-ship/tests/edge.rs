@@ -3,7 +3,11 @@
 //! connection is closed, a good shipper running at the same time delivers
 //! everything, and every write that was acknowledged is in the store.
 //! No root needed; every test is bounded in time.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod common;
+
+use common::Recv;
+
+use std::{net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
@@ -13,57 +17,14 @@ use tokio::{
 };
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
-    server::{self, ServerConfig, ServerStats},
+    server::ServerConfig,
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipSummary},
-    store::Store,
     wire::{
         Frame, Goodbye, Hello, Message, OrderingMode, ResultCode, WireCodec, Write, HEADER_LEN,
     },
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A receiver on 127.0.0.1 with a memory store; stops when dropped.
-struct Recv {
-    addr: SocketAddr,
-    store: Store,
-    stats: Arc<ServerStats>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Recv {
-    fn start(cfg: ServerConfig) -> Self {
-        let store = Store::memory();
-        let cfg = ServerConfig {
-            rcvbuf: None,
-            ..cfg
-        };
-        let (listener, _) =
-            server::bind("127.0.0.1:0".parse().unwrap(), &cfg).expect("bind the receiver");
-        let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(ServerStats::default());
-        let shutdown = CancellationToken::new();
-        let (st, s, t) = (store.clone(), stats.clone(), shutdown.clone());
-        let task = tokio::spawn(async move {
-            server::serve(listener, st, cfg, s, t).await.expect("serve");
-        });
-        Self {
-            addr,
-            store,
-            stats,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.task.abort();
-    }
-}
 
 /// Records the good shipper sends: one key each, so every record must be
 /// in the store afterwards with its own version.
@@ -121,7 +82,7 @@ async fn assert_good_shipper_unharmed(recv: &Recv, shipper: JoinHandle<ShipSumma
     assert_eq!(summary.counters.abandoned, 0);
     for n in 0..GOOD_RECORDS {
         let got = recv
-            .store
+            .store()
             .get(&Generator::key(n))
             .unwrap()
             .unwrap_or_else(|| panic!("acked record {n} is missing from the store"));
@@ -206,7 +167,7 @@ async fn acked_writes(framed: &mut Framed<TcpStream, WireCodec>, n: u64) {
 fn assert_in_store(recv: &Recv, n: u64) {
     for i in 1..=n {
         assert!(
-            recv.store
+            recv.store()
                 .get(format!("attacker:{i}").as_bytes())
                 .unwrap()
                 .is_some(),
@@ -255,7 +216,7 @@ async fn truncated_frame_then_close_is_unexpected_eof_and_acked_writes_stay() {
     assert_goodbye(&g, ResultCode::Unavailable, "closed mid-frame");
     assert_in_store(&recv, 5);
     assert!(
-        recv.store.get(b"attacker:6").unwrap().is_none(),
+        recv.store().get(b"attacker:6").unwrap().is_none(),
         "the truncated write was applied"
     );
     assert_good_shipper_unharmed(&recv, shipper).await;
@@ -295,7 +256,7 @@ async fn wrong_checksum_gets_corrupt_and_the_write_is_not_applied() {
     let g = expect_goodbye(&mut framed).await;
     assert_goodbye(&g, ResultCode::Corrupt, "checksum mismatch");
     assert_in_store(&recv, 3);
-    assert!(recv.store.get(b"attacker:4").unwrap().is_none());
+    assert!(recv.store().get(b"attacker:4").unwrap().is_none());
     assert_good_shipper_unharmed(&recv, shipper).await;
 }
 
@@ -452,14 +413,14 @@ async fn requests_beyond_max_in_flight_get_busy_and_the_connection_stays_up() {
     ));
     for id in acked {
         assert!(recv
-            .store
+            .store()
             .get(format!("attacker:{id}").as_bytes())
             .unwrap()
             .is_some());
     }
     for id in busy {
         assert!(
-            recv.store
+            recv.store()
                 .get(format!("attacker:{id}").as_bytes())
                 .unwrap()
                 .is_none(),

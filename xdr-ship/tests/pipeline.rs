@@ -1,10 +1,13 @@
 //! The shipper and the receiver over loopback: what arrives, in what order,
 //! how many are in flight, and what happens when the receiver goes away.
 //! No root needed. Every test is bounded in time and cleans up after itself.
+mod common;
+
+use common::{Recv, TempDir};
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -16,7 +19,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
-    server::{self, ServerConfig, ServerStats},
     ship::{
         self, GenerateSpec, Generator, ShipConfig, ShipSummary, Source, SourceRecord, WindowSetting,
     },
@@ -25,76 +27,6 @@ use xdr_ship::{
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A temp directory removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("xdr-pipeline-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A receiver on 127.0.0.1; stops (and its task ends) when dropped.
-struct Recv {
-    addr: SocketAddr,
-    stats: Arc<ServerStats>,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Recv {
-    async fn start(store: Store, at: Option<SocketAddr>) -> Self {
-        let cfg = ServerConfig {
-            rcvbuf: None,
-            ..ServerConfig::default()
-        };
-        let addr = at.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
-        let (listener, _) = server::bind(addr, &cfg).expect("bind the receiver");
-        let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(ServerStats::default());
-        let shutdown = CancellationToken::new();
-        let (s, t) = (stats.clone(), shutdown.clone());
-        let task = tokio::spawn(async move {
-            server::serve(listener, store, cfg, s, t)
-                .await
-                .expect("serve");
-        });
-        Self {
-            addr,
-            stats,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// Kills the receiver abruptly: every connection drops mid-stream.
-    async fn kill(mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
 
 fn spec(keys: u64, size: usize) -> GenerateSpec {
     GenerateSpec {
@@ -130,7 +62,7 @@ fn expected(n: u64, keys: u64, size: usize, k: u64) -> Option<(u64, bytes::Bytes
 async fn every_generated_record_arrives_with_identical_bytes() {
     let dir = TempDir::new("bytes");
     let store = Store::open(StoreConfig::durable(dir.0.join("store"))).unwrap();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let (n, keys, size) = (20_000, 2_000, 1000);
     let mut cfg = ShipConfig::new(recv.addr.to_string());
     cfg.connections = 4;
@@ -172,7 +104,7 @@ async fn client(addr: SocketAddr, mode: OrderingMode) -> (Framed<TcpStream, Wire
 async fn ordered_mode_answers_in_request_order_under_load() {
     let dir = TempDir::new("ordered");
     let store = Store::open(StoreConfig::durable(dir.0.join("store"))).unwrap();
-    let recv = Recv::start(store, None).await;
+    let recv = Recv::with_store(store, None);
     let (framed, _) = client(recv.addr, OrderingMode::Ordered).await;
     let (mut tx, mut rx) = framed.split();
     const N: u64 = 5_000;
@@ -202,7 +134,7 @@ async fn ordered_mode_answers_in_request_order_under_load() {
 async fn unordered_mode_answers_every_request_once_and_keeps_the_newest_version_of_every_key() {
     let dir = TempDir::new("unordered");
     let store = Store::open(StoreConfig::durable(dir.0.join("store"))).unwrap();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let (framed, _) = client(recv.addr, OrderingMode::Unordered).await;
     let (mut tx, mut rx) = framed.split();
     // 50 versions of 100 keys, newest first for odd keys and oldest first
@@ -349,7 +281,7 @@ async fn the_shipper_resends_after_the_receiver_restarts_and_the_store_gets_ever
     let dir = TempDir::new("restart");
     let path = dir.0.join("store");
     let store = Store::open(StoreConfig::durable(path.clone())).unwrap();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let addr = recv.addr;
     let (n, keys, size) = (60_000u64, 5_000u64, 200usize);
     let mut cfg = ShipConfig::new(addr.to_string());
@@ -372,7 +304,7 @@ async fn the_shipper_resends_after_the_receiver_restarts_and_the_store_gets_ever
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let store = Store::open(StoreConfig::durable(path)).unwrap();
-    let _recv = Recv::start(store.clone(), Some(addr)).await;
+    let _recv = Recv::with_store(store.clone(), Some(addr));
 
     let summary = shipping.await.unwrap();
     assert_eq!(
@@ -407,7 +339,7 @@ async fn a_stale_version_is_answered_lost_conflict_and_counted_as_success() {
     let store = Store::memory();
     let newer = Write::put(Generator::key(0), "newer", 100, 1);
     store.apply(vec![newer]).await.unwrap();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let mut cfg = ShipConfig::new(recv.addr.to_string());
     cfg.connections = 1;
     cfg.sndbuf = None;
@@ -474,7 +406,7 @@ async fn a_full_window_blocks_the_source_instead_of_growing_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_frame_closes_only_that_connection_with_a_reason() {
     let store = Store::memory();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let (mut good, _) = client(recv.addr, OrderingMode::Ordered).await;
 
     let mut bad = TcpStream::connect(recv.addr).await.unwrap();
@@ -519,7 +451,7 @@ async fn a_malformed_frame_closes_only_that_connection_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_store_can_never_take_is_refused_as_permanent_and_others_still_apply() {
     let store = Store::memory();
-    let recv = Recv::start(store.clone(), None).await;
+    let recv = Recv::with_store(store.clone(), None);
     let (mut c, _) = client(recv.addr, OrderingMode::Ordered).await;
     c.send(Frame::write(1, Write::put("", "no key", 1, 1)))
         .await
@@ -552,7 +484,7 @@ async fn a_write_the_store_can_never_take_is_refused_as_permanent_and_others_sti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connected_connection_carries_its_sockets_tcp_info_under_a_unique_cookie() {
-    let recv = Recv::start(Store::memory(), None).await;
+    let recv = Recv::with_store(Store::memory(), None);
     let mut cfg = ShipConfig::new(recv.addr.to_string());
     cfg.connections = 4;
     cfg.sndbuf = None;

@@ -1,45 +1,24 @@
 //! TLS and authentication at the receiver, on loopback, with certificates
 //! made by the tests (rcgen): who gets in, what the others are told, and
 //! that nothing an unauthenticated peer sends is ever applied.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+mod common;
+
+use common::{Recv, TempDir};
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::{net::TcpStream, task::JoinHandle};
+use tokio::net::TcpStream;
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
-    server::{self, ServerConfig, ServerError, ServerStats},
+    server::{self, ServerConfig, ServerError},
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipError, ShipSummary},
-    store::Store,
     tls::{self, Token},
     wire::{Frame, Hello, Message, OrderingMode, ResultCode, WireCodec, Write},
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
 const TOKEN: &[u8] = b"a-pre-shared-token-for-tests-0123";
-
-/// A temp directory removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("xdr-secure-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// PEM files of a CA, a server certificate for 127.0.0.1 signed by it,
 /// and a client certificate signed by it.
@@ -102,51 +81,6 @@ impl Pki {
     }
 }
 
-/// A receiver on 127.0.0.1 with a memory store; stops when dropped.
-struct Recv {
-    addr: SocketAddr,
-    store: Store,
-    stats: Arc<ServerStats>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Recv {
-    fn start(cfg: ServerConfig) -> Self {
-        let store = Store::memory();
-        let cfg = ServerConfig {
-            rcvbuf: None,
-            ..cfg
-        };
-        let (listener, _) = server::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(ServerStats::default());
-        let shutdown = CancellationToken::new();
-        let (st, s, t) = (store.clone(), stats.clone(), shutdown.clone());
-        let task = tokio::spawn(async move {
-            server::serve(listener, st, cfg, s, t).await.expect("serve");
-        });
-        Recv {
-            addr,
-            store,
-            stats,
-            shutdown,
-            task,
-        }
-    }
-
-    fn records(&self) -> u64 {
-        self.store.digest().unwrap().records
-    }
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.task.abort();
-    }
-}
-
 const RECORDS: u64 = 3_000;
 
 fn shipper(recv: &Recv, tls: Option<tls::ClientTls>, token: Option<&[u8]>) -> ShipConfig {
@@ -181,7 +115,7 @@ async fn ship(cfg: ShipConfig) -> Result<ShipSummary, ShipError> {
 fn assert_everything_delivered(recv: &Recv, summary: &ShipSummary) {
     assert_eq!(summary.counters.delivered(), RECORDS, "{summary:?}");
     for n in 0..RECORDS {
-        let got = recv.store.get(&Generator::key(n)).unwrap();
+        let got = recv.store().get(&Generator::key(n)).unwrap();
         assert_eq!(got.map(|r| r.version), Some(n + 1), "record {n}");
     }
 }

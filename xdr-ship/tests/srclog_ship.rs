@@ -2,9 +2,12 @@
 //! (Busy backs off and is resent, a permanent refusal goes to the dead-letter
 //! file), and destinations that do not hold each other up. No root needed;
 //! every test is bounded in time and cleans up after itself.
+mod common;
+
+use common::{Recv, TempDir};
+
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -14,7 +17,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
-    server::{self, sink::SinkFuture, Applied, ServerConfig, ServerStats, Sink},
+    server::{sink::SinkFuture, Applied, Sink},
     ship::{self, ShipConfig, ShipSummary, WindowSetting},
     srclog::{Log, LogConfig, LogSource},
     store::Store,
@@ -22,52 +25,6 @@ use xdr_ship::{
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("xdr-srclog-ship-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A receiver on 127.0.0.1:0 writing to `sink`; stops when dropped.
-struct Recv {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-}
-impl Recv {
-    fn start(sink: Arc<dyn Sink>) -> Self {
-        let cfg = ServerConfig {
-            rcvbuf: None,
-            ..ServerConfig::default()
-        };
-        let (listener, _) = server::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let t = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = server::serve(listener, sink, cfg, Arc::new(ServerStats::default()), t).await;
-        });
-        Self { addr, shutdown }
-    }
-}
-impl Drop for Recv {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
 
 /// Answers Busy to the first `busy` requests, then applies to the store.
 struct BusyFirst {
@@ -112,7 +69,7 @@ async fn ship_log(cfg: ShipConfig, source: LogSource, cancel: CancellationToken)
 async fn busy_answers_are_retried_with_backoff_until_delivered() {
     let dir = TempDir::new("busy");
     let store = Store::memory();
-    let recv = Recv::start(Arc::new(BusyFirst {
+    let recv = Recv::with_sink(Arc::new(BusyFirst {
         store: store.clone(),
         busy: AtomicU64::new(5),
     }));
@@ -138,7 +95,7 @@ async fn busy_answers_are_retried_with_backoff_until_delivered() {
 async fn a_permanent_refusal_goes_to_the_dead_letter_file_and_shipping_moves_on() {
     let dir = TempDir::new("dead");
     let store = Store::memory();
-    let recv = Recv::start(Arc::new(store.clone()));
+    let recv = Recv::with_sink(Arc::new(store.clone()));
     let log = Log::open(LogConfig::new(dir.0.join("log"))).unwrap();
     let mut writes: Vec<Write> = (0..100).map(write).collect();
     // The destination store refuses an empty key for good.
@@ -174,7 +131,7 @@ async fn a_permanent_refusal_goes_to_the_dead_letter_file_and_shipping_moves_on(
 async fn an_unreachable_destination_does_not_hold_up_another() {
     let dir = TempDir::new("two");
     let store = Store::memory();
-    let recv = Recv::start(Arc::new(store.clone()));
+    let recv = Recv::with_sink(Arc::new(store.clone()));
     // A port nobody listens on: bind, note, close.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
