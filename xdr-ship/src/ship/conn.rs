@@ -65,13 +65,12 @@ pub(crate) struct ConnConfig {
     pub report_acks: bool,
     /// zstd-compress BATCH payloads above the codec's threshold.
     pub compress: bool,
-    /// The destination as given, for dead letters.
-    pub destination: String,
     /// Where permanently refused records are kept.
     pub dead_letter: Option<Arc<super::dead_letter::DeadLetter>>,
     /// TLS towards the receiver (`None`: plain TCP).
     pub tls: Option<crate::tls::ClientTls>,
-    /// The destination as given (`host:port`): the TLS server name.
+    /// The destination as given (`host:port`): the TLS server name, and
+    /// the destination a dead letter names.
     pub to: String,
     /// HELLO credentials (the pre-shared token); empty for none.
     pub credentials: bytes::Bytes,
@@ -761,7 +760,7 @@ fn settle(
                 (_, ResultClass::Permanent) => {
                     c.abandoned += 1;
                     if let Some(dl) = &cfg.dead_letter {
-                        if let Err(e) = dl.record(&cfg.destination, &rec, code, reason) {
+                        if let Err(e) = dl.record(&cfg.to, &rec, code, reason) {
                             tracing::error!(
                                 "cannot write record {} to the dead-letter file {}: {e}",
                                 rec.seq,

@@ -252,7 +252,6 @@ pub async fn run<S: Source>(
         backoff_max: Duration::from_secs(5),
         report_acks: source.wants_acks(),
         compress: cfg.compress,
-        destination: cfg.to.clone(),
         dead_letter,
         tls: cfg.tls.clone(),
         to: cfg.to.clone(),
