@@ -444,3 +444,64 @@ fn secured_link_end_to_end_with_the_commands_of_the_readme() {
     assert!(!status.success(), "ship without the token succeeded");
     assert_mentions(&err, &["AuthFailed", "--token-file"]);
 }
+
+#[test]
+fn load_to_the_ingest_port_over_tls_with_the_token_is_acked_and_without_it_refused() {
+    let dir = TempDir::new("ingest-tls");
+    let pki = Pki::new(&dir, "i");
+    let token = dir.write("token", [TOKEN, b"\n"].concat());
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let recv_addr = format!("127.0.0.1:{}", free_port());
+    let ingest_addr = format!("127.0.0.1:{}", free_port());
+    let _recv = Child(
+        bin()
+            .args(["recv", "--memory", "--listen", &recv_addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _source_node = Child(
+        bin()
+            .args(["ship", "--to", &recv_addr, "--listen", &ingest_addr])
+            .arg("--log")
+            .arg(dir.0.join("log"))
+            .arg("--ingest-tls-cert")
+            .arg(&pki.server_cert)
+            .arg("--ingest-tls-key")
+            .arg(&pki.server_key)
+            .arg("--ingest-token-file")
+            .arg(&token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&ingest_addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ingest port did not open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = |with_token: bool| {
+        let mut cmd = bin();
+        cmd.args(["load", "--to", &ingest_addr, "--count", "300"])
+            .arg("--tls-ca")
+            .arg(&pki.ca);
+        if with_token {
+            cmd.arg("--token-file").arg(&token);
+        }
+        wait_bounded(piped(&mut cmd), Duration::from_secs(60))
+    };
+    let (status, out, err) = load(true);
+    assert!(status.success(), "load failed: {err}");
+    assert!(out.contains("done: delivered 300 "), "{out}");
+    let (status, _, err) = load(false);
+    assert!(!status.success(), "load without the token succeeded");
+    assert_mentions(&err, &["AuthFailed"]);
+}

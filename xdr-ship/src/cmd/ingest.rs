@@ -76,6 +76,23 @@ pub struct LogArgs {
     /// (the others count as hot_keys).
     #[arg(long)]
     pub coalesce_hot_keys: bool,
+    /// Serve the ingest port with TLS 1.3, this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "ingest_tls_key")]
+    pub ingest_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --ingest-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "ingest_tls_cert")]
+    pub ingest_tls_key: Option<PathBuf>,
+    /// Require application certificates chaining to this CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "ingest_tls_cert")]
+    pub ingest_tls_ca: Option<PathBuf>,
+    /// Require this pre-shared token (the file's content) in every HELLO
+    /// on the ingest port.
+    #[arg(long, value_name = "FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// Allow a non-loopback --listen without --ingest-token-file or
+    /// --ingest-tls-ca: anyone who reaches the port can write.
+    #[arg(long)]
+    pub ingest_insecure: bool,
 }
 
 impl LogArgs {
@@ -295,19 +312,31 @@ pub async fn run(
     let mut feeders: JoinSet<anyhow::Result<(&'static str, u64)>> = JoinSet::new();
     let mut ingest_stats = None;
     if let Some(addr) = args.listen {
+        // The same rules as `recv`: TLS and a token if asked for, and no
+        // unauthenticated port beyond loopback unless --ingest-insecure.
         let cfg = ServerConfig {
             rcvbuf: None,
+            tls: xdr_ship::tls::server_from_flags(
+                args.ingest_tls_cert.as_deref(),
+                args.ingest_tls_key.as_deref(),
+                args.ingest_tls_ca.as_deref(),
+            )
+            .context("setting up TLS on the ingest port")?,
+            token: match &args.ingest_token_file {
+                Some(path) => Some(xdr_ship::tls::Token::new(&xdr_ship::tls::read_token_file(
+                    path,
+                )?)),
+                None => None,
+            },
+            insecure: args.ingest_insecure,
             ..ServerConfig::default()
         };
-        // The ingest port has no TLS or token of its own yet: it serves
-        // this host's applications, on loopback.
-        if !addr.ip().is_loopback() {
-            bail!(
-                "--listen {addr}: the ingest port takes writes from this host's applications and \
-                 has no authentication of its own yet; listen on a loopback address such as 127.0.0.1:3000"
-            );
-        }
-        let (listener, _) = server::bind(addr, &cfg)?;
+        let (listener, _) = server::bind(addr, &cfg).map_err(|e| match e {
+            server::ServerError::Unauthenticated { .. } => anyhow::anyhow!(
+                "{e}\n(on the ingest port the flags are --ingest-token-file, --ingest-tls-ca or --ingest-insecure)"
+            ),
+            e => e.into(),
+        })?;
         if !json {
             println!(
                 "ship: ingest listening on {} into log {}",
