@@ -210,6 +210,9 @@ impl<'a> Rig<'a> {
         cmd.args(["ship", "--log"])
             .arg(self.path("log"))
             .args(["--listen", &self.ingest.to_string()])
+            // The ingest port is on the lab's address, not loopback, and
+            // the test's load client has no token.
+            .arg("--ingest-insecure")
             .args(["--to", &self.dest.to_string()])
             .args([
                 "--connections",
