@@ -5,7 +5,7 @@
 //! No root needed; every test is bounded in time.
 mod common;
 
-use common::Recv;
+use common::{ship_quietly, Recv, LIMIT};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -18,13 +18,11 @@ use tokio::{
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
     server::ServerConfig,
-    ship::{self, GenerateSpec, Generator, ShipConfig, ShipSummary},
+    ship::{GenerateSpec, Generator, ShipConfig, ShipSummary},
     wire::{
         Frame, Goodbye, Hello, Message, OrderingMode, ResultCode, WireCodec, Write, HEADER_LEN,
     },
 };
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// Records the good shipper sends: one key each, so every record must be
 /// in the store afterwards with its own version.
@@ -43,19 +41,9 @@ fn good_shipper(addr: SocketAddr) -> JoinHandle<ShipSummary> {
     };
     let source = Generator::new(spec, 3, Some(GOOD_RECORDS));
     tokio::spawn(async move {
-        tokio::time::timeout(
-            LIMIT,
-            ship::run(
-                cfg,
-                source,
-                |_| {},
-                CancellationToken::new(),
-                CancellationToken::new(),
-            ),
-        )
-        .await
-        .expect("the good shipper finished in time")
-        .expect("the good shipper succeeded")
+        ship_quietly(cfg, source, CancellationToken::new())
+            .await
+            .expect("the good shipper succeeded")
     })
 }
 

@@ -4,7 +4,7 @@
 //! every test is bounded in time and cleans up after itself.
 mod common;
 
-use common::{Recv, TempDir};
+use common::{ship_quietly, Recv, TempDir};
 
 use std::{
     net::SocketAddr,
@@ -18,13 +18,11 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     server::{sink::SinkFuture, Applied, Sink},
-    ship::{self, ShipConfig, ShipSummary, WindowSetting},
+    ship::{ShipConfig, ShipSummary, WindowSetting},
     srclog::{Log, LogConfig, LogSource},
     store::Store,
     wire::{ResultCode, Write},
 };
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// Answers Busy to the first `busy` requests, then applies to the store.
 struct BusyFirst {
@@ -56,13 +54,9 @@ fn config(addr: SocketAddr) -> ShipConfig {
 }
 
 async fn ship_log(cfg: ShipConfig, source: LogSource, cancel: CancellationToken) -> ShipSummary {
-    tokio::time::timeout(
-        LIMIT,
-        ship::run(cfg, source, |_| {}, CancellationToken::new(), cancel),
-    )
-    .await
-    .expect("shipping finished in time")
-    .expect("shipping succeeded")
+    ship_quietly(cfg, source, cancel)
+        .await
+        .expect("shipping succeeded")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,14 +4,33 @@
 // Each test binary compiles this module and uses its own part of it.
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     server::{self, ServerConfig, ServerStats, Sink},
+    ship::{self, ShipConfig, ShipError, ShipSummary, Source},
     store::Store,
 };
+
+/// The longest any single wait in these tests may take.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Ships `source` with `cfg`, printing nothing; `cancel` ends it at once.
+/// Panics if it takes longer than [`LIMIT`].
+pub async fn ship_quietly(
+    cfg: ShipConfig,
+    source: impl Source,
+    cancel: CancellationToken,
+) -> Result<ShipSummary, ShipError> {
+    tokio::time::timeout(
+        LIMIT,
+        ship::run(cfg, source, |_| {}, CancellationToken::new(), cancel),
+    )
+    .await
+    .expect("shipping finished in time")
+}
 
 /// A scratch directory under the system's temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
