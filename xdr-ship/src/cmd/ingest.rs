@@ -240,25 +240,10 @@ pub async fn run(
     let log = Log::open(log_cfg).with_context(|| format!("--log {}", dir.display()))?;
     let (stop, cancel) = super::ctrl_c_tokens();
     let prom = super::live::start_metrics(live, cancel.clone()).await?;
-    let print = match (tui, json) {
-        (true, _) => super::live::Print::Quiet,
-        (false, true) => super::live::Print::Json,
-        (false, false) => super::live::Print::Lines,
-    };
-    // The live screen, for a single destination: fed through a bounded
-    // channel, never waited for.
-    let (screen_tx, screen) = if tui {
-        let (tx, rx) = tokio::sync::mpsc::channel::<xdr_ship::tui::Update>(64);
-        let stop = stop.clone();
-        let screen = tokio::task::spawn_blocking(move || {
-            let exit = xdr_ship::tui::run(rx, xdr_ship::tui::TuiOptions::default());
-            stop.cancel();
-            exit
-        });
-        (Some(tx), Some(screen))
-    } else {
-        (None, None)
-    };
+    let print = super::live::Print::choose(tui, json);
+    // The live screen, for a single destination.
+    let screen = super::live::Screen::open(tui, stop.clone());
+    let screen_tx = screen.as_ref().map(super::live::Screen::sender);
 
     // Destinations first: their checkpoints hold the log from now on.
     let mut ships = JoinSet::new();
@@ -399,10 +384,7 @@ pub async fn run(
     // are printed after it has restored the terminal.
     drop(screen_tx);
     if let Some(screen) = screen {
-        let exit = screen.await??;
-        for path in exit.recordings {
-            println!("recorded: {}", path.display());
-        }
+        screen.finish().await?;
     }
     let mut failed = None;
     while let Some(done) = ships.join_next().await {

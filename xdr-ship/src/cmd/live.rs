@@ -62,6 +62,56 @@ pub enum Print {
     Quiet,
 }
 
+impl Print {
+    /// The screen owns the terminal if asked for; else JSON or lines.
+    pub fn choose(tui: bool, json: bool) -> Self {
+        match (tui, json) {
+            (true, _) => Print::Quiet,
+            (false, true) => Print::Json,
+            (false, false) => Print::Lines,
+        }
+    }
+}
+
+/// The live screen on a thread of its own, fed through a bounded channel:
+/// the shipper drops an update rather than wait for it. Quitting it (`q`)
+/// cancels `stop`: intake ends, records in flight still get their answers.
+pub struct Screen {
+    tx: tokio::sync::mpsc::Sender<xdr_ship::tui::Update>,
+    task: tokio::task::JoinHandle<Result<xdr_ship::tui::TuiExit, xdr_ship::tui::TuiError>>,
+}
+
+impl Screen {
+    /// Starts the screen if `on`.
+    pub fn open(on: bool, stop: tokio_util::sync::CancellationToken) -> Option<Self> {
+        on.then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let task = tokio::task::spawn_blocking(move || {
+                let exit = xdr_ship::tui::run(rx, xdr_ship::tui::TuiOptions::default());
+                stop.cancel();
+                exit
+            });
+            Self { tx, task }
+        })
+    }
+
+    /// A producer's handle: `try_send` only.
+    pub fn sender(&self) -> tokio::sync::mpsc::Sender<xdr_ship::tui::Update> {
+        self.tx.clone()
+    }
+
+    /// Closes the feed and waits until the screen is quit (the terminal is
+    /// restored then); names the recordings it wrote.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        drop(self.tx);
+        let exit = self.task.await??;
+        for path in exit.recordings {
+            println!("recorded: {}", path.display());
+        }
+        Ok(())
+    }
+}
+
 /// The outputs of one run.
 pub struct Live {
     monitor: Monitor,

@@ -1,8 +1,8 @@
 //! `xdr-ship ship`: the pipelined shipper.
 use std::time::Duration;
 
-use super::live::{Live, Print};
-use xdr_ship::tui::{self, TuiOptions, Update};
+use super::live::{Live, Print, Screen};
+use xdr_ship::tui::Update;
 use xdr_ship::{
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipSummary, WindowSetting},
     wire::OrderingMode,
@@ -144,27 +144,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop, cancel) = super::ctrl_c_tokens();
     let json = args.json;
     let port = ship::resolve(&cfg.to).await?.port();
-    let print = match (args.tui, json) {
-        (true, _) => Print::Quiet,
-        (false, true) => Print::Json,
-        (false, false) => Print::Lines,
-    };
+    let print = Print::choose(args.tui, json);
     let mut live = Live::open(&args.live, Some(port), print, cancel.clone()).await?;
-    // The screen runs on its own thread and is fed through a bounded
-    // channel: the shipper drops an update rather than wait for it.
-    let (screen_tx, screen) = if args.tui {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Update>(64);
-        let stop = stop.clone();
-        let screen = tokio::task::spawn_blocking(move || {
-            let exit = tui::run(rx, TuiOptions::default());
-            // `q` stops intake; records in flight still get their answers.
-            stop.cancel();
-            exit
-        });
-        (Some(tx), Some(screen))
-    } else {
-        (None, None)
-    };
+    let screen = Screen::open(args.tui, stop.clone());
+    let screen_tx = screen.as_ref().map(Screen::sender);
     if !json && !args.tui {
         let src = live.sources();
         println!(
@@ -191,10 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await;
     drop(screen_tx);
     if let Some(screen) = screen {
-        let exit = screen.await??;
-        for path in exit.recordings {
-            println!("recorded: {}", path.display());
-        }
+        screen.finish().await?;
     }
     let summary = summary?;
     print_summary(&summary, json);
