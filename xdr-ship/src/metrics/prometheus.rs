@@ -130,57 +130,59 @@ impl PromMetrics {
             softirq: Family::default(),
             last_counters: Arc::default(),
         };
-        r.register(
-            "throughput_records_per_second",
-            "Records acknowledged per second over the last interval",
-            m.records_per_s.clone(),
-        );
-        r.register(
-            "throughput_bytes_per_second",
-            "Payload bytes acknowledged per second over the last interval",
-            m.bytes_per_s.clone(),
-        );
-        r.register(
-            "inflight_records",
-            "Records sent and not yet answered",
-            m.inflight.clone(),
-        );
-        r.register(
-            "inflight_bytes",
-            "Payload bytes sent and not yet answered",
-            m.inflight_bytes.clone(),
-        );
-        r.register(
-            "outstanding_records",
-            "Records waiting at the source, not yet sent",
-            m.outstanding.clone(),
-        );
-        r.register(
-            "lag_seconds",
-            "Age of the oldest unanswered record",
-            m.lag.clone(),
-        );
-        r.register(
-            "connections_connected",
-            "Connections of the pool that are up",
-            m.connected.clone(),
-        );
-        r.register(
-            "ack_latency_p50_seconds",
-            "Median time from send to answer over the last interval",
-            m.latency_p50.clone(),
-        );
-        r.register(
-            "ack_latency_p99_seconds",
-            "99th percentile time from send to answer over the last interval",
-            m.latency_p99.clone(),
-        );
-        r.register("rtt_seconds", "Round trip the verdict uses", m.rtt.clone());
-        r.register(
-            "bdp_bytes",
-            "Bandwidth-delay product the verdict uses",
-            m.bdp.clone(),
-        );
+        // Per-destination gauges: name, help, series.
+        let gauges: [(&str, &str, &Family<Dest, GaugeF>); 11] = [
+            (
+                "throughput_records_per_second",
+                "Records acknowledged per second over the last interval",
+                &m.records_per_s,
+            ),
+            (
+                "throughput_bytes_per_second",
+                "Payload bytes acknowledged per second over the last interval",
+                &m.bytes_per_s,
+            ),
+            (
+                "inflight_records",
+                "Records sent and not yet answered",
+                &m.inflight,
+            ),
+            (
+                "inflight_bytes",
+                "Payload bytes sent and not yet answered",
+                &m.inflight_bytes,
+            ),
+            (
+                "outstanding_records",
+                "Records waiting at the source, not yet sent",
+                &m.outstanding,
+            ),
+            ("lag_seconds", "Age of the oldest unanswered record", &m.lag),
+            (
+                "connections_connected",
+                "Connections of the pool that are up",
+                &m.connected,
+            ),
+            (
+                "ack_latency_p50_seconds",
+                "Median time from send to answer over the last interval",
+                &m.latency_p50,
+            ),
+            (
+                "ack_latency_p99_seconds",
+                "99th percentile time from send to answer over the last interval",
+                &m.latency_p99,
+            ),
+            ("rtt_seconds", "Round trip the verdict uses", &m.rtt),
+            (
+                "bdp_bytes",
+                "Bandwidth-delay product the verdict uses",
+                &m.bdp,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            r.register(name, help, family.clone());
+        }
         r.register(
             "limit_share_ratio",
             "Share of connection-time held back by each limit over the verdict window (sums to 1)",
