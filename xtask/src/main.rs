@@ -13,6 +13,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod links;
 mod setup;
 mod soak;
 
@@ -63,6 +64,23 @@ enum Cmd {
         /// Only the TLS rows: the lab run without and with TLS (root).
         #[arg(long)]
         tls_only: bool,
+        /// Only the link grid: iperf3 -P 8 / -P 1 and xdr-ship with its
+        /// defaults on each link of issue #17's grid, back to back (root).
+        #[arg(long)]
+        links: bool,
+        /// Seconds per run of the link grid.
+        #[arg(long, default_value_t = 20, value_name = "S")]
+        link_seconds: u64,
+        /// Only the grid rows whose name contains this (e.g. `156 ms / 100 MB/s / 0% / 1 KB`).
+        #[arg(long, value_name = "TEXT", requires = "links")]
+        only: Option<String>,
+    },
+    /// Runs a command and prints its CPU time when it exits (the link
+    /// grid's getrusage of each end); passes SIGTERM/SIGINT on.
+    #[command(hide = true)]
+    Rusage {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
     },
     /// Long libFuzzer runs of the wire codec (frame decoder, HELLO parser).
     Fuzz {
@@ -108,7 +126,17 @@ fn main() -> Result<()> {
             lab_seconds,
             probe_only,
             tls_only,
+            links,
+            link_seconds,
+            only,
         } => {
+            if links {
+                if !is_root() {
+                    bail!("the link grid runs on the WAN lab (network namespaces): run as root");
+                }
+                let bin = build(true)?;
+                return links::links(&bin, link_seconds.max(6), only.as_deref());
+            }
             if probe_only {
                 return bench::probe_only(repeats.max(5), seconds.max(1));
             }
@@ -122,6 +150,7 @@ fn main() -> Result<()> {
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
         }
+        Cmd::Rusage { argv } => links::rusage(&argv),
         Cmd::Fuzz { target, runs } => fuzz::fuzz(target, runs.max(1)),
         Cmd::Demo { seconds } => demo(seconds),
         Cmd::Soak { kills, outage } => build(false).and_then(|bin| soak::soak(&bin, kills, outage)),
