@@ -13,17 +13,25 @@ use serde::Serialize;
 use xdr_ship::{
     diagnose::Diagnosis,
     metrics::ShipSnapshot,
-    ship::{self, GenerateSpec, Generator, ShipConfig, WindowSetting},
-    wire::OrderingMode,
+    ship::{self, GenerateSpec, Generator},
 };
 
-use super::live::{Live, LiveArgs, Print};
+use super::{
+    live::{Live, LiveArgs, Print},
+    shipping::ShippingArgs,
+};
+
+/// How long each phase waits for its last answers: a receiver that holds
+/// them longer is itself the finding.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Measure the link to a receiver and say what limits it.
 ///
 /// It ships test records (keys `key:…`, from `--source-id`) to the
 /// destination: point it at a receiver that may take them, e.g. `xdr-ship
-/// recv --memory` started for the session.
+/// recv --memory` started for the session. The shipping flags shape the
+/// pipelined phase; the stop-and-wait phase uses one connection, one
+/// record in flight.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Destination `host:port` (an `xdr-ship recv`).
@@ -33,18 +41,8 @@ pub struct Args {
     /// quarter of it, at least 3 s).
     #[arg(long, default_value = "20s", value_parser = super::parse_duration, value_name = "DURATION")]
     duration: Duration,
-    /// Connections of the pipelined phase.
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    connections: u64,
-    /// Records in flight per connection in the pipelined phase, or `auto`.
-    #[arg(long, default_value = "auto", value_name = "W|auto")]
-    window: WindowSetting,
-    /// `ordered` or `unordered`.
-    #[arg(long, default_value = "ordered", value_parser = super::ship::parse_mode, value_name = "MODE")]
-    mode: OrderingMode,
-    /// SO_SNDBUF of every connection.
-    #[arg(long, default_value = "5MiB", value_parser = super::parse_size, value_name = "SIZE")]
-    sndbuf: usize,
+    #[command(flatten)]
+    shipping: ShippingArgs,
     /// The test load: RATE,SIZE,KEYS.
     #[arg(long, default_value = "max,1000,100000", value_name = "RATE,SIZE,KEYS")]
     generate: GenerateSpec,
@@ -115,18 +113,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut live = Live::open(&args.live, Some(port), Print::Quiet, cancel.clone()).await?;
     let saw_duration = (args.duration / 4).max(Duration::from_secs(3));
 
-    let base = |connections: usize| {
-        let mut cfg = ShipConfig::new(&args.to);
-        cfg.connections = connections;
-        cfg.mode = args.mode;
-        cfg.sndbuf = Some(args.sndbuf);
-        cfg.source_id = args.source_id;
-        cfg.drain_timeout = Duration::from_secs(10);
-        cfg
-    };
+    let mut base = args.shipping.to_config(&args.to)?;
+    base.source_id = args.source_id;
+    base.drain_timeout = DRAIN_TIMEOUT;
 
     // Phase 1: one request at a time on one connection.
-    let mut cfg = base(1).stop_and_wait();
+    let mut cfg = base.clone().stop_and_wait();
+    cfg.connections = 1;
     cfg.duration = Some(saw_duration);
     eprintln!(
         "diagnose: {} — stop-and-wait for {}…",
@@ -149,12 +142,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Phase 2: pipelined; the verdict is judged over this phase only.
     live.restart_window();
-    let mut cfg = base(args.connections as usize);
-    cfg.window = args.window;
+    let mut cfg = base;
     cfg.duration = Some(args.duration);
+    let connections = cfg.connections;
     eprintln!(
-        "diagnose: pipelined over {} connections for {}…",
-        args.connections,
+        "diagnose: pipelined over {connections} connections for {}…",
         humantime::format_duration(args.duration)
     );
     let mut snaps = Vec::new();
@@ -180,7 +172,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let piped = Phase::from_run(
         "pipelined",
-        args.connections as usize,
+        connections,
         &snaps,
         summary.counters.delivered(),
     );

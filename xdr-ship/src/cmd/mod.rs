@@ -7,6 +7,7 @@ pub mod observe;
 pub mod recv;
 pub mod replay;
 pub mod ship;
+pub mod shipping;
 pub mod softirqs;
 pub mod tls_args;
 pub mod tune;
