@@ -1,6 +1,7 @@
 //! The commands' bodies: the edge between flags and the library.
 pub mod diagnose;
 pub mod ingest;
+pub mod lab;
 pub mod live;
 pub mod load;
 pub mod observe;
