@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// What a `[[destination]]` table may hold, as the errors say it.
-pub const ACCEPTED: &str = "[[destination]] tables with address, and optionally name, \
+pub const ACCEPTED: &str = "[[destination]] tables take address, and optionally name, \
                             connections, window, mode, max-throughput";
 
 /// One place the source node ships to.
@@ -59,7 +59,7 @@ pub enum DestinationsError {
     },
     /// The file is not TOML, or a table has a key or a value it may not.
     #[error(
-        "{path}: line {line}{key}: {message}; expected {ACCEPTED}",
+        "{path}: line {line}{key}: {message} ({ACCEPTED})",
         path = path.display(),
         key = key.as_ref().map(|k| format!(", key `{k}`")).unwrap_or_default()
     )]
