@@ -30,6 +30,7 @@
 //! - [`srclog`]: the durable source log: group-committed appends, segments,
 //!   per-destination checkpoints, reclaim, the disk budget; a
 //!   [`srclog::LogSource`] per destination.
+pub mod destinations;
 pub mod diagnose;
 pub mod lab;
 pub mod metrics;

@@ -36,7 +36,7 @@ enum Command {
     /// Play a recording back: on the screen (pause, seek) or as text.
     Replay(cmd::replay::Args),
     /// A long, fat link on this machine: two namespaces and a delay line.
-    Lab(xdr_ship::lab::cli::LabArgs),
+    Lab(cmd::lab::LabArgs),
     /// Check this host against a link's BDP; --apply raises what limits it.
     Tune(cmd::tune::Args),
 }
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
             Command::Observe(args) => cmd::observe::run(args).await,
             Command::Diagnose(args) => cmd::diagnose::run(args).await,
             Command::Replay(args) => cmd::replay::run(args).await,
-            Command::Lab(args) => xdr_ship::lab::cli::run(args).await,
+            Command::Lab(args) => cmd::lab::run(args).await,
             Command::Tune(args) => cmd::tune::run(args).await,
         }
     })

@@ -10,20 +10,31 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     diagnose::Diagnosis,
     metrics::ShipSnapshot,
-    ship::{self, GenerateSpec, Generator, ShipConfig, WindowSetting},
-    wire::OrderingMode,
+    ship::{self, GenerateSpec, Generator, ShipConfig},
 };
 
-use super::live::{Live, LiveArgs, Print};
+use super::{
+    live::{Live, LiveArgs, Print},
+    shipping::ShippingArgs,
+};
+
+/// How long each phase waits for its last answers: a receiver that holds
+/// them longer is itself the finding.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest stop-and-wait phase: enough round trips for a median.
+const MIN_STOP_AND_WAIT: Duration = Duration::from_secs(3);
 
 /// Measure the link to a receiver and say what limits it.
 ///
 /// It ships test records (keys `key:…`, from `--source-id`) to the
 /// destination: point it at a receiver that may take them, e.g. `xdr-ship
-/// recv --memory` started for the session.
+/// recv --memory` started for the session. The shipping flags shape the
+/// pipelined phase; the stop-and-wait phase uses one connection, one
+/// record in flight.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Destination `host:port` (an `xdr-ship recv`).
@@ -33,18 +44,8 @@ pub struct Args {
     /// quarter of it, at least 3 s).
     #[arg(long, default_value = "20s", value_parser = super::parse_duration, value_name = "DURATION")]
     duration: Duration,
-    /// Connections of the pipelined phase.
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    connections: u64,
-    /// Records in flight per connection in the pipelined phase, or `auto`.
-    #[arg(long, default_value = "auto", value_name = "W|auto")]
-    window: WindowSetting,
-    /// `ordered` or `unordered`.
-    #[arg(long, default_value = "ordered", value_parser = super::ship::parse_mode, value_name = "MODE")]
-    mode: OrderingMode,
-    /// SO_SNDBUF of every connection.
-    #[arg(long, default_value = "5MiB", value_parser = super::parse_size, value_name = "SIZE")]
-    sndbuf: usize,
+    #[command(flatten)]
+    shipping: ShippingArgs,
     /// The test load: RATE,SIZE,KEYS.
     #[arg(long, default_value = "max,1000,100000", value_name = "RATE,SIZE,KEYS")]
     generate: GenerateSpec,
@@ -113,77 +114,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let port = ship::resolve(&args.to).await?.port();
     let (stop, cancel) = super::ctrl_c_tokens();
     let mut live = Live::open(&args.live, Some(port), Print::Quiet, cancel.clone()).await?;
-    let saw_duration = (args.duration / 4).max(Duration::from_secs(3));
+    let saw_duration = (args.duration / 4).max(MIN_STOP_AND_WAIT);
 
-    let base = |connections: usize| {
-        let mut cfg = ShipConfig::new(&args.to);
-        cfg.connections = connections;
-        cfg.mode = args.mode;
-        cfg.sndbuf = Some(args.sndbuf);
-        cfg.source_id = args.source_id;
-        cfg.drain_timeout = Duration::from_secs(10);
-        cfg
-    };
+    let mut base = args.shipping.to_config(&args.to)?;
+    base.source_id = args.source_id;
+    base.drain_timeout = DRAIN_TIMEOUT;
+    let generator = || Generator::new(args.generate, args.source_id, None);
+    let tokens = (stop, cancel);
 
     // Phase 1: one request at a time on one connection.
-    let mut cfg = base(1).stop_and_wait();
+    let mut cfg = base.clone().stop_and_wait();
+    cfg.connections = 1;
     cfg.duration = Some(saw_duration);
     eprintln!(
         "diagnose: {} — stop-and-wait for {}…",
         args.to,
         humantime::format_duration(saw_duration)
     );
-    let mut snaps = Vec::new();
-    let summary = ship::run(
-        cfg,
-        Generator::new(args.generate, args.source_id, None),
-        |s| {
-            live.on_snapshot(s);
-            snaps.push(s.clone());
-        },
-        stop.clone(),
-        cancel.clone(),
-    )
-    .await?;
-    let saw = Phase::from_run("stop-and-wait", 1, &snaps, summary.counters.delivered());
+    let saw = measure("stop-and-wait", cfg, generator(), &mut live, &tokens, false).await?;
 
     // Phase 2: pipelined; the verdict is judged over this phase only.
     live.restart_window();
-    let mut cfg = base(args.connections as usize);
-    cfg.window = args.window;
+    let mut cfg = base;
     cfg.duration = Some(args.duration);
     eprintln!(
         "diagnose: pipelined over {} connections for {}…",
-        args.connections,
+        cfg.connections,
         humantime::format_duration(args.duration)
     );
-    let mut snaps = Vec::new();
-    let summary = ship::run(
-        cfg,
-        Generator::new(args.generate, args.source_id, None),
-        |s| {
-            let (_, d) = live.on_snapshot(s);
-            eprintln!(
-                "  {:>5.1} s  {:>9.0} records/s  {:>7.1} MB/s  inflight {:>6}{}",
-                s.elapsed_s,
-                s.throughput,
-                s.bytes_per_s / 1e6,
-                s.inflight,
-                d.map(|d| format!("  now: {}", d.shipper.limit))
-                    .unwrap_or_default()
-            );
-            snaps.push(s.clone());
-        },
-        stop,
-        cancel,
-    )
-    .await?;
-    let piped = Phase::from_run(
-        "pipelined",
-        args.connections as usize,
-        &snaps,
-        summary.counters.delivered(),
-    );
+    let piped = measure("pipelined", cfg, generator(), &mut live, &tokens, true).await?;
     let speedup = if saw.records_per_s > 0.0 {
         piped.records_per_s / saw.records_per_s
     } else {
@@ -203,6 +162,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", render(&report));
     }
     Ok(())
+}
+
+/// Ships one phase, every interval through `live` (and a progress line on
+/// stderr if `progress`), and sums it up.
+async fn measure(
+    name: &str,
+    cfg: ShipConfig,
+    source: Generator,
+    live: &mut Live,
+    (stop, cancel): &(CancellationToken, CancellationToken),
+    progress: bool,
+) -> anyhow::Result<Phase> {
+    let connections = cfg.connections;
+    let mut snaps = Vec::new();
+    let summary = ship::run(
+        cfg,
+        source,
+        |s| {
+            let (_, d) = live.on_snapshot(s);
+            if progress {
+                eprintln!(
+                    "  {:>5.1} s  {:>9.0} records/s  {:>7.1} MB/s  inflight {:>6}{}",
+                    s.elapsed_s,
+                    s.throughput,
+                    s.bytes_per_s / 1e6,
+                    s.inflight,
+                    d.map(|d| format!("  now: {}", d.shipper.limit))
+                        .unwrap_or_default()
+                );
+            }
+            snaps.push(s.clone());
+        },
+        stop.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    Ok(Phase::from_run(
+        name,
+        connections,
+        &snaps,
+        summary.counters.delivered(),
+    ))
 }
 
 fn render(r: &Report<'_>) -> String {

@@ -1,25 +1,13 @@
 //! `xdr-ship ship --log DIR …`: the source node. Writes come in (the ingest
 //! port `--listen`, JSON lines `--from`, or `--generate`), are appended to
 //! the durable source log and acknowledged once on disk; every destination
-//! (`--to`, repeatable, or `--config FILE`) ships from the log with its own
+//! (`--to`, repeatable, or `--config FILE`: the TOML format and its rules
+//! are in `xdr_ship::destinations`) ships from the log with its own
 //! connections, window, checkpoint and status lines.
 //!
 //! Why one `ship::run` per destination over its own `LogSource`: a slow or
 //! unreachable destination then backs up only into the log (up to its disk
 //! budget), never into the others' pipelines.
-//!
-//! `--config FILE` (TOML) lists destinations with XDR-like names; any
-//! setting left out takes the command-line value:
-//!
-//! ```toml
-//! [[destination]]
-//! name = "dc2"                 # checkpoint name; default: from the address
-//! address = "10.0.0.2:3000"
-//! connections = 16
-//! window = "auto"              # or a number of records
-//! mode = "unordered"           # or "ordered"
-//! max-throughput = 50000       # records/s
-//! ```
 //!
 //! With `--generate`, generated records go through the log too (so a
 //! `--log` run measures the whole source node). The run ends when its input
@@ -35,11 +23,20 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use xdr_ship::{
+    destinations::{self, Destination, DestinationsError},
+    metrics::prometheus::PromMetrics,
     server::{self, ServerConfig, ServerStats},
-    ship::{self, GenerateSpec, Generator, ShipConfig, Source, WindowSetting},
-    srclog::{destination_name, ingest, Log, LogConfig, LogSource},
+    ship::{self, GenerateSpec, Generator, ShipConfig, ShipError, ShipSummary, Source},
+    srclog::{ingest, Log, LogConfig, LogSource},
+    tui::Update,
+};
+
+use super::{
+    live::{self, LiveArgs, Print, Screen},
+    shipping::{print_banner, print_summary as print_run_summary},
 };
 
 /// The source node's flags (with `ship`).
@@ -100,31 +97,29 @@ impl LogArgs {
     pub fn wanted(&self, destinations: usize) -> bool {
         self.log.is_some() || self.config.is_some() || destinations > 1
     }
-}
 
-/// One `[[destination]]` of `--config`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct DestinationToml {
-    address: String,
-    name: Option<String>,
-    connections: Option<usize>,
-    window: Option<WindowToml>,
-    mode: Option<String>,
-    max_throughput: Option<u64>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-enum WindowToml {
-    Records(u64),
-    Word(String),
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigToml {
-    destination: Vec<DestinationToml>,
+    /// The ingest port's server: the same rules as `recv` (TLS and a token
+    /// if asked for, and no unauthenticated port beyond loopback unless
+    /// --ingest-insecure).
+    fn ingest_server(&self) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
+            rcvbuf: None,
+            tls: xdr_ship::tls::server_from_flags(
+                self.ingest_tls_cert.as_deref(),
+                self.ingest_tls_key.as_deref(),
+                self.ingest_tls_ca.as_deref(),
+            )
+            .context("setting up TLS on the ingest port")?,
+            token: match &self.ingest_token_file {
+                Some(path) => Some(xdr_ship::tls::Token::new(&xdr_ship::tls::read_token_file(
+                    path,
+                )?)),
+                None => None,
+            },
+            insecure: self.ingest_insecure,
+            ..ServerConfig::default()
+        })
+    }
 }
 
 /// The destinations: `--to` addresses, then those of `--config`.
@@ -132,75 +127,15 @@ fn destinations(
     base: &ShipConfig,
     to: &[String],
     config: Option<&Path>,
-) -> anyhow::Result<Vec<(String, ShipConfig)>> {
-    let mut out: Vec<(String, ShipConfig)> = to
-        .iter()
-        .map(|addr| {
-            let mut c = base.clone();
-            c.to = addr.clone();
-            (destination_name(addr), c)
-        })
-        .collect();
-    if let Some(path) = config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--config {}: cannot read", path.display()))?;
-        let parsed: ConfigToml = toml::from_str(&text).with_context(|| {
-            format!(
-                "--config {}: expected [[destination]] tables with address, and optionally \
-                 name, connections, window, mode, max-throughput",
-                path.display()
-            )
-        })?;
-        for d in parsed.destination {
-            let mut c = base.clone();
-            c.to = d.address.clone();
-            if let Some(n) = d.connections {
-                if n == 0 {
-                    bail!(
-                        "--config {}: {}: connections must be ≥ 1",
-                        path.display(),
-                        d.address
-                    );
-                }
-                c.connections = n;
-            }
-            match d.window {
-                None => {}
-                Some(WindowToml::Records(w)) => {
-                    c.window = format!("{w}").parse().map_err(|e: String| {
-                        anyhow::anyhow!("--config {}: {}: window {e}", path.display(), d.address)
-                    })?
-                }
-                Some(WindowToml::Word(w)) => {
-                    c.window = w.parse().map_err(|e: String| {
-                        anyhow::anyhow!("--config {}: {}: window {e}", path.display(), d.address)
-                    })?
-                }
-            }
-            if let Some(m) = &d.mode {
-                c.mode = super::ship::parse_mode(m).map_err(|e| {
-                    anyhow::anyhow!("--config {}: {}: mode {e}", path.display(), d.address)
-                })?;
-            }
-            if d.max_throughput.is_some() {
-                c.max_throughput = d.max_throughput;
-            }
-            let name = d.name.unwrap_or_else(|| destination_name(&d.address));
-            out.push((name, c));
-        }
-    }
-    if out.is_empty() {
-        bail!("no destination: give --to ADDR (repeatable) or --config FILE");
-    }
-    for (i, (name, _)) in out.iter().enumerate() {
-        if out[..i].iter().any(|(n, _)| n == name) {
-            bail!("destination `{name}` is given twice (each keeps its own checkpoint)");
-        }
-    }
-    Ok(out)
+) -> anyhow::Result<Vec<Destination>> {
+    destinations::resolve(base, to, config).map_err(|e| match e {
+        DestinationsError::Read { .. }
+        | DestinationsError::Syntax { .. }
+        | DestinationsError::Value { .. } => anyhow::anyhow!("--config {e}"),
+        e => e.into(),
+    })
 }
 
-/// Runs the source node; see the module doc.
 /// How the run is shown: status lines or JSON, the live screen, and the
 /// live view's flags (verdict, metrics, recording).
 pub struct Shown<'a> {
@@ -209,20 +144,37 @@ pub struct Shown<'a> {
     /// The live screen (one destination only).
     pub tui: bool,
     /// Verdict, metrics and recording flags.
-    pub live: &'a super::live::LiveArgs,
+    pub live: &'a LiveArgs,
 }
 
-pub async fn run(
-    base: ShipConfig,
-    to: &[String],
-    generate: Option<GenerateSpec>,
-    count: Option<u64>,
-    args: LogArgs,
-    shown: Shown<'_>,
-) -> anyhow::Result<()> {
-    let Shown { json, tui, live } = shown;
+/// What `ship` hands the source node.
+pub struct SourceNode<'a> {
+    /// Every destination's configuration before `--config` overrides it.
+    pub base: ShipConfig,
+    /// The `--to` addresses.
+    pub to: &'a [String],
+    /// In-process load, appended to the log.
+    pub generate: Option<GenerateSpec>,
+    /// Records `generate` stops after.
+    pub count: Option<u64>,
+    /// The log's flags.
+    pub log: &'a LogArgs,
+    /// How the run is shown.
+    pub shown: Shown<'a>,
+}
+
+/// Runs the source node; see the module doc.
+pub async fn run(node: SourceNode<'_>) -> anyhow::Result<()> {
+    let SourceNode {
+        base,
+        to,
+        generate,
+        count,
+        log: args,
+        shown,
+    } = node;
     let dests = destinations(&base, to, args.config.as_deref())?;
-    if tui && dests.len() > 1 {
+    if shown.tui && dests.len() > 1 {
         bail!(
             "--tui follows one destination and {} are configured: give one --to, or use --metrics / --json for several",
             dests.len()
@@ -239,132 +191,140 @@ pub async fn run(
     log_cfg.segment_bytes = args.log_segment as u64;
     let log = Log::open(log_cfg).with_context(|| format!("--log {}", dir.display()))?;
     let (stop, cancel) = super::ctrl_c_tokens();
-    let prom = super::live::start_metrics(live, cancel.clone()).await?;
-    let print = super::live::Print::choose(tui, json);
+    let node = Node {
+        args,
+        dir,
+        log,
+        stop,
+        cancel,
+        json: shown.json,
+    };
+    let prom = live::start_metrics(shown.live, node.cancel.clone()).await?;
     // The live screen, for a single destination.
-    let screen = super::live::Screen::open(tui, stop.clone());
-    let screen_tx = screen.as_ref().map(super::live::Screen::sender);
-
+    let screen = Screen::open(shown.tui, node.stop.clone());
+    let outputs = Outputs {
+        live: shown.live,
+        print: Print::choose(shown.tui, shown.json),
+        prom,
+        screen: screen.as_ref().map(Screen::sender),
+    };
     // Destinations first: their checkpoints hold the log from now on.
-    let mut ships = JoinSet::new();
-    let mut hot_counters = Vec::new();
-    for (name, cfg) in dests {
-        let mut source = LogSource::open(&log, &name)
-            .with_context(|| format!("destination `{name}` on --log {}", dir.display()))?;
-        let hot = Arc::new(AtomicU64::new(0));
-        if args.coalesce_hot_keys {
-            source = source.with_coalescing(hot.clone());
-        }
-        hot_counters.push((name.clone(), hot));
-        if !json {
-            println!(
-                "ship: [{name}] to {} : {} connections : window {} : {:?} : {}",
-                cfg.to,
-                cfg.connections,
-                match cfg.window {
-                    WindowSetting::Auto => "auto".to_owned(),
-                    WindowSetting::Fixed(w) => w.to_string(),
-                },
-                cfg.mode,
-                source.describe(),
-            );
-        }
-        let (stop, cancel) = (stop.clone(), cancel.clone());
-        let port = ship::resolve(&cfg.to).await.ok().map(|a| a.port());
-        let mut out = super::live::Live::with(live, port, print, prom.clone(), Some(&name))?;
-        let screen_tx = screen_tx.clone();
-        ships.spawn(async move {
-            let summary = ship::run(
-                cfg,
-                source,
-                move |snap| {
+    let shipping = node.spawn_destinations(dests, outputs).await?;
+    let inputs = node.spawn_inputs(base.source_id, generate, count)?;
+    // The screen (if any) owns the terminal until it is quit; summaries
+    // are printed after it has restored the terminal.
+    if let Some(screen) = screen {
+        screen.finish().await?;
+    }
+    node.finish(shipping, inputs).await
+}
+
+/// Where every destination's intervals go.
+struct Outputs<'a> {
+    live: &'a LiveArgs,
+    print: Print,
+    prom: Option<PromMetrics>,
+    screen: Option<tokio::sync::mpsc::Sender<Update>>,
+}
+
+/// The destinations' tasks, and the hot-key counters their summaries read.
+struct Shipping {
+    tasks: JoinSet<(String, Result<ShipSummary, ShipError>)>,
+    hot_keys: Vec<(String, Arc<AtomicU64>)>,
+}
+
+/// The inputs' task (it seals the log once they are all done) and the
+/// ingest port's counters.
+struct Inputs {
+    sealer: JoinHandle<anyhow::Result<()>>,
+    ingest: Option<Arc<ServerStats>>,
+}
+
+/// One source-node run: the log and the tokens its tasks share.
+struct Node<'a> {
+    args: &'a LogArgs,
+    dir: &'a Path,
+    log: Log,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    json: bool,
+}
+
+impl Node<'_> {
+    /// One `ship::run` per destination over its own `LogSource`.
+    async fn spawn_destinations(
+        &self,
+        dests: Vec<Destination>,
+        outputs: Outputs<'_>,
+    ) -> anyhow::Result<Shipping> {
+        let mut tasks = JoinSet::new();
+        let mut hot_keys = Vec::new();
+        for Destination { name, config: cfg } in dests {
+            let mut source = LogSource::open(&self.log, &name)
+                .with_context(|| format!("destination `{name}` on --log {}", self.dir.display()))?;
+            let hot = Arc::new(AtomicU64::new(0));
+            if self.args.coalesce_hot_keys {
+                source = source.with_coalescing(hot.clone());
+            }
+            hot_keys.push((name.clone(), hot));
+            if !self.json {
+                print_banner(Some(&name), &cfg, &source.describe());
+            }
+            let (stop, cancel) = (self.stop.clone(), self.cancel.clone());
+            let port = ship::resolve(&cfg.to).await.ok().map(|a| a.port());
+            let mut out = live::Live::with(
+                outputs.live,
+                port,
+                outputs.print,
+                outputs.prom.clone(),
+                Some(&name),
+            )?;
+            let screen = outputs.screen.clone();
+            tasks.spawn(async move {
+                let on_snapshot = move |snap: &_| {
                     let (sample, diagnosis) = out.on_snapshot(snap);
-                    if let Some(tx) = &screen_tx {
-                        let _ = tx.try_send(xdr_ship::tui::Update { sample, diagnosis });
+                    if let Some(tx) = &screen {
+                        let _ = tx.try_send(Update { sample, diagnosis });
                     }
-                },
-                stop,
-                cancel,
-            )
-            .await;
-            (name, summary)
-        });
+                };
+                let summary = ship::run(cfg, source, on_snapshot, stop, cancel).await;
+                (name, summary)
+            });
+        }
+        Ok(Shipping { tasks, hot_keys })
     }
 
-    // Inputs. The log is sealed once they are all done (and, with
-    // --listen, once Ctrl-C stops the port), so the destinations end after
-    // shipping everything.
-    let mut feeders: JoinSet<anyhow::Result<(&'static str, u64)>> = JoinSet::new();
-    let mut ingest_stats = None;
-    if let Some(addr) = args.listen {
-        // The same rules as `recv`: TLS and a token if asked for, and no
-        // unauthenticated port beyond loopback unless --ingest-insecure.
-        let cfg = ServerConfig {
-            rcvbuf: None,
-            tls: xdr_ship::tls::server_from_flags(
-                args.ingest_tls_cert.as_deref(),
-                args.ingest_tls_key.as_deref(),
-                args.ingest_tls_ca.as_deref(),
-            )
-            .context("setting up TLS on the ingest port")?,
-            token: match &args.ingest_token_file {
-                Some(path) => Some(xdr_ship::tls::Token::new(&xdr_ship::tls::read_token_file(
-                    path,
-                )?)),
-                None => None,
-            },
-            insecure: args.ingest_insecure,
-            ..ServerConfig::default()
+    /// Starts the inputs. The log is sealed once they are all done (and,
+    /// with --listen, once Ctrl-C stops the port), so the destinations end
+    /// after shipping everything.
+    fn spawn_inputs(
+        &self,
+        source_id: u64,
+        generate: Option<GenerateSpec>,
+        count: Option<u64>,
+    ) -> anyhow::Result<Inputs> {
+        let mut feeders: JoinSet<anyhow::Result<(&'static str, u64)>> = JoinSet::new();
+        let ingest = match self.args.listen {
+            Some(addr) => Some(self.spawn_ingest_port(addr, &mut feeders)?),
+            None => None,
         };
-        let (listener, _) = server::bind(addr, &cfg).map_err(|e| match e {
-            server::ServerError::Unauthenticated { .. } => anyhow::anyhow!(
-                "{e}\n(on the ingest port the flags are --ingest-token-file, --ingest-tls-ca or --ingest-insecure)"
-            ),
-            e => e.into(),
-        })?;
-        if !json {
-            println!(
-                "ship: ingest listening on {} into log {}",
-                listener.local_addr()?,
-                dir.display()
-            );
+        if let Some(from) = self.args.from.clone() {
+            let (log, stop) = (self.log.clone(), self.stop.clone());
+            feeders.spawn(async move {
+                let n = feed_json_lines(&log, &from, source_id, &stop).await?;
+                Ok(("from", n))
+            });
         }
-        let stats = Arc::new(ServerStats::default());
-        ingest_stats = Some(stats.clone());
-        let (sink, stop) = (ingest::LogSink(log.clone()), stop.clone());
-        feeders.spawn(async move {
-            server::serve(listener, sink, cfg, stats.clone(), stop).await?;
-            Ok(("ingest", stats.applied.load(Ordering::Relaxed)))
-        });
-    }
-    if let Some(from) = args.from.clone() {
-        let (log, stop) = (log.clone(), stop.clone());
-        let source_id = base.source_id;
-        feeders.spawn(async move {
-            let n = if from == "-" {
-                let input = tokio::io::BufReader::new(tokio::io::stdin());
-                ingest::feed_json_lines(&log, input, source_id, &stop).await?
-            } else {
-                let file = tokio::fs::File::open(&from)
-                    .await
-                    .with_context(|| format!("--from {from}"))?;
-                let input = tokio::io::BufReader::new(file);
-                ingest::feed_json_lines(&log, input, source_id, &stop).await?
-            };
-            Ok(("from", n))
-        });
-    }
-    if let Some(spec) = generate {
-        let (log, stop) = (log.clone(), stop.clone());
-        let generator = Generator::new(spec, base.source_id, count);
-        feeders.spawn(async move {
-            let n = ingest::feed_generator(&log, generator, &stop).await?;
-            Ok(("generate", n))
-        });
-    }
-    let sealer = {
-        let log = log.clone();
-        tokio::spawn(async move {
+        if let Some(spec) = generate {
+            let (log, stop) = (self.log.clone(), self.stop.clone());
+            let generator = Generator::new(spec, source_id, count);
+            feeders.spawn(async move {
+                let n = ingest::feed_generator(&log, generator, &stop).await?;
+                Ok(("generate", n))
+            });
+        }
+        let log = self.log.clone();
+        let sealer = tokio::spawn(async move {
             let mut result = Ok(());
             while let Some(done) = feeders.join_next().await {
                 match done.context("input task")? {
@@ -377,54 +337,104 @@ pub async fn run(
             }
             log.seal();
             result
-        })
-    };
-
-    // The screen (if any) owns the terminal until it is quit; summaries
-    // are printed after it has restored the terminal.
-    drop(screen_tx);
-    if let Some(screen) = screen {
-        screen.finish().await?;
+        });
+        Ok(Inputs { sealer, ingest })
     }
-    let mut failed = None;
-    while let Some(done) = ships.join_next().await {
-        let (name, summary) = done.context("destination task")?;
-        match summary {
-            Ok(s) => print_summary(&name, &s, &hot_counters, json),
-            Err(e) => {
-                eprintln!("[{name}] failed: {e}");
-                failed = Some(anyhow::anyhow!("destination `{name}`: {e}"));
+
+    /// The ingest port (`--listen`): applications' writes into the log.
+    fn spawn_ingest_port(
+        &self,
+        addr: SocketAddr,
+        feeders: &mut JoinSet<anyhow::Result<(&'static str, u64)>>,
+    ) -> anyhow::Result<Arc<ServerStats>> {
+        let cfg = self.args.ingest_server()?;
+        let (listener, _) = server::bind(addr, &cfg).map_err(|e| match e {
+            server::ServerError::Unauthenticated { .. } => anyhow::anyhow!(
+                "{e}\n(on the ingest port the flags are --ingest-token-file, --ingest-tls-ca or --ingest-insecure)"
+            ),
+            e => e.into(),
+        })?;
+        if !self.json {
+            println!(
+                "ship: ingest listening on {} into log {}",
+                listener.local_addr()?,
+                self.dir.display()
+            );
+        }
+        let stats = Arc::new(ServerStats::default());
+        let (sink, stop) = (ingest::LogSink(self.log.clone()), self.stop.clone());
+        let served = stats.clone();
+        feeders.spawn(async move {
+            server::serve(listener, sink, cfg, served.clone(), stop).await?;
+            Ok(("ingest", served.applied.load(Ordering::Relaxed)))
+        });
+        Ok(stats)
+    }
+
+    /// Waits for every destination, then the inputs; prints the summaries
+    /// and the log's state.
+    async fn finish(self, mut shipping: Shipping, inputs: Inputs) -> anyhow::Result<()> {
+        let mut failed = None;
+        while let Some(done) = shipping.tasks.join_next().await {
+            let (name, summary) = done.context("destination task")?;
+            match summary {
+                Ok(s) => print_summary(&name, &s, &shipping.hot_keys, self.json),
+                Err(e) => {
+                    eprintln!("[{name}] failed: {e}");
+                    failed = Some(anyhow::anyhow!("destination `{name}`: {e}"));
+                }
             }
         }
-    }
-    // Every destination has ended: stop the inputs if they still run.
-    stop.cancel();
-    let fed = sealer.await.context("input task")?;
-    log.flush_checkpoints()?;
-    let stats = log.stats();
-    log.close();
-    if json {
-        println!("{}", serde_json::json!({ "log": stats }));
-    } else {
-        println!(
-            "log: positions {}..{} : {} segments, {} of {} bytes : busy {} : ingest applied {}",
-            stats.first_seq,
-            stats.next_seq,
-            stats.segments,
-            stats.used_bytes,
-            stats.budget_bytes,
-            stats.busy,
-            ingest_stats.map_or(0, |s| s.applied.load(Ordering::Relaxed)),
-        );
-    }
-    fed?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
+        // Every destination has ended: stop the inputs if they still run.
+        self.stop.cancel();
+        let fed = inputs.sealer.await.context("input task")?;
+        self.log.flush_checkpoints()?;
+        let stats = self.log.stats();
+        self.log.close();
+        if self.json {
+            println!("{}", serde_json::json!({ "log": stats }));
+        } else {
+            println!(
+                "log: positions {}..{} : {} segments, {} of {} bytes : busy {} : ingest applied {}",
+                stats.first_seq,
+                stats.next_seq,
+                stats.segments,
+                stats.used_bytes,
+                stats.budget_bytes,
+                stats.busy,
+                inputs
+                    .ingest
+                    .map_or(0, |s| s.applied.load(Ordering::Relaxed)),
+            );
+        }
+        fed?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
-fn print_summary(name: &str, s: &ship::ShipSummary, hot: &[(String, Arc<AtomicU64>)], json: bool) {
+/// Appends the JSON lines of `from` (`-`: standard input) to the log.
+async fn feed_json_lines(
+    log: &Log,
+    from: &str,
+    source_id: u64,
+    stop: &CancellationToken,
+) -> anyhow::Result<u64> {
+    Ok(if from == "-" {
+        let input = tokio::io::BufReader::new(tokio::io::stdin());
+        ingest::feed_json_lines(log, input, source_id, stop).await?
+    } else {
+        let file = tokio::fs::File::open(from)
+            .await
+            .with_context(|| format!("--from {from}"))?;
+        let input = tokio::io::BufReader::new(file);
+        ingest::feed_json_lines(log, input, source_id, stop).await?
+    })
+}
+
+fn print_summary(name: &str, s: &ShipSummary, hot: &[(String, Arc<AtomicU64>)], json: bool) {
     let hot_keys = hot
         .iter()
         .find(|(n, _)| n == name)
@@ -443,7 +453,7 @@ fn print_summary(name: &str, s: &ship::ShipSummary, hot: &[(String, Arc<AtomicU6
         println!("{v}");
     } else {
         print!("[{name}] ");
-        super::ship::print_summary(s, false);
+        print_run_summary(s, false);
         if hot_keys > 0 {
             println!("[{name}] hot_keys {hot_keys}");
         }
@@ -453,7 +463,7 @@ fn print_summary(name: &str, s: &ship::ShipSummary, hot: &[(String, Arc<AtomicU6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xdr_ship::wire::OrderingMode;
+    use xdr_ship::{ship::WindowSetting, wire::OrderingMode};
 
     fn write_config(text: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!(
@@ -475,15 +485,15 @@ mod tests {
         let base = ShipConfig::new("");
         let d = destinations(&base, &["127.0.0.1:3000".into()], Some(&p)).unwrap();
         std::fs::remove_file(&p).unwrap();
-        let names: Vec<&str> = d.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = d.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["127.0.0.1_3000", "dc2", "10.0.0.3_3000"]);
-        let dc2 = &d[1].1;
+        let dc2 = &d[1].config;
         assert_eq!(dc2.to, "10.0.0.2:3000");
         assert_eq!(dc2.connections, 4);
         assert_eq!(dc2.window, WindowSetting::Fixed(128));
         assert_eq!(dc2.mode, OrderingMode::Unordered);
         assert_eq!(dc2.max_throughput, Some(500));
-        assert_eq!(d[2].1.connections, base.connections);
+        assert_eq!(d[2].config.connections, base.connections);
     }
 
     #[test]

@@ -90,6 +90,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cancel,
     )
     .await?;
-    super::ship::print_summary(&summary, json);
+    super::shipping::print_summary(&summary, json);
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The commands' bodies: the edge between flags and the library.
 pub mod diagnose;
 pub mod ingest;
+pub mod lab;
 pub mod live;
 pub mod load;
 pub mod observe;
 pub mod recv;
 pub mod replay;
 pub mod ship;
+pub mod shipping;
 pub mod softirqs;
 pub mod tls_args;
 pub mod tune;

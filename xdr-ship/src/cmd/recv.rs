@@ -74,45 +74,49 @@ pub struct Args {
     insecure: bool,
 }
 
+impl Args {
+    /// The durable store at `--store`, or one in memory.
+    fn open_store(&self) -> anyhow::Result<Store> {
+        Ok(match &self.store {
+            Some(path) => {
+                let mut cfg = StoreConfig::durable(path.clone());
+                cfg.durability = self.durability;
+                Store::open(cfg)
+                    .with_context(|| format!("opening the store at {}", path.display()))?
+            }
+            None => Store::memory(),
+        })
+    }
+
+    /// The server's limits, TLS and token from the flags.
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
+            rcvbuf: Some(self.rcvbuf),
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            apply_delay: self.apply_delay,
+            tls: tls::server_from_flags(
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+                self.tls_ca.as_deref(),
+            )
+            .context("setting up TLS")?,
+            token: match &self.token_file {
+                Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
+                None => None,
+            },
+            insecure: self.insecure,
+            ..ServerConfig::default()
+        })
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let store = match &args.store {
-        Some(path) => {
-            let mut cfg = StoreConfig::durable(path.clone());
-            cfg.durability = args.durability;
-            Store::open(cfg).with_context(|| format!("opening the store at {}", path.display()))?
-        }
-        None => Store::memory(),
-    };
-    let cfg = ServerConfig {
-        rcvbuf: Some(args.rcvbuf),
-        max_connections: args.max_connections,
-        max_in_flight: args.max_in_flight,
-        handshake_timeout: args.handshake_timeout,
-        idle_timeout: args.idle_timeout,
-        apply_delay: args.apply_delay,
-        tls: tls::server_from_flags(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_ca.as_deref(),
-        )
-        .context("setting up TLS")?,
-        token: match &args.token_file {
-            Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
-            None => None,
-        },
-        insecure: args.insecure,
-        ..ServerConfig::default()
-    };
-    let security = match (&cfg.tls, &cfg.token) {
-        (Some(t), Some(_)) if t.client_auth => "TLS 1.3, client certificates and token required",
-        (Some(t), None) if t.client_auth => "TLS 1.3, client certificates required",
-        (Some(_), Some(_)) => "TLS 1.3, token required",
-        (Some(_), None) => "TLS 1.3, no authentication",
-        (None, Some(_)) => "plaintext, token required",
-        (None, None) => "plaintext, no authentication",
-    };
+    let store = args.open_store()?;
+    let cfg = args.server_config()?;
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
-    let local = listener.local_addr()?;
     let kind = match &args.store {
         Some(p) => format!("store {} (durability {})", p.display(), args.durability),
         None => "memory".to_owned(),
@@ -124,7 +128,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             format!(", SO_RCVBUF {}", r.effective)
         }
     });
-    println!("recv: listening on {local} ({security}), {kind}{buf}");
+    println!(
+        "recv: listening on {} ({}), {kind}{buf}",
+        listener.local_addr()?,
+        security(&cfg)
+    );
     if let Some(w) = rcvbuf.and_then(|r| r.warning) {
         eprintln!("warning: {w}");
     }
@@ -138,13 +146,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.clone(),
         shutdown.clone(),
     ));
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
+    print_status_until_ctrl_c(&stats, args.interval, args.json).await?;
+    shutdown.cancel();
+    server.await.context("server task")??;
+    store.close().await.context("closing the store")?;
+    println!("recv: stopped");
+    Ok(())
+}
+
+/// Who may write, in the listening line.
+fn security(cfg: &ServerConfig) -> &'static str {
+    match (&cfg.tls, &cfg.token) {
+        (Some(t), Some(_)) if t.client_auth => "TLS 1.3, client certificates and token required",
+        (Some(t), None) if t.client_auth => "TLS 1.3, client certificates required",
+        (Some(_), Some(_)) => "TLS 1.3, token required",
+        (Some(_), None) => "TLS 1.3, no authentication",
+        (None, Some(_)) => "plaintext, token required",
+        (None, None) => "plaintext, no authentication",
+    }
+}
+
+/// A status line (or JSON object) every `interval` until Ctrl-C.
+async fn print_status_until_ctrl_c(
+    stats: &ServerStats,
+    interval: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let (mut last_applied, mut last_lost, mut last_at) = (0u64, 0u64, Instant::now());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         let now = Instant::now();
         let dt = now.duration_since(last_at).as_secs_f64().max(1e-9);
@@ -160,7 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             rejected: stats.rejected.load(Ordering::Relaxed),
         };
         (last_applied, last_lost, last_at) = (applied, lost, now);
-        if args.json {
+        if json {
             println!("{}", serde_json::to_string(&line)?);
         } else {
             println!(
@@ -169,11 +202,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    shutdown.cancel();
-    server.await.context("server task")??;
-    store.close().await.context("closing the store")?;
-    println!("recv: stopped");
-    Ok(())
 }
 
 #[derive(serde::Serialize)]

@@ -26,8 +26,10 @@
 //! - [`line`](mod@line): the two delay-line threads and their counters;
 //! - [`netns`]: named namespaces, entering them, finding their processes;
 //! - [`reaper`]: the process that cleans up after a controller that died;
-//! - [`status`]: the status file a running lab writes for `lab status`;
-//! - [`cli`]: the `lab up | run | status | down` subcommands.
+//! - [`status`]: the status file a running lab writes for `lab status`.
+//!
+//! The `lab up | run | status | down` subcommands are the binary's
+//! (`cmd/lab.rs`): the library keeps the [`Lab`] API.
 //!
 //! Teardown, the lab's one promise ("nothing is left behind, ever"):
 //! - normal return and panic: [`Lab`]'s `Drop` stops the line, kills every
@@ -37,7 +39,6 @@
 //! - Ctrl-C / SIGTERM: the CLI turns them into a normal return;
 //! - SIGKILL (or any death that skips `Drop`): the kernel closes the TUN fds,
 //!   children die by `PR_SET_PDEATHSIG`, and the [`reaper`] deletes the rest.
-pub mod cli;
 pub mod config;
 pub mod gso;
 pub mod line;

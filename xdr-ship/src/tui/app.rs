@@ -1,17 +1,19 @@
-//! The screen's state and its keys: no terminal, no clock, no I/O, so
-//! tests drive it key by key and read what it draws.
-use std::{cell::Cell, collections::VecDeque, path::PathBuf, time::Duration};
+//! The screen's state and the keys that are no pane's own (quit, pause,
+//! record, focus, the player's): no terminal, no clock, no I/O, so tests
+//! drive it key by key and read what it draws. Each pane keeps its own
+//! state and keys (`panes/`); a key no one else takes goes to them.
+use std::{collections::VecDeque, path::PathBuf, time::Duration};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::Update;
+use super::{
+    panes::{cpus::CpuPane, help::HelpPane, table::TablePane, verdict::VerdictPane, KeyContext},
+    SortKey, Update,
+};
 
 /// Points kept for the charts: ten minutes at one sample a second, wider
 /// than any terminal.
 pub const HISTORY: usize = 600;
-
-/// Rows one PgUp/PgDn moves.
-const PAGE: usize = 10;
 
 /// What the event loop must do after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,52 +28,6 @@ pub enum Action {
     TogglePlay,
     /// Replay: move this many samples back (negative) or forward.
     Seek(i64),
-}
-
-/// The column the connection table is sorted by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortKey {
-    /// Connection index, ascending.
-    Id,
-    /// Records the app has in flight, largest first.
-    AppInflight,
-    /// The app's acknowledged bytes per second, largest first.
-    AppRate,
-    /// The kernel's delivery rate, largest first.
-    Delivery,
-    /// Smoothed RTT, largest first.
-    Srtt,
-    /// Retransmits, most first.
-    Retrans,
-}
-
-impl SortKey {
-    /// The order `s` cycles through.
-    pub const ALL: [SortKey; 6] = [
-        SortKey::Id,
-        SortKey::AppInflight,
-        SortKey::AppRate,
-        SortKey::Delivery,
-        SortKey::Srtt,
-        SortKey::Retrans,
-    ];
-
-    /// Its name on screen.
-    pub fn name(self) -> &'static str {
-        match self {
-            SortKey::Id => "conn",
-            SortKey::AppInflight => "app inflight",
-            SortKey::AppRate => "app rate",
-            SortKey::Delivery => "kernel delivery",
-            SortKey::Srtt => "srtt",
-            SortKey::Retrans => "retransmits",
-        }
-    }
-
-    fn next(self) -> Self {
-        let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
-    }
 }
 
 /// The pane the scroll keys move.
@@ -153,18 +109,15 @@ pub struct App {
     pub(crate) live: View,
     /// The view frozen by `p` (live mode): updates keep landing in `live`.
     pub(crate) frozen: Option<View>,
-    pub(crate) sort: SortKey,
     pub(crate) focus: Focus,
-    pub(crate) table_scroll: usize,
-    pub(crate) verdict_scroll: usize,
-    pub(crate) cpu_scroll: usize,
-    pub(crate) help: bool,
+    pub(crate) table: TablePane,
+    pub(crate) verdict: VerdictPane,
+    pub(crate) cpus: CpuPane,
+    pub(crate) help: HelpPane,
     pub(crate) recording: Option<PathBuf>,
     pub(crate) notice: Option<String>,
     pub(crate) ended: Option<String>,
     pub(crate) replay: Option<ReplayStatus>,
-    /// Rows the table showed at the last draw (for PgUp/PgDn and clamping).
-    pub(crate) table_rows: Cell<usize>,
 }
 
 impl Default for App {
@@ -179,17 +132,15 @@ impl App {
         Self {
             live: View::default(),
             frozen: None,
-            sort: SortKey::Id,
             focus: Focus::Table,
-            table_scroll: 0,
-            verdict_scroll: 0,
-            cpu_scroll: 0,
-            help: false,
+            table: TablePane::default(),
+            verdict: VerdictPane::default(),
+            cpus: CpuPane::default(),
+            help: HelpPane::default(),
             recording: None,
             notice: None,
             ended: None,
             replay: None,
-            table_rows: Cell::new(PAGE),
         }
     }
 
@@ -230,12 +181,12 @@ impl App {
 
     /// Whether the help overlay is up.
     pub fn help_shown(&self) -> bool {
-        self.help
+        self.help.shown()
     }
 
     /// The column the table is sorted by.
     pub fn sort_key(&self) -> SortKey {
-        self.sort
+        self.table.sort()
     }
 
     /// The pane the scroll keys move.
@@ -245,7 +196,7 @@ impl App {
 
     /// The first table row shown.
     pub fn table_scroll(&self) -> usize {
-        self.table_scroll
+        self.table.scroll()
     }
 
     /// Shows the file being recorded to (`None`: not recording).
@@ -268,27 +219,20 @@ impl App {
         self.replay = Some(status);
     }
 
-    /// Acts on one key press.
+    /// Acts on one key press: Ctrl-C, then the help overlay, then the
+    /// keys that are no pane's own, then the panes' (each knows whether it
+    /// has the focus).
     pub fn handle_key(&mut self, key: KeyEvent) -> Action {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c')) {
             return Action::Quit;
         }
-        if self.help {
-            // Any key closes the overlay; `q` still quits.
-            self.help = false;
-            return match key.code {
-                KeyCode::Char('q') => Action::Quit,
-                _ => Action::None,
-            };
+        if let Some(action) = self.help.handle_key(&key) {
+            return action;
         }
         let shift = key.modifiers.contains(KeyModifiers::SHIFT);
         match key.code {
             KeyCode::Char('q') => Action::Quit,
-            KeyCode::Char('?') => {
-                self.help = true;
-                Action::None
-            }
             KeyCode::Char('p') | KeyCode::Char(' ') => {
                 if self.replay.is_some() {
                     Action::TogglePlay
@@ -300,11 +244,6 @@ impl App {
                     Action::None
                 }
             }
-            KeyCode::Char('s') => {
-                self.sort = self.sort.next();
-                self.table_scroll = 0;
-                Action::None
-            }
             KeyCode::Char('r') => Action::ToggleRecord,
             KeyCode::Tab => {
                 self.focus = self.focus.next();
@@ -314,40 +253,28 @@ impl App {
                 self.focus = self.focus.prev();
                 Action::None
             }
-            KeyCode::Up => self.scroll(-1),
-            KeyCode::Down => self.scroll(1),
-            KeyCode::PageUp => self.scroll(-(self.page() as i64)),
-            KeyCode::PageDown => self.scroll(self.page() as i64),
-            KeyCode::Home => self.scroll(i64::MIN / 2),
-            KeyCode::End => self.scroll(i64::MAX / 2),
             KeyCode::Left if self.replay.is_some() => Action::Seek(if shift { -10 } else { -1 }),
             KeyCode::Right if self.replay.is_some() => Action::Seek(if shift { 10 } else { 1 }),
-            _ => Action::None,
+            _ => {
+                self.pane_key(&key);
+                Action::None
+            }
         }
     }
 
-    fn page(&self) -> usize {
-        self.table_rows.get().max(1)
-    }
-
-    fn scroll(&mut self, by: i64) -> Action {
-        let latest = self.view().latest.as_ref();
-        let len = match self.focus {
-            Focus::Table => latest.map_or(0, |u| u.sample.ship.connections.len()),
-            Focus::Verdict => latest
-                .and_then(|u| u.diagnosis.as_ref())
-                .map_or(0, |d| d.shipper.evidence.len()),
-            Focus::Cpus => latest
-                .and_then(|u| u.sample.softirq.as_ref())
-                .map_or(0, |s| s.cpus.len()),
+    /// Offers `key` to every pane; the scroll keys move the focused one,
+    /// by the table's page for PgUp/PgDn.
+    fn pane_key(&mut self, key: &KeyEvent) {
+        // The fields, not `self.view()`: the panes are borrowed mutably.
+        let shown = self.frozen.as_ref().unwrap_or(&self.live).latest.as_ref();
+        let cx = |focus| KeyContext {
+            focused: self.focus == focus,
+            shown,
+            page: self.table.page(),
         };
-        let pos = match self.focus {
-            Focus::Table => &mut self.table_scroll,
-            Focus::Verdict => &mut self.verdict_scroll,
-            Focus::Cpus => &mut self.cpu_scroll,
-        };
-        let max = len.saturating_sub(1) as i64;
-        *pos = (*pos as i64).saturating_add(by).clamp(0, max) as usize;
-        Action::None
+        let (table, verdict, cpus) = (cx(Focus::Table), cx(Focus::Verdict), cx(Focus::Cpus));
+        let _ = self.table.handle_key(key, &table)
+            || self.verdict.handle_key(key, &verdict)
+            || self.cpus.handle_key(key, &cpus);
     }
 }

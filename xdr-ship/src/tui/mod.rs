@@ -10,7 +10,9 @@
 //! recordings.
 //!
 //! How: [`App`] is pure state — [`App::push`] an [`Update`],
-//! [`App::handle_key`], [`App::render`] into any ratatui frame — so every
+//! [`App::handle_key`], [`App::render`] into any ratatui frame; each pane
+//! (header, verdict, table, CPUs, charts, footer, help) is a file of
+//! `panes/` with its own state, drawing and keys — so every
 //! key and every layout is tested on ratatui's `TestBackend`. [`run`] owns
 //! the real terminal: it drains the producer's bounded channel without ever
 //! waiting on it, redraws on updates, keys and resizes, writes a recording
@@ -37,6 +39,7 @@
 //! columns), and adds the softirq bars and the charts only when the rows
 //! are there.
 mod app;
+mod panes;
 mod record;
 mod render;
 pub mod replay;
@@ -47,7 +50,8 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use app::{Action, App, Focus, SortKey};
+pub use app::{Action, App, Focus};
+pub use panes::table::SortKey;
 pub use record::Recorder;
 pub use term::run;
 

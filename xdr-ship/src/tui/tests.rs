@@ -1,6 +1,10 @@
 //! The screen on ratatui's `TestBackend`: samples built by hand (as in the
 //! diagnoser's tests), run through the real engine, drawn, and read back
 //! as text.
+//!
+//! Why one long file: every test builds its samples from the same few
+//! helpers (flows, kernel rows, softirq) at the top; one behaviour per
+//! test, read top to bottom like the screen's specification.
 use std::{path::PathBuf, time::Duration};
 
 use ratatui::{

@@ -4,10 +4,23 @@ use std::fmt::Write;
 
 use super::{Report, Status};
 
+/// Width the reasoning lines are wrapped to.
 const WRAP: usize = 96;
+/// Widest a column may grow before its text overflows it.
+const MAX_COLUMN: usize = 48;
 
+/// The whole report: the link and the window rule, the checks, then the
+/// commands.
 pub fn table(r: &Report) -> String {
     let mut s = String::new();
+    intro(&mut s, r);
+    checks(&mut s, r);
+    commands(&mut s, r);
+    s
+}
+
+/// The link, its BDP, and the kernel's window rule.
+fn intro(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "link: RTT {} ms × {} → BDP {:.1} MB ({} bytes); role: {}",
@@ -29,6 +42,10 @@ pub fn table(r: &Report) -> String {
         }
     );
     s.push('\n');
+}
+
+/// One line per check, its reasoning wrapped beneath.
+fn checks(s: &mut String, r: &Report) {
     let rows: Vec<[&str; 4]> = r
         .checks
         .iter()
@@ -48,7 +65,7 @@ pub fn table(r: &Report) -> String {
             .chain([header[i].len()])
             .max()
             .unwrap_or(0)
-            .min(48)
+            .min(MAX_COLUMN)
     };
     let w = [width(0), width(1), width(2)];
     let line = |s: &mut String, cols: [&str; 4]| {
@@ -64,13 +81,17 @@ pub fn table(r: &Report) -> String {
             w2 = w[2]
         );
     };
-    line(&mut s, header);
+    line(s, header);
     for (c, row) in r.checks.iter().zip(&rows) {
-        line(&mut s, *row);
+        line(s, *row);
         for l in wrap(&c.why, WRAP - 4) {
             let _ = writeln!(s, "    {l}");
         }
     }
+}
+
+/// The commands that carry out every advised change (each once).
+fn commands(s: &mut String, r: &Report) {
     let changes: Vec<_> = r
         .checks
         .iter()
@@ -79,7 +100,7 @@ pub fn table(r: &Report) -> String {
     s.push('\n');
     if changes.is_empty() {
         s.push_str("Every check passes for this BDP (exit code 0).\n");
-        return s;
+        return;
     }
     let _ = writeln!(
         s,
@@ -107,7 +128,6 @@ pub fn table(r: &Report) -> String {
             }
         }
     }
-    s
 }
 
 /// Splits `text` into lines of at most `width` characters at spaces.

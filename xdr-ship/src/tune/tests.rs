@@ -1,5 +1,8 @@
 //! The checks against fixture trees: a stock host, a tuned one, NICs whose
 //! interrupts land on one CPU or spread, RPS on or off.
+//!
+//! Why one long file: every test writes its host into a fixture tree with
+//! the same few builders at the top; one check's behaviour per test.
 use std::{
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},

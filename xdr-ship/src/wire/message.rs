@@ -102,8 +102,11 @@ impl fmt::Display for FrameType {
     }
 }
 
-/// How the receiver schedules writes and acks on one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// How the receiver schedules writes and acks on one connection (also the
+/// `--mode` flag: `ordered` | `unordered`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum OrderingMode {

@@ -1,9 +1,9 @@
 //! The `xdr-ship lab` subcommands: `up`, `run`, `status`, `down`.
 //!
-//! A thin edge over [`super::Lab`]: parse flags (a bad value names its flag
+//! A thin edge over [`xdr_ship::lab::Lab`]: parse flags (a bad value names its flag
 //! and the accepted form), bring the lab up, and turn Ctrl-C and SIGTERM into
 //! a normal return so the lab's `Drop` tears everything down.
-use std::{process::Stdio, time::Duration};
+use std::{future::Future, pin::Pin, process::Stdio, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -11,9 +11,11 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use super::{
+use xdr_ship::lab::{
     config::{self, LinkConfig},
-    down_by_name, status, Lab, LabError, LabOptions, Side,
+    down_by_name,
+    line::LineStats,
+    status, Lab, LabError, LabOptions, Side,
 };
 
 /// `xdr-ship lab …`
@@ -385,9 +387,9 @@ async fn run_commands(a: RunArgs) -> anyhow::Result<i32> {
             _ = tokio::time::sleep(a.far_delay) => {}
             r = &mut stop => {
                 eprintln!("[lab] {} before the near command started: tearing down", r?);
-                if let Some(f) = far.as_mut() { stop_child(f, Duration::from_secs(2)).await; }
+                if let Some(f) = far.as_mut() { stop_child(f, STOP_GRACE).await; }
                 lab.down()?;
-                return Ok(130);
+                return Ok(INTERRUPTED);
             }
         }
     }
@@ -398,13 +400,41 @@ async fn run_commands(a: RunArgs) -> anyhow::Result<i32> {
         &a.near_argv,
         &mut forwards,
     )?;
+    let first = lab.stats();
+    let code = supervise(&lab, &mut near, far.as_mut(), a.quiet, stop.as_mut()).await?;
+    if let Some(f) = far.as_mut() {
+        stop_child(f, STOP_GRACE).await;
+    }
+    for f in forwards {
+        let _ = tokio::time::timeout(FORWARD_DRAIN, f).await;
+    }
+    print_totals(&lab, &first);
+    lab.down()?;
+    eprintln!("[lab] {name} down");
+    Ok(code)
+}
 
+/// Exit code of a run ended by Ctrl-C or SIGTERM (128 + SIGINT, as a shell says).
+const INTERRUPTED: i32 = 130;
+/// How long a command has to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long the last output of the commands may take to be copied.
+const FORWARD_DRAIN: Duration = Duration::from_secs(1);
+
+/// Until the near command exits (its exit code) or a signal stops both
+/// (`INTERRUPTED`): the line's counters each second unless `quiet`.
+async fn supervise(
+    lab: &Lab,
+    near: &mut tokio::process::Child,
+    mut far: Option<&mut tokio::process::Child>,
+    quiet: bool,
+    mut stop: Pin<&mut impl Future<Output = anyhow::Result<&'static str>>>,
+) -> anyhow::Result<i32> {
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
     let mut prev = lab.stats();
-    let first = prev.clone();
     let mut far_done = far.is_none();
     let code = loop {
         tokio::select! {
@@ -413,31 +443,30 @@ async fn run_commands(a: RunArgs) -> anyhow::Result<i32> {
                 eprintln!("[lab] near command exited: {status}");
                 break status.code().unwrap_or(1);
             }
-            status = wait_opt(far.as_mut()), if !far_done => {
+            status = wait_opt(far.as_deref_mut()), if !far_done => {
                 far_done = true;
                 match status {
                     Ok(s) => eprintln!("[lab] far command exited: {s}"),
                     Err(e) => eprintln!("[lab] waiting for the far command: {e}"),
                 }
             }
-            _ = tick.tick(), if !a.quiet => {
+            _ = tick.tick(), if !quiet => {
                 let now = lab.stats();
                 eprintln!("[line] {}", status::render_line(&now, &prev, lab.config()));
                 prev = now;
             }
-            r = &mut stop => {
+            r = stop.as_mut() => {
                 eprintln!("[lab] {}: stopping the commands", r?);
-                stop_child(&mut near, Duration::from_secs(2)).await;
-                break 130;
+                stop_child(near, STOP_GRACE).await;
+                break INTERRUPTED;
             }
         }
     };
-    if let Some(f) = far.as_mut() {
-        stop_child(f, Duration::from_secs(2)).await;
-    }
-    for f in forwards {
-        let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
-    }
+    Ok(code)
+}
+
+/// What the line carried near→far since `first`.
+fn print_totals(lab: &Lab, first: &LineStats) {
     let last = lab.stats();
     let d = &last.near_to_far;
     let secs = last
@@ -445,12 +474,13 @@ async fn run_commands(a: RunArgs) -> anyhow::Result<i32> {
         .saturating_sub(first.elapsed)
         .as_secs_f64()
         .max(1e-9);
+    let bytes = d.bytes_out.saturating_sub(first.near_to_far.bytes_out) as f64;
     eprintln!(
         "[lab] near→far delivered {:.1} MB in {:.1} s ({}), drops {} queue / {} loss, \
          measured rtt {}, line cpu {:.2} s",
-        d.bytes_out.saturating_sub(first.near_to_far.bytes_out) as f64 / 1e6,
+        bytes / 1e6,
         secs,
-        config::format_rate(d.bytes_out.saturating_sub(first.near_to_far.bytes_out) as f64 / secs),
+        config::format_rate(bytes / secs),
         d.drops_queue,
         d.drops_loss,
         last.measured_rtt.map_or_else(
@@ -459,7 +489,4 @@ async fn run_commands(a: RunArgs) -> anyhow::Result<i32> {
         ),
         last.cpu_time().as_secs_f64(),
     );
-    lab.down()?;
-    eprintln!("[lab] {name} down");
-    Ok(code)
 }
