@@ -49,6 +49,7 @@ mod durable;
 mod measure;
 mod memory;
 mod record;
+mod recover;
 #[cfg(test)]
 mod tests;
 mod vlog;

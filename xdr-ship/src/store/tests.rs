@@ -1,5 +1,9 @@
 //! Behaviour of both engines through the public handle. Every LWW test runs
 //! on the memory store and on a durable store of each durability.
+//!
+//! Over 600 lines because it is one specification of one handle: the LWW
+//! rules for both engines, then the durable engine's recovery, compaction,
+//! locking and bounds, then the throughput measurement.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
