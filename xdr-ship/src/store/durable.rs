@@ -63,11 +63,12 @@
 //!
 //! End to end, `ship --generate max,1000,100000` → `recv --store` on
 //! loopback for 8 s, with `dd bs=1M count=1024 conv=fdatasync` in the same
-//! run at 186 MB/s (load 7.8–8.2, other builds running): 152K records/s =
-//! 158 MB/s = 0.85× dd, against 172K records/s for `recv --memory` in the
-//! same run (the CPU both ends share is the limit there, not the disk); the
-//! store stayed at 171 MB on disk for 1.2 GB written over 100K keys
-//! (compaction). Before, with fjall: 0.14–0.27× of a 453–1,145 MB/s disk and
+//! run (load 7–8, other builds running): dd 186 MB/s, store 152K records/s
+//! = 158 MB/s = 0.85× dd, `recv --memory` 172K; dd 323 MB/s, store 199K
+//! records/s = 207 MB/s = 0.64× dd, `recv --memory` 276K. The CPU both
+//! ends share is the limit there, not the disk. The store stayed at
+//! 162–171 MB on disk for 1.2–1.6 GB written over 100K keys (compaction
+//! running during the measurement). Before, with fjall: 0.14–0.27× of a 453–1,145 MB/s disk and
 //! 0.58× = 113.6K records/s of a 202 MB/s one.
 //!
 //! Why this module is over 600 lines: most of it is this documentation;
