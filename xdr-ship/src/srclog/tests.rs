@@ -454,3 +454,70 @@ async fn the_ingest_sink_acknowledges_durable_writes_and_answers_busy_when_full(
     ));
     assert_eq!(read_all(&log, 0).len(), 3);
 }
+
+/// A measurement, not a verdict: `cargo test -p xdr-ship --release --lib
+/// source_log_append_rate_against_the_disk -- --ignored --nocapture`.
+/// Prints the disk's fdatasync'd bandwidth (1 MiB writes, as `dd bs=1M
+/// conv=fdatasync`), then the rate of durable appends of 1000-byte values
+/// from 64 tasks, 64 writes per append (what the ingest port's requests
+/// look like under `xdr-ship load --window 64`), and the ratio. Asserts only
+/// that every append is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+async fn source_log_append_rate_against_the_disk() {
+    const TASKS: u64 = 64;
+    const BATCH: u64 = 64;
+    const APPENDS_PER_TASK: u64 = 25;
+    let dir = TempDir::new("rate");
+    let disk = {
+        let path = dir.path().join("disk-rate");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0x5au8; 1 << 20];
+        let started = Instant::now();
+        for _ in 0..256 {
+            f.write_all(&block).unwrap();
+            f.sync_data().unwrap();
+        }
+        let rate = (256u64 << 20) as f64 / started.elapsed().as_secs_f64();
+        std::fs::remove_file(&path).unwrap();
+        rate
+    };
+    let log = Log::open(LogConfig::new(dir.path().join("log"))).unwrap();
+    let value = bytes::Bytes::from(vec![0xa5u8; 1000]);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (log, value) = (log.clone(), value.clone());
+        tasks.spawn(async move {
+            for a in 0..APPENDS_PER_TASK {
+                let batch: Vec<Write> = (0..BATCH)
+                    .map(|i| {
+                        let n = (t * APPENDS_PER_TASK + a) * BATCH + i;
+                        Write::put(format!("key-{n:010}"), value.clone(), n + 1, 1)
+                    })
+                    .collect();
+                log.append(&batch).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = TASKS * APPENDS_PER_TASK * BATCH;
+    let s = log.stats();
+    assert_eq!(s.durable_seq, n, "every append is durable");
+    let rate = n as f64 / secs;
+    println!(
+        "disk {:.0} MB/s; source log: {rate:.0} records/s = {:.0} MB/s of values = {:.2}x disk, \
+         {} fdatasyncs; load average {}",
+        disk / 1e6,
+        rate * 1000.0 / 1e6,
+        rate * 1000.0 / disk,
+        s.syncs,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    log.close();
+}

@@ -18,39 +18,42 @@
 //!
 //! - [`Store::memory`] (`--memory`): lock-striped hash maps; an apply is done
 //!   when `apply` returns. See `memory.rs`.
-//! - [`Store::open`] with a path: [fjall] 3 underneath, shard worker
-//!   threads in front, a committer thread behind. See `durable.rs` for the
-//!   pipeline, the group commit and the measurements behind the choices.
+//! - [`Store::open`] with a path: an append-only value log on disk (each
+//!   record written once), the version index in memory, a writer thread in
+//!   front, a committer thread (group-committed fdatasync) and a compactor
+//!   behind. See `durable.rs` for the pipeline, the recovery, and the
+//!   measurements that made us replace fjall with it.
 //!
-//! # Why fjall
+//! # Why not an embedded database
 //!
 //! The workload is write-only, small records, many writers, and the
 //! durability unit we want is "one fdatasync for everything written so far"
-//! (group commit). fjall is an LSM tree with a write-ahead journal: a write is
-//! an append to the journal plus a memtable insert, and
-//! `Database::persist(PersistMode::SyncData)` is exactly "fdatasync the
-//! journal", decoupled from writing. redb 4 (the other well-kept candidate)
-//! is a copy-on-write B-tree whose unit of durability is the write
-//! transaction: only one is open at a time and its commit both rewrites the
-//! touched pages and syncs, so group commit means funnelling every shard
-//! through one transaction, and the page rewrites cost more bytes per record
-//! than a journal append. The measured numbers are in `durable.rs`.
+//! (group commit). fjall 3 (an LSM tree with a journal, used before) wrote
+//! every value twice (journal, then blob file) and its per-write cost and
+//! journal lock bounded it far below the disk; redb 4 (a copy-on-write
+//! B-tree) was slower still in the same test (its commit rewrites pages and
+//! syncs per transaction, 269 MB of file for 100 MB of records). The numbers
+//! are in `durable.rs`.
 //!
 //! # Where the I/O happens
 //!
-//! Never on a tokio runtime thread: the durable engine's shard workers and
-//! committer are dedicated OS threads; `apply` only sends into bounded
-//! channels and awaits oneshot replies, and `close` joins threads through
-//! `spawn_blocking`. [`Store::get`] and [`Store::digest`] are synchronous
+//! Never on a tokio runtime thread: the durable engine's writer, committer
+//! and compactor are dedicated OS threads; `apply` only sends into a
+//! bounded channel and awaits a oneshot reply, and `close` joins threads
+//! through `spawn_blocking`. [`Store::get`] and [`Store::digest`] are synchronous
 //! reads (the first is a point read, the second a full scan): call them from
 //! `spawn_blocking` on a hot async path.
 
+mod compact;
 mod durable;
 mod measure;
 mod memory;
 mod record;
+mod recover;
 #[cfg(test)]
 mod tests;
+mod vlog;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -152,9 +155,8 @@ pub struct StoreConfig {
     /// has one waiter (it commits sooner when no apply is in flight). See
     /// [`DEFAULT_GROUP_COMMIT_DELAY`].
     pub group_commit_delay: Duration,
-    /// Shard worker threads of the durable store: writes to one key always go
-    /// to the same shard, so they are serialized without a global lock. The
-    /// memory store uses 16 lock stripes per shard.
+    /// Lock stripes of the durable store's version index (a key always maps
+    /// to the same stripe). The memory store uses 16 lock stripes per shard.
     pub shards: usize,
 }
 
@@ -162,13 +164,11 @@ pub struct StoreConfig {
 ///
 /// Why: the committer commits at once when no apply is in flight, and jobs
 /// arriving during an fdatasync form the next group by themselves, so the
-/// delay only matters while applies keep trickling in. Measured (see
-/// `durable.rs`): no delay at all gave 32–48K single-write syncs/s in one
-/// series against 57–79K with 200 µs (each tiny group's fdatasync holds
-/// fjall's journal lock and stalls the workers); 200 µs, 500 µs and 1 ms were
-/// within the noise of each other, with batches of 16 as with single writes.
-/// So the smallest of them: it adds at most 200 µs to an ack, a fraction of
-/// one fdatasync (0.35–1 ms here).
+/// delay only matters while applies keep trickling in. Measured with the
+/// fjall engine before this one: no delay at all gave 32–48K single-write
+/// syncs/s in one series against 57–79K with 200 µs; 200 µs, 500 µs and 1 ms
+/// were within the noise of each other. So the smallest of them: it adds at
+/// most 200 µs to an ack, a fraction of one fdatasync (0.35–1 ms here).
 pub const DEFAULT_GROUP_COMMIT_DELAY: Duration = Duration::from_micros(200);
 
 impl Default for StoreConfig {
@@ -212,11 +212,11 @@ pub struct StoreDigest {
 /// Counters since the store was opened (not persisted).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct StoreStats {
-    /// `"memory"` or `"fjall"`.
+    /// `"memory"` or `"vlog"`.
     pub engine: &'static str,
     /// `None` for the memory store.
     pub durability: Option<Durability>,
-    /// Shard workers (durable) or lock stripes (memory).
+    /// Index stripes (durable) or lock stripes (memory).
     pub shards: usize,
     /// Writes that replaced the stored record.
     pub applied: u64,
@@ -234,9 +234,18 @@ pub struct StoreStats {
     /// (durable store only; the memory store answers inline).
     pub apply_latency_p50_us: Option<u64>,
     pub apply_latency_p99_us: Option<u64>,
-    /// Time one fdatasync of the journal takes.
+    /// Time one fdatasync of the active segment takes.
     pub commit_latency_p50_us: Option<u64>,
     pub commit_latency_p99_us: Option<u64>,
+    /// Segment files of the durable store.
+    pub segments: usize,
+    /// Bytes of those segments.
+    pub disk_bytes: u64,
+    /// Bytes of the records the index points at (the rest awaits
+    /// compaction).
+    pub live_bytes: u64,
+    /// Segments compacted away since open.
+    pub compactions: u64,
 }
 
 /// Everything that can go wrong in the store. Paths say which store.
@@ -252,25 +261,27 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: fjall::Error,
+        source: std::io::Error,
     },
-    #[error("reading the store at {}: {source}", path.display())]
+    #[error("another process holds the store at {} open", .0.display())]
+    Locked(PathBuf),
+    #[error("reading {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
-        source: fjall::Error,
+        source: std::io::Error,
     },
-    #[error("writing to the journal of the store at {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: Arc<fjall::Error>,
-    },
-    #[error("fdatasync of the journal of the store at {}: {source}", path.display())]
+    #[error("syncing {}: {source}", path.display())]
     Commit {
         path: PathBuf,
         #[source]
-        source: Arc<fjall::Error>,
+        source: std::io::Error,
+    },
+    #[error("store segment {} is damaged at byte {offset}: {reason}", path.display())]
+    CorruptSegment {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
     },
     #[error("record for key {key} in the store at {} is damaged: {reason}", path.display())]
     Corrupt {
@@ -307,18 +318,22 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            StoreError::InvalidWrite { .. } | StoreError::Config(_) | StoreError::Corrupt { .. }
+            StoreError::InvalidWrite { .. }
+                | StoreError::Config(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::CorruptSegment { .. }
         )
     }
 }
 
-/// Longest key either engine accepts: fjall's journal stores key lengths
-/// as u16 (the wire allows longer keys, so the store checks).
+/// Longest key either engine accepts (the wire allows longer keys, so the
+/// store checks): 64 KiB - 1, as before, so that both engines and earlier
+/// versions accept the same input.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 
-/// Longest value either engine accepts: fjall's values are at most
-/// `u32::MAX` bytes, and the store prefixes each with a 17-byte header.
-pub const MAX_VALUE_LEN: usize = u32::MAX as usize - record::HEADER_LEN;
+/// Longest value either engine accepts: a value-log entry's body (key
+/// length, key, 17-byte record header, value) must fit its u32 length.
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize - record::HEADER_LEN - 4 - MAX_KEY_LEN;
 
 /// Reject, before anything is applied, writes no engine can store: an
 /// empty or too long key, a too long value. Both engines check, so that
@@ -362,7 +377,7 @@ impl fmt::Debug for Store {
                 .finish(),
             Engine::Durable(d) => f
                 .debug_struct("Store")
-                .field("engine", &"fjall")
+                .field("engine", &"vlog")
                 .field("path", &d.path())
                 .finish(),
         }
@@ -373,8 +388,9 @@ impl Store {
     /// Open the store `cfg` describes: durable at `cfg.path` (existing data
     /// is kept and readable), or in memory when the path is `None`.
     ///
-    /// Opening a durable store scans it once to rebuild the in-memory
-    /// version index; it spawns `cfg.shards` worker threads and a committer.
+    /// Opening a durable store reads it once to rebuild the in-memory
+    /// version index (cutting a torn tail left by a crash); it spawns a
+    /// writer, a committer and a compactor thread.
     pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         if cfg.shards == 0 {
             return Err(StoreError::Config("shards must be at least 1".into()));

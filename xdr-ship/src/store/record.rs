@@ -49,8 +49,14 @@ const TAG_VALUE: u8 = 1;
 ///
 /// A tombstone is a record with tag 0 and no value bytes: it is stored like
 /// any other record so that its stamp outlives the delete.
+#[cfg(test)]
 pub(crate) fn encode_into(w: &Write, buf: &mut Vec<u8>) {
     buf.clear();
+    append_record(w, buf);
+}
+
+/// Append `w`'s encoding (as [`encode_into`] describes) to `buf`.
+pub(crate) fn append_record(w: &Write, buf: &mut Vec<u8>) {
     let value = w.value.as_deref().unwrap_or(&[]);
     buf.reserve(HEADER_LEN + value.len());
     buf.push(if w.value.is_some() {

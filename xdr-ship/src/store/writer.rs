@@ -1,0 +1,486 @@
+//! The durable engine's two hot threads: the writer, which decides
+//! last-writer-wins and appends, and the committer, which fdatasyncs and
+//! answers.
+//!
+//! Why one writer: every append goes to the end of one file, so appends are
+//! serialized anyway; doing the LWW check in the same thread, under the
+//! index stripe's lock, keeps "the index points at the newest record" and
+//! "that record is in the file" in one order without a second lock. Its
+//! work per record is a hash lookup, a copy and a CRC (hardware crc32c):
+//! well under a microsecond, against the disk's ~1 µs per KiB.
+//!
+//! Why a separate committer: an fdatasync takes 0.3–4 ms; while it runs the
+//! writer keeps appending the next group (fjall held its journal lock
+//! during the sync, so its workers could not).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::wire::Write;
+
+use super::durable::{
+    create_segment, micros, Loc, Segment, Shared, Slot, StoreFailed, VersionIndex,
+};
+use super::record::{shard_of, Stamp};
+use super::vlog::{encode_entry, entry_len};
+use super::{ApplyOutcome, Durability, StoreError};
+
+pub(super) type Reply = oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>;
+
+/// One `apply` call.
+pub(super) struct Job {
+    pub writes: Vec<Write>,
+    pub reply: Reply,
+    pub started: Instant,
+}
+
+/// A live entry the compactor copies out of a segment it will delete.
+pub(super) struct Moved {
+    pub key: Box<[u8]>,
+    pub from: Loc,
+    /// The whole entry, header included (entries are position-independent).
+    pub raw: Vec<u8>,
+}
+
+/// The compactor's copies, answered once they are durable.
+pub(super) struct MoveJob {
+    pub moves: Vec<Moved>,
+    pub reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+pub(super) enum Msg {
+    Apply(Job),
+    Move(MoveJob),
+    /// Sent by `close`: finish what is queued before this, then exit.
+    Stop,
+}
+
+/// Who waits for a commit.
+pub(super) enum Waiter {
+    Apply {
+        reply: Reply,
+        outcomes: Vec<ApplyOutcome>,
+        started: Instant,
+    },
+    Move(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Appended (to the page cache), waiting for an fdatasync that covers
+/// `end` (bytes written since open).
+pub(super) struct Pending {
+    pub end: u64,
+    pub waiter: Waiter,
+}
+
+pub(super) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: mpsc::Receiver<Msg>,
+    pub commit_tx: std_mpsc::SyncSender<Pending>,
+    pub durability: Durability,
+    pub active: Arc<Segment>,
+    /// Bytes written since open, across segments.
+    pub written: u64,
+    pub segment_bytes: u64,
+    pub max_batch_writes: usize,
+    pub inflight: Arc<AtomicUsize>,
+    /// Reused buffer of one batch's entries.
+    pub buf: Vec<u8>,
+    #[cfg(test)]
+    pub gate: Option<Arc<parking_lot::RwLock<()>>>,
+}
+
+/// Releases `loc`'s bytes from its segment's live count.
+fn release(segments: &BTreeMap<u32, Arc<Segment>>, loc: Loc) {
+    if let Some(s) = segments.get(&loc.segment) {
+        s.live.fetch_sub(loc.len, Ordering::Relaxed);
+    }
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let mut jobs: Vec<Job> = Vec::new();
+        loop {
+            let first = match self.rx.blocking_recv() {
+                Some(Msg::Apply(job)) => job,
+                Some(Msg::Move(m)) => {
+                    self.moves(m);
+                    continue;
+                }
+                Some(Msg::Stop) | None => return,
+            };
+            let mut writes = first.writes.len();
+            jobs.push(first);
+            let mut after = None;
+            while writes < self.max_batch_writes {
+                match self.rx.try_recv() {
+                    Ok(Msg::Apply(job)) => {
+                        writes += job.writes.len();
+                        jobs.push(job);
+                    }
+                    Ok(other) => {
+                        after = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut jobs);
+            match after {
+                Some(Msg::Move(m)) => self.moves(m),
+                Some(Msg::Stop) => return,
+                _ => {}
+            }
+        }
+    }
+
+    fn process(&mut self, jobs: &mut Vec<Job>) {
+        #[cfg(test)]
+        let gate = self.gate.clone();
+        #[cfg(test)]
+        let _stalled = gate.as_ref().map(|g| g.read());
+
+        let n_jobs = jobs.len();
+        match self.append_applies(jobs) {
+            Ok(outcomes) => {
+                for (job, outcomes) in jobs.drain(..).zip(outcomes) {
+                    self.finish(job, outcomes);
+                }
+            }
+            Err(failure) => {
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(failure.to_error(&self.shared.path)));
+                }
+            }
+        }
+        // After the hand-off to the committer, so that a committer reading
+        // zero knows every pending job is already in its channel.
+        self.inflight.fetch_sub(n_jobs, Ordering::AcqRel);
+    }
+
+    /// LWW-check every write against the index, point the index at the
+    /// winners' new places and append them with one `write`.
+    fn append_applies(&mut self, jobs: &[Job]) -> Result<Vec<Vec<ApplyOutcome>>, StoreFailed> {
+        self.shared.check_failed()?;
+        let upper: u64 = jobs
+            .iter()
+            .flat_map(|j| &j.writes)
+            .map(|w| entry_len(w) as u64)
+            .sum();
+        self.make_room(upper)?;
+        self.buf.clear();
+        let seg = Arc::clone(&self.active);
+        let base = seg.len.load(Ordering::Relaxed);
+        let stripes = &self.shared.stripes;
+        let segments = self.shared.segments.read();
+        let mut all = Vec::with_capacity(jobs.len());
+        let (mut applied, mut lost) = (0u64, 0u64);
+        for job in jobs {
+            let mut outcomes = Vec::with_capacity(job.writes.len());
+            for w in &job.writes {
+                let loc = Loc {
+                    segment: seg.id,
+                    offset: base + self.buf.len() as u64,
+                    len: entry_len(w) as u64,
+                };
+                let slot = Slot {
+                    stamp: Stamp::of(w),
+                    loc,
+                };
+                let wins = {
+                    let mut index = stripes[shard_of(&w.key, stripes.len())].lock();
+                    wins(&mut index, &w.key, slot, &segments)
+                };
+                if wins {
+                    encode_entry(&mut self.buf, w);
+                    seg.live.fetch_add(loc.len, Ordering::Relaxed);
+                    applied += 1;
+                    outcomes.push(ApplyOutcome::Applied);
+                } else {
+                    lost += 1;
+                    outcomes.push(ApplyOutcome::LostConflict);
+                }
+            }
+            all.push(outcomes);
+        }
+        drop(segments);
+        self.write_out(&seg)?;
+        self.shared.applied.fetch_add(applied, Ordering::Relaxed);
+        self.shared.lost_conflict.fetch_add(lost, Ordering::Relaxed);
+        Ok(all)
+    }
+
+    /// Appends the compactor's copies whose keys the index still places
+    /// where the compactor found them, and hands the job to the committer
+    /// (in every durability: the compactor deletes the old segment only
+    /// once the copies are on disk).
+    fn moves(&mut self, job: MoveJob) {
+        let end = self.append_moves(&job.moves);
+        match end {
+            Ok(()) => {
+                let _ = self.commit_tx.send(Pending {
+                    end: self.written,
+                    waiter: Waiter::Move(job.reply),
+                });
+            }
+            Err(failure) => {
+                let _ = job.reply.send(Err(failure.to_error(&self.shared.path)));
+            }
+        }
+    }
+
+    fn append_moves(&mut self, moves: &[Moved]) -> Result<(), StoreFailed> {
+        self.shared.check_failed()?;
+        let upper: u64 = moves.iter().map(|m| m.raw.len() as u64).sum();
+        self.make_room(upper)?;
+        self.buf.clear();
+        let seg = Arc::clone(&self.active);
+        let base = seg.len.load(Ordering::Relaxed);
+        let stripes = &self.shared.stripes;
+        let segments = self.shared.segments.read();
+        for m in moves {
+            let mut index = stripes[shard_of(&m.key, stripes.len())].lock();
+            let Some(slot) = index.get_mut(&m.key[..]) else {
+                continue;
+            };
+            if slot.loc != m.from {
+                continue; // overwritten since: the copy would be dead
+            }
+            let loc = Loc {
+                segment: seg.id,
+                offset: base + self.buf.len() as u64,
+                len: m.raw.len() as u64,
+            };
+            release(&segments, slot.loc);
+            slot.loc = loc;
+            seg.live.fetch_add(loc.len, Ordering::Relaxed);
+            self.buf.extend_from_slice(&m.raw);
+        }
+        drop(segments);
+        self.write_out(&seg)
+    }
+
+    /// Starts a new segment when `upper` more bytes would overflow the
+    /// active one (a non-empty one: a record larger than a segment gets a
+    /// segment of its own).
+    fn make_room(&mut self, upper: u64) -> Result<(), StoreFailed> {
+        let len = self.active.len.load(Ordering::Relaxed);
+        if len == 0 || len + upper <= self.segment_bytes {
+            return Ok(());
+        }
+        // The committer only ever syncs the active segment: this one is
+        // synced whole before it stops being active.
+        if let Err(e) = self.active.file.sync_data() {
+            return Err(self
+                .shared
+                .fail(format!("fdatasync of a full segment: {e}")));
+        }
+        let id = self
+            .active
+            .id
+            .checked_add(1)
+            .ok_or_else(|| self.shared.fail("segment ids exhausted".into()))?;
+        let seg = match create_segment(&self.shared.path, id) {
+            Ok(seg) => Arc::new(seg),
+            Err(e) => return Err(self.shared.fail(e.to_string())),
+        };
+        self.shared.segments.write().insert(id, Arc::clone(&seg));
+        *self.shared.active.lock() = (Arc::clone(&seg), self.written);
+        self.active = seg;
+        self.shared.wake_compactor();
+        Ok(())
+    }
+
+    /// Writes the batch buffer to `seg` (the page cache) and publishes how
+    /// far the file goes.
+    fn write_out(&mut self, seg: &Arc<Segment>) -> Result<(), StoreFailed> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = (&seg.file).write_all(&self.buf) {
+            // Part of it may be in the file, and the index points at all of
+            // it: only a reopen (which cuts a torn tail) can say what the
+            // store holds now.
+            return Err(self
+                .shared
+                .fail(format!("write to the active segment: {e}")));
+        }
+        let n = self.buf.len() as u64;
+        seg.len.fetch_add(n, Ordering::Release);
+        self.written += n;
+        *self.shared.active.lock() = (Arc::clone(seg), self.written);
+        Ok(())
+    }
+
+    fn finish(&self, job: Job, outcomes: Vec<ApplyOutcome>) {
+        match self.durability {
+            Durability::Sync => {
+                // Blocks while the committer's queue is full (backpressure).
+                // Fails only if the committer died; the dropped reply then
+                // tells `apply` the store is gone.
+                let _ = self.commit_tx.send(Pending {
+                    end: self.written,
+                    waiter: Waiter::Apply {
+                        reply: job.reply,
+                        outcomes,
+                        started: job.started,
+                    },
+                });
+            }
+            Durability::Os => {
+                let us = micros(job.started.elapsed());
+                self.shared
+                    .apply_latency
+                    .lock()
+                    .saturating_record(us.max(1));
+                let _ = job.reply.send(Ok(outcomes));
+            }
+        }
+    }
+}
+
+/// The LWW decision for one write: true (and the index updated, the old
+/// place released) when `slot`'s stamp is newer than the stored one or the
+/// key is new.
+fn wins(
+    index: &mut VersionIndex,
+    key: &[u8],
+    slot: Slot,
+    segments: &BTreeMap<u32, Arc<Segment>>,
+) -> bool {
+    match index.get_mut(key) {
+        Some(stored) if slot.stamp > stored.stamp => {
+            release(segments, stored.loc);
+            *stored = slot;
+            true
+        }
+        Some(_) => false,
+        None => {
+            index.insert(Box::from(key), slot);
+            true
+        }
+    }
+}
+
+pub(super) struct Committer {
+    pub rx: std_mpsc::Receiver<Pending>,
+    pub shared: Arc<Shared>,
+    pub delay: Duration,
+    pub max_group: usize,
+    pub inflight: Arc<AtomicUsize>,
+}
+
+impl Committer {
+    pub(super) fn run(self) {
+        let mut group = Vec::new();
+        // Ends when the writer has exited (its sender is dropped) and the
+        // channel is drained.
+        while let Ok(first) = self.rx.recv() {
+            group.push(first);
+            self.gather(&mut group);
+            self.commit(&mut group);
+        }
+    }
+
+    /// Add jobs to `group` until waiting cannot grow it, it is full, or the
+    /// delay since the first job has passed.
+    fn gather(&self, group: &mut Vec<Pending>) {
+        let deadline = Instant::now() + self.delay;
+        loop {
+            self.drain(group);
+            if group.len() >= self.max_group {
+                return;
+            }
+            if self.inflight.load(Ordering::Acquire) == 0 {
+                // Every job counted in flight was handed over before the
+                // count dropped: one more drain collects them all.
+                self.drain(group);
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match self.rx.recv_timeout(deadline - now) {
+                Ok(p) => group.push(p),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn drain(&self, group: &mut Vec<Pending>) {
+        while group.len() < self.max_group {
+            match self.rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// One fdatasync of the active segment, then every waiter of the group
+    /// is answered: each was written before the sync started.
+    fn commit(&self, group: &mut Vec<Pending>) {
+        let (seg, upto) = {
+            let active = self.shared.active.lock();
+            (Arc::clone(&active.0), active.1)
+        };
+        let result = match self.shared.check_failed() {
+            Err(failed) => Err(failed),
+            Ok(()) => {
+                let started = Instant::now();
+                let synced = seg.file.sync_data();
+                let took = micros(started.elapsed());
+                self.shared
+                    .commit_latency
+                    .lock()
+                    .saturating_record(took.max(1));
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                synced.map_err(|e| {
+                    // After a failed fdatasync a retried one proves nothing
+                    // (the kernel may have dropped the dirty pages).
+                    self.shared.fail(format!("fdatasync: {e}"))
+                })
+            }
+        };
+        let mut writes = 0u64;
+        let mut latency = self.shared.apply_latency.lock();
+        for p in group.drain(..) {
+            debug_assert!(p.end <= upto, "a waiter past what the sync covers");
+            match p.waiter {
+                Waiter::Apply {
+                    reply,
+                    outcomes,
+                    started,
+                } => {
+                    writes += outcomes.len() as u64;
+                    let answer = match &result {
+                        Ok(()) => {
+                            latency.saturating_record(micros(started.elapsed()).max(1));
+                            Ok(outcomes)
+                        }
+                        Err(failed) => Err(failed.to_error(&self.shared.path)),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Waiter::Move(reply) => {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map_err(|failed| failed.to_error(&self.shared.path))
+                            .copied(),
+                    );
+                }
+            }
+        }
+        drop(latency);
+        if result.is_ok() {
+            self.shared
+                .committed_writes
+                .fetch_add(writes, Ordering::Relaxed);
+        }
+    }
+}
