@@ -12,8 +12,9 @@
 //!   round trip whatever the RTT (10 ms or 250 ms) and whatever queue has
 //!   built up. A round's delivery-rate sample is `records answered ÷ time`.
 //! - **Startup** grows the window ×[`STARTUP_GROWTH`] per round while the
-//!   delivery rate still grows by [`FULL_PIPE_GROWTH`] — the multiplicative
-//!   increase of TCP's slow start — and never below BBR's startup window
+//!   last doubling paid (the round's rate rose ×[`DOUBLING_PAID`]) — the
+//!   multiplicative increase of TCP's slow start — and never below BBR's
+//!   startup window
 //!   `STARTUP_GAIN × max rate × min RTT`. The pipe is full when the rate
 //!   stops growing for [`FULL_PIPE_ROUNDS`] rounds (BBR's STARTUP exit), or
 //!   at once when it stopped growing while the window already held
@@ -103,6 +104,11 @@ pub const STARTUP_GAIN: f64 = 2.0;
 /// The delivery rate "still grows" when its max rose by at least this
 /// factor since the last round that grew (BBR: 25%).
 pub const FULL_PIPE_GROWTH: f64 = 1.25;
+/// Startup doubles again only while the last doubling paid: the round's
+/// rate rose by at least this factor over the previous round's (half of
+/// the doubling or more). Less means the knee is near, and BBR's startup
+/// window takes over (another blind doubling would queue several BDPs).
+pub const DOUBLING_PAID: f64 = 1.5;
 /// Rounds in a row without such growth that mean the pipe is full (BBR: 3).
 pub const FULL_PIPE_ROUNDS: u32 = 3;
 /// A round without growth whose window held this multiple of max rate × min
@@ -411,7 +417,7 @@ impl AutoWindow {
         };
         let max_rate = self.max_rate();
         let bdp = max_rate * answer.as_secs_f64();
-        let doubling_paid = round_rate >= FULL_PIPE_GROWTH * self.last_rate;
+        let doubling_paid = round_rate >= DOUBLING_PAID * self.last_rate;
         self.last_rate = round_rate;
         let next = match self.phase {
             Phase::Startup => {
