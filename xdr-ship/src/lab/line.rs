@@ -189,6 +189,8 @@ struct Shared {
     /// The link is cut: every frame is dropped in both directions (an
     /// outage, as when a WAN circuit goes down), until it is back up.
     down: AtomicBool,
+    /// The line rate both directions apply now, bytes/s.
+    rate_bytes_per_s: AtomicU64,
     /// A probe without an echo after this long is stale: the receiver held
     /// its echo back (a hole in loss recovery), and a sample would measure
     /// recovery, not the path. Twice the worst legitimate delay.
@@ -218,6 +220,7 @@ impl DelayLine {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             down: AtomicBool::new(false),
+            rate_bytes_per_s: AtomicU64::new(config.bandwidth_bytes_per_s),
             probe_timeout_ns: 2
                 * (config.rtt + config.queue * 2 + config.jitter * 2).as_nanos() as Nanos
                 + 100_000_000,
@@ -267,6 +270,14 @@ impl DelayLine {
         self.shared.down.store(!up, Relaxed);
     }
 
+    /// Changes the line rate of both directions from now on (a path whose
+    /// capacity changes: a competing flow, a reroute).
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        self.shared
+            .rate_bytes_per_s
+            .store(bytes_per_s.max(1), Relaxed);
+    }
+
     /// Whether the link carries frames.
     pub fn is_up(&self) -> bool {
         !self.shared.down.load(Relaxed)
@@ -308,6 +319,8 @@ struct Direction {
     queue: VecDeque<Pending>,
     held_bytes: u64,
     held_cap_bytes: u64,
+    /// Buffer + one-way delay + jitter: what the line holds at line rate.
+    span_ns: u64,
     keep: Vec<bool>,
     releases: Vec<Nanos>,
 }
@@ -340,12 +353,19 @@ impl Direction {
             shared,
             queue: VecDeque::new(),
             held_bytes: 0,
-            // Frames carry headers and vnet bytes the wire accounting does
-            // not: leave room, then cap hard.
-            held_cap_bytes: natural + natural / 2 + (4 << 20),
+            held_cap_bytes: held_cap(natural),
+            span_ns: span.as_nanos() as u64,
             keep: Vec::new(),
             releases: Vec::new(),
         }
+    }
+
+    /// Applies a new line rate; the hard cap on held bytes grows with it
+    /// (and never shrinks below what the configured rate needed).
+    fn set_rate(&mut self, rate: u64) {
+        let natural = (u128::from(rate) * u128::from(self.span_ns) / 1_000_000_000) as u64;
+        self.held_cap_bytes = self.held_cap_bytes.max(held_cap(natural));
+        self.sched.set_rate(rate);
     }
 
     fn counters(&self) -> &Counters {
@@ -358,6 +378,10 @@ impl Direction {
         let mut reported_write_error = false;
         while !self.shared.stop.load(Relaxed) {
             let now = self.shared.now();
+            let rate = self.shared.rate_bytes_per_s.load(Relaxed);
+            if rate != self.sched.rate() {
+                self.set_rate(rate);
+            }
             self.release_due(now, &mut reported_write_error);
             if last_cpu.elapsed() >= Duration::from_millis(100) {
                 self.counters().cpu_ns.store(thread_cpu_ns(), Relaxed);
@@ -577,6 +601,12 @@ impl Direction {
             }
         }
     }
+}
+
+/// The hard cap on bytes held for `natural` bytes at line rate: frames
+/// carry headers and vnet bytes the wire accounting does not, so leave room.
+fn held_cap(natural: u64) -> u64 {
+    natural + natural / 2 + (4 << 20)
 }
 
 /// Waits until `fd` is readable or `timeout` passes.

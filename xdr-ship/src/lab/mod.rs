@@ -515,6 +515,14 @@ impl Lab {
         }
     }
 
+    /// Changes the line rate of both directions from now on, as when a
+    /// path's capacity changes mid-run (the shipper must follow it).
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        if let Some(line) = &self.line {
+            line.set_rate(bytes_per_s);
+        }
+    }
+
     /// A snapshot of the line's counters.
     pub fn stats(&self) -> LineStats {
         self.line.as_ref().map(DelayLine::stats).unwrap_or_default()

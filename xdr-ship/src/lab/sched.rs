@@ -55,6 +55,17 @@ impl Scheduler {
         }
     }
 
+    /// The line rate now.
+    pub fn rate(&self) -> u64 {
+        self.rate_bytes_per_s
+    }
+
+    /// Changes the line rate from now on (segments already admitted keep
+    /// their release times; the buffer stays the same time at line rate).
+    pub fn set_rate(&mut self, rate_bytes_per_s: u64) {
+        self.rate_bytes_per_s = rate_bytes_per_s.max(1);
+    }
+
     /// Time the wire needs for `len` bytes, rounded up.
     pub fn tx_ns(&self, len: u64) -> Nanos {
         let r = u128::from(self.rate_bytes_per_s);
@@ -135,6 +146,20 @@ mod tests {
             s.admit(later, 1500),
             Admission::Accepted {
                 release: later + 150_000 + 20 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_segments_admitted_after_the_change() {
+        let mut s = Scheduler::new(10_000_000, 20 * MS, 0, 40 * MS);
+        s.set_rate(2_500_000);
+        assert_eq!(s.rate(), 2_500_000);
+        // A quarter of the rate: 1500 bytes take 600 us instead of 150.
+        assert_eq!(
+            s.admit(MS, 1500),
+            Admission::Accepted {
+                release: MS + 600_000 + 20 * MS
             }
         );
     }

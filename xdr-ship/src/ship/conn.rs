@@ -97,8 +97,11 @@ pub(crate) struct ConnState {
     pub id: usize,
     /// Record permits: available = window − in flight.
     permits: Semaphore,
-    /// The window now (permits handed out + available).
+    /// The window now: permits handed out + available − `shrink_debt`.
     window: AtomicU64,
+    /// Permits still to withdraw after a shrink, taken from answers as they
+    /// return them (the writer would otherwise take them back first).
+    shrink_debt: AtomicU64,
     pub cookie: AtomicU64,
     /// The current socket's fd (-1 while disconnected), for `TCP_INFO`
     /// reads by the snapshotter; always checked against `cookie`.
@@ -137,6 +140,7 @@ impl ConnState {
             id,
             permits: Semaphore::new(window as usize),
             window: AtomicU64::new(window),
+            shrink_debt: AtomicU64::new(0),
             cookie: AtomicU64::new(0),
             fd: std::sync::atomic::AtomicI32::new(-1),
             connected: AtomicBool::new(false),
@@ -156,24 +160,52 @@ impl ConnState {
         self.window.load(Ordering::Relaxed)
     }
 
-    /// Grows the window to `to` (never shrinks: records already in flight
-    /// hold their permits).
+    /// Grows the window to `to` (never shrinks): first cancels what a
+    /// shrink still owed, then adds permits.
     pub fn grow_window(&self, to: u64) {
         let now = self.window.load(Ordering::Relaxed);
         if to > now {
+            let cancelled = take_up_to(&self.shrink_debt, to - now);
             self.window.store(to, Ordering::Relaxed);
-            self.permits.add_permits((to - now) as usize);
+            self.permits.add_permits((to - now - cancelled) as usize);
         }
     }
 
-    /// Shrinks the window towards `to` (not below it) by withdrawing
-    /// permits that are free now; the rest follows at the next call.
+    /// Shrinks the window to `to`: withdraws the permits that are free now,
+    /// and the rest from answers as they return them.
     pub fn shrink_window(&self, to: u64) {
         let now = self.window.load(Ordering::Relaxed);
         if to < now {
             let taken = self.permits.forget_permits((now - to) as usize) as u64;
-            self.window.store(now - taken, Ordering::Relaxed);
+            self.shrink_debt
+                .fetch_add(now - to - taken, Ordering::Relaxed);
+            self.window.store(to, Ordering::Relaxed);
         }
+    }
+
+    /// Gives back the permits of `n` answered (or requeued) records, less
+    /// what a shrink still owes.
+    fn return_permits(&self, n: u64) {
+        let owed = take_up_to(&self.shrink_debt, n);
+        self.permits.add_permits((n - owed) as usize);
+    }
+
+    /// Sets the window to `to` (the auto window calls this every tick).
+    pub fn set_window(&self, to: u64) {
+        self.grow_window(to);
+        self.shrink_window(to);
+    }
+
+    /// Records in flight now.
+    pub fn inflight_records(&self) -> u64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// The smallest answer latency since the snapshotter last took the
+    /// latencies (`None`: no answer since): a peek, it takes nothing.
+    pub fn min_latency(&self) -> Option<Duration> {
+        let h = lock(&self.latency);
+        (!h.is_empty()).then(|| Duration::from_micros(h.min_nz()))
     }
 
     pub fn counters(&self) -> Counters {
@@ -236,12 +268,22 @@ impl ConnState {
                 resend.push_front(r);
             }
         }
-        self.permits.add_permits(n as usize);
+        self.return_permits(n);
         self.inflight.store(0, Ordering::Relaxed);
         self.inflight_bytes.store(0, Ordering::Relaxed);
         lock(&self.counters).retry_conn_reset += n;
         n
     }
+}
+
+/// Takes up to `n` from `counter` (never below zero); returns what it took.
+fn take_up_to(counter: &AtomicU64, n: u64) -> u64 {
+    let before = counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+            Some(d.saturating_sub(n))
+        })
+        .unwrap_or(0);
+    before.min(n)
 }
 
 /// Why a session ended.
@@ -623,13 +665,11 @@ async fn write_loop(
     }
 }
 
-/// The window is full. It is what limits this connection only if the
-/// socket has (almost) nothing left to send: otherwise TCP (the congestion
-/// window, the peer's window, the link) is the limit and a larger window
-/// would only park records in the send buffer, adding latency. Checked at
-/// most every 10 ms (one `getsockopt`).
+/// The window is full: note whether it is what limits this connection
+/// (`window::socket_drained` decides). Checked at most every 10 ms (one
+/// `getsockopt`).
 fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instant) {
-    if last_check.elapsed() < Duration::from_millis(10) {
+    if last_check.elapsed() < super::window::WINDOW_FULL_CHECK_EVERY {
         return;
     }
     *last_check = Instant::now();
@@ -638,7 +678,7 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
         state.cookie.load(Ordering::Relaxed),
     )
     .map_or(0, |i| i.notsent_bytes as usize);
-    if notsent < cfg.batch_max_bytes {
+    if super::window::socket_drained(notsent, cfg.batch_max_bytes) {
         state.window_limited.store(true, Ordering::Relaxed);
     }
 }
@@ -780,7 +820,7 @@ fn settle(
     state
         .inflight_bytes
         .fetch_sub(pending.bytes, Ordering::Relaxed);
-    state.permits.add_permits(n as usize);
+    state.return_permits(n);
     if retry.is_empty() {
         lock(&state.retry_pause).backoff = Duration::ZERO;
         state.wake_writer.notify_one();

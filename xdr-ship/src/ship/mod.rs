@@ -11,12 +11,14 @@
 //! Flow: a dispatcher task pulls from the source (paced by
 //! `--max-throughput`) into a small bounded queue; every connection takes
 //! records from it only when its window has room (`conn`). Once a second
-//! the pool builds a [`ShipSnapshot`] (the one type every output renders)
-//! and, with `--window auto`, grows each window towards
-//! `headroom × throughput × RTT` of that connection.
+//! the pool builds a [`ShipSnapshot`] (the one type every output renders).
+//! With `--window auto` the [`window`] controller looks at the pool every
+//! few milliseconds and sizes the pool's in-flight from the measured
+//! delivery rate × round trip, split over the connections that are up.
 pub(crate) mod conn;
 pub mod dead_letter;
 pub mod source;
+pub mod window;
 
 use std::{
     net::SocketAddr,
@@ -108,6 +110,11 @@ pub struct ShipConfig {
     pub connections: usize,
     /// Records in flight per connection.
     pub window: WindowSetting,
+    /// `--window auto`: no connection's window grows past this many records.
+    pub auto_window_max: u64,
+    /// `--window auto`: the pool never holds more than this many bytes in
+    /// flight (encoded frames): the shipper's memory is its base plus this.
+    pub max_inflight_bytes: u64,
     /// Ordered or unordered answers.
     pub mode: OrderingMode,
     /// Cap on records per second (`None`: uncapped).
@@ -144,12 +151,15 @@ pub struct ShipConfig {
 
 impl ShipConfig {
     /// Defaults of the seed's setup: 64 connections, auto window, ordered,
-    /// SO_SNDBUF 5 MiB.
+    /// SO_SNDBUF 5 MiB (where `net.core.wmem_max` is lower, as on these
+    /// machines, the kernel's autotuning stays on instead).
     pub fn new(to: impl Into<String>) -> Self {
         Self {
             to: to.into(),
             connections: 64,
             window: WindowSetting::Auto,
+            auto_window_max: AUTO_WINDOW_MAX,
+            max_inflight_bytes: AUTO_WINDOW_MAX_INFLIGHT_BYTES,
             mode: OrderingMode::Ordered,
             max_throughput: None,
             sndbuf: Some(5 << 20),
@@ -176,10 +186,12 @@ impl ShipConfig {
 
 /// Window a connection starts with under `--window auto`.
 pub const AUTO_WINDOW_START: u64 = 64;
-/// Largest window auto sizing grows to, per connection.
+/// Largest window auto sizing grows to, per connection (the receiver's
+/// default `max_in_flight` requests: a window of records never needs more).
 pub const AUTO_WINDOW_MAX: u64 = 1 << 16;
-/// Auto sizing aims at this multiple of the connection's throughput × RTT.
-pub const AUTO_WINDOW_HEADROOM: f64 = 1.5;
+/// Most bytes the auto window keeps in flight, all connections together:
+/// 3 × the 39 MB that 250 MB/s needs at 156 ms, room for Startup's overshoot.
+pub const AUTO_WINDOW_MAX_INFLIGHT_BYTES: u64 = 128 << 20;
 
 /// How a run ended.
 #[derive(Clone, Debug)]
@@ -234,9 +246,9 @@ pub async fn run<S: Source>(
         None => None,
     };
     let started = Instant::now();
-    let (window, window_max) = match cfg.window {
-        WindowSetting::Fixed(w) => (w, w),
-        WindowSetting::Auto => (AUTO_WINDOW_START, AUTO_WINDOW_MAX),
+    let window = match cfg.window {
+        WindowSetting::Fixed(w) => w,
+        WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
     };
     let conn_cfg = Arc::new(ConnConfig {
         addr,
@@ -302,6 +314,16 @@ pub async fn run<S: Source>(
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
+        window::PoolWindow::new(
+            states.len(),
+            window,
+            cfg.auto_window_max,
+            cfg.max_inflight_bytes,
+        )
+    });
+    let mut control = tokio::time::interval(window::CONTROL_TICK);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             done = tasks.join_next() => {
@@ -314,10 +336,12 @@ pub async fn run<S: Source>(
                 if let oldest @ 1.. = source_oldest_ms.load(Ordering::Relaxed) {
                     snap.lag_ms = snap.lag_ms.max(snap.unix_ms.saturating_sub(oldest));
                 }
-                if cfg.window == WindowSetting::Auto {
-                    snapper.grow_windows(&states, &snap, window_max);
-                }
                 report(&snap);
+            }
+            _ = control.tick(), if auto.is_some() => {
+                if let Some(auto) = auto.as_mut() {
+                    auto.tick(&states);
+                }
             }
             _ = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 tracing::warn!("drain timed out after {:?}; giving up on records still in flight", cfg.drain_timeout);
@@ -432,13 +456,7 @@ struct Snapshotter {
     last_delivered: Vec<u64>,
     last_bytes: Vec<u64>,
     last_outstanding: u64,
-    /// Smallest answer latency of each recent interval, newest last: their
-    /// minimum estimates the path's round trip even while a queue persists.
-    min_latencies_us: std::collections::VecDeque<u64>,
 }
-
-/// Intervals over which the round-trip estimate takes its minimum.
-const RTT_WINDOW_INTERVALS: usize = 30;
 
 impl Snapshotter {
     fn new(cfg: &ShipConfig, states: &[Arc<ConnState>], started: Instant) -> Self {
@@ -453,7 +471,6 @@ impl Snapshotter {
             last_delivered: vec![0; states.len()],
             last_bytes: vec![0; states.len()],
             last_outstanding: 0,
-            min_latencies_us: std::collections::VecDeque::with_capacity(RTT_WINDOW_INTERVALS),
         }
     }
 
@@ -496,37 +513,7 @@ impl Snapshotter {
         snap.lag_ms = oldest.map_or(0, |t| now.duration_since(t).as_millis() as u64);
         self.last_at = now;
         self.last_outstanding = outstanding;
-        if snap.latency.samples > 0 {
-            if self.min_latencies_us.len() == RTT_WINDOW_INTERVALS {
-                self.min_latencies_us.pop_front();
-            }
-            self.min_latencies_us.push_back(snap.latency.min_us);
-        }
         snap
-    }
-
-    /// Little's law with headroom: each connection's window tracks
-    /// `headroom × its throughput × RTT`, RTT being the smallest answer
-    /// latency of the last 30 intervals (the closest to the path's round
-    /// trip, like BBR's windowed min RTT). A window that
-    /// was full grows towards it (at most doubling per interval); a window
-    /// well above it shrinks (by at most a quarter, never below the start
-    /// size): when answers take much longer than the round trip, records are
-    /// queueing somewhere (a bottleneck queue, socket buffers), and holding
-    /// more in flight only lengthens the queue.
-    fn grow_windows(&self, states: &[Arc<ConnState>], snap: &ShipSnapshot, max: u64) {
-        let rtt_s = self.min_latencies_us.iter().min().copied().unwrap_or(0) as f64 / 1e6;
-        if rtt_s <= 0.0 {
-            return;
-        }
-        for (s, c) in states.iter().zip(&snap.connections) {
-            let target = ((AUTO_WINDOW_HEADROOM * c.acks_per_s * rtt_s).ceil() as u64).min(max);
-            if c.window_limited && target > c.window {
-                s.grow_window(target.min(c.window * 2));
-            } else if c.connected && (target as f64) < 0.8 * c.window as f64 {
-                s.shrink_window(target.max(c.window * 3 / 4).max(AUTO_WINDOW_START));
-            }
-        }
     }
 }
 
@@ -543,38 +530,6 @@ mod tests {
         );
         let err = "0".parse::<WindowSetting>().unwrap_err();
         assert!(err.contains("`auto` or a number"), "{err}");
-    }
-
-    #[test]
-    fn auto_window_follows_throughput_times_rtt_both_ways() {
-        use crate::metrics::ConnSnapshot;
-        let cfg = ShipConfig::new("127.0.0.1:3000");
-        let states = vec![Arc::new(ConnState::new(0, 1000))];
-        let mut snapper = Snapshotter::new(&cfg, &states, Instant::now());
-        snapper.min_latencies_us.push_back(100_000); // a 100 ms round trip
-        let conn = |window, acks_per_s, window_limited| ConnSnapshot {
-            window,
-            acks_per_s,
-            window_limited,
-            connected: true,
-            ..ConnSnapshot::default()
-        };
-        // 1000/s x 0.1 s x 1.5 = 150 needed, 1000 held: shrink, by a quarter at most.
-        let mut snap = ShipSnapshot::default();
-        snap.connections.push(conn(1000, 1000.0, false));
-        snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
-        assert_eq!(states[0].window(), 750);
-        // Full, and 20000/s x 0.1 s x 1.5 = 3000 needed: grow, doubling at most.
-        snap.connections[0] = conn(750, 20_000.0, true);
-        snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
-        assert_eq!(states[0].window(), 1500);
-        // Never below the starting window.
-        snap.connections[0] = conn(1500, 1.0, false);
-        for _ in 0..20 {
-            snapper.grow_windows(&states, &snap, AUTO_WINDOW_MAX);
-            snap.connections[0].window = states[0].window();
-        }
-        assert_eq!(states[0].window(), AUTO_WINDOW_START);
     }
 
     #[test]

@@ -1,0 +1,558 @@
+//! The auto window (`--window auto`): how many records the pool keeps in
+//! flight, converging like TCP/BBR rather than like a slow controller.
+//!
+//! # What it computes
+//!
+//! Little's law with *measured* numbers: the path needs
+//! `delivery rate × round trip` records in flight. [`AutoWindow`] measures
+//! both itself, once per round trip, and sizes the window from them:
+//!
+//! - **Rounds are packet-timed**, as in BBR: a round ends when everything
+//!   that was in flight at its start has been answered, so one round is one
+//!   round trip whatever the RTT (10 ms or 250 ms) and whatever queue has
+//!   built up. A round's delivery-rate sample is `records answered ÷ time`.
+//! - **Startup** grows the window ×[`STARTUP_GROWTH`] per round while the
+//!   last doubling paid (the round's rate rose ×[`DOUBLING_PAID`]) — the
+//!   multiplicative increase of TCP's slow start — and never below BBR's
+//!   startup window
+//!   `STARTUP_GAIN × max rate × min RTT`. The pipe is full when the rate
+//!   stops growing for [`FULL_PIPE_ROUNDS`] rounds (BBR's STARTUP exit), or
+//!   at once when it stopped growing while the window already held
+//!   [`FULL_PIPE_QUEUE`] × what the path needs (a whole BDP queued).
+//! - **Cruise** then sets the window every round to
+//!   `gain × max rate × answer time`: [`CRUISE_GAIN`] most rounds, one round
+//!   at [`PROBE_GAIN`] every [`PROBE_CYCLE_ROUNDS`] (BBR's ProbeBW: if the
+//!   link has more to give, the rate sample rises and the window with it),
+//!   then two at [`DRAIN_GAIN`], a little under what the path needs: the
+//!   probe's queue drains, and the second of them measures the answer time
+//!   with no queue of our own.
+//! - **The filters**: the rate is the max of the last [`BW_FILTER_ROUNDS`]
+//!   rounds' samples, so a drop of capacity takes the window down within
+//!   that many rounds, and a probe's gain is kept. A sample is BBR's
+//!   delivery rate (records answered while the newest answered one was in
+//!   flight, over the longer of its send and answer spans), not a round's
+//!   average, which mixes in the previous window. The fastest answer over
+//!   [`MIN_RTT_WINDOW`] is the path's round trip, as BBR's min RTT.
+//! - **The answer time** is Little's law read backwards in the measuring
+//!   round (mean in flight ÷ delivery rate), never below the fastest
+//!   answer, and believed only within [`ANSWER_TIME_MAX_RATIO`] of it
+//!   (beyond, the drain did not empty a queue: the capacity fell). Why not
+//!   the fastest answer alone: when *every* answer takes longer than the
+//!   fastest (batched acknowledgements, the receiver's work), a window sized
+//!   on the fastest holds too little, the rate falls with it, and the two
+//!   shrink each other round after round — the old controller's stall.
+//!
+//! Why this and not what came before: the old controller aimed at
+//! `1.5 × acks/s × min latency` once a second, per connection. Acks/s is
+//! itself `window ÷ answer latency`, so as soon as answers took 1.5 × the
+//! minimum (bytes waiting in socket buffers, the receiver, the line's queue)
+//! the target equalled the window and growth stopped, at 60% of a 50 MB/s
+//! line. Here, growth in Startup does not depend on that ratio, only on
+//! whether the delivery rate still rises; Cruise sizes on the measured
+//! answer time; and a round is a round trip, not a second (at 156 ms, six
+//! doublings where the old one made one).
+//!
+//! Shrinking: a window that shrinks withdraws its free permits at once and
+//! the rest from answers as they return them (`ConnState::shrink_window`):
+//! a hungry writer would otherwise take every returned permit first, and
+//! the in-flight would never come down.
+//!
+//! # One window for the pool, split over the connections
+//!
+//! The controller sizes the *pool's* in-flight and splits it evenly over
+//! the connections that are up, rather than running one controller per
+//! connection. Why:
+//! - the signal: with 64 connections each carries 1/64 of the flow, and a
+//!   round's worth of its answers is a handful of batched ACKs: per
+//!   connection the rate samples are noisy and their max filter biased; the
+//!   pool's sum is smooth;
+//! - the quantity: the link's capacity and round trip belong to the path
+//!   all connections share, not to any one of them;
+//! - the split is fair by construction: every connection takes records from
+//!   the same queue whenever its window has room, so equal windows give
+//!   equal shares, and a connection that is down holds none;
+//! - it is the same code for `--connections 1 --mode unordered` (where the
+//!   one window is the pool's) as for 64.
+//!
+//! The cost: a connection whose own TCP is slower than the others' (a lossy
+//! flow) gets the same window; its excess waits in its own socket buffer,
+//! which TCP's verdict then names.
+//!
+//! # Records and bytes
+//!
+//! The window counts records (the permits connections take), and Little's
+//! law in records needs no record size: `records/s × RTT`. 100-byte records
+//! at 156 ms and 100 MB/s need ~156K in flight, 64 KB ones ~240. What does
+//! need the size is memory: the window is also capped at
+//! `max_inflight_bytes ÷ bytes per record` (the mean encoded size of
+//! answered records), so the shipper's memory stays within its base plus the
+//! configured in-flight bytes whatever the record size.
+use std::{collections::VecDeque, sync::Arc, time::Duration, time::Instant};
+
+use super::conn::ConnState;
+
+/// Time between two looks of the controller at the pool (a few per round
+/// trip even on a 10 ms path; each look is a few atomics and two uncontended
+/// locks per connection).
+pub const CONTROL_TICK: Duration = Duration::from_millis(5);
+/// Startup: window multiplier per round while the delivery rate still grows
+/// (slow start's doubling).
+pub const STARTUP_GROWTH: f64 = 2.0;
+/// Startup: the window is at least this multiple of max rate × min RTT
+/// (BBR's STARTUP cwnd gain).
+pub const STARTUP_GAIN: f64 = 2.0;
+/// The delivery rate "still grows" when its max rose by at least this
+/// factor since the last round that grew (BBR: 25%).
+pub const FULL_PIPE_GROWTH: f64 = 1.25;
+/// Startup doubles again only while the last doubling paid: the round's
+/// rate rose by at least this factor over the previous round's (half of
+/// the doubling or more). Less means the knee is near, and BBR's startup
+/// window takes over (another blind doubling would queue several BDPs).
+pub const DOUBLING_PAID: f64 = 1.5;
+/// Rounds in a row without such growth that mean the pipe is full (BBR: 3).
+pub const FULL_PIPE_ROUNDS: u32 = 3;
+/// A round without growth whose window held this multiple of max rate × min
+/// RTT means the pipe is full at once: a whole BDP is queued already.
+pub const FULL_PIPE_QUEUE: f64 = 2.0;
+/// Cruise: window = this × max rate × answer time in most rounds. The
+/// margin absorbs answers that arrive in bursts (batched ACKs) and lets the
+/// delivery rate, and so the window, rise with the link.
+pub const CRUISE_GAIN: f64 = 1.2;
+/// Cruise: the gain of the one probing round per cycle.
+pub const PROBE_GAIN: f64 = 1.5;
+/// Cruise: the gain of the two rounds after a probe (and after Startup):
+/// a little under what the path needs, so that any queue drains (the first
+/// round shrinks the window, the second measures the answer time without a
+/// queue).
+pub const DRAIN_GAIN: f64 = 0.9;
+/// Cruise: rounds per probe cycle (probe, drain, drain, then cruise).
+pub const PROBE_CYCLE_ROUNDS: u32 = 8;
+/// Cruise: a drained round's answer time is believed only up to this
+/// multiple of the fastest answer: more means a queue the drain did not
+/// empty (the link's capacity fell), not a slower path.
+pub const ANSWER_TIME_MAX_RATIO: f64 = 2.0;
+/// Rounds the max-rate filter remembers.
+pub const BW_FILTER_ROUNDS: usize = 8;
+/// Span of the min-RTT filter (BBR: 10 s).
+pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// The min-RTT filter keeps one minimum per bucket of this length.
+const MIN_RTT_BUCKET: Duration = Duration::from_secs(1);
+/// The pool's window counts as full when this fraction of it is in flight
+/// (acknowledgements return permits in batches; the writers refill them
+/// within microseconds, a sample may fall in between).
+pub const WINDOW_FULL_FRACTION: f64 = 0.9;
+/// A connection checks whether its full window is the limit at most this
+/// often (one `getsockopt(TCP_INFO)` each).
+pub(crate) const WINDOW_FULL_CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Looks the rate sampler keeps to date sends: 20 s at [`CONTROL_TICK`],
+/// longer than any answer takes on a working path.
+const LOOKS_KEPT: usize = 4096;
+/// No connection's share of the window falls below this many records.
+pub const MIN_WINDOW_PER_CONN: u64 = 4;
+
+/// The bounds of an auto window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Records in flight before anything is measured.
+    pub start_records: u64,
+    /// Never fewer than this many in flight.
+    pub min_records: u64,
+    /// Never more than this many records in flight.
+    pub max_records: u64,
+    /// Never more than this many bytes in flight (encoded frames).
+    pub max_inflight_bytes: u64,
+}
+
+/// What the controller sees at one look at the pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Time since the controller started.
+    pub at: Duration,
+    /// Records answered so far (cumulative).
+    pub delivered_records: u64,
+    /// Encoded bytes of the records answered so far (cumulative).
+    pub delivered_bytes: u64,
+    /// Records in flight now.
+    pub inflight_records: u64,
+    /// The smallest answer latency seen recently (`None`: no answer yet).
+    pub min_latency: Option<Duration>,
+    /// Whether the window was (nearly) all in flight: the window, not the
+    /// source, limited what was sent.
+    pub window_full: bool,
+}
+
+/// Where the controller is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Growing multiplicatively until the pipe is full.
+    Startup,
+    /// Following max rate × min RTT; `round` is the position in the probe cycle.
+    Cruise {
+        /// Round within the cycle, `0..PROBE_CYCLE_ROUNDS` (0 probes, 1 drains).
+        round: u32,
+    },
+}
+
+/// A round in progress: it ends once `end_delivered` records are answered.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    start: Duration,
+    start_delivered: u64,
+    /// Sum and count of the looks' in-flight records (for the mean).
+    inflight_sum: f64,
+    looks: u32,
+    end_delivered: u64,
+    window_full: bool,
+    /// The best delivery-rate sample of the round, records/s.
+    max_rate: f64,
+}
+
+/// One look, kept to date the records it saw sent: (time, records sent so
+/// far, records answered so far).
+#[derive(Clone, Copy, Debug)]
+struct Look {
+    at: Duration,
+    sent: u64,
+    delivered: u64,
+}
+
+/// The auto window: a pure state machine fed [`Sample`]s, answering the
+/// window in records. See the module doc.
+#[derive(Clone, Debug)]
+pub struct AutoWindow {
+    limits: Limits,
+    window: f64,
+    phase: Phase,
+    round: Option<Round>,
+    /// The last looks, oldest first (bounded by [`LOOKS_KEPT`]).
+    looks: VecDeque<Look>,
+    /// Records sent so far (never decreasing: a requeue does not unsend).
+    sent: u64,
+    /// Delivery-rate samples of the last rounds (records/s), newest last.
+    rates: VecDeque<f64>,
+    /// Cruise: the answer time measured in the last drained round (`None`:
+    /// none yet, the fastest answer stands in).
+    answer: Option<Duration>,
+    /// Min answer latency per [`MIN_RTT_BUCKET`]: (bucket index, min).
+    rtts: VecDeque<(u64, Duration)>,
+    /// Startup: the rate the last growth reached, and rounds since.
+    full_rate: f64,
+    /// The previous round's rate sample (Startup doubles while it rises).
+    last_rate: f64,
+    flat_rounds: u32,
+    /// Mean encoded bytes per answered record (0: none answered yet).
+    bytes_per_record: f64,
+}
+
+impl AutoWindow {
+    /// A window at `limits.start_records`, in Startup.
+    pub fn new(limits: Limits) -> Self {
+        let mut w = Self {
+            limits,
+            window: limits.start_records as f64,
+            phase: Phase::Startup,
+            round: None,
+            looks: VecDeque::new(),
+            sent: 0,
+            rates: VecDeque::with_capacity(BW_FILTER_ROUNDS),
+            rtts: VecDeque::new(),
+            answer: None,
+            full_rate: 0.0,
+            last_rate: 0.0,
+            flat_rounds: 0,
+            bytes_per_record: 0.0,
+        };
+        w.window = w.clamp(w.window);
+        w
+    }
+
+    /// The window now, in records.
+    pub fn window(&self) -> u64 {
+        self.window.round() as u64
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The max delivery rate of the last rounds, records/s (0: none yet).
+    pub fn max_rate(&self) -> f64 {
+        self.rates.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// The min answer latency of the filter's span (`None`: no answer yet).
+    pub fn min_rtt(&self) -> Option<Duration> {
+        let newest = self.rtts.back()?.0;
+        let span = (MIN_RTT_WINDOW.as_nanos() / MIN_RTT_BUCKET.as_nanos()) as u64;
+        self.rtts
+            .iter()
+            .filter(|(b, _)| newest - b < span)
+            .map(|(_, r)| *r)
+            .min()
+    }
+
+    /// Takes one look at the pool; returns the window to use, in records.
+    pub fn on_sample(&mut self, s: &Sample) -> u64 {
+        if let Some(rtt) = s.min_latency.filter(|r| !r.is_zero()) {
+            self.note_rtt(s.at, rtt);
+        }
+        if s.delivered_records > 0 {
+            self.bytes_per_record = s.delivered_bytes as f64 / s.delivered_records as f64;
+        }
+        let rate = self.rate_sample(s);
+        let Some(mut round) = self.round else {
+            // A round starts at the look after the window changed, so the
+            // writers have filled it: the round then measures this window.
+            self.round = Some(Round {
+                start: s.at,
+                start_delivered: s.delivered_records,
+                inflight_sum: s.inflight_records as f64,
+                looks: 1,
+                end_delivered: s.delivered_records + s.inflight_records.max(1),
+                window_full: s.window_full,
+                max_rate: 0.0,
+            });
+            return self.window();
+        };
+        round.window_full |= s.window_full;
+        round.max_rate = round.max_rate.max(rate);
+        round.inflight_sum += s.inflight_records as f64;
+        round.looks += 1;
+        self.round = Some(round);
+        if s.delivered_records < round.end_delivered {
+            return self.window();
+        }
+        self.round = None;
+        let elapsed = s.at.saturating_sub(round.start).as_secs_f64();
+        let mean_rate = (s.delivered_records - round.start_delivered) as f64 / elapsed.max(1e-9);
+        // Little's law over the round: mean in flight ÷ delivery rate.
+        let answer = (mean_rate > 0.0).then(|| {
+            Duration::from_secs_f64(round.inflight_sum / f64::from(round.looks) / mean_rate)
+        });
+        if self.rates.len() == BW_FILTER_ROUNDS {
+            self.rates.pop_front();
+        }
+        self.rates.push_back(round.max_rate);
+        self.end_round(round.window_full, round.max_rate, answer);
+        self.window()
+    }
+
+    /// The time an answer takes with no queue of the shipper's own making:
+    /// in Cruise, Little's-law answer time (mean in flight ÷ delivery rate)
+    /// of the last drained round; never below the fastest answer, which is
+    /// all Startup uses. Not the fastest answer alone: when every answer
+    /// takes longer than the fastest one (batched acknowledgements, the
+    /// receiver's work), a window sized on the fastest holds too little,
+    /// and the rate and the window shrink each other round after round.
+    pub fn answer_time(&self) -> Option<Duration> {
+        let fastest = self.min_rtt()?;
+        Some(self.answer.map_or(fastest, |a| a.max(fastest)))
+    }
+
+    /// BBR's delivery-rate sample: the records answered while the newest
+    /// answered one was in flight, over that time. Unlike a round's average
+    /// it does not mix in the previous window's records (a window that just
+    /// doubled sends its new half as a burst behind the old one).
+    fn rate_sample(&mut self, s: &Sample) -> f64 {
+        self.sent = self.sent.max(s.delivered_records + s.inflight_records);
+        if self.looks.len() == LOOKS_KEPT {
+            self.looks.pop_front();
+        }
+        self.looks.push_back(Look {
+            at: s.at,
+            sent: self.sent,
+            delivered: s.delivered_records,
+        });
+        // The look by which the newest answered record had been sent.
+        let i = self.looks.partition_point(|l| l.sent < s.delivered_records);
+        let Some(sent_at) = self.looks.get(i) else {
+            return 0.0;
+        };
+        // As BBR: over the longer of the time they took to be answered and
+        // the time they took to be sent, so that answers released in a
+        // burst (after a retransmission, say) do not read as a fast link.
+        let first = self
+            .looks
+            .partition_point(|l| l.sent < sent_at.delivered + 1);
+        let send_elapsed = self
+            .looks
+            .get(first)
+            .map_or(Duration::ZERO, |f| sent_at.at.saturating_sub(f.at));
+        let elapsed = s.at.saturating_sub(sent_at.at).max(send_elapsed);
+        if elapsed.is_zero() {
+            return 0.0;
+        }
+        s.delivered_records.saturating_sub(sent_at.delivered) as f64 / elapsed.as_secs_f64()
+    }
+
+    fn note_rtt(&mut self, at: Duration, rtt: Duration) {
+        let bucket = (at.as_nanos() / MIN_RTT_BUCKET.as_nanos()) as u64;
+        match self.rtts.back_mut() {
+            Some((b, min)) if *b == bucket => *min = (*min).min(rtt),
+            _ => self.rtts.push_back((bucket, rtt)),
+        }
+        let span = (MIN_RTT_WINDOW.as_nanos() / MIN_RTT_BUCKET.as_nanos()) as u64;
+        while self.rtts.front().is_some_and(|(b, _)| bucket - b >= span) {
+            self.rtts.pop_front();
+        }
+    }
+
+    /// A round ended: decide the next window.
+    fn end_round(&mut self, window_full: bool, round_rate: f64, measured: Option<Duration>) {
+        if let (
+            Phase::Cruise {
+                round: MEASURING_ROUND,
+            },
+            Some(m),
+            Some(fastest),
+        ) = (self.phase, measured, self.min_rtt())
+        {
+            if m.as_secs_f64() <= ANSWER_TIME_MAX_RATIO * fastest.as_secs_f64() {
+                self.answer = Some(m);
+            }
+        }
+        let Some(answer) = self.answer_time() else {
+            return;
+        };
+        let max_rate = self.max_rate();
+        let bdp = max_rate * answer.as_secs_f64();
+        let doubling_paid = round_rate >= DOUBLING_PAID * self.last_rate;
+        self.last_rate = round_rate;
+        let next = match self.phase {
+            Phase::Startup => {
+                let grew = max_rate >= self.full_rate * FULL_PIPE_GROWTH && max_rate > 0.0;
+                if grew {
+                    self.full_rate = max_rate;
+                    self.flat_rounds = 0;
+                } else {
+                    self.flat_rounds += 1;
+                }
+                let queued = !grew && window_full && self.window >= FULL_PIPE_QUEUE * bdp;
+                if self.flat_rounds >= FULL_PIPE_ROUNDS || queued {
+                    self.phase = Phase::Cruise { round: 1 };
+                    self.answer = None;
+                    DRAIN_GAIN * bdp
+                } else if window_full {
+                    // Double while the last doubling paid; otherwise hold
+                    // at least BBR's startup window.
+                    let grown = if doubling_paid {
+                        self.window * STARTUP_GROWTH
+                    } else {
+                        self.window
+                    };
+                    grown.max(STARTUP_GAIN * bdp)
+                } else {
+                    self.window
+                }
+            }
+            Phase::Cruise { round } => {
+                let round = (round + 1) % PROBE_CYCLE_ROUNDS;
+                self.phase = Phase::Cruise { round };
+                cruise_gain(round) * bdp
+            }
+        };
+        self.window = self.clamp(next);
+        tracing::debug!(
+            "auto window: round rate {round_rate:.0}/s, max {max_rate:.0}/s, answer time \
+             {answer:?}, {:?}: window {:.0}",
+            self.phase,
+            self.window
+        );
+    }
+
+    fn clamp(&self, records: f64) -> f64 {
+        let mut max = self.limits.max_records as f64;
+        if self.bytes_per_record > 0.0 {
+            max = max.min(self.limits.max_inflight_bytes as f64 / self.bytes_per_record);
+        }
+        records.min(max).max(self.limits.min_records.max(1) as f64)
+    }
+}
+
+/// The round of the probe cycle whose answer time is measured: the second
+/// drained one (the first shrinks the window).
+const MEASURING_ROUND: u32 = 2;
+
+/// The gain of round `round` of the probe cycle.
+fn cruise_gain(round: u32) -> f64 {
+    match round {
+        0 => PROBE_GAIN,
+        1 | MEASURING_ROUND => DRAIN_GAIN,
+        _ => CRUISE_GAIN,
+    }
+}
+
+/// Whether a connection whose window is full is limited by that window:
+/// only if its socket has (almost) nothing left to send. Otherwise TCP (the
+/// congestion window, the peer's window, the link) is the limit, and a
+/// larger window would only park records in the send buffer, adding latency.
+pub(crate) fn socket_drained(notsent_bytes: usize, batch_max_bytes: usize) -> bool {
+    notsent_bytes < batch_max_bytes
+}
+
+/// The auto window applied to a pool of connections: looks at them every
+/// [`CONTROL_TICK`], feeds [`AutoWindow`], and splits its window evenly over
+/// the connections that are up, each share capped at `per_conn_max`.
+pub(crate) struct PoolWindow {
+    auto: AutoWindow,
+    started: Instant,
+    per_conn_max: u64,
+}
+
+impl PoolWindow {
+    /// An auto window over `connections` connections, each starting at
+    /// `start_per_conn` and never above `per_conn_max` records, the pool
+    /// never above `max_inflight_bytes`.
+    pub fn new(
+        connections: usize,
+        start_per_conn: u64,
+        per_conn_max: u64,
+        max_inflight_bytes: u64,
+    ) -> Self {
+        let n = connections.max(1) as u64;
+        let min_per_conn = MIN_WINDOW_PER_CONN.min(per_conn_max);
+        Self {
+            auto: AutoWindow::new(Limits {
+                start_records: start_per_conn.min(per_conn_max) * n,
+                min_records: min_per_conn * n,
+                max_records: per_conn_max * n,
+                max_inflight_bytes,
+            }),
+            started: Instant::now(),
+            per_conn_max,
+        }
+    }
+
+    /// One look at the pool; resizes the connections' windows.
+    pub fn tick(&mut self, states: &[Arc<ConnState>]) {
+        let mut s = Sample {
+            at: self.started.elapsed(),
+            ..Sample::default()
+        };
+        let (mut connected, mut window_sum) = (0u64, 0u64);
+        for st in states {
+            let c = st.counters();
+            s.delivered_records += c.delivered();
+            s.delivered_bytes += c.acked_bytes;
+            s.inflight_records += st.inflight_records();
+            if let Some(l) = st.min_latency() {
+                s.min_latency = Some(s.min_latency.map_or(l, |m: Duration| m.min(l)));
+            }
+            if st.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                connected += 1;
+                window_sum += st.window();
+            }
+        }
+        s.window_full =
+            connected > 0 && s.inflight_records as f64 >= WINDOW_FULL_FRACTION * window_sum as f64;
+        let total = self.auto.on_sample(&s);
+        let share = total.div_ceil(connected.max(1)).clamp(1, self.per_conn_max);
+        for st in states {
+            st.set_window(share);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! `AutoWindow` as a pure state machine, driven by a simulated path: a FIFO
+//! bottleneck, a propagation delay, answers in batches.
+
+use super::*;
+
+const TICK: Duration = CONTROL_TICK;
+const RECORD_BYTES: u64 = 1000;
+const BATCH_RECORDS: u64 = 64;
+
+/// A path for the controller to drive: a FIFO bottleneck of `rate`
+/// records/s, then `rtt` of propagation; every answer takes `extra`
+/// longer than the fastest (the receiver, socket buffers).
+struct Path {
+    rate: f64,
+    rtt: Duration,
+    extra: Duration,
+    /// Records/s the source can give (`None`: as many as the window takes).
+    source_rate: Option<f64>,
+    now: Duration,
+    link_free: f64,
+    /// (answered at, sent at, records), in send order.
+    flying: VecDeque<(Duration, Duration, u64)>,
+    inflight: u64,
+    delivered: u64,
+    source_credit: f64,
+}
+
+impl Path {
+    fn new(rate: f64, rtt_ms: u64) -> Self {
+        Self {
+            rate,
+            rtt: Duration::from_millis(rtt_ms),
+            extra: Duration::ZERO,
+            source_rate: None,
+            now: Duration::ZERO,
+            link_free: 0.0,
+            flying: VecDeque::new(),
+            inflight: 0,
+            delivered: 0,
+            source_credit: 0.0,
+        }
+    }
+
+    /// Records the path needs in flight to be full.
+    fn bdp(&self) -> f64 {
+        self.rate * self.rtt.as_secs_f64()
+    }
+
+    /// One tick: answers what is due, sends what the window allows,
+    /// shows the controller, applies its answer.
+    fn tick(&mut self, w: &mut AutoWindow) {
+        self.now += TICK;
+        let mut min_latency: Option<Duration> = None;
+        while self.flying.front().is_some_and(|f| f.0 <= self.now) {
+            let (at, sent, n) = self.flying.pop_front().unwrap();
+            self.delivered += n;
+            self.inflight -= n;
+            let fastest = at - sent - self.extra;
+            min_latency = Some(min_latency.map_or(fastest, |m| m.min(fastest)));
+        }
+        let mut room = w.window().saturating_sub(self.inflight);
+        if let Some(r) = self.source_rate {
+            let per_tick = r * TICK.as_secs_f64();
+            self.source_credit = (self.source_credit + per_tick).min(2.0 * per_tick);
+            room = room.min(self.source_credit as u64);
+            self.source_credit -= room as f64;
+        }
+        // Sent in batches, each answered when its last record is through.
+        let now = self.now.as_secs_f64();
+        while room > 0 {
+            let n = room.min(BATCH_RECORDS);
+            room -= n;
+            self.link_free = self.link_free.max(now) + n as f64 / self.rate;
+            let at = Duration::from_secs_f64(self.link_free) + self.rtt + self.extra;
+            self.flying.push_back((at, self.now, n));
+            self.inflight += n;
+        }
+        w.on_sample(&Sample {
+            at: self.now,
+            delivered_records: self.delivered,
+            delivered_bytes: self.delivered * RECORD_BYTES,
+            inflight_records: self.inflight,
+            min_latency,
+            window_full: self.inflight as f64 >= WINDOW_FULL_FRACTION * w.window() as f64,
+        });
+    }
+
+    /// Runs until `until`; returns the largest window seen.
+    fn run_until(&mut self, w: &mut AutoWindow, until: Duration) -> u64 {
+        let mut largest = w.window();
+        while self.now < until {
+            self.tick(w);
+            largest = largest.max(w.window());
+        }
+        largest
+    }
+
+    /// Records answered per second over the next `span`.
+    fn rate_over(&mut self, w: &mut AutoWindow, span: Duration) -> f64 {
+        let d0 = self.delivered;
+        let until = self.now + span;
+        self.run_until(w, until);
+        (self.delivered - d0) as f64 / span.as_secs_f64()
+    }
+
+    /// Time until the delivery rate over 100 ms first reaches `fraction` of the path's.
+    fn time_to(&mut self, w: &mut AutoWindow, fraction: f64, give_up: Duration) -> Duration {
+        let span = Duration::from_millis(100);
+        while self.now < give_up {
+            let start = self.now;
+            if self.rate_over(w, span) >= fraction * self.rate {
+                return start;
+            }
+        }
+        panic!("the delivery rate never reached {fraction} of the path's by {give_up:?}");
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        start_records: 64,
+        min_records: 4,
+        max_records: 1 << 22,
+        max_inflight_bytes: u64::MAX,
+    }
+}
+
+fn s(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs)
+}
+
+#[test]
+fn startup_doubles_the_window_every_round_trip_while_the_rate_grows() {
+    // 100 ms, 100K records/s: 10K in flight needed, 64 at the start.
+    let mut path = Path::new(100_000.0, 100);
+    let mut w = AutoWindow::new(limits());
+    path.run_until(&mut w, s(0.55));
+    assert_eq!(w.phase(), Phase::Startup);
+    // Five round trips (each a little over 100 ms): five doublings, ±1.
+    assert!(
+        (64 * 16..=64 * 64).contains(&w.window()),
+        "window {} after 5 round trips",
+        w.window()
+    );
+    let t = path.time_to(&mut w, 0.9, s(5.0));
+    // ~7.3 doublings from 64 to 10K, one round to notice: ≤ 12 round trips.
+    assert!(t <= s(1.2), "90% of the path's rate after {t:?}");
+}
+
+#[test]
+fn the_window_stops_growing_once_the_rate_does() {
+    let mut path = Path::new(100_000.0, 100);
+    let mut w = AutoWindow::new(limits());
+    let largest = path.run_until(&mut w, s(3.0));
+    assert!(matches!(w.phase(), Phase::Cruise { .. }), "{:?}", w.phase());
+    assert!(
+        largest as f64 <= 4.0 * path.bdp(),
+        "startup overshot to {largest} for a BDP of {}",
+        path.bdp()
+    );
+    // Steady: within the cycle's gains of what the path needs, full rate.
+    let mut seen = (u64::MAX, 0);
+    for _ in 0..700 {
+        path.tick(&mut w);
+        seen = (seen.0.min(w.window()), seen.1.max(w.window()));
+    }
+    let (lo, hi) = (seen.0 as f64 / path.bdp(), seen.1 as f64 / path.bdp());
+    assert!(
+        lo >= 0.95 * DRAIN_GAIN && hi <= 1.05 * PROBE_GAIN,
+        "steady window between {lo:.2} and {hi:.2} × BDP"
+    );
+    let rate = path.rate_over(&mut w, s(2.0));
+    assert!(rate >= 0.95 * path.rate, "steady rate {rate:.0}");
+}
+
+#[test]
+fn answers_slower_than_the_fastest_do_not_stall_startup() {
+    // Every answer takes 60% longer than the fastest one: the old
+    // controller's target (1.5 × acks/s × min latency) fell below the
+    // window and growth stopped short of the line.
+    let mut path = Path::new(50_000.0, 90);
+    path.extra = Duration::from_millis(54);
+    let mut w = AutoWindow::new(limits());
+    let t = path.time_to(&mut w, 0.9, s(10.0));
+    assert!(t <= s(2.5), "90% of the path's rate after {t:?}");
+    path.run_until(&mut w, s(8.0));
+    let rate = path.rate_over(&mut w, s(2.0));
+    assert!(rate >= 0.9 * path.rate, "steady rate {rate:.0}");
+}
+
+#[test]
+fn the_window_never_exceeds_its_configured_maximum() {
+    let mut path = Path::new(100_000.0, 100);
+    let mut w = AutoWindow::new(Limits {
+        max_records: 2_000,
+        ..limits()
+    });
+    let largest = path.run_until(&mut w, s(5.0));
+    assert_eq!(largest, 2_000, "the cap binds (BDP 10K) and holds");
+    assert_eq!(w.window(), 2_000);
+}
+
+#[test]
+fn the_window_never_holds_more_bytes_than_configured() {
+    let mut path = Path::new(100_000.0, 100);
+    let max_bytes = 3_000 * RECORD_BYTES;
+    let mut w = AutoWindow::new(Limits {
+        max_inflight_bytes: max_bytes,
+        ..limits()
+    });
+    let largest = path.run_until(&mut w, s(5.0));
+    assert!(largest * RECORD_BYTES <= max_bytes, "{largest} records");
+    assert!(
+        largest * RECORD_BYTES >= max_bytes * 9 / 10,
+        "{largest} records"
+    );
+}
+
+#[test]
+fn the_window_follows_a_rate_drop_down_and_a_rise_back_up() {
+    let mut path = Path::new(20_000.0, 60);
+    let mut w = AutoWindow::new(limits());
+    path.run_until(&mut w, s(5.0));
+    let before = path.bdp();
+    path.rate = 5_000.0;
+    path.run_until(&mut w, s(9.0));
+    let low = w.window() as f64;
+    assert!(
+        low <= 0.5 * before,
+        "window {low} 4 s after the rate fell to a quarter (BDP was {before})"
+    );
+    path.rate = 20_000.0;
+    let t = path.time_to(&mut w, 0.9, s(15.0)) - s(9.0);
+    assert!(t <= s(2.0), "back to 90% of the rate {t:?} after it rose");
+    path.run_until(&mut w, s(14.0));
+    let high = w.window() as f64;
+    assert!(
+        high >= 0.95 * DRAIN_GAIN * before,
+        "window {high} 5 s after the rate rose back (BDP {before})"
+    );
+}
+
+#[test]
+fn a_source_slower_than_the_path_keeps_the_window_near_its_need() {
+    let mut path = Path::new(100_000.0, 100);
+    path.source_rate = Some(10_000.0);
+    let mut w = AutoWindow::new(limits());
+    let largest = path.run_until(&mut w, s(6.0));
+    let need = 10_000.0 * 0.1;
+    assert!(
+        (largest as f64) <= 4.0 * need,
+        "window grew to {largest} for a source needing {need}"
+    );
+    assert!(
+        (w.window() as f64) <= 1.05 * PROBE_GAIN * need,
+        "window {} for a need of {need}",
+        w.window()
+    );
+    let rate = path.rate_over(&mut w, s(2.0));
+    assert!(
+        rate >= 0.95 * 10_000.0,
+        "the source's rate is carried: {rate:.0}"
+    );
+}
+
+#[test]
+fn nothing_answered_leaves_the_window_where_it_is() {
+    let mut w = AutoWindow::new(limits());
+    for i in 1..100 {
+        w.on_sample(&Sample {
+            at: TICK * i,
+            inflight_records: 64,
+            window_full: true,
+            ..Sample::default()
+        });
+    }
+    assert_eq!(w.window(), 64);
+    assert_eq!(w.phase(), Phase::Startup);
+}
+
+#[test]
+fn a_full_window_is_the_limit_only_with_a_drained_socket() {
+    assert!(socket_drained(0, 256 * 1024));
+    assert!(!socket_drained(1 << 20, 256 * 1024));
+}
