@@ -47,7 +47,9 @@ use std::{collections::VecDeque, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-pub use render::{fmt_bytes, fmt_dur_s, fmt_pct, fmt_rate};
+/// The old names of [`crate::units`]' formatters, for callers outside the
+/// live pipeline (`tui/`) until they switch.
+pub use crate::units::{bytes as fmt_bytes, pct as fmt_pct, rate as fmt_rate, secs as fmt_dur_s};
 pub use rules::MAX_SAMPLES;
 pub use sample::{DiagnoseError, LinkHints, Sample, SAMPLE_VERSION};
 
@@ -219,6 +221,7 @@ impl Diagnosis {
 #[derive(Clone, Debug)]
 pub struct Diagnoser {
     window: Duration,
+    window_cap: Option<u64>,
     samples: VecDeque<Sample>,
 }
 
@@ -228,8 +231,17 @@ impl Diagnoser {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
+            window_cap: None,
             samples: VecDeque::new(),
         }
+    }
+
+    /// Knows the largest window the shipper grows to by itself
+    /// (`ship::AUTO_WINDOW_MAX`), so that a remedy past it says to prefer
+    /// more connections. Without it the remedy names no cap.
+    pub fn with_window_cap(mut self, records: u64) -> Self {
+        self.window_cap = Some(records);
+        self
     }
 
     /// The window it judges over.
@@ -284,7 +296,7 @@ impl Diagnoser {
         if samples.len() < 2 {
             return None;
         }
-        let ctx = verdict::Context::new(&samples)?;
+        let ctx = verdict::Context::new(&samples, self.window_cap)?;
         if ctx.span.is_zero() {
             return None;
         }

@@ -23,6 +23,7 @@
 use crate::{
     metrics::{ConnSnapshot, Latency, TcpSample},
     probe::softirq::SoftirqReport,
+    units,
 };
 
 use super::{Limit, Sample};
@@ -77,10 +78,6 @@ pub const CWND_COLLAPSE_RATIO: f64 = 0.8;
 /// by about 2.4× at 0.01% and 156 ms, and BBR by orders of magnitude, so a
 /// BBR flow that shrugs loss off stays "bandwidth".
 pub const MATHIS_MATCH_FACTOR: f64 = 3.0;
-
-/// Mathis et al.'s constant √(3/2) for periodic loss with delayed ACKs off:
-/// rate ≤ MSS / (RTT · √p) · C.
-pub const MATHIS_C: f64 = 1.224_744_871_391_589;
 
 /// With the app window full, answers whose median takes at least this
 /// multiple of the network's part of their time (the smoothed RTT plus the
@@ -189,18 +186,6 @@ fn median(v: &mut [f64]) -> Option<f64> {
     } else {
         v[mid]
     })
-}
-
-/// The Mathis bound in bytes/s: `MSS / (RTT · √p) · C`; infinite without
-/// loss (no bound), zero without a valid MSS or RTT.
-pub(super) fn mathis_bytes_per_s(mss_bytes: f64, rtt_s: f64, loss_rate: f64) -> f64 {
-    if loss_rate <= 0.0 || !loss_rate.is_finite() {
-        return f64::INFINITY;
-    }
-    if mss_bytes <= 0.0 || rtt_s <= 0.0 {
-        return 0.0;
-    }
-    mss_bytes / (rtt_s * loss_rate.sqrt()) * MATHIS_C
 }
 
 /// `a / b`, or 0 when that is not a finite number.
@@ -491,7 +476,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
                 && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
             let rate = d_acked as f64 / (dt_us / 1e6);
             let explained_by_loss =
-                rate <= MATHIS_MATCH_FACTOR * mathis_bytes_per_s(mss, srtt_us / 1e6, p);
+                rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
             let overflowing =
                 tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
             if d_retrans > 0

@@ -3,13 +3,15 @@
 //! one change that moves the top limit, with its exact figure.
 use std::time::Duration;
 
-use crate::{metrics::Latency, ship::AUTO_WINDOW_MAX};
+use crate::{
+    metrics::Latency,
+    units::{self, mathis_bytes_per_s},
+};
 
 use super::{
-    render::{fmt_bytes, fmt_dur_s, fmt_pct, fmt_rate},
     rules::{
-        mathis_bytes_per_s, ratio, saturation, Acc, Saturation, EVIDENCE_MIN_SHARE,
-        LINK_FULL_RATIO, N_LIMITS, QUEUE_RTT_RATIO, WINDOW_FULL_MAJORITY,
+        ratio, saturation, Acc, Saturation, EVIDENCE_MIN_SHARE, LINK_FULL_RATIO, N_LIMITS,
+        QUEUE_RTT_RATIO, WINDOW_FULL_MAJORITY,
     },
     Ceiling, Evidence, Limit, Rate, Sample, Scope, Verdict,
 };
@@ -47,11 +49,14 @@ pub(super) struct Context {
     pub observed: Rate,
     /// Nothing delivered, nothing in flight, nothing outstanding.
     pub idle: bool,
+    /// The largest window the shipper grows to by itself, if known.
+    pub window_cap: Option<u64>,
 }
 
 impl Context {
-    /// Facts of `samples` (at least two, oldest first).
-    pub fn new(samples: &[&Sample]) -> Option<Self> {
+    /// Facts of `samples` (at least two, oldest first) of a shipper whose
+    /// auto window stops at `window_cap`.
+    pub fn new(samples: &[&Sample], window_cap: Option<u64>) -> Option<Self> {
         let (first, last) = (samples.first()?, samples.last()?);
         let span = last.at.saturating_sub(first.at);
         let span_s = span.as_secs_f64();
@@ -95,14 +100,10 @@ impl Context {
         };
         let link_bps = last.link.bandwidth_bytes_per_s.filter(|b| *b > 0);
         let (bdp_bytes, bdp_from_link) = match (link_bps, rtt_us) {
-            (Some(l), Some(r)) => {
-                let bytes = (u128::from(l) * u128::from(r)).div_ceil(1_000_000);
-                (Some(u64::try_from(bytes).unwrap_or(u64::MAX)), true)
+            (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true),
+            (None, Some(r)) if observed.bytes_per_s > 0.0 => {
+                (Some(units::bdp_bytes_f64(observed.bytes_per_s, r)), false)
             }
-            (None, Some(r)) if observed.bytes_per_s > 0.0 => (
-                Some((observed.bytes_per_s * r as f64 / 1e6).ceil() as u64),
-                false,
-            ),
             _ => (None, false),
         };
         let saturations: Vec<Saturation> = samples[1..]
@@ -137,6 +138,7 @@ impl Context {
             intervals: samples.len() - 1,
             observed,
             idle: delivered == 0 && last.ship.inflight == 0 && last.ship.outstanding == 0,
+            window_cap,
         })
     }
 
@@ -163,31 +165,31 @@ impl Context {
     fn bdp_phrase(&self) -> Option<String> {
         let bdp = self.bdp_bytes?;
         Some(if self.connected == 1 {
-            format!("BDP {}", fmt_bytes(bdp as f64))
+            format!("BDP {}", units::bytes(bdp as f64))
         } else {
             format!(
                 "BDP {} ÷ {} = {}",
-                fmt_bytes(bdp as f64),
+                units::bytes(bdp as f64),
                 self.connections(),
-                fmt_bytes(bdp as f64 / self.connected as f64)
+                units::bytes(bdp as f64 / self.connected as f64)
             )
         })
     }
 
     /// The shipper-wide line every verdict starts its evidence with.
     fn rtt_line(&self) -> String {
-        let rtt = self.rtt_s().map_or("unknown".to_owned(), fmt_dur_s);
+        let rtt = self.rtt_s().map_or("unknown".to_owned(), units::secs);
         match (self.bdp_bytes, self.link_bps) {
             (Some(bdp), Some(l)) => format!(
                 "RTT {rtt} ({}); BDP {} = link {} × RTT",
                 self.rtt_source,
-                fmt_bytes(bdp as f64),
-                fmt_rate(l as f64)
+                units::bytes(bdp as f64),
+                units::rate(l as f64)
             ),
             (Some(bdp), None) => format!(
                 "RTT {rtt} ({}); BDP {} = observed rate × RTT (give --link-rate for the link's)",
                 self.rtt_source,
-                fmt_bytes(bdp as f64)
+                units::bytes(bdp as f64)
             ),
             _ => format!("RTT {rtt} ({})", self.rtt_source),
         }
@@ -221,7 +223,7 @@ pub(super) fn build(scope: Scope, acc: &Acc, ctx: &Context, observed: Rate) -> V
                 limit: Some(Limit::Idle),
                 text: format!(
                     "no record delivered in {}; none in flight; none outstanding",
-                    fmt_dur_s(ctx.span.as_secs_f64())
+                    units::secs(ctx.span.as_secs_f64())
                 ),
             }],
             remedy: "nothing to do: the source has nothing to ship".to_owned(),
@@ -292,9 +294,9 @@ fn observed_line(o: &Rate, ctx: &Context) -> String {
         .map_or(String::new(), |b| format!(" ({b:.0} B/record)"));
     format!(
         "delivered {} = {:.0} records/s{per_record} over {}",
-        fmt_rate(o.bytes_per_s),
+        units::rate(o.bytes_per_s),
         o.records_per_s,
-        fmt_dur_s(ctx.span.as_secs_f64())
+        units::secs(ctx.span.as_secs_f64())
     )
 }
 
@@ -306,7 +308,7 @@ struct Explained {
 }
 
 fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) -> Explained {
-    let share = fmt_pct(pct);
+    let share = units::pct(pct);
     let srtt_s = Some(acc.srtt_s())
         .filter(|s| *s > 0.0)
         .or(ctx.rtt_s())
@@ -321,10 +323,10 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
             let headline = match ctx.bdp_share() {
                 Some(need) if peer < need as f64 => format!(
                     "peer window {} < {}",
-                    fmt_bytes(peer),
+                    units::bytes(peer),
                     ctx.bdp_phrase().unwrap_or_default()
                 ),
-                _ => format!("peer window {} fills", fmt_bytes(peer)),
+                _ => format!("peer window {} fills", units::bytes(peer)),
             };
             let remedy = match ctx.bdp_share() {
                 _ if peer_max <= 0.0 => "the peer advertises a zero window: the receiving \
@@ -334,13 +336,13 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                 Some(need) if peer_max >= need as f64 => format!(
                     "the peer's window opens to {} (≥ {} needed) but fills: the receiving \
                      application does not read fast enough; look at the receiver (its CPU, its store)",
-                    fmt_bytes(peer_max),
-                    fmt_bytes(need as f64)
+                    units::bytes(peer_max),
+                    units::bytes(need as f64)
                 ),
                 Some(need) => format!(
                     "raise the receiver's SO_RCVBUF (recv --rcvbuf) / net.core.rmem_max to ≥ {}: \
                      sysctl -w net.core.rmem_max={need}",
-                    fmt_bytes(need as f64)
+                    units::bytes(need as f64)
                 ),
                 None => {
                     let need = (2.0 * peer_max).ceil() as u64;
@@ -348,7 +350,7 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                         "raise the receiver's SO_RCVBUF (recv --rcvbuf) / net.core.rmem_max to ≥ {} \
                          (double the peer window; --link-rate gives the exact BDP): \
                          sysctl -w net.core.rmem_max={need}",
-                        fmt_bytes(need as f64)
+                        units::bytes(need as f64)
                     )
                 }
             };
@@ -356,8 +358,8 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                 headline,
                 evidence: format!(
                     "rwnd-limited {share} of the time; peer window {} (largest {}){vs}",
-                    fmt_bytes(peer),
-                    fmt_bytes(peer_max)
+                    units::bytes(peer),
+                    units::bytes(peer_max)
                 ),
                 remedy,
             }
@@ -385,15 +387,15 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                     "raise the shipper's SO_SNDBUF (ship --sndbuf) / net.core.wmem_max to ≥ {}{how}: \
                      sysctl -w net.core.wmem_max={need} (and the third field of net.ipv4.tcp_wmem \
                      to at least {need})",
-                    fmt_bytes(need as f64)
+                    units::bytes(need as f64)
                 )
             };
             Explained {
-                headline: format!("send buffer full at {}{vs}", fmt_bytes(used)),
+                headline: format!("send buffer full at {}{vs}", units::bytes(used)),
                 evidence: format!(
                     "sndbuf-limited {share} of the time; in flight {} + unsent {} per connection{vs}",
-                    fmt_bytes(unacked),
-                    fmt_bytes(unsent)
+                    units::bytes(unacked),
+                    units::bytes(unsent)
                 ),
                 remedy,
             }
@@ -413,19 +415,19 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
             let bound = format!(
                 "Mathis bound MSS/(RTT·√p)·1.22 = {:.0} B/({}·√{p:.4})·1.22 = {} per connection",
                 acc.mss,
-                fmt_dur_s(srtt_s),
-                fmt_rate(mathis)
+                units::secs(srtt_s),
+                units::rate(mathis)
             );
             Explained {
                 headline: format!(
                     "{} retransmitted, cwnd {cwnd_peak:.0} → {cwnd:.0} segments: Mathis bound {} per connection",
-                    fmt_pct(p * 100.0),
-                    fmt_rate(mathis)
+                    units::pct(p * 100.0),
+                    units::rate(mathis)
                 ),
                 evidence: format!(
                     "loss-limited {share} of the time: {} of segments retransmitted ({} of {:.0}); \
                      cwnd {cwnd_peak:.0} → {cwnd:.0} segments; {bound}",
-                    fmt_pct(p * 100.0),
+                    units::pct(p * 100.0),
                     acc.retrans,
                     acc.segs
                 ),
@@ -433,8 +435,8 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                     "the path is lossy: {} loss caps a loss-based TCP at {} per connection (Mathis); \
                      find the loss (link errors, queue drops, txqueuelen), use BBR (per-socket \
                      TCP_CONGESTION){more_conns}",
-                    fmt_pct(p * 100.0),
-                    fmt_rate(mathis)
+                    units::pct(p * 100.0),
+                    units::rate(mathis)
                 ),
             }
         }
@@ -443,7 +445,7 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                 Some(s) => {
                     let net_rx = s
                         .net_rx_pct
-                        .map_or(String::new(), |n| format!(" (NET_RX {})", fmt_pct(n)));
+                        .map_or(String::new(), |n| format!(" (NET_RX {})", units::pct(n)));
                     let mask: u64 = s
                         .cpus
                         .iter()
@@ -453,8 +455,8 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
                         format!(
                             "CPU{} in softirq {}{net_rx} while the other CPUs' median is {}",
                             s.cpu,
-                            fmt_pct(s.si_pct),
-                            fmt_pct(s.others_median_pct)
+                            units::pct(s.si_pct),
+                            units::pct(s.others_median_pct)
                         ),
                         format!(
                             "one core drowns in softirq (CPU{}): spread IRQs (irqbalance, or \
@@ -487,26 +489,26 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
             let queue = if min_rtt_s > 0.0 && srtt_s > min_rtt_s {
                 format!(
                     "srtt {} > min_rtt {} (+{} queued at the bottleneck)",
-                    fmt_dur_s(srtt_s),
-                    fmt_dur_s(min_rtt_s),
-                    fmt_dur_s(srtt_s - min_rtt_s)
+                    units::secs(srtt_s),
+                    units::secs(min_rtt_s),
+                    units::secs(srtt_s - min_rtt_s)
                 )
             } else {
-                format!("srtt {} (no queue building)", fmt_dur_s(srtt_s))
+                format!("srtt {} (no queue building)", units::secs(srtt_s))
             };
             let rate = ctx.observed.bytes_per_s;
             let link = ctx.link_bps.map(|l| l as f64);
             let of_link = link.map_or(String::new(), |l| {
                 format!(
                     " of a {} link ({})",
-                    fmt_rate(l),
-                    fmt_pct(ratio(rate, l) * 100.0)
+                    units::rate(l),
+                    units::pct(ratio(rate, l) * 100.0)
                 )
             });
             let retrans = if acc.retrans > 0 {
                 format!(
                     "; {} retransmitted without a collapsing cwnd",
-                    fmt_pct(acc.loss_rate() * 100.0)
+                    units::pct(acc.loss_rate() * 100.0)
                 )
             } else {
                 "; no retransmits".to_owned()
@@ -514,45 +516,45 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
             let remedy = match link {
                 Some(l) if rate >= LINK_FULL_RATIO * l => format!(
                     "the link is full at {} (of {}): more bandwidth, or --compress if values compress",
-                    fmt_rate(rate),
-                    fmt_rate(l)
+                    units::rate(rate),
+                    units::rate(l)
                 ),
                 Some(l) if queued => format!(
                     "a queue builds at {}, {} of the {} link: the path's bottleneck is narrower \
                      than --link-rate (a shaper, competing traffic): more bandwidth there, or \
                      --compress if values compress",
-                    fmt_rate(rate),
-                    fmt_pct(ratio(rate, l) * 100.0),
-                    fmt_rate(l)
+                    units::rate(rate),
+                    units::pct(ratio(rate, l) * 100.0),
+                    units::rate(l)
                 ),
                 Some(l) => format!(
                     "TCP's congestion window holds the rate at {}, {} of the {} link, with no \
                      queue and no loss to blame: congestion control is still opening the window \
                      (slow start, CUBIC growth); give it time, or more --connections to open more \
                      windows at once",
-                    fmt_rate(rate),
-                    fmt_pct(ratio(rate, l) * 100.0),
-                    fmt_rate(l)
+                    units::rate(rate),
+                    units::pct(ratio(rate, l) * 100.0),
+                    units::rate(l)
                 ),
                 None if queued => format!(
                     "the link looks full at {} (TCP at its congestion window, {queue}): more \
                      bandwidth, or --compress if values compress; --link-rate lets this be checked",
-                    fmt_rate(rate)
+                    units::rate(rate)
                 ),
                 None => format!(
                     "TCP's congestion window holds the rate at {} with no queue and no loss to \
                      blame: congestion control is still opening the window; give it time, or more \
                      --connections; --link-rate tells a full link from this",
-                    fmt_rate(rate)
+                    units::rate(rate)
                 ),
             };
             Explained {
-                headline: format!("{}{of_link}; {queue}", fmt_rate(rate)),
+                headline: format!("{}{of_link}; {queue}", units::rate(rate)),
                 evidence: format!(
                     "TCP sent at its congestion window {share} of the time; delivered {}{of_link}; \
                      largest delivery-rate sample {}; {queue}{retrans}",
-                    fmt_rate(observed.bytes_per_s),
-                    fmt_rate(acc.delivery_max)
+                    units::rate(observed.bytes_per_s),
+                    units::rate(acc.delivery_max)
                 ),
                 remedy,
             }
@@ -570,26 +572,26 @@ fn explain(limit: Limit, pct: f64, acc: &Acc, ctx: &Context, observed: &Rate) ->
             Explained {
                 headline: format!(
                     "window full; answers p50 {} ≫ srtt {}",
-                    fmt_dur_s(p50),
-                    fmt_dur_s(srtt_s)
+                    units::secs(p50),
+                    units::secs(srtt_s)
                 ),
                 evidence: format!(
                     "waiting on the receiver {share} of the time: window full in {} of intervals; \
                      answers p50 {} / p99 {} vs srtt {}: ≈ {} per write at the receiver",
-                    fmt_pct(acc.window_full_fraction() * 100.0),
-                    fmt_dur_s(p50),
-                    fmt_dur_s(p99),
-                    fmt_dur_s(srtt_s),
-                    fmt_dur_s((p50 - srtt_s).max(0.0))
+                    units::pct(acc.window_full_fraction() * 100.0),
+                    units::secs(p50),
+                    units::secs(p99),
+                    units::secs(srtt_s),
+                    units::secs((p50 - srtt_s).max(0.0))
                 ),
                 remedy: format!(
                     "the receiver is the limit: it answers at p50 {} / p99 {} against a {} round \
                      trip (≈ {} at p99 spent there); make it faster (its store's durability, its \
                      CPU){unordered}; a larger window only queues there",
-                    fmt_dur_s(p50),
-                    fmt_dur_s(p99),
-                    fmt_dur_s(srtt_s),
-                    fmt_dur_s((p99 - srtt_s).max(0.0))
+                    units::secs(p50),
+                    units::secs(p99),
+                    units::secs(srtt_s),
+                    units::secs((p99 - srtt_s).max(0.0))
                 ),
             }
         }
@@ -626,14 +628,14 @@ fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
          full in {} of intervals",
         acc.app_limited,
         acc.intervals,
-        fmt_bytes(acc.per_tcp_conn(acc.notsent_bytes)),
-        fmt_bytes(inflight_bytes),
-        fmt_pct(acc.window_full_fraction() * 100.0)
+        units::bytes(acc.per_tcp_conn(acc.notsent_bytes)),
+        units::bytes(inflight_bytes),
+        units::pct(acc.window_full_fraction() * 100.0)
     );
     if acc.window_full_fraction() >= WINDOW_FULL_MAJORITY {
         let headline = format!(
             "window full: {inflight:.0} records ({}) in flight per connection{}",
-            fmt_bytes(inflight_bytes),
+            units::bytes(inflight_bytes),
             ctx.bdp_phrase()
                 .map_or(String::new(), |p| format!(" ≪ {p}"))
         );
@@ -641,8 +643,8 @@ fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
             format!(
                 "the window of {window:.0} already covers the link rate × the answer time \
                  (p50 {}, p99 {}): check --link-rate, or whether answers stall now and then",
-                fmt_dur_s(ctx.latency.p50_us as f64 / 1e6),
-                fmt_dur_s(ctx.latency.p99_us as f64 / 1e6)
+                units::secs(ctx.latency.p50_us as f64 / 1e6),
+                units::secs(ctx.latency.p99_us as f64 / 1e6)
             )
         });
         return Explained {
@@ -702,10 +704,11 @@ fn window_remedy(window: f64, ctx: &Context) -> Option<String> {
         .find(|(t, _)| (records_per_s * t / ctx.connected as f64).ceil() > window)?;
     let total = records_per_s * time;
     let per_conn = (total / ctx.connected as f64).ceil() as u64;
-    let cap = if per_conn > AUTO_WINDOW_MAX {
-        format!(" (past the auto window's cap of {AUTO_WINDOW_MAX}: prefer more connections)")
-    } else {
-        String::new()
+    let cap = match ctx.window_cap {
+        Some(cap) if per_conn > cap => {
+            format!(" (past the auto window's cap of {cap}: prefer more connections)")
+        }
+        _ => String::new(),
     };
     let at_window = if window >= 1.0 {
         format!(
@@ -718,7 +721,7 @@ fn window_remedy(window: f64, ctx: &Context) -> Option<String> {
     Some(format!(
         "raise --window to ≥ {per_conn} per connection ({records_per_s:.0} records/s × {what}{} \
          ÷ {}, Little's law){cap}{at_window}",
-        fmt_dur_s(time),
+        units::secs(time),
         ctx.connections()
     ))
 }
@@ -753,7 +756,7 @@ fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
             format!(
                 "app window {:.0} records ÷ {answer_what} {}",
                 acc.window,
-                fmt_dur_s(answer_s)
+                units::secs(answer_s)
             ),
             ratio(acc.window * b, answer_s),
         );
@@ -763,8 +766,8 @@ fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
             Limit::ReceiverWindow,
             format!(
                 "peer window {} ÷ srtt {}",
-                fmt_bytes(acc.snd_wnd),
-                fmt_dur_s(srtt_s)
+                units::bytes(acc.snd_wnd),
+                units::secs(srtt_s)
             ),
             ratio(acc.snd_wnd, srtt_s),
         );
@@ -774,7 +777,7 @@ fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
                 "cwnd {:.0} × MSS {:.0} B ÷ srtt {}",
                 acc.cwnd,
                 acc.mss,
-                fmt_dur_s(srtt_s)
+                units::secs(srtt_s)
             ),
             ratio(acc.cwnd * acc.mss, srtt_s),
         );
@@ -794,7 +797,7 @@ fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
             Limit::Loss,
             format!(
                 "Mathis MSS/(RTT·√p)·1.22 at p = {} × {}",
-                fmt_pct(p * 100.0),
+                units::pct(p * 100.0),
                 plural(acc.tcp_conns, "connection")
             ),
             mathis_bytes_per_s(acc.mss, srtt_s, p) * acc.tcp_conns as f64,

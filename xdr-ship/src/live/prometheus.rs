@@ -31,6 +31,7 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::sink::{Frame, Sink};
 use crate::{
     diagnose::{Diagnosis, Limit},
     metrics::{Counters, ShipSnapshot},
@@ -313,6 +314,13 @@ const MAX_SCRAPERS: usize = 16;
 
 /// A scraper has this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Prometheus sink: each frame sets the gauges a scrape reads.
+impl Sink for PromMetrics {
+    fn emit(&mut self, frame: &Frame<'_>) {
+        self.update(frame.snap, frame.diagnosis, frame.sample.softirq.as_ref());
+    }
+}
 
 /// Binds `addr` now (so a bad address fails before shipping starts) and
 /// serves `GET /metrics` from `metrics` until `cancel`.
