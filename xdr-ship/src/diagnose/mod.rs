@@ -22,7 +22,8 @@
 //! time and by [`MAX_SAMPLES`]); [`Diagnoser::verdict`] walks it interval by
 //! interval and attributes every microsecond of every connection to one
 //! [`Limit`] (the table is in [`rules`]; each threshold is a constant there
-//! with its reason). The shipper's shares are the connections' summed:
+//! with its reason). What each limit says (name, headline, evidence,
+//! remedy, ceiling) lives in one file per class under `limits/`. The shipper's shares are the connections' summed:
 //! shares of connection-time. Pure logic: no I/O, no clock; samples carry
 //! their own time, so a recording replays to the same verdict.
 //!
@@ -35,6 +36,8 @@
 //! is per shipper, not per connection; a BBR flow in ProbeRTT (cwnd 4 for
 //! 200 ms every 10 s) that retransmits in the same interval can read as a
 //! collapsing cwnd.
+mod context;
+mod limits;
 mod render;
 pub mod rules;
 mod sample;
@@ -93,21 +96,6 @@ impl Limit {
         Limit::Unknown,
         Limit::Idle,
     ];
-
-    /// Its name in text output: `receiver window`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::Bandwidth => "bandwidth",
-            Limit::ReceiverWindow => "receiver window",
-            Limit::SenderBuffer => "sender buffer",
-            Limit::Loss => "loss",
-            Limit::Interrupts => "interrupts",
-            Limit::Application => "application",
-            Limit::Destination => "destination",
-            Limit::Unknown => "unknown",
-            Limit::Idle => "idle",
-        }
-    }
 }
 
 /// Whom a verdict is about.
@@ -296,7 +284,7 @@ impl Diagnoser {
         if samples.len() < 2 {
             return None;
         }
-        let ctx = verdict::Context::new(&samples, self.window_cap)?;
+        let ctx = context::Context::new(&samples, self.window_cap)?;
         if ctx.span.is_zero() {
             return None;
         }

@@ -240,7 +240,7 @@ impl PromMetrics {
             for l in Limit::ALL {
                 let labels = DestLimit {
                     destination: snap.destination.clone(),
-                    limit: l.name().replace(' ', "_"),
+                    limit: l.label(),
                 };
                 self.share
                     .get_or_create(&labels)
