@@ -140,29 +140,18 @@ impl KernelPrograms {
         } else {
             None
         };
-        // The raw path needs this kernel's `struct tcp_sock` layout; without
-        // it the classic tracepoint samples the same fields from its record.
-        let sock_offsets = if opts.classic_tcp_probe {
-            Err("asked for".to_owned())
-        } else if force_classic_tcp_probe() {
-            Err("XDR_SHIP_TCP_PROBE=tracepoint".to_owned())
-        } else if opts.tcp {
-            btf::tcp_sock_offsets(Path::new(VMLINUX_BTF)).map_err(|e| e.to_string())
-        } else {
-            Err("TCP programs not attached".to_owned())
-        };
-        let filter_mode = if ports.is_empty() {
-            FILTER_MODE_ALL
-        } else {
-            FILTER_MODE_PORTS
-        };
-
+        let sock_offsets = tcp_sock_offsets(&opts);
         // Parsed once: the loader relocates against it and the raw
         // `tcp_probe` is loaded against it (a parse costs ~0.2 s).
         let kernel_btf = Btf::from_sys_fs().ok();
         let mut loader = EbpfLoader::new();
         loader.btf(kernel_btf.as_ref());
         loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &entry_off, true);
+        let filter_mode = if ports.is_empty() {
+            FILTER_MODE_ALL
+        } else {
+            FILTER_MODE_PORTS
+        };
         // When tracefs describes exactly the compiled tail layout, the
         // program reads the record in one helper call.
         let fast = tcp_offsets.as_ref().map_or(0u32, |l| {
@@ -181,49 +170,26 @@ impl KernelPrograms {
                     true,
                 );
         }
-        let mut tcp_probe_path = None;
         let mut bpf = loader
             .load(KERNEL_OBJECT)
             .map_err(|source| ProbeError::Load { source })?;
-        match aya_log::EbpfLogger::init(&mut bpf) {
-            // Kept alive by leaking nothing: the logger owns a ring buffer fd
-            // that user space would have to poll; the programs log nothing
-            // (a log call per received segment would cost more than the
-            // sample), so there is nothing to drain.
-            Ok(_logger) => tracing::debug!("kernel log buffer present"),
-            Err(e) => tracing::debug!("no kernel log statements in the object: {e}"),
-        }
+        init_kernel_log(&mut bpf);
         for (prog, event) in [
             (PROG_SOFTIRQ_ENTRY, "softirq_entry"),
             (PROG_SOFTIRQ_EXIT, "softirq_exit"),
         ] {
             attach_tracepoint(&mut bpf, prog, "irq", event)?;
         }
-        if opts.tcp {
-            // The filter first: from the moment a program is attached it
-            // must already ignore the sockets it should.
-            fill_port_filter(&mut bpf, &ports)?;
-            for (prog, category, event) in [
-                (PROG_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
-                (PROG_TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
-            ] {
-                attach_tracepoint(&mut bpf, prog, category, event)?;
-            }
-            let path = match sock_offsets {
-                Ok(_) => match attach_tcp_probe_btf(&mut bpf, kernel_btf.as_ref()) {
-                    Ok(()) => TcpProbePath::RawBtf,
-                    Err(e) => TcpProbePath::Tracepoint {
-                        why: format!("tp_btf unavailable: {e}"),
-                    },
-                },
-                Err(why) => TcpProbePath::Tracepoint { why },
-            };
-            if let TcpProbePath::Tracepoint { why } = &path {
-                tracing::info!("tcp_probe sampled by the classic tracepoint: {why}");
-                attach_tracepoint(&mut bpf, PROG_TCP_PROBE, "tcp", "tcp_probe")?;
-            }
-            tcp_probe_path = Some(path);
-        }
+        let tcp_probe_path = if opts.tcp {
+            Some(attach_tcp(
+                &mut bpf,
+                &ports,
+                sock_offsets,
+                kernel_btf.as_ref(),
+            )?)
+        } else {
+            None
+        };
         let online_cpus = aya::util::online_cpus().map_err(|(_, e)| ProbeError::Proc {
             path: "/sys/devices/system/cpu/online".to_owned(),
             source: e,
@@ -277,6 +243,65 @@ impl KernelPrograms {
     pub(super) fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, ProbeError> {
         self.bpf.map_mut(name).ok_or(ProbeError::MissingMap(name))
     }
+}
+
+/// This kernel's `struct tcp_sock` layout for the raw `tcp_probe` path, or
+/// why the classic tracepoint samples the same fields from its record.
+fn tcp_sock_offsets(opts: &ProbeOptions) -> Result<TcpSockOffsets, String> {
+    if opts.classic_tcp_probe {
+        Err("asked for".to_owned())
+    } else if force_classic_tcp_probe() {
+        Err("XDR_SHIP_TCP_PROBE=tracepoint".to_owned())
+    } else if opts.tcp {
+        btf::tcp_sock_offsets(Path::new(VMLINUX_BTF)).map_err(|e| e.to_string())
+    } else {
+        Err("TCP programs not attached".to_owned())
+    }
+}
+
+/// The object's log buffer, if it has one.
+fn init_kernel_log(bpf: &mut Ebpf) {
+    match aya_log::EbpfLogger::init(bpf) {
+        // Kept alive by leaking nothing: the logger owns a ring buffer fd
+        // that user space would have to poll; the programs log nothing
+        // (a log call per received segment would cost more than the
+        // sample), so there is nothing to drain.
+        Ok(_logger) => tracing::debug!("kernel log buffer present"),
+        Err(e) => tracing::debug!("no kernel log statements in the object: {e}"),
+    }
+}
+
+/// Fills the port filter, then attaches the TCP programs: `tcp_probe` on
+/// the raw BTF path where `sock_offsets` allows it, else the classic one.
+fn attach_tcp(
+    bpf: &mut Ebpf,
+    ports: &[u16],
+    sock_offsets: Result<TcpSockOffsets, String>,
+    kernel_btf: Option<&Btf>,
+) -> Result<TcpProbePath, ProbeError> {
+    // The filter first: from the moment a program is attached it must
+    // already ignore the sockets it should.
+    fill_port_filter(bpf, ports)?;
+    for (prog, category, event) in [
+        (PROG_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
+        (PROG_TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
+    ] {
+        attach_tracepoint(bpf, prog, category, event)?;
+    }
+    let path = match sock_offsets {
+        Ok(_) => match attach_tcp_probe_btf(bpf, kernel_btf) {
+            Ok(()) => TcpProbePath::RawBtf,
+            Err(e) => TcpProbePath::Tracepoint {
+                why: format!("tp_btf unavailable: {e}"),
+            },
+        },
+        Err(why) => TcpProbePath::Tracepoint { why },
+    };
+    if let TcpProbePath::Tracepoint { why } = &path {
+        tracing::info!("tcp_probe sampled by the classic tracepoint: {why}");
+        attach_tracepoint(bpf, PROG_TCP_PROBE, "tcp", "tcp_probe")?;
+    }
+    Ok(path)
 }
 
 /// The ports to filter on, de-duplicated and sorted, within the map's size.
