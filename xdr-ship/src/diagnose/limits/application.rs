@@ -6,40 +6,30 @@
 use super::prelude::*;
 
 /// TCP waits for data: the app window, the connection count or the source.
-pub(super) struct Application;
+pub(super) const CLASS: Class = Class::new("application", "app", explain).with_ceilings(ceilings);
 
-impl Class for Application {
-    fn name(&self) -> &'static str {
-        "application"
-    }
+fn explain(i: &Inputs<'_>) -> Explained {
+    explain_application(&units::pct(i.pct), i.acc, i.ctx)
+}
 
-    fn short_name(&self) -> &'static str {
-        "app"
-    }
-
-    fn explain(&self, i: &Inputs<'_>) -> Explained {
-        explain_application(i.share.as_str(), i.acc, i.ctx)
-    }
-
-    fn ceilings(&self, i: &Inputs<'_>, out: &mut Ceilings) {
-        // Little's law for the app window: it turns over once per answer.
-        let (acc, ctx) = (i.acc, i.ctx);
-        let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
-            (ctx.latency.p50_us as f64 / 1e6, "answer p50")
-        } else {
-            (i.srtt_s, "srtt")
-        };
-        if let Some(b) = out.bytes_per_record() {
-            out.push(
-                Limit::Application,
-                format!(
-                    "app window {:.0} records ÷ {answer_what} {}",
-                    acc.window,
-                    units::secs(answer_s)
-                ),
-                ratio(acc.window * b, answer_s),
-            );
-        }
+fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
+    // Little's law for the app window: it turns over once per answer.
+    let (acc, ctx) = (i.acc, i.ctx);
+    let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
+        (ctx.latency.p50_us as f64 / 1e6, "answer p50")
+    } else {
+        (i.srtt_s, "srtt")
+    };
+    if let Some(b) = out.bytes_per_record() {
+        out.push(
+            Limit::Application,
+            format!(
+                "app window {:.0} records ÷ {answer_what} {}",
+                acc.window,
+                units::secs(answer_s)
+            ),
+            ratio(acc.window * b, answer_s),
+        );
     }
 }
 

@@ -6,22 +6,12 @@
 use super::prelude::*;
 
 /// Nothing to ship.
-pub(super) struct Idle;
+pub(super) const CLASS: Class = Class::new("idle", "idle", explain);
 
-impl Class for Idle {
-    fn name(&self) -> &'static str {
-        "idle"
-    }
-
-    fn short_name(&self) -> &'static str {
-        "idle"
-    }
-
-    fn explain(&self, _: &Inputs<'_>) -> Explained {
-        Explained {
-            headline: "nothing shipped, in flight or outstanding".to_owned(),
-            evidence: "idle".to_owned(),
-            remedy: "nothing to do: the source has nothing to ship".to_owned(),
-        }
+fn explain(_: &Inputs<'_>) -> Explained {
+    Explained {
+        headline: "nothing shipped, in flight or outstanding".to_owned(),
+        evidence: "idle".to_owned(),
+        remedy: "nothing to do: the source has nothing to ship".to_owned(),
     }
 }

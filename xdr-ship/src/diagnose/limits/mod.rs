@@ -4,7 +4,7 @@
 //! Why one room per class: a verdict's text, its remedy, its ceiling and
 //! its name in every output belong to the same judgement; spread over
 //! several matches they drifted apart. A new class ("ramping up", a
-//! kernel-only judgement) is one new file with an `impl Class`, one
+//! kernel-only judgement) is one new file defining its `CLASS`, one
 //! [`Limit`] variant and its line in [`Limit::class`]; the attribution table
 //! in `rules.rs` says when its time is charged (the order in which rules
 //! claim an interval is one decision across classes, so it stays one
@@ -43,9 +43,10 @@ pub(super) struct Explained {
 }
 
 /// What a class explains from: one scope's attributed time and figures.
+#[derive(Clone, Copy)]
 pub(super) struct Inputs<'a> {
-    /// The class's share of the scope's time, formatted: `62%`.
-    pub share: String,
+    /// The class's share of the scope's time, percent.
+    pub pct: f64,
     /// The scope's smoothed RTT, else the path's, in seconds (0: unknown).
     pub srtt_s: f64,
     /// The scope's attributed time and figures.
@@ -60,7 +61,7 @@ impl<'a> Inputs<'a> {
     /// The inputs of a class holding `pct` of `acc`'s time.
     pub fn new(pct: f64, acc: &'a Acc, ctx: &'a Context, observed: &'a Rate) -> Self {
         Self {
-            share: crate::units::pct(pct),
+            pct,
             srtt_s: Some(acc.srtt_s())
                 .filter(|s| *s > 0.0)
                 .or(ctx.rtt_s())
@@ -92,6 +93,19 @@ impl Ceilings {
         self.bytes_per_record
     }
 
+    /// Adds the ceiling of a window of `window_bytes` turning over once per
+    /// `srtt_s`, described as `window` (`peer window 3.1 MB`).
+    pub fn window_per_srtt(
+        &mut self,
+        limit: Limit,
+        window: String,
+        window_bytes: f64,
+        srtt_s: f64,
+    ) {
+        let what = format!("{window} ÷ srtt {}", crate::units::secs(srtt_s));
+        self.push(limit, what, super::rules::ratio(window_bytes, srtt_s));
+    }
+
     /// Adds the ceiling `limit` implies, if it is a positive finite rate.
     pub fn push(&mut self, limit: Limit, what: String, bytes_per_s: f64) {
         if bytes_per_s > 0.0 && bytes_per_s.is_finite() {
@@ -105,19 +119,41 @@ impl Ceilings {
     }
 }
 
-/// One limit class.
-pub(super) trait Class: Sync {
+/// What explains a limit's share.
+type ExplainFn = fn(&Inputs<'_>) -> Explained;
+
+/// What adds a limit's ceilings.
+type CeilingsFn = fn(&Inputs<'_>, &mut Ceilings);
+
+/// One limit class: what its file defines as its `CLASS`.
+pub(super) struct Class {
     /// Its name in text output: `receiver window`.
-    fn name(&self) -> &'static str;
-
+    name: &'static str,
     /// Its name where a column is narrow: `rwnd`.
-    fn short_name(&self) -> &'static str;
-
-    /// What its share of `i` means: headline, evidence, remedy.
-    fn explain(&self, i: &Inputs<'_>) -> Explained;
-
+    short_name: &'static str,
+    /// What its share means: headline, evidence, remedy.
+    explain: ExplainFn,
     /// The rate it would allow, if it implies one.
-    fn ceilings(&self, _i: &Inputs<'_>, _out: &mut Ceilings) {}
+    ceilings: Option<CeilingsFn>,
+}
+
+impl Class {
+    /// A class named `name` (`short_name` in narrow columns) that implies
+    /// no ceiling.
+    pub const fn new(name: &'static str, short_name: &'static str, explain: ExplainFn) -> Self {
+        Self {
+            name,
+            short_name,
+            explain,
+            ceilings: None,
+        }
+    }
+
+    /// The same class, adding its ceilings with `ceilings`.
+    pub const fn with_ceilings(mut self, ceilings: CeilingsFn) -> Self {
+        self.ceilings = Some(ceilings);
+        self
+    }
 }
 
 /// The order ceilings are computed in (ties keep it after sorting).
@@ -130,28 +166,28 @@ const CEILING_ORDER: [Limit; 4] = [
 
 impl Limit {
     /// The file that holds this limit's judgement.
-    pub(super) fn class(self) -> &'static dyn Class {
+    pub(super) fn class(self) -> &'static Class {
         match self {
-            Limit::Bandwidth => &bandwidth::Bandwidth,
-            Limit::ReceiverWindow => &receiver_window::ReceiverWindow,
-            Limit::SenderBuffer => &sender_buffer::SenderBuffer,
-            Limit::Loss => &loss::Loss,
-            Limit::Interrupts => &interrupts::Interrupts,
-            Limit::Application => &application::Application,
-            Limit::Destination => &destination::Destination,
-            Limit::Unknown => &unknown::Unknown,
-            Limit::Idle => &idle::Idle,
+            Limit::Bandwidth => &bandwidth::CLASS,
+            Limit::ReceiverWindow => &receiver_window::CLASS,
+            Limit::SenderBuffer => &sender_buffer::CLASS,
+            Limit::Loss => &loss::CLASS,
+            Limit::Interrupts => &interrupts::CLASS,
+            Limit::Application => &application::CLASS,
+            Limit::Destination => &destination::CLASS,
+            Limit::Unknown => &unknown::CLASS,
+            Limit::Idle => &idle::CLASS,
         }
     }
 
     /// Its name in text output: `receiver window`.
     pub fn name(self) -> &'static str {
-        self.class().name()
+        self.class().name
     }
 
     /// Its name where a column is narrow: `rwnd`.
     pub fn short_name(self) -> &'static str {
-        self.class().short_name()
+        self.class().short_name
     }
 
     /// Its name as a metric label: `receiver_window`.
@@ -168,7 +204,7 @@ pub(super) fn explain(
     ctx: &Context,
     observed: &Rate,
 ) -> Explained {
-    limit.class().explain(&Inputs::new(pct, acc, ctx, observed))
+    (limit.class().explain)(&Inputs::new(pct, acc, ctx, observed))
 }
 
 /// The rate each limit would allow, tightest first.
@@ -176,8 +212,8 @@ pub(super) fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
     let observed = Rate::default();
     let inputs = Inputs::new(0.0, acc, ctx, &observed);
     let mut out = Ceilings::new(ctx);
-    for l in CEILING_ORDER {
-        l.class().ceilings(&inputs, &mut out);
+    for ceilings in CEILING_ORDER.iter().filter_map(|l| l.class().ceilings) {
+        ceilings(&inputs, &mut out);
     }
     let mut out = out.out;
     out.sort_by(|a, b| a.bytes_per_s.total_cmp(&b.bytes_per_s));
