@@ -54,30 +54,7 @@ impl Context {
         let (first, last) = (samples.first()?, samples.last()?);
         let span = last.at.saturating_sub(first.at);
         let span_s = span.as_secs_f64();
-        let kernel_rtt = samples
-            .iter()
-            .flat_map(|s| &s.ship.connections)
-            .filter_map(|c| c.tcp.as_ref())
-            .map(|t| u64::from(t.min_rtt_us))
-            .filter(|r| *r > 0)
-            .min();
-        let hint_rtt = last
-            .link
-            .rtt
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .filter(|r| *r > 0);
-        let answer_rtt = samples
-            .iter()
-            .filter(|s| s.ship.latency.samples > 0)
-            .map(|s| s.ship.latency.min_us)
-            .filter(|r| *r > 0)
-            .min();
-        let (rtt_us, rtt_source) = match (kernel_rtt, hint_rtt, answer_rtt) {
-            (Some(r), _, _) => (Some(r), "min_rtt of the connections"),
-            (None, Some(r), _) => (Some(r), "the operator's --rtt"),
-            (None, None, Some(r)) => (Some(r), "the fastest answer"),
-            _ => (None, "unknown"),
-        };
+        let (rtt_us, rtt_source) = path_rtt(samples);
         let delivered = last
             .ship
             .counters
@@ -196,5 +173,34 @@ pub(super) fn plural(n: usize, what: &str) -> String {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
+    }
+}
+
+/// The path's round trip (µs) and where it came from: the connections'
+/// lowest `min_rtt`, else the operator's `--rtt`, else the fastest answer.
+fn path_rtt(samples: &[&Sample]) -> (Option<u64>, &'static str) {
+    let last = samples.last();
+    let kernel_rtt = samples
+        .iter()
+        .flat_map(|s| &s.ship.connections)
+        .filter_map(|c| c.tcp.as_ref())
+        .map(|t| u64::from(t.min_rtt_us))
+        .filter(|r| *r > 0)
+        .min();
+    let hint_rtt = last
+        .and_then(|s| s.link.rtt)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .filter(|r| *r > 0);
+    let answer_rtt = samples
+        .iter()
+        .filter(|s| s.ship.latency.samples > 0)
+        .map(|s| s.ship.latency.min_us)
+        .filter(|r| *r > 0)
+        .min();
+    match (kernel_rtt, hint_rtt, answer_rtt) {
+        (Some(r), _, _) => (Some(r), "min_rtt of the connections"),
+        (None, Some(r), _) => (Some(r), "the operator's --rtt"),
+        (None, None, Some(r)) => (Some(r), "the fastest answer"),
+        _ => (None, "unknown"),
     }
 }

@@ -13,6 +13,9 @@
 //! handler encodes them. Counters advance by the difference between two
 //! snapshots of cumulative counts, so a restart of the exporter never
 //! makes them go backwards.
+//!
+//! [`PromMetrics::new`] runs past 80 lines on purpose: it is the one table
+//! of every exported series (name, help, family), read top to bottom.
 use std::{
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
