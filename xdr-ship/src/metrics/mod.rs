@@ -262,6 +262,14 @@ impl ShipSnapshot {
     }
 }
 
+/// The exporter's old path, kept only so that wiring written against it in
+/// parallel (`cmd/ingest.rs`) still builds after the merge: the
+/// Prometheus sink lives in [`crate::live::prometheus`]. Delete once the
+/// callers say `live::prometheus`.
+pub mod prometheus {
+    pub use crate::live::prometheus::{serve, MetricsError, PromMetrics};
+}
+
 /// The old name of [`crate::units::micros`], for callers outside the live
 /// pipeline (`cmd/load.rs`, `cmd/diagnose.rs`) until they switch.
 pub use crate::units::micros as fmt_us;
