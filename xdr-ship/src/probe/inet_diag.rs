@@ -42,6 +42,9 @@
 //! receive loop (multipart replies, `NLMSG_DONE`, errors, the bound on
 //! reads) read as one protocol exchange; split, the loop state would be
 //! threaded through every part.
+//!
+//! The file passes 600 lines only by its tests (about 110 lines of
+//! reply fixtures); the code itself is ~530.
 use std::{
     collections::{HashMap, HashSet},
     fs, io,

@@ -17,6 +17,16 @@ use super::{
     ProbeError,
 };
 
+/// A layout struct whose every field is read from `format` under its own
+/// name, each with the size (bytes) the kernel program reads it as.
+macro_rules! offsets {
+    ($format:ident, $ty:ident: $($field:ident = $size:expr),* $(,)?) => {
+        $ty {
+            $($field: $format.offset(stringify!($field), $size)?,)*
+        }
+    };
+}
+
 /// The field offsets of the three TCP tracepoints on this kernel.
 #[derive(Debug)]
 pub(super) struct TcpLayouts {
@@ -28,20 +38,9 @@ pub(super) struct TcpLayouts {
 impl TcpLayouts {
     pub(super) fn read(root: &Path) -> Result<Self, ProbeError> {
         let p = EventFormat::read(root, "tcp", "tcp_probe")?;
-        let probe = TcpProbeOffsets {
-            sport: p.offset("sport", 2)?,
-            dport: p.offset("dport", 2)?,
-            family: p.offset("family", 2)?,
-            snd_nxt: p.offset("snd_nxt", 4)?,
-            snd_una: p.offset("snd_una", 4)?,
-            snd_cwnd: p.offset("snd_cwnd", 4)?,
-            ssthresh: p.offset("ssthresh", 4)?,
-            snd_wnd: p.offset("snd_wnd", 4)?,
-            srtt: p.offset("srtt", 4)?,
-            rcv_wnd: p.offset("rcv_wnd", 4)?,
-            sock_cookie: p.offset("sock_cookie", 8)?,
-            skaddr: p.offset("skaddr", 8)?,
-        };
+        let probe = offsets!(p, TcpProbeOffsets:
+            sport = 2, dport = 2, family = 2, snd_nxt = 4, snd_una = 4, snd_cwnd = 4,
+            ssthresh = 4, snd_wnd = 4, srtt = 4, rcv_wnd = 4, sock_cookie = 8, skaddr = 8);
         let r = EventFormat::read(root, "tcp", "tcp_retransmit_skb")?;
         let retransmit = TcpRetransmitOffsets {
             skaddr: r.offset("skaddr", 8)?,
@@ -52,14 +51,8 @@ impl TcpLayouts {
             err: r.optional_offset("err", 4)?.unwrap_or(OFFSET_ABSENT),
         };
         let s = EventFormat::read(root, "sock", "inet_sock_set_state")?;
-        let set_state = InetSockSetStateOffsets {
-            skaddr: s.offset("skaddr", 8)?,
-            oldstate: s.offset("oldstate", 4)?,
-            newstate: s.offset("newstate", 4)?,
-            sport: s.offset("sport", 2)?,
-            dport: s.offset("dport", 2)?,
-            protocol: s.offset("protocol", 2)?,
-        };
+        let set_state = offsets!(s, InetSockSetStateOffsets:
+            skaddr = 8, oldstate = 4, newstate = 4, sport = 2, dport = 2, protocol = 2);
         Ok(Self {
             probe,
             retransmit,
@@ -137,6 +130,20 @@ format:
             event: "tcp/tcp_probe".to_owned(),
             text: TCP_PROBE_FORMAT.to_owned(),
         }
+    }
+
+    #[test]
+    fn a_layout_reads_each_field_under_its_own_name() {
+        struct Probe {
+            sport: u32,
+            skaddr: u32,
+        }
+        let read = || -> Result<Probe, ProbeError> {
+            let f = format();
+            Ok(offsets!(f, Probe: sport = 2, skaddr = 8))
+        };
+        let p = read().unwrap();
+        assert_eq!((p.sport, p.skaddr), (64, 128));
     }
 
     #[test]
