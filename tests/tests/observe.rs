@@ -15,9 +15,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     lab::{Lab, LabOptions, LinkConfig},
+    live::join,
     probe::{
         ebpf::{KernelPrograms, ProbeOptions},
-        observe::join,
         tcp::KernelSnapshot,
     },
     server::{self, ServerConfig, ServerStats},

@@ -14,27 +14,35 @@
 //! - [`server`]: the receiver's accept loop and connections (ordered and
 //!   unordered answers).
 //! - [`store`]: the destination store, last-writer-wins, group commit.
-//! - [`metrics`]: the one snapshot type every output renders.
+//! - [`metrics`]: the one snapshot type every output renders, its
+//!   headless line and JSON line.
 //! - [`tls`]: TLS 1.3 (rustls) for the links and the HELLO token: who may
 //!   talk to whom.
 //! - [`net`]: socket buffers (with the sysctl that caps them) and cookies.
-//! - [`probe`]: kernel-side eyes: the eBPF programs' loader and map readers,
-//!   and the `/proc` fallback used when eBPF cannot load.
-//! - [`diagnose`]: the verdict: what limits the throughput, its share, evidence and exact fix.
+//! - [`probe`]: kernel-side eyes: the eBPF programs' loader and one map
+//!   reader per program kind, netlink `inet_diag`, and the `/proc`
+//!   fallback used when eBPF cannot load. Reads; never joins or judges.
+//! - [`live`]: the live pipeline: sample the kernel, join by socket cookie,
+//!   judge, and fan out to sinks (line, JSON, Prometheus, recording, TUI);
+//!   `observe`'s view of any process's flows.
+//! - [`diagnose`]: the verdict: what limits the throughput, its share,
+//!   evidence and exact fix. Pure: samples in, verdicts out.
 //! - [`tune`]: this host's sysctls, interrupts and RPS checked against a
 //!   link's BDP, and `--apply` to raise what limits it.
 //! - [`tui`]: the live screen (and `replay` of recordings): the verdict,
 //!   the per-connection app and kernel numbers, softirq per CPU, charts.
 //! - [`lab`]: the WAN emulator: two network namespaces joined by a
 //!   user-space delay line (RTT, rate, loss, buffer, MTU) on one machine.
+//! - [`units`]: bytes, rates and durations for people, and the link
+//!   formulas (BDP, Mathis) every stage quotes.
 //! - [`srclog`]: the durable source log: group-committed appends, segments,
 //!   per-destination checkpoints, reclaim, the disk budget; a
 //!   [`srclog::LogSource`] per destination.
 pub mod destinations;
 pub mod diagnose;
 pub mod lab;
+pub mod live;
 pub mod metrics;
-pub mod monitor;
 pub mod net;
 pub mod probe;
 pub mod server;
@@ -44,4 +52,5 @@ pub mod store;
 pub mod tls;
 pub mod tui;
 pub mod tune;
+pub mod units;
 pub mod wire;

@@ -107,7 +107,7 @@ struct Report<'a> {
     pipelined: &'a Phase,
     speedup: f64,
     diagnosis: Option<&'a Diagnosis>,
-    sources: xdr_ship::monitor::Sources,
+    sources: xdr_ship::live::Sources,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -1,18 +1,16 @@
-//! What `ship` and `diagnose` do with every snapshot: join it with the
-//! kernel's view, judge it, and hand it to each output the operator asked
-//! for (headless line, JSON, Prometheus, a recording).
-use std::{
-    io::{BufWriter, Write},
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+//! The live view's flags and wiring for `ship`, `diagnose` and the log
+//! path: which sinks of [`xdr_ship::live`] each run gets. The pipeline
+//! itself (sample the kernel, join, judge, fan out) is the library's.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use xdr_ship::{
-    diagnose::{Diagnosis, Limit, LinkHints, Sample},
-    metrics::{prometheus::PromMetrics, ShipSnapshot},
-    monitor::{Monitor, MonitorOptions, Sources},
+    diagnose::{Diagnosis, LinkHints, Sample},
+    live::{
+        prometheus::PromMetrics,
+        sink::{JsonSink, LineSink, RecordSink},
+        Frame, Pipeline, PipelineOptions, RecordingWriter, Sinks, Sources,
+    },
+    metrics::ShipSnapshot,
 };
 
 /// The flags of the live view, shared by `ship` and `diagnose`.
@@ -112,19 +110,16 @@ impl Screen {
     }
 }
 
-/// The outputs of one run.
+/// The outputs of one run: one destination's pipeline and its sinks.
 pub struct Live {
-    monitor: Monitor,
-    print: Print,
-    prom: Option<PromMetrics>,
-    record: Option<(PathBuf, BufWriter<std::fs::File>)>,
-    prefix: String,
-    last_limit: Option<Limit>,
+    pipeline: Pipeline,
+    sinks: Sinks,
+    sources: Sources,
     last: Option<Diagnosis>,
 }
 
 impl Live {
-    /// Opens the monitor (eBPF for `port` when it loads), the recording
+    /// Opens the pipeline (eBPF for `port` when it loads), the recording
     /// file and the metrics listener.
     pub async fn open(
         args: &LiveArgs,
@@ -146,76 +141,60 @@ impl Live {
         prom: Option<PromMetrics>,
         name: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let record = match &args.record {
-            Some(path) => {
-                let path = match name {
-                    Some(n) => {
-                        let mut p = path.clone().into_os_string();
-                        p.push(format!(".{n}"));
-                        PathBuf::from(p)
-                    }
-                    None => path.clone(),
-                };
-                let f = std::fs::File::create(&path)
-                    .with_context(|| format!("--record {}: cannot create", path.display()))?;
-                Some((path, BufWriter::new(f)))
+        let mut sinks = Sinks::new();
+        match print {
+            Print::Lines => {
+                let prefix = name.map(|n| format!("[{n}] ")).unwrap_or_default();
+                sinks.push(LineSink::new(std::io::stdout(), prefix));
             }
-            None => None,
-        };
-        let monitor = Monitor::open(&MonitorOptions {
+            Print::Json => sinks.push(JsonSink(std::io::stdout())),
+            Print::Quiet => {}
+        }
+        if let Some(prom) = prom {
+            sinks.push(prom);
+        }
+        if let Some(path) = &args.record {
+            let path = match name {
+                Some(n) => {
+                    let mut p = path.clone().into_os_string();
+                    p.push(format!(".{n}"));
+                    PathBuf::from(p)
+                }
+                None => path.clone(),
+            };
+            sinks.push(RecordSink::new(RecordingWriter::create(path)?));
+        }
+        let pipeline = Pipeline::open(&PipelineOptions {
             no_ebpf: args.no_ebpf,
             port,
             window: args.verdict_window,
             link: args.link(),
+            ..PipelineOptions::default()
         });
+        let sources = pipeline.sources();
         Ok(Self {
-            monitor,
-            print,
-            prom,
-            record,
-            prefix: name.map(|n| format!("[{n}] ")).unwrap_or_default(),
-            last_limit: None,
+            pipeline,
+            sinks,
+            sources,
             last: None,
         })
     }
 
     /// Where the kernel half comes from.
     pub fn sources(&self) -> Sources {
-        self.monitor.sources()
+        self.sources.clone()
     }
 
-    /// One interval: join, judge, print, export, record. Returns the
-    /// sample and verdict for a caller that shows more (the TUI).
+    /// One interval: join, judge, and hand the frame to every sink. Returns
+    /// the sample and verdict for a caller that shows more (the TUI).
     pub fn on_snapshot(&mut self, snap: &ShipSnapshot) -> (Sample, Option<Diagnosis>) {
-        let (sample, diagnosis) = self.monitor.observe(snap);
-        match self.print {
-            Print::Lines => {
-                println!("{}{}", self.prefix, snap.headless_line());
-                if let Some(d) = &diagnosis {
-                    if self.last_limit != Some(d.shipper.limit) {
-                        println!("{}verdict: {}", self.prefix, d.shipper);
-                        self.last_limit = Some(d.shipper.limit);
-                    }
-                }
-            }
-            Print::Json => println!("{}", json_line(snap, diagnosis.as_ref(), &self.sources())),
-            Print::Quiet => {}
-        }
-        if let Some(prom) = &self.prom {
-            prom.update(snap, diagnosis.as_ref(), sample.softirq.as_ref());
-        }
-        if let Some((path, out)) = &mut self.record {
-            let line = sample.to_json_line().map_err(anyhow::Error::from);
-            let written = line.and_then(|l| {
-                writeln!(out, "{l}")?;
-                out.flush()?;
-                Ok(())
-            });
-            if let Err(e) = written {
-                eprintln!("--record {}: {e:#}; recording stopped", path.display());
-                self.record = None;
-            }
-        }
+        let (sample, diagnosis) = self.pipeline.step(snap);
+        self.sinks.emit(&Frame {
+            snap,
+            sample: &sample,
+            diagnosis: diagnosis.as_ref(),
+            sources: &self.sources,
+        });
         if diagnosis.is_some() {
             self.last.clone_from(&diagnosis);
         }
@@ -229,9 +208,9 @@ impl Live {
 
     /// Starts a new judging window (a new phase of a measurement).
     pub fn restart_window(&mut self) {
-        self.monitor.diagnoser_mut().clear();
+        self.pipeline.diagnoser_mut().clear();
+        self.sinks.restart();
         self.last = None;
-        self.last_limit = None;
     }
 }
 
@@ -245,42 +224,7 @@ pub async fn start_metrics(
         return Ok(None);
     };
     let m = PromMetrics::new();
-    let (local, _task) = xdr_ship::metrics::prometheus::serve(addr, m.clone(), cancel).await?;
+    let (local, _task) = xdr_ship::live::prometheus::serve(addr, m.clone(), cancel).await?;
     eprintln!("metrics: http://{local}/metrics");
     Ok(Some(m))
-}
-
-/// The `--json` line: the snapshot's fields, per connection included, plus
-/// `verdict` (the shipper's, with shares and remedy), each connection's
-/// limit in `connection_limits`, and `sources`.
-pub fn json_line(snap: &ShipSnapshot, diagnosis: Option<&Diagnosis>, sources: &Sources) -> String {
-    let mut v = match serde_json::to_value(snap) {
-        Ok(v) => v,
-        Err(e) => return format!("{{\"error\":\"snapshot does not serialise: {e}\"}}"),
-    };
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "verdict".into(),
-            diagnosis.map_or(serde_json::Value::Null, |d| {
-                serde_json::to_value(&d.shipper).unwrap_or_default()
-            }),
-        );
-        if let Some(d) = diagnosis {
-            let limits: Vec<serde_json::Value> = d
-                .connections
-                .iter()
-                .map(
-                    |c| serde_json::json!({"scope": c.scope, "limit": c.limit, "shares": c.shares}),
-                )
-                .collect();
-            obj.insert("connection_limits".into(), limits.into());
-            obj.insert("rtt_us".into(), d.rtt.map(|r| r.as_micros() as u64).into());
-            obj.insert("bdp_bytes".into(), d.bdp_bytes.into());
-        }
-        obj.insert(
-            "sources".into(),
-            serde_json::to_value(sources).unwrap_or_default(),
-        );
-    }
-    v.to_string()
 }

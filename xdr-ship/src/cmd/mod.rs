@@ -44,7 +44,7 @@ impl Report for xdr_ship::probe::softirq::SoftirqReport {
     }
 }
 
-impl Report for xdr_ship::probe::observe::ObserveReport {
+impl Report for xdr_ship::live::FlowReport {
     fn table(&self) -> String {
         self.render_table()
     }

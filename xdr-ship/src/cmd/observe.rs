@@ -1,9 +1,7 @@
 //! `xdr-ship observe`: the per-connection and per-CPU view for any
 //! process's TCP flows (iperf3, redis, a real XDR link).
-use std::io::Write;
-
 use anyhow::Context;
-use xdr_ship::probe::observe::{ObserveOptions, Observer};
+use xdr_ship::live::{FlowOptions, FlowSampler, RecordingWriter};
 
 /// Watch any process's TCP connections: windows, RTT, retransmits, and
 /// softirq load per CPU.
@@ -25,18 +23,15 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut observer = Observer::open(ObserveOptions {
+    let mut flows = FlowSampler::open(FlowOptions {
         ports: args.ports.clone(),
         pid: args.pid,
         no_ebpf: args.sampling.no_ebpf,
     });
     // The first reading is the baseline of the interval rates.
-    observer.sample().context("reading the first sample")?;
+    flows.sample().context("reading the first sample")?;
     let mut record = match &args.record {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("--record {}: cannot create", path.display()))?,
-        )),
+        Some(path) => Some(RecordingWriter::create(path).context("--record")?),
         None => None,
     };
     let label = if args.ports.is_empty() {
@@ -48,12 +43,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     args.sampling
         .run(|| {
-            let report = observer.sample().context("sampling")?;
+            let report = flows.sample().context("sampling")?;
             if let Some(out) = &mut record {
-                let line = report.to_sample(started.elapsed(), &label).to_json_line()?;
-                writeln!(out, "{line}")
-                    .and_then(|()| out.flush())
-                    .context("--record: writing")?;
+                out.write(&report.to_sample(started.elapsed(), &label))
+                    .context("--record")?;
             }
             Ok(report)
         })

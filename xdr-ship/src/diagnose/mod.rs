@@ -22,7 +22,8 @@
 //! time and by [`MAX_SAMPLES`]); [`Diagnoser::verdict`] walks it interval by
 //! interval and attributes every microsecond of every connection to one
 //! [`Limit`] (the table is in [`rules`]; each threshold is a constant there
-//! with its reason). The shipper's shares are the connections' summed:
+//! with its reason). What each limit says (name, headline, evidence,
+//! remedy, ceiling) lives in one file per class under `limits/`. The shipper's shares are the connections' summed:
 //! shares of connection-time. Pure logic: no I/O, no clock; samples carry
 //! their own time, so a recording replays to the same verdict.
 //!
@@ -35,6 +36,8 @@
 //! is per shipper, not per connection; a BBR flow in ProbeRTT (cwnd 4 for
 //! 200 ms every 10 s) that retransmits in the same interval can read as a
 //! collapsing cwnd.
+mod context;
+mod limits;
 mod render;
 pub mod rules;
 mod sample;
@@ -47,7 +50,9 @@ use std::{collections::VecDeque, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-pub use render::{fmt_bytes, fmt_dur_s, fmt_pct, fmt_rate};
+/// The old names of [`crate::units`]' formatters, for callers outside the
+/// live pipeline (`tui/`) until they switch.
+pub use crate::units::{bytes as fmt_bytes, pct as fmt_pct, rate as fmt_rate, secs as fmt_dur_s};
 pub use rules::MAX_SAMPLES;
 pub use sample::{DiagnoseError, LinkHints, Sample, SAMPLE_VERSION};
 
@@ -91,21 +96,6 @@ impl Limit {
         Limit::Unknown,
         Limit::Idle,
     ];
-
-    /// Its name in text output: `receiver window`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::Bandwidth => "bandwidth",
-            Limit::ReceiverWindow => "receiver window",
-            Limit::SenderBuffer => "sender buffer",
-            Limit::Loss => "loss",
-            Limit::Interrupts => "interrupts",
-            Limit::Application => "application",
-            Limit::Destination => "destination",
-            Limit::Unknown => "unknown",
-            Limit::Idle => "idle",
-        }
-    }
 }
 
 /// Whom a verdict is about.
@@ -219,6 +209,7 @@ impl Diagnosis {
 #[derive(Clone, Debug)]
 pub struct Diagnoser {
     window: Duration,
+    window_cap: Option<u64>,
     samples: VecDeque<Sample>,
 }
 
@@ -228,8 +219,17 @@ impl Diagnoser {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
+            window_cap: None,
             samples: VecDeque::new(),
         }
+    }
+
+    /// Knows the largest window the shipper grows to by itself
+    /// (`ship::AUTO_WINDOW_MAX`), so that a remedy past it says to prefer
+    /// more connections. Without it the remedy names no cap.
+    pub fn with_window_cap(mut self, records: u64) -> Self {
+        self.window_cap = Some(records);
+        self
     }
 
     /// The window it judges over.
@@ -284,7 +284,7 @@ impl Diagnoser {
         if samples.len() < 2 {
             return None;
         }
-        let ctx = verdict::Context::new(&samples)?;
+        let ctx = context::Context::new(&samples, self.window_cap)?;
         if ctx.span.is_zero() {
             return None;
         }

@@ -1,51 +1,10 @@
 //! Text for people: the one-line verdict (TUI status line, headless line)
-//! and the multi-line report. Figures use decimal units (MB = 10⁶ bytes),
-//! the way link rates are sold and the way the headless line prints MB/s.
+//! and the multi-line report. Figures are formatted by [`crate::units`].
 use std::fmt::{self, Write};
 
-use crate::metrics::fmt_us;
+use crate::units;
 
 use super::{Ceiling, Diagnosis, Evidence, Limit, Scope, Verdict};
-
-/// Bytes in decimal units: `512 B`, `80.1 KB`, `15.6 MB`, `1.2 GB`.
-pub fn fmt_bytes(bytes: f64) -> String {
-    let b = if bytes.is_finite() {
-        bytes.max(0.0)
-    } else {
-        0.0
-    };
-    if b < 1e3 {
-        format!("{b:.0} B")
-    } else if b < 1e6 {
-        format!("{:.1} KB", b / 1e3)
-    } else if b < 1e9 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.1} GB", b / 1e9)
-    }
-}
-
-/// A rate in decimal units per second: `100.0 MB/s`.
-pub fn fmt_rate(bytes_per_s: f64) -> String {
-    format!("{}/s", fmt_bytes(bytes_per_s))
-}
-
-/// A percentage with the precision its size deserves: `62%`, `2.0%`, `0.05%`.
-pub fn fmt_pct(pct: f64) -> String {
-    let p = if pct.is_finite() { pct } else { 0.0 };
-    if p.abs() >= 10.0 {
-        format!("{p:.0}%")
-    } else if p.abs() >= 1.0 {
-        format!("{p:.1}%")
-    } else {
-        format!("{p:.2}%")
-    }
-}
-
-/// Seconds in the units the headless line uses: `850us`, `156.0ms`, `2.00s`.
-pub fn fmt_dur_s(secs: f64) -> String {
-    fmt_us((secs * 1e6).round() as u64)
-}
 
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,7 +20,7 @@ impl fmt::Display for Evidence {
 
 impl fmt::Display for Ceiling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<44} {:>12}", self.what, fmt_rate(self.bytes_per_s))?;
+        write!(f, "{:<44} {:>12}", self.what, units::rate(self.bytes_per_s))?;
         if let Some(r) = self.records_per_s {
             write!(f, " {r:>10.0} records/s")?;
         }
@@ -77,7 +36,7 @@ impl fmt::Display for Verdict {
             f,
             "limit: {} ({}) — {} → {}",
             self.limit,
-            fmt_pct(self.share(self.limit)),
+            units::pct(self.share(self.limit)),
             self.headline,
             self.remedy
         )
@@ -102,7 +61,7 @@ impl Verdict {
         let shares: Vec<String> = self
             .shares
             .iter()
-            .map(|(l, p)| format!("{l} {}", fmt_pct(*p)))
+            .map(|(l, p)| format!("{l} {}", units::pct(*p)))
             .collect();
         let _ = writeln!(out, "{indent}  shares: {}", shares.join(" · "));
         let _ = writeln!(out, "{indent}  evidence:");
@@ -127,7 +86,7 @@ impl Diagnosis {
     pub fn report(&self) -> String {
         let mut out = format!(
             "window {} ({} samples)\n",
-            fmt_dur_s(self.span.as_secs_f64()),
+            units::secs(self.span.as_secs_f64()),
             self.samples
         );
         out.push_str(&self.shipper.report(""));
@@ -152,9 +111,9 @@ impl Diagnosis {
                 let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = shares.iter().copied().fold(0.0, f64::max);
                 let range = if (hi - lo).abs() < 0.5 {
-                    fmt_pct(hi)
+                    units::pct(hi)
                 } else {
-                    format!("{}–{}", fmt_pct(lo), fmt_pct(hi))
+                    format!("{}–{}", units::pct(lo), units::pct(hi))
                 };
                 let label = if ids.len() == 1 { "conn" } else { "conns" };
                 let _ = writeln!(

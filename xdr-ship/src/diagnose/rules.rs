@@ -23,6 +23,7 @@
 use crate::{
     metrics::{ConnSnapshot, Latency, TcpSample},
     probe::softirq::SoftirqReport,
+    units,
 };
 
 use super::{Limit, Sample};
@@ -77,10 +78,6 @@ pub const CWND_COLLAPSE_RATIO: f64 = 0.8;
 /// by about 2.4× at 0.01% and 156 ms, and BBR by orders of magnitude, so a
 /// BBR flow that shrugs loss off stays "bandwidth".
 pub const MATHIS_MATCH_FACTOR: f64 = 3.0;
-
-/// Mathis et al.'s constant √(3/2) for periodic loss with delayed ACKs off:
-/// rate ≤ MSS / (RTT · √p) · C.
-pub const MATHIS_C: f64 = 1.224_744_871_391_589;
 
 /// With the app window full, answers whose median takes at least this
 /// multiple of the network's part of their time (the smoothed RTT plus the
@@ -189,18 +186,6 @@ fn median(v: &mut [f64]) -> Option<f64> {
     } else {
         v[mid]
     })
-}
-
-/// The Mathis bound in bytes/s: `MSS / (RTT · √p) · C`; infinite without
-/// loss (no bound), zero without a valid MSS or RTT.
-pub(super) fn mathis_bytes_per_s(mss_bytes: f64, rtt_s: f64, loss_rate: f64) -> f64 {
-    if loss_rate <= 0.0 || !loss_rate.is_finite() {
-        return f64::INFINITY;
-    }
-    if mss_bytes <= 0.0 || rtt_s <= 0.0 {
-        return 0.0;
-    }
-    mss_bytes / (rtt_s * loss_rate.sqrt()) * MATHIS_C
 }
 
 /// `a / b`, or 0 when that is not a finite number.
@@ -443,69 +428,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         let peak_before = cwnd_peak.max(ta.cwnd_segments);
         cwnd_peak = peak_before.max(tb.cwnd_segments);
 
-        let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
-        let rwnd = (tb.rwnd_limited_us.saturating_sub(ta.rwnd_limited_us) as f64).min(busy);
-        let sndbuf =
-            (tb.sndbuf_limited_us.saturating_sub(ta.sndbuf_limited_us) as f64).min(busy - rwnd);
-        let sending = busy - rwnd - sndbuf;
-        let idle = dt_us - busy;
-        acc.time_us[Limit::ReceiverWindow as usize] += rwnd;
-        acc.time_us[Limit::SenderBuffer as usize] += sndbuf;
-
-        let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
-        let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
-        let mss = f64::from(tb.mss_bytes.max(1));
-        let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
-        acc.retrans += u64::from(d_retrans);
-        acc.segs += d_segs;
-        acc.tcp_acked_bytes += d_acked;
-
-        let srtt_us = f64::from(tb.srtt_us);
-        let link_full = b
-            .link
-            .bandwidth_bytes_per_s
-            .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
-        let standing_queue =
-            tb.min_rtt_us > 0 && srtt_us >= QUEUE_FULL_RTT_RATIO * f64::from(tb.min_rtt_us);
-        let app_limited = tb.app_limited
-            && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX
-            && !link_full
-            && !standing_queue;
-        let waiting = idle + if app_limited { sending } else { 0.0 };
-        acc.time_us[waiting_class(cb, &b.ship.latency, srtt_us) as usize] += waiting;
-        if app_limited {
-            acc.app_limited += 1;
-            continue;
-        }
-        let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
-        let peer_window_full = tb.snd_wnd_bytes > 0
-            && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes);
-        let class = if peer_window_full {
-            Limit::ReceiverWindow
-        } else if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
-            acc.interrupted += 1;
-            Limit::Interrupts
-        } else {
-            let p = ratio(f64::from(d_retrans), d_segs);
-            let collapsed = peak_before > 0
-                && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
-            let rate = d_acked as f64 / (dt_us / 1e6);
-            let explained_by_loss =
-                rate <= MATHIS_MATCH_FACTOR * mathis_bytes_per_s(mss, srtt_us / 1e6, p);
-            let overflowing =
-                tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
-            if d_retrans > 0
-                && p >= LOSS_RATE_MIN
-                && !overflowing
-                && (collapsed || explained_by_loss)
-            {
-                acc.lossy += 1;
-                Limit::Loss
-            } else {
-                Limit::Bandwidth
-            }
-        };
-        acc.time_us[class as usize] += sending;
+        charge_tcp_interval(&mut acc, b, cb, (ta, tb), dt_us, peak_before);
     }
     if let Some(c) = last_conn {
         acc.window = c.window as f64;
@@ -527,4 +450,77 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         acc.notsent_bytes = f64::from(t.notsent_bytes);
     }
     acc
+}
+
+/// Charges one interval of a connection whose socket both samples saw
+/// (`ta` → `tb`, `dt_us` long, the cwnd's peak before it `peak_before`):
+/// the kernel's rwnd and sndbuf timers, the waiting time, and the time TCP
+/// was sending, to the one network limit the interval shows.
+fn charge_tcp_interval(
+    acc: &mut Acc,
+    b: &Sample,
+    cb: &ConnSnapshot,
+    (ta, tb): (&TcpSample, &TcpSample),
+    dt_us: f64,
+    peak_before: u32,
+) {
+    let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
+    let rwnd = (tb.rwnd_limited_us.saturating_sub(ta.rwnd_limited_us) as f64).min(busy);
+    let sndbuf =
+        (tb.sndbuf_limited_us.saturating_sub(ta.sndbuf_limited_us) as f64).min(busy - rwnd);
+    let sending = busy - rwnd - sndbuf;
+    let idle = dt_us - busy;
+    acc.time_us[Limit::ReceiverWindow as usize] += rwnd;
+    acc.time_us[Limit::SenderBuffer as usize] += sndbuf;
+
+    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
+    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
+    let mss = f64::from(tb.mss_bytes.max(1));
+    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
+    acc.retrans += u64::from(d_retrans);
+    acc.segs += d_segs;
+    acc.tcp_acked_bytes += d_acked;
+
+    let srtt_us = f64::from(tb.srtt_us);
+    let link_full = b
+        .link
+        .bandwidth_bytes_per_s
+        .is_some_and(|l| l > 0 && b.ship.bytes_per_s >= LINK_FULL_RATIO * l as f64);
+    let standing_queue =
+        tb.min_rtt_us > 0 && srtt_us >= QUEUE_FULL_RTT_RATIO * f64::from(tb.min_rtt_us);
+    let app_limited = tb.app_limited
+        && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX
+        && !link_full
+        && !standing_queue;
+    let waiting = idle + if app_limited { sending } else { 0.0 };
+    acc.time_us[waiting_class(cb, &b.ship.latency, srtt_us) as usize] += waiting;
+    if app_limited {
+        acc.app_limited += 1;
+        return;
+    }
+    let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
+    let peer_window_full =
+        tb.snd_wnd_bytes > 0 && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes);
+    let class = if peer_window_full {
+        Limit::ReceiverWindow
+    } else if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
+        acc.interrupted += 1;
+        Limit::Interrupts
+    } else {
+        let p = ratio(f64::from(d_retrans), d_segs);
+        let collapsed = peak_before > 0
+            && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
+        let rate = d_acked as f64 / (dt_us / 1e6);
+        let explained_by_loss =
+            rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
+        let overflowing =
+            tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
+        if d_retrans > 0 && p >= LOSS_RATE_MIN && !overflowing && (collapsed || explained_by_loss) {
+            acc.lossy += 1;
+            Limit::Loss
+        } else {
+            Limit::Bandwidth
+        }
+    };
+    acc.time_us[class as usize] += sending;
 }

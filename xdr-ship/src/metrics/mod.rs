@@ -1,5 +1,6 @@
 //! The shipper's numbers: one snapshot type, rendered as the seed's headless
-//! line, as JSON lines, by the TUI and by `/metrics` ([`prometheus`]).
+//! line, as JSON lines, by the TUI and by `/metrics`
+//! ([`crate::live::prometheus`]).
 //!
 //! Why one type: an operator comparing the TUI with a log line or a
 //! Prometheus graph must see the same figure computed the same way. Every
@@ -8,9 +9,8 @@
 //! Counter names follow Aerospike XDR where they mean the same thing
 //! (`success`, `lost_conflict`, `retry_conn_reset`, `retry_dest`,
 //! `abandoned`, `lag`), so an operator who knows XDR reads them at once.
-pub mod prometheus;
 
-use std::time::Duration;
+use crate::units;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -234,9 +234,9 @@ impl ShipSnapshot {
             self.outstanding,
             self.delta_per_s,
             self.bytes_per_s / 1e6,
-            fmt_us(self.latency.p50_us),
-            fmt_us(self.latency.p99_us),
-            fmt_us(self.latency.p999_us),
+            units::micros(self.latency.p50_us),
+            units::micros(self.latency.p99_us),
+            units::micros(self.latency.p999_us),
             self.connected,
             self.connections.len(),
             self.counters.success,
@@ -244,7 +244,7 @@ impl ShipSnapshot {
             self.counters.retry_conn_reset,
             self.counters.retry_dest,
             self.counters.abandoned,
-            fmt_us(self.lag_ms * 1000),
+            units::micros(self.lag_ms * 1000),
         )
     }
 
@@ -262,17 +262,17 @@ impl ShipSnapshot {
     }
 }
 
-/// A latency in human units: `850us`, `12.3ms`, `1.20s`.
-pub fn fmt_us(us: u64) -> String {
-    let d = Duration::from_micros(us);
-    if us < 1_000 {
-        format!("{us}us")
-    } else if us < 1_000_000 {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{:.2}s", d.as_secs_f64())
-    }
+/// The exporter's old path, kept only so that wiring written against it in
+/// parallel (`cmd/ingest.rs`) still builds after the merge: the
+/// Prometheus sink lives in [`crate::live::prometheus`]. Delete once the
+/// callers say `live::prometheus`.
+pub mod prometheus {
+    pub use crate::live::prometheus::{serve, MetricsError, PromMetrics};
 }
+
+/// The old name of [`crate::units::micros`], for callers outside the live
+/// pipeline (`cmd/load.rs`, `cmd/diagnose.rs`) until they switch.
+pub use crate::units::micros as fmt_us;
 
 #[cfg(test)]
 mod tests {

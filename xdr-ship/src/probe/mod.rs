@@ -7,20 +7,24 @@
 //! the source it read ("source: eBPF" / "source: /proc").
 //!
 //! Layout:
-//! - [`ebpf`]: the embedded object, loading, attaching, reading maps;
+//! - [`ebpf`]: the one loader: the embedded object, the tracepoint layouts
+//!   patched in (`layout`), attaching; readers reach its maps through it;
 //! - [`tracefs`]: mounting tracefs, tracepoint field offsets;
 //! - [`procfs`]: `/proc/softirqs` and `/proc/stat` parsers;
 //! - [`inet_diag`]: any process's TCP flows with their `tcp_info`, through
 //!   netlink `sock_diag`, as `ss -ti` sees them;
-//! - [`softirq`]: one sampler over either source, rates, and their rendering;
-//! - [`tcp`]: the per-connection view of the eBPF programs, keyed by socket
-//!   cookie, and the snapshot diagnosis joins with the shipper's numbers;
-//! - [`observe`]: both halves of a connection in one row (eBPF + netlink),
-//!   the join with the shipper's own connections, and `observe`'s report.
+//! - [`softirq`]: the softirq map's reader, one sampler over either source,
+//!   rates, and their rendering;
+//! - [`tcp`]: the TCP maps' reader: the per-connection view of the eBPF
+//!   programs, keyed by socket cookie, and the machine-wide counters.
+//!
+//! Arrows point one way: `softirq` and `tcp` read through `ebpf`, which
+//! imports neither. Joining these rows with the shipper's numbers, judging
+//! them and showing them is [`crate::live`]'s work, not this module's.
 pub mod btf;
 pub mod ebpf;
 pub mod inet_diag;
-pub mod observe;
+mod layout;
 pub mod procfs;
 pub mod softirq;
 pub mod tcp;

@@ -7,10 +7,14 @@
 //! difference of two samples over the wall time between them gives rates.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aya::maps::{MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
-use xdr_common::{NR_SOFTIRQS, SOFTIRQ_NAMES};
+use xdr_common::{SoftirqStat, MAP_SOFTIRQ_STATS, NR_SOFTIRQS, SOFTIRQ_NAMES};
 
-use super::{ebpf::KernelPrograms, procfs, ProbeError};
+use super::{
+    ebpf::{KernelPrograms, ProbeOptions},
+    procfs, ProbeError,
+};
 
 /// Where softirq numbers come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +59,74 @@ pub struct SoftirqCounters {
     pub cpus: Vec<CpuCounters>,
 }
 
+/// Cumulative softirq time and runs of one CPU, by vector, as the kernel
+/// programs counted them since they were attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuSoftirqStats {
+    /// CPU number.
+    pub cpu: usize,
+    /// Per vector: time spent and runs.
+    pub vectors: [SoftirqStat; NR_SOFTIRQS],
+}
+
+/// The reader of the softirq programs' map.
+impl KernelPrograms {
+    /// Reads the softirq counters of every online CPU.
+    pub fn softirq_stats(&self) -> Result<Vec<CpuSoftirqStats>, ProbeError> {
+        let map = self.map(MAP_SOFTIRQ_STATS)?;
+        let stats: PerCpuArray<&MapData, SoftirqStat> =
+            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+                name: MAP_SOFTIRQ_STATS,
+                source,
+            })?;
+        let mut out: Vec<CpuSoftirqStats> = self
+            .online_cpus()
+            .iter()
+            .map(|&cpu| CpuSoftirqStats {
+                cpu: cpu as usize,
+                vectors: [SoftirqStat::default(); NR_SOFTIRQS],
+            })
+            .collect();
+        for vec in 0..NR_SOFTIRQS {
+            let values = stats
+                .get(&(vec as u32), 0)
+                .map_err(|source| ProbeError::Map {
+                    name: MAP_SOFTIRQ_STATS,
+                    source,
+                })?;
+            for row in out.iter_mut() {
+                if let Some(v) = values.get(row.cpu) {
+                    row.vectors[vec] = *v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The softirq counters as the sampler's [`SoftirqCounters`] (source
+    /// eBPF), read now.
+    pub fn softirq_counters(&self) -> Result<SoftirqCounters, ProbeError> {
+        let cpus = self
+            .softirq_stats()?
+            .into_iter()
+            .map(|c| {
+                let vector_ns = c.vectors.map(|v| v.time_ns);
+                CpuCounters {
+                    cpu: c.cpu,
+                    runs: c.vectors.map(|v| v.count),
+                    total_ns: vector_ns.iter().sum(),
+                    vector_ns: Some(vector_ns),
+                }
+            })
+            .collect();
+        Ok(SoftirqCounters {
+            source: SoftirqSource::Ebpf,
+            at: Instant::now(),
+            cpus,
+        })
+    }
+}
+
 /// Reads softirq counters from eBPF, or from `/proc` when eBPF is not used.
 #[derive(Debug)]
 pub enum SoftirqSampler {
@@ -68,12 +140,9 @@ impl SoftirqSampler {
     /// Loads the kernel programs unless `no_ebpf`; on failure falls back to
     /// `/proc` and returns the reason alongside, for the output to name.
     pub fn open(no_ebpf: bool) -> (Self, Option<String>) {
-        if no_ebpf {
-            return (Self::Proc, Some("--no-ebpf given".to_owned()));
-        }
-        match KernelPrograms::load() {
+        match KernelPrograms::load_or_explain(no_ebpf, ProbeOptions::default()) {
             Ok(progs) => (Self::Ebpf(progs), None),
-            Err(e) => (Self::Proc, Some(format!("eBPF unavailable: {e}"))),
+            Err(why) => (Self::Proc, Some(why)),
         }
     }
 

@@ -22,10 +22,18 @@
 //!
 //! Units: windows and in-flight in bytes, the congestion window and
 //! ssthresh in segments (as the kernel keeps them), RTT in µs.
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use xdr_common::{TcpConnStat, CONN_FLAG_CLOSED, NR_SOFTIRQS, TCP_INFINITE_SSTHRESH};
+use xdr_common::{
+    TcpConnStat, CONN_FLAG_CLOSED, MAP_TCP_CONNS, MAP_TCP_COUNTERS, NR_SOFTIRQS, TCP_CONN_CAPACITY,
+    TCP_COUNTER_CLOSES, TCP_COUNTER_NO_COOKIE, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
+    TCP_COUNTER_RETRANS_UNATTRIBUTED, TCP_INFINITE_SSTHRESH,
+};
 
 use super::{
     ebpf::KernelPrograms,
@@ -81,7 +89,7 @@ pub struct KernelConn {
 
 impl KernelConn {
     /// The connection of map entry `cookie → stat`, aged against
-    /// `now_ns` (`CLOCK_MONOTONIC`, see [`super::ebpf::monotonic_ns`]).
+    /// `now_ns` (`CLOCK_MONOTONIC`, see [`monotonic_ns`]).
     pub fn from_stat(cookie: u64, stat: &TcpConnStat, now_ns: u64) -> Self {
         Self {
             cookie,
@@ -171,6 +179,117 @@ impl KernelSnapshot {
             .ok()
             .map(|i| &self.conns[i])
     }
+}
+
+/// The reader of the TCP programs' maps.
+impl KernelPrograms {
+    /// Every connection the TCP programs hold, sorted by cookie; then
+    /// deletes the closed ones among them, so a closed connection is
+    /// reported exactly once.
+    ///
+    /// The map is read while the kernel writes it: an entry evicted (or
+    /// deleted) between listing its key and reading it is skipped, and a
+    /// listing that restarts (the kernel continues from the first key when
+    /// the one it continues from is gone) is bounded and de-duplicated.
+    pub fn tcp_connections(&mut self) -> Result<Vec<KernelConn>, ProbeError> {
+        if !self.tcp_attached() {
+            return Err(ProbeError::TcpNotAttached);
+        }
+        let now_ns = monotonic_ns();
+        let map_err = |source| ProbeError::Map {
+            name: MAP_TCP_CONNS,
+            source,
+        };
+        let mut out = Vec::new();
+        {
+            let map = self.map(MAP_TCP_CONNS)?;
+            let conns: HashMap<&MapData, u64, TcpConnStat> =
+                HashMap::try_from(map).map_err(map_err)?;
+            let mut seen = HashSet::new();
+            let max_steps = 2 * TCP_CONN_CAPACITY as usize;
+            for (step, key) in conns.keys().enumerate() {
+                if step >= max_steps {
+                    tracing::debug!("{MAP_TCP_CONNS}: listing keeps restarting; stopped");
+                    break;
+                }
+                let cookie = match key {
+                    Ok(cookie) => cookie,
+                    Err(e) => {
+                        tracing::debug!("{MAP_TCP_CONNS}: listing keys stopped: {e}");
+                        break;
+                    }
+                };
+                if !seen.insert(cookie) {
+                    continue;
+                }
+                match conns.get(&cookie, 0) {
+                    Ok(stat) => out.push(KernelConn::from_stat(cookie, &stat, now_ns)),
+                    Err(MapError::KeyNotFound) => {}
+                    Err(e) => tracing::debug!("{MAP_TCP_CONNS}: reading {cookie:#x}: {e}"),
+                }
+            }
+        }
+        out.sort_by_key(|c| c.cookie);
+
+        let closed: Vec<u64> = out.iter().filter(|c| c.closed).map(|c| c.cookie).collect();
+        if !closed.is_empty() {
+            let map = self.map_mut(MAP_TCP_CONNS)?;
+            let mut conns: HashMap<&mut MapData, u64, TcpConnStat> =
+                HashMap::try_from(map).map_err(map_err)?;
+            for cookie in closed {
+                match conns.remove(&cookie) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    // Left for the next read, which reports it again.
+                    Err(e) => tracing::debug!("{MAP_TCP_CONNS}: deleting {cookie:#x}: {e}"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The TCP programs' global counters, summed over CPUs.
+    pub fn tcp_counters(&self) -> Result<TcpCounters, ProbeError> {
+        if !self.tcp_attached() {
+            return Err(ProbeError::TcpNotAttached);
+        }
+        let map_err = |source| ProbeError::Map {
+            name: MAP_TCP_COUNTERS,
+            source,
+        };
+        let map = self.map(MAP_TCP_COUNTERS)?;
+        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err)?;
+        let sum = |index: u32| -> Result<u64, ProbeError> {
+            Ok(counters
+                .get(&index, 0)
+                .map_err(map_err)?
+                .iter()
+                .copied()
+                .fold(0u64, u64::wrapping_add))
+        };
+        Ok(TcpCounters {
+            opens: sum(TCP_COUNTER_OPENS)?,
+            closes: sum(TCP_COUNTER_CLOSES)?,
+            retransmits_unattributed: sum(TCP_COUNTER_RETRANS_UNATTRIBUTED)?,
+            retransmits_failed: sum(TCP_COUNTER_RETRANS_FAILED)?,
+            no_cookie: sum(TCP_COUNTER_NO_COOKIE)?,
+        })
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`, so ages of
+/// kernel timestamps can be computed in user space.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` that outlives the call;
+    // CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32).as_nanos() as u64
 }
 
 fn duration_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -296,5 +415,12 @@ mod tests {
         assert!(snap.conn(1).is_none());
         let json = serde_json::to_string(&snap).unwrap();
         assert!(json.contains(r#""conns":[]"#), "{json}");
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
     }
 }

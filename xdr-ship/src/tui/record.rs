@@ -1,40 +1,19 @@
-//! `r`: writes each incoming sample as a versioned JSON line, the format
-//! `replay` and the diagnoser's tests read.
+//! `r`: starts and stops recordings of the samples the screen shows,
+//! written by the live pipeline's one recording writer
+//! ([`crate::live::record`]).
 use std::{
-    fs::{File, OpenOptions},
-    io::{BufWriter, Write},
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::diagnose::Sample;
-
-/// Why a recording could not start or go on.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// Opening or writing the file failed.
-    #[error("recording to {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The sample did not serialize.
-    #[error("recording to {path}: {source}")]
-    Encode {
-        /// The file.
-        path: PathBuf,
-        /// What the encoder said.
-        source: crate::diagnose::DiagnoseError,
-    },
-}
+pub use crate::live::record::RecordError;
+use crate::{diagnose::Sample, live::record::RecordingWriter};
 
 /// Starts and stops recordings to one place.
 #[derive(Debug)]
 pub struct Recorder {
     to: PathBuf,
-    open: Option<(PathBuf, BufWriter<File>)>,
+    open: Option<RecordingWriter>,
     written: Vec<PathBuf>,
 }
 
@@ -51,7 +30,7 @@ impl Recorder {
 
     /// The file being written, if recording.
     pub fn current(&self) -> Option<&Path> {
-        self.open.as_ref().map(|(p, _)| p.as_path())
+        self.open.as_ref().map(RecordingWriter::path)
     }
 
     /// Every file recorded to so far.
@@ -74,48 +53,29 @@ impl Recorder {
         } else {
             self.to.clone()
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| RecordError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let writer = RecordingWriter::append(&path)?;
         if !self.written.contains(&path) {
             self.written.push(path.clone());
         }
-        self.open = Some((path.clone(), BufWriter::new(file)));
+        self.open = Some(writer);
         Ok(Some(path))
     }
 
     /// Stops recording, flushing what is buffered.
     pub fn stop(&mut self) -> Result<(), RecordError> {
-        if let Some((path, mut w)) = self.open.take() {
-            w.flush()
-                .map_err(|source| RecordError::Io { path, source })?;
+        match self.open.take() {
+            Some(w) => w.finish(),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Appends `sample` if recording (flushed at once: a crash keeps every
     /// line written before it). On error the recording stops.
     pub fn write(&mut self, sample: &Sample) -> Result<(), RecordError> {
-        let Some((path, w)) = &mut self.open else {
+        let Some(w) = &mut self.open else {
             return Ok(());
         };
-        let result = match sample.to_json_line() {
-            Ok(line) => writeln!(w, "{line}")
-                .and_then(|()| w.flush())
-                .map_err(|source| RecordError::Io {
-                    path: path.clone(),
-                    source,
-                }),
-            Err(source) => Err(RecordError::Encode {
-                path: path.clone(),
-                source,
-            }),
-        };
+        let result = w.write(sample);
         if result.is_err() {
             self.open = None;
         }

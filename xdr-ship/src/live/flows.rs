@@ -1,6 +1,6 @@
-//! One view of TCP flows and CPUs, whatever the source: what `observe` prints
-//! for any process's connections, and the join of the shipper's own numbers
-//! with the kernel's.
+//! Any process's TCP flows and the CPUs, whatever the source: what
+//! `xdr-ship observe` prints for connections that are not the shipper's
+//! (iperf3, redis, a real XDR link), and what it records for `replay`.
 //!
 //! Why both sources at once: the eBPF programs see what `TCP_INFO` cannot
 //! (every ACK's cwnd and windows, retransmits as they happen, short-lived
@@ -12,51 +12,31 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
 
 use super::{
-    ebpf::{KernelPrograms, ProbeOptions},
-    inet_diag::{self, DiagFilter},
-    softirq::{SoftirqCounters, SoftirqReport, SoftirqSampler},
-    tcp::{KernelConn, KernelSnapshot},
-    ProbeError,
+    join::KernelRows,
+    kernel::{KernelOptions, KernelSampler, SoftirqRates},
 };
 use crate::{
-    metrics::{fmt_us, ConnSnapshot, ShipSnapshot, TcpSample},
+    diagnose::{LinkHints, Sample},
+    metrics::{ConnSnapshot, ShipSnapshot, TcpSample},
     net::TcpInfo,
+    probe::{
+        inet_diag::{self, DiagFilter, DiagSocket},
+        softirq::SoftirqReport,
+        tcp::KernelConn,
+        ProbeError,
+    },
+    units,
 };
-
-/// One of the shipper's connections with the kernel programs' row for the
-/// same socket (by cookie), if they have one.
-#[derive(Clone, Debug, Serialize)]
-pub struct JoinedConn {
-    /// The shipper's half: in flight, acks/s, window, its `TCP_INFO`.
-    pub app: ConnSnapshot,
-    /// The eBPF half.
-    pub kernel: Option<KernelConn>,
-}
-
-/// Joins the shipper's connections with the kernel's rows by socket cookie:
-/// one row per shipper connection, in pool order.
-pub fn join(app: &ShipSnapshot, kernel: &[KernelConn]) -> Vec<JoinedConn> {
-    let by_cookie: HashMap<u64, &KernelConn> = kernel.iter().map(|k| (k.cookie, k)).collect();
-    app.connections
-        .iter()
-        .map(|c| JoinedConn {
-            app: c.clone(),
-            kernel: (c.cookie != 0)
-                .then(|| by_cookie.get(&c.cookie).map(|k| (*k).clone()))
-                .flatten(),
-        })
-        .collect()
-}
 
 /// Which connections to watch.
 #[derive(Clone, Debug, Default)]
-pub struct ObserveOptions {
+pub struct FlowOptions {
     /// Local or remote ports (empty: every TCP connection).
     pub ports: Vec<u16>,
     /// Only this process's sockets.
@@ -96,7 +76,7 @@ impl IntervalShares {
 
 /// One observed connection.
 #[derive(Clone, Debug, Serialize)]
-pub struct ObservedConn {
+pub struct FlowConn {
     /// Socket cookie.
     pub cookie: u64,
     /// Local address (from netlink; the kernel half knows only ports).
@@ -119,9 +99,9 @@ pub struct ObservedConn {
     pub kernel: Option<KernelConn>,
 }
 
-/// What `observe` prints once per interval.
+/// What `xdr-ship observe` prints once per interval.
 #[derive(Clone, Debug, Serialize)]
-pub struct ObserveReport {
+pub struct FlowReport {
     /// Milliseconds since the Unix epoch.
     pub unix_ms: u64,
     /// The sources read, e.g. `eBPF + netlink`.
@@ -134,18 +114,18 @@ pub struct ObserveReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_probe: Option<String>,
     /// Connections, by cookie.
-    pub conns: Vec<ObservedConn>,
+    pub conns: Vec<FlowConn>,
     /// Per-CPU softirq load over the interval (from the second sample on).
     pub softirq: Option<SoftirqReport>,
 }
 
-impl ObserveReport {
+impl FlowReport {
     /// This report as a recording sample (what `xdr-ship replay` plays and
     /// the verdict engine judges): each connection becomes a pool entry with
     /// only its kernel half (`TCP_INFO` from netlink, the eBPF row beside
     /// it); the application half is unknown, so it stays zero. `at` is the
     /// time since observing started; `label` names what was watched.
-    pub fn to_sample(&self, at: std::time::Duration, label: &str) -> crate::diagnose::Sample {
+    pub fn to_sample(&self, at: Duration, label: &str) -> Sample {
         let connections: Vec<ConnSnapshot> = self
             .conns
             .iter()
@@ -167,69 +147,46 @@ impl ObserveReport {
             connections,
             ..ShipSnapshot::default()
         };
-        let mut sample = crate::diagnose::Sample::from_snapshot(
-            ship,
-            self.softirq.clone(),
-            crate::diagnose::LinkHints::default(),
-        );
+        let mut sample = Sample::from_snapshot(ship, self.softirq.clone(), LinkHints::default());
         sample.kernel = self.conns.iter().filter_map(|c| c.kernel.clone()).collect();
         sample
     }
 }
 
 /// Samples the watched connections and CPUs, from eBPF when it loads.
-pub struct Observer {
-    opts: ObserveOptions,
-    progs: Option<KernelPrograms>,
-    fallback_reason: Option<String>,
+#[derive(Debug)]
+pub struct FlowSampler {
+    opts: FlowOptions,
+    kernel: KernelSampler,
     prev_info: HashMap<u64, TcpInfo>,
-    prev_softirq: Option<SoftirqCounters>,
+    softirq: SoftirqRates,
     prev_at: Option<Instant>,
 }
 
-impl std::fmt::Debug for Observer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observer")
-            .field("opts", &self.opts)
-            .field("ebpf", &self.progs.is_some())
-            .field("fallback_reason", &self.fallback_reason)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Observer {
+impl FlowSampler {
     /// Loads the TCP and softirq programs filtered to `opts.ports`, or falls
     /// back to netlink and `/proc` (and remembers why).
-    pub fn open(opts: ObserveOptions) -> Self {
-        let (progs, fallback_reason) = if opts.no_ebpf {
-            (None, Some("--no-ebpf given".to_owned()))
-        } else {
-            match KernelPrograms::load_with(ProbeOptions {
-                tcp: true,
-                ports: opts.ports.clone(),
-                ..ProbeOptions::default()
-            }) {
-                Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(format!("eBPF unavailable: {e}"))),
-            }
-        };
+    pub fn open(opts: FlowOptions) -> Self {
+        let kernel = KernelSampler::open(&KernelOptions {
+            no_ebpf: opts.no_ebpf,
+            tcp_ports: Some(opts.ports.clone()),
+        });
         Self {
             opts,
-            progs,
-            fallback_reason,
+            kernel,
             prev_info: HashMap::new(),
-            prev_softirq: None,
+            softirq: SoftirqRates::default(),
             prev_at: None,
         }
     }
 
     /// Whether the eBPF programs are attached.
     pub fn ebpf(&self) -> bool {
-        self.progs.is_some()
+        self.kernel.programs().is_some()
     }
 
     /// Reads every source once.
-    pub fn sample(&mut self) -> Result<ObserveReport, ProbeError> {
+    pub fn sample(&mut self) -> Result<FlowReport, ProbeError> {
         let now = Instant::now();
         let filter = DiagFilter {
             ports: self.opts.ports.clone(),
@@ -237,19 +194,51 @@ impl Observer {
             ..DiagFilter::default()
         };
         let diag = inet_diag::tcp_sockets(&filter)?;
-        let (kernel, softirq_now) = match self.progs.as_mut() {
-            Some(p) => {
-                let k = KernelSnapshot::read(p)?;
-                let s = k.softirq.clone();
-                (Some(k), s)
+        let (kernel_rows, softirq_now) = match self.kernel.snapshot() {
+            Some(k) => {
+                let k = k?;
+                (k.conns, k.softirq)
             }
-            None => (None, SoftirqSampler::Proc.read()?),
+            None => (Vec::new(), self.kernel.softirq()?),
         };
         let wall_s = self.prev_at.map(|t| now.duration_since(t).as_secs_f64());
+        let conns = self.rows(&diag, &kernel_rows, wall_s);
+        let softirq = self.softirq.next(softirq_now).map(|mut r| {
+            r.fallback_reason = self.kernel.fallback_reason().map(str::to_owned);
+            r
+        });
+        self.prev_at = Some(now);
+        Ok(FlowReport {
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            source: if self.ebpf() {
+                "eBPF + netlink".to_owned()
+            } else {
+                "netlink + /proc".to_owned()
+            },
+            fallback_reason: self.kernel.fallback_reason().map(str::to_owned),
+            tcp_probe: self.kernel.tcp_probe_path().map(ToString::to_string),
+            conns,
+            softirq,
+        })
+    }
 
-        let mut rows: BTreeMap<u64, ObservedConn> = BTreeMap::new();
+    /// One row per socket, by cookie: netlink's rows with the kernel's half
+    /// joined, then the kernel's rows netlink did not list (closed ones, or
+    /// gone between the two reads) unless `--pid` narrowed the set to what
+    /// netlink says the process owns. Keeps this reading's `TCP_INFO` as the
+    /// start of the next interval.
+    fn rows(
+        &mut self,
+        diag: &[DiagSocket],
+        kernel: &[KernelConn],
+        wall_s: Option<f64>,
+    ) -> Vec<FlowConn> {
+        let index = KernelRows::new(kernel);
+        let mut rows: BTreeMap<u64, FlowConn> = BTreeMap::new();
         let mut infos = HashMap::new();
-        for s in &diag {
+        for s in diag {
             let interval = match (s.info.as_ref(), self.prev_info.get(&s.cookie), wall_s) {
                 (Some(now_i), Some(prev_i), Some(w)) if w > 0.0 => {
                     Some(IntervalShares::between(prev_i, now_i, w))
@@ -261,7 +250,7 @@ impl Observer {
             }
             rows.insert(
                 s.cookie,
-                ObservedConn {
+                FlowConn {
                     cookie: s.cookie,
                     local: Some(s.src),
                     remote: Some(s.dst),
@@ -271,71 +260,32 @@ impl Observer {
                     congestion: s.congestion.clone(),
                     tcp: s.info.as_ref().map(TcpSample::from),
                     interval,
-                    kernel: None,
+                    kernel: index.get(s.cookie).cloned(),
                 },
             );
         }
-        if let Some(k) = &kernel {
-            for kc in &k.conns {
-                match rows.get_mut(&kc.cookie) {
-                    Some(row) => row.kernel = Some(kc.clone()),
-                    // With --pid, netlink decides which sockets are the
-                    // process's: kernel rows outside that set are not shown.
-                    None if self.opts.pid.is_none() => {
-                        rows.insert(
-                            kc.cookie,
-                            ObservedConn {
-                                cookie: kc.cookie,
-                                local: None,
-                                remote: None,
-                                ports: (kc.sport, kc.dport),
-                                state: kc.closed.then(|| "Closed".to_owned()),
-                                pid: None,
-                                congestion: None,
-                                tcp: None,
-                                interval: None,
-                                kernel: Some(kc.clone()),
-                            },
-                        );
-                    }
-                    None => {}
-                }
+        if self.opts.pid.is_none() {
+            for kc in kernel {
+                rows.entry(kc.cookie).or_insert_with(|| FlowConn {
+                    cookie: kc.cookie,
+                    local: None,
+                    remote: None,
+                    ports: (kc.sport, kc.dport),
+                    state: kc.closed.then(|| "Closed".to_owned()),
+                    pid: None,
+                    congestion: None,
+                    tcp: None,
+                    interval: None,
+                    kernel: Some(kc.clone()),
+                });
             }
         }
-        let softirq = self.prev_softirq.as_ref().map(|before| {
-            let mut r = SoftirqReport::between(before, &softirq_now);
-            r.fallback_reason = self.fallback_reason.clone();
-            r
-        });
         self.prev_info = infos;
-        self.prev_softirq = Some(softirq_now);
-        self.prev_at = Some(now);
-        Ok(ObserveReport {
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            source: if self.progs.is_some() {
-                "eBPF + netlink".to_owned()
-            } else {
-                "netlink + /proc".to_owned()
-            },
-            fallback_reason: self.fallback_reason.clone(),
-            tcp_probe: self
-                .progs
-                .as_ref()
-                .and_then(|p| p.tcp_probe_path())
-                .map(ToString::to_string),
-            conns: rows.into_values().collect(),
-            softirq,
-        })
+        rows.into_values().collect()
     }
 }
 
-fn mb(bytes: f64) -> String {
-    format!("{:.1}M", bytes / 1e6)
-}
-
-impl ObserveReport {
+impl FlowReport {
     /// One row per connection, then the per-CPU softirq table.
     pub fn render_table(&self) -> String {
         use std::fmt::Write;
@@ -383,11 +333,12 @@ impl ObserveReport {
                 c.ports.0,
                 c.ports.1,
                 cwnd.map_or_else(dash, |v| v.to_string()),
-                srtt.map_or_else(dash, |v| fmt_us(u64::from(v))),
-                snd.map_or_else(dash, |v| mb(f64::from(v))),
-                rcv.map_or_else(dash, |v| mb(f64::from(v))),
-                inflight.map_or_else(dash, |v| mb(f64::from(v))),
-                c.interval.map_or_else(dash, |i| mb(i.acked_bytes_per_s)),
+                srtt.map_or_else(dash, |v| units::micros(u64::from(v))),
+                snd.map_or_else(dash, |v| units::megabytes(f64::from(v))),
+                rcv.map_or_else(dash, |v| units::megabytes(f64::from(v))),
+                inflight.map_or_else(dash, |v| units::megabytes(f64::from(v))),
+                c.interval
+                    .map_or_else(dash, |i| units::megabytes(i.acked_bytes_per_s)),
                 retx.map_or_else(dash, |v| v.to_string()),
                 c.interval
                     .map_or_else(dash, |i| format!("{:.0}", i.busy_pct)),
@@ -405,30 +356,6 @@ impl ObserveReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kconn(cookie: u64) -> KernelConn {
-        KernelConn::from_stat(cookie, &xdr_common::TcpConnStat::default(), 0)
-    }
-
-    #[test]
-    fn join_matches_each_shipper_connection_to_its_own_kernel_row() {
-        let mut app = ShipSnapshot::default();
-        for (id, cookie) in [(0, 7), (1, 9), (2, 0)] {
-            app.connections.push(ConnSnapshot {
-                id,
-                cookie,
-                ..ConnSnapshot::default()
-            });
-        }
-        let joined = join(&app, &[kconn(9), kconn(7), kconn(11)]);
-        assert_eq!(joined.len(), 3);
-        assert_eq!(joined[0].kernel.as_ref().map(|k| k.cookie), Some(7));
-        assert_eq!(joined[1].kernel.as_ref().map(|k| k.cookie), Some(9));
-        assert!(
-            joined[2].kernel.is_none(),
-            "a disconnected connection joins nothing"
-        );
-    }
 
     #[test]
     fn interval_shares_come_from_the_chrono_timer_differences() {

@@ -1,0 +1,206 @@
+//! The shipper-wide facts every verdict of one diagnosis shares (span,
+//! RTT and where it came from, BDP, answer latency, softirq saturation),
+//! and the phrases every limit class quotes them in.
+use std::time::Duration;
+
+use crate::{metrics::Latency, units};
+
+use super::{
+    rules::{ratio, saturation, Saturation},
+    Rate, Sample,
+};
+
+/// Shipper-wide facts every verdict in one diagnosis shares.
+#[derive(Clone, Debug)]
+pub(super) struct Context {
+    /// Wall time the window covers.
+    pub span: Duration,
+    /// The path's round trip (µs) and where it came from.
+    pub rtt_us: Option<u64>,
+    pub rtt_source: &'static str,
+    /// The operator's link rate, bytes/s.
+    pub link_bps: Option<u64>,
+    /// Bandwidth-delay product, bytes, and whether from the link rate.
+    pub bdp_bytes: Option<u64>,
+    pub bdp_from_link: bool,
+    /// Payload bytes per delivered record in the window.
+    pub bytes_per_record: Option<f64>,
+    /// The newest answer latency with samples.
+    pub latency: Latency,
+    /// Records the source has that are not yet sent, and their trend.
+    pub outstanding: u64,
+    pub delta_per_s: f64,
+    /// Connections up at the end (at least 1, for divisions).
+    pub connected: usize,
+    /// Ordered answers (one connection uses one receiver core).
+    pub ordered: bool,
+    /// The worst softirq saturation of the window, and how many intervals
+    /// had one.
+    pub saturation: Option<Saturation>,
+    pub saturated_intervals: usize,
+    pub intervals: usize,
+    /// The shipper's delivered rate over the window.
+    pub observed: Rate,
+    /// Nothing delivered, nothing in flight, nothing outstanding.
+    pub idle: bool,
+    /// The largest window the shipper grows to by itself, if known.
+    pub window_cap: Option<u64>,
+}
+
+impl Context {
+    /// Facts of `samples` (at least two, oldest first) of a shipper whose
+    /// auto window stops at `window_cap`.
+    pub fn new(samples: &[&Sample], window_cap: Option<u64>) -> Option<Self> {
+        let (first, last) = (samples.first()?, samples.last()?);
+        let span = last.at.saturating_sub(first.at);
+        let span_s = span.as_secs_f64();
+        let (rtt_us, rtt_source) = path_rtt(samples);
+        let delivered = last
+            .ship
+            .counters
+            .delivered()
+            .saturating_sub(first.ship.counters.delivered());
+        let acked = last
+            .ship
+            .counters
+            .acked_bytes
+            .saturating_sub(first.ship.counters.acked_bytes);
+        let observed = Rate {
+            bytes_per_s: ratio(acked as f64, span_s),
+            records_per_s: ratio(delivered as f64, span_s),
+        };
+        let link_bps = last.link.bandwidth_bytes_per_s.filter(|b| *b > 0);
+        let (bdp_bytes, bdp_from_link) = match (link_bps, rtt_us) {
+            (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true),
+            (None, Some(r)) if observed.bytes_per_s > 0.0 => {
+                (Some(units::bdp_bytes_f64(observed.bytes_per_s, r)), false)
+            }
+            _ => (None, false),
+        };
+        let saturations: Vec<Saturation> = samples[1..]
+            .iter()
+            .filter_map(|s| s.softirq.as_ref().and_then(saturation))
+            .collect();
+        let saturated_intervals = saturations.len();
+        let worst = saturations
+            .into_iter()
+            .max_by(|a, b| a.si_pct.total_cmp(&b.si_pct));
+        let latency = samples
+            .iter()
+            .rev()
+            .map(|s| s.ship.latency)
+            .find(|l| l.samples > 0)
+            .unwrap_or_default();
+        Some(Self {
+            span,
+            rtt_us,
+            rtt_source,
+            link_bps,
+            bdp_bytes,
+            bdp_from_link,
+            bytes_per_record: (delivered > 0).then(|| acked as f64 / delivered as f64),
+            latency,
+            outstanding: last.ship.outstanding,
+            delta_per_s: last.ship.delta_per_s,
+            connected: last.ship.connected.max(1),
+            ordered: last.ship.mode == "ordered",
+            saturation: worst,
+            saturated_intervals,
+            intervals: samples.len() - 1,
+            observed,
+            idle: delivered == 0 && last.ship.inflight == 0 && last.ship.outstanding == 0,
+            window_cap,
+        })
+    }
+
+    pub(super) fn rtt_s(&self) -> Option<f64> {
+        self.rtt_us.map(|r| r as f64 / 1e6)
+    }
+
+    /// What each connection needs of the BDP: the link is shared, so each
+    /// of `connected` connections must carry its part. Only from the
+    /// operator's link rate: a BDP from the observed rate is the limited
+    /// rate's and would only confirm the current window.
+    pub(super) fn bdp_share(&self) -> Option<u64> {
+        self.bdp_bytes
+            .filter(|_| self.bdp_from_link)
+            .map(|b| b.div_ceil(self.connected as u64))
+    }
+
+    /// `1 connection`, `4 connections`.
+    pub(super) fn connections(&self) -> String {
+        plural(self.connected, "connection")
+    }
+
+    /// `BDP 15.6 MB` or `BDP 15.6 MB ÷ 4 connections = 3.9 MB`.
+    pub(super) fn bdp_phrase(&self) -> Option<String> {
+        let bdp = self.bdp_bytes?;
+        Some(if self.connected == 1 {
+            format!("BDP {}", units::bytes(bdp as f64))
+        } else {
+            format!(
+                "BDP {} ÷ {} = {}",
+                units::bytes(bdp as f64),
+                self.connections(),
+                units::bytes(bdp as f64 / self.connected as f64)
+            )
+        })
+    }
+
+    /// The shipper-wide line every verdict starts its evidence with.
+    pub(super) fn rtt_line(&self) -> String {
+        let rtt = self.rtt_s().map_or("unknown".to_owned(), units::secs);
+        match (self.bdp_bytes, self.link_bps) {
+            (Some(bdp), Some(l)) => format!(
+                "RTT {rtt} ({}); BDP {} = link {} × RTT",
+                self.rtt_source,
+                units::bytes(bdp as f64),
+                units::rate(l as f64)
+            ),
+            (Some(bdp), None) => format!(
+                "RTT {rtt} ({}); BDP {} = observed rate × RTT (give --link-rate for the link's)",
+                self.rtt_source,
+                units::bytes(bdp as f64)
+            ),
+            _ => format!("RTT {rtt} ({})", self.rtt_source),
+        }
+    }
+}
+
+/// `1 connection`, `2 connections`.
+pub(super) fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// The path's round trip (µs) and where it came from: the connections'
+/// lowest `min_rtt`, else the operator's `--rtt`, else the fastest answer.
+fn path_rtt(samples: &[&Sample]) -> (Option<u64>, &'static str) {
+    let last = samples.last();
+    let kernel_rtt = samples
+        .iter()
+        .flat_map(|s| &s.ship.connections)
+        .filter_map(|c| c.tcp.as_ref())
+        .map(|t| u64::from(t.min_rtt_us))
+        .filter(|r| *r > 0)
+        .min();
+    let hint_rtt = last
+        .and_then(|s| s.link.rtt)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .filter(|r| *r > 0);
+    let answer_rtt = samples
+        .iter()
+        .filter(|s| s.ship.latency.samples > 0)
+        .map(|s| s.ship.latency.min_us)
+        .filter(|r| *r > 0)
+        .min();
+    match (kernel_rtt, hint_rtt, answer_rtt) {
+        (Some(r), _, _) => (Some(r), "min_rtt of the connections"),
+        (None, Some(r), _) => (Some(r), "the operator's --rtt"),
+        (None, None, Some(r)) => (Some(r), "the fastest answer"),
+        _ => (None, "unknown"),
+    }
+}

@@ -1,0 +1,146 @@
+//! The "application" limit: tCP waits for data: the app window, the connection count or the source.
+//!
+//! Its name, explanation (headline, evidence, remedy with the figure to
+//! set) and ceiling live here; when its time is charged is the one
+//! attribution table in `rules.rs`.
+use super::prelude::*;
+
+/// TCP waits for data: the app window, the connection count or the source.
+pub(super) const CLASS: Class = Class::new("application", "app", explain).with_ceilings(ceilings);
+
+fn explain(i: &Inputs<'_>) -> Explained {
+    explain_application(&units::pct(i.pct), i.acc, i.ctx)
+}
+
+fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
+    // Little's law for the app window: it turns over once per answer.
+    let (acc, ctx) = (i.acc, i.ctx);
+    let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
+        (ctx.latency.p50_us as f64 / 1e6, "answer p50")
+    } else {
+        (i.srtt_s, "srtt")
+    };
+    if let Some(b) = out.bytes_per_record() {
+        out.push(
+            Limit::Application,
+            format!(
+                "app window {:.0} records ÷ {answer_what} {}",
+                acc.window,
+                units::secs(answer_s)
+            ),
+            ratio(acc.window * b, answer_s),
+        );
+    }
+}
+
+fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
+    let conns = acc.conns.max(1) as f64;
+    let window = acc.window / conns;
+    let inflight = acc.inflight / conns;
+    let inflight_bytes = acc.inflight_bytes / conns;
+    let vs = ctx
+        .bdp_phrase()
+        .map_or(String::new(), |p| format!(" vs {p}"));
+    let evidence = format!(
+        "waiting for the application {share} of the time (TCP app-limited in {} of {} intervals, \
+         unsent {}); in flight {inflight:.0} records ({}) per connection{vs}; window {window:.0}, \
+         full in {} of intervals",
+        acc.app_limited,
+        acc.intervals,
+        units::bytes(acc.per_tcp_conn(acc.notsent_bytes)),
+        units::bytes(inflight_bytes),
+        units::pct(acc.window_full_fraction() * 100.0)
+    );
+    if acc.window_full_fraction() >= WINDOW_FULL_MAJORITY {
+        let headline = format!(
+            "window full: {inflight:.0} records ({}) in flight per connection{}",
+            units::bytes(inflight_bytes),
+            ctx.bdp_phrase()
+                .map_or(String::new(), |p| format!(" ≪ {p}"))
+        );
+        let remedy = window_remedy(window, ctx).unwrap_or_else(|| {
+            format!(
+                "the window of {window:.0} already covers the link rate × the answer time \
+                 (p50 {}, p99 {}): check --link-rate, or whether answers stall now and then",
+                units::secs(ctx.latency.p50_us as f64 / 1e6),
+                units::secs(ctx.latency.p99_us as f64 / 1e6)
+            )
+        });
+        return Explained {
+            headline,
+            evidence,
+            remedy,
+        };
+    }
+    if ctx.outstanding == 0 {
+        let offered = ctx.observed.records_per_s;
+        Explained {
+            headline: format!("the source offers {offered:.0} records/s; nothing outstanding"),
+            evidence,
+            remedy: format!(
+                "the source is the limit: it offers {offered:.0} records/s and the shipper keeps \
+                 up (nothing outstanding); nothing to change in the shipper or the link"
+            ),
+        }
+    } else {
+        Explained {
+            headline: format!(
+                "{} records wait while the windows have room",
+                ctx.outstanding
+            ),
+            evidence,
+            remedy: format!(
+                "records wait in the shipper (outstanding {}, {:+.0}/s) while the windows have \
+                 room: the shipper itself (its CPU, the dispatcher) is the limit; check \
+                 xdr-ship's threads in top",
+                ctx.outstanding, ctx.delta_per_s
+            ),
+        }
+    }
+}
+
+/// The window to set when the app window is full, by Little's law (in
+/// flight = throughput × time in flight) at the link's rate: over the
+/// round trip first, over the median answer time if the window already
+/// covers the round trip. `None` when the window already covers both: then
+/// the window is not what waits.
+fn window_remedy(window: f64, ctx: &Context) -> Option<String> {
+    let (Some(link), Some(bpr), Some(rtt)) = (ctx.link_bps, ctx.bytes_per_record, ctx.rtt_s())
+    else {
+        return Some(format!(
+            "raise --window to ≥ {} per connection (double it: the window, not the network, \
+             sets the rate; --link-rate gives the exact Little's-law figure), or --connections",
+            (2.0 * window).ceil().max(2.0) as u64
+        ));
+    };
+    if bpr <= 0.0 {
+        return None;
+    }
+    let records_per_s = link as f64 / bpr;
+    let answer = ctx.latency.p50_us as f64 / 1e6;
+    let (time, what) = [(rtt, ""), (answer, "answer p50 ")]
+        .into_iter()
+        .find(|(t, _)| (records_per_s * t / ctx.connected as f64).ceil() > window)?;
+    let total = records_per_s * time;
+    let per_conn = (total / ctx.connected as f64).ceil() as u64;
+    let cap = match ctx.window_cap {
+        Some(cap) if per_conn > cap => {
+            format!(" (past the auto window's cap of {cap}: prefer more connections)")
+        }
+        _ => String::new(),
+    };
+    let at_window = if window >= 1.0 {
+        format!(
+            ", or --connections to ≥ {} at a window of {window:.0}",
+            (total / window).ceil() as u64
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "raise --window to ≥ {per_conn} per connection ({records_per_s:.0} records/s × {what}{} \
+         ÷ {}, Little's law){cap}{at_window}",
+        units::secs(time),
+        ctx.connections()
+    ))
+}
