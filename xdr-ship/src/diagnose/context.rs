@@ -103,7 +103,7 @@ impl Context {
             outstanding: last.ship.outstanding,
             delta_per_s: last.ship.delta_per_s,
             connected: last.ship.connected.max(1),
-            ordered: last.ship.mode == "ordered",
+            ordered: last.ship.mode == crate::wire::OrderingMode::Ordered.name(),
             saturation: worst,
             saturated_intervals,
             intervals: samples.len() - 1,

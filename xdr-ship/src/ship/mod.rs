@@ -450,7 +450,7 @@ fn publish_lag<S: Source>(source: &S, oldest_ms: &AtomicU64) {
 /// Turns the connections' cumulative counters into interval rates.
 struct Snapshotter {
     destination: String,
-    mode: String,
+    mode: &'static str,
     started: Instant,
     last_at: Instant,
     last_delivered: Vec<u64>,
@@ -462,10 +462,7 @@ impl Snapshotter {
     fn new(cfg: &ShipConfig, states: &[Arc<ConnState>], started: Instant) -> Self {
         Self {
             destination: cfg.to.clone(),
-            mode: match cfg.mode {
-                OrderingMode::Ordered => "ordered".into(),
-                OrderingMode::Unordered => "unordered".into(),
-            },
+            mode: cfg.mode.name(),
             started,
             last_at: started,
             last_delivered: vec![0; states.len()],
@@ -484,7 +481,7 @@ impl Snapshotter {
                 .map_or(0, |d| d.as_millis() as u64),
             elapsed_s: now.duration_since(self.started).as_secs_f64(),
             destination: self.destination.clone(),
-            mode: self.mode.clone(),
+            mode: self.mode.into(),
             outstanding,
             delta_per_s: (outstanding as f64 - self.last_outstanding as f64) / dt,
             ..ShipSnapshot::default()

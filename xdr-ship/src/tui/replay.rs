@@ -125,6 +125,12 @@ pub fn text_line(sample: &Sample, diagnosis: Option<&Diagnosis>) -> String {
     )
 }
 
+/// The verdict engine a replay judges with: the same auto-window cap as
+/// the live shipper's, so the advice reads the same as it did live.
+fn diagnoser(window: Duration) -> Diagnoser {
+    Diagnoser::new(window).with_window_cap(crate::ship::AUTO_WINDOW_MAX)
+}
+
 /// Text mode: one [`text_line`] per sample, then the final diagnosis in
 /// full. Not paced: it is for scripts and for reading.
 pub fn write_text(
@@ -132,7 +138,7 @@ pub fn write_text(
     window: Duration,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut d = Diagnoser::new(window);
+    let mut d = diagnoser(window);
     for s in samples {
         d.push(s.clone());
         writeln!(out, "{}", text_line(s, d.verdict().as_ref()))?;
@@ -167,7 +173,7 @@ impl Player {
             samples,
             window,
             speed,
-            diagnoser: Diagnoser::new(window),
+            diagnoser: diagnoser(window),
             shown: 0,
             playing: true,
             next_due: None,
@@ -207,7 +213,7 @@ impl Player {
     /// (clamped to 1..=len), into a cleared `app`.
     pub fn seek_to(&mut self, target: usize, app: &mut App) {
         let target = target.clamp(1, self.samples.len());
-        self.diagnoser = Diagnoser::new(self.window);
+        self.diagnoser = diagnoser(self.window);
         app.clear();
         for i in 0..target {
             let sample = &self.samples[i];
@@ -258,7 +264,7 @@ impl Feed for Player {
                 if self.shown >= self.samples.len() {
                     // Play again from the start: every sample comes in
                     // again (and is recorded again when recording).
-                    self.diagnoser = Diagnoser::new(self.window);
+                    self.diagnoser = diagnoser(self.window);
                     self.shown = 0;
                     app.clear();
                     self.playing = true;

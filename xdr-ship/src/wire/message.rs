@@ -134,6 +134,20 @@ impl OrderingMode {
     pub const fn as_u8(self) -> u8 {
         self as u8
     }
+
+    /// The name the flag, the TOML and every output use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OrderingMode::Ordered => "ordered",
+            OrderingMode::Unordered => "unordered",
+        }
+    }
+}
+
+impl std::fmt::Display for OrderingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How a [`ResultCode`] must be treated by the sender. Derived from the code's
