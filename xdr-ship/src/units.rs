@@ -84,10 +84,18 @@ pub fn megabytes(bytes: f64) -> String {
 pub fn bytes_exact(bytes: u64) -> String {
     if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{bytes} ({} MiB)", bytes / MIB)
-    } else if bytes as f64 >= MEGA {
-        format!("{bytes} ({:.1} MB)", bytes as f64 / MEGA)
     } else {
-        format!("{bytes} ({:.1} kB)", bytes as f64 / KILO)
+        format!("{bytes} ({})", mb_or_kb(bytes as f64))
+    }
+}
+
+/// A size in MB, or kB below one MB, one decimal: `15.6 MB`, `213.0 kB`
+/// (the sizes `tune` compares with a BDP).
+pub fn mb_or_kb(bytes: f64) -> String {
+    if bytes >= MEGA {
+        format!("{:.1} MB", bytes / MEGA)
+    } else {
+        format!("{:.1} kB", bytes / KILO)
     }
 }
 

@@ -53,8 +53,7 @@ impl Link {
     /// Bandwidth × RTT: the bytes a single connection must keep in flight
     /// to fill the link.
     pub fn bdp_bytes(&self) -> u64 {
-        let b = u128::from(self.bandwidth_bytes_per_s) * u128::from(self.rtt_us) / 1_000_000;
-        u64::try_from(b).unwrap_or(u64::MAX)
+        crate::units::bdp_bytes(self.bandwidth_bytes_per_s, self.rtt_us)
     }
 
     /// The RTT in seconds.

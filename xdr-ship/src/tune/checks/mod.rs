@@ -138,29 +138,8 @@ pub fn all(host: &HostState, link: &Link, rule: WindowRule) -> Vec<Check> {
     checks
 }
 
-fn bytes(b: u64) -> String {
-    if b >= MIB && b.is_multiple_of(MIB) {
-        format!("{b} ({} MiB)", b / MIB)
-    } else {
-        format!("{b} ({})", mb(b as f64))
-    }
-}
-
-fn mb(b: f64) -> String {
-    if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.1} kB", b / 1e3)
-    }
-}
-
-fn rate(bytes_per_s: f64) -> String {
-    if bytes_per_s >= 1e6 {
-        format!("{:.1} MB/s", bytes_per_s / 1e6)
-    } else {
-        format!("{:.2} MB/s", bytes_per_s / 1e6)
-    }
-}
+/// Byte counts and rates as `tune` prints them: one home for them all.
+pub(crate) use crate::units::{bytes_exact as bytes, mb_or_kb as mb, rate_mb as rate};
 
 fn sysctl_cmd(key: &str, value: &str) -> String {
     if value.contains(' ') {

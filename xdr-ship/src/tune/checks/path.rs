@@ -6,7 +6,7 @@ use super::{
 
 /// The Mathis et al. bound on a loss-based TCP's rate: MSS/RTT × √(3/2)/√p.
 pub fn mathis_bytes_per_s(link: &Link, loss: f64) -> f64 {
-    MSS as f64 / link.rtt_s().max(1e-9) * (1.5f64).sqrt() / loss.sqrt()
+    crate::units::mathis_bytes_per_s(MSS as f64, link.rtt_s(), loss)
 }
 
 /// `net.ipv4.tcp_congestion_control`: BBR for long, lossy paths.
