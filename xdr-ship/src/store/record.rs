@@ -29,13 +29,6 @@ impl Stamp {
             source_id: w.source_id,
         }
     }
-
-    pub(crate) fn of_record(r: &StoredRecord) -> Self {
-        Stamp {
-            version: r.version,
-            source_id: r.source_id,
-        }
-    }
 }
 
 /// Bytes before the value in an encoded record: tag, version, source id.
