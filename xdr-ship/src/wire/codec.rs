@@ -254,7 +254,7 @@ impl WireCodec {
     fn encode_batch_inner<'a>(
         &mut self,
         request_id: u64,
-        writes: impl Iterator<Item = &'a Write> + Clone + ExactSizeIterator,
+        writes: impl ExactSizeIterator<Item = &'a Write> + Clone,
         dst: &mut BytesMut,
         start: usize,
     ) -> Result<(), WireError> {
