@@ -640,24 +640,22 @@ fn put_short(dst: &mut BytesMut, bytes: &[u8]) {
 }
 
 fn put_write(dst: &mut BytesMut, w: &Write) {
-    dst.put_u64_le(w.version);
-    dst.put_u64_le(w.source_id);
+    // The fixed fields are laid out on the stack and copied with the key
+    // and value in three copies, not seven (this runs once per record).
+    let (kind, value) = match &w.value {
+        Some(v) => (WRITE_KIND_PUT, &v[..]),
+        None => (WRITE_KIND_TOMBSTONE, &[][..]),
+    };
+    let mut fixed = [0u8; WRITE_RECORD_FIXED_LEN];
+    fixed[0..8].copy_from_slice(&w.version.to_le_bytes());
+    fixed[8..16].copy_from_slice(&w.source_id.to_le_bytes());
+    fixed[16] = kind;
     // Lengths fit in u32: the whole payload was checked against max_frame.
-    match &w.value {
-        Some(v) => {
-            dst.put_u8(WRITE_KIND_PUT);
-            dst.put_u32_le(w.key.len() as u32);
-            dst.put_u32_le(v.len() as u32);
-            dst.put_slice(&w.key);
-            dst.put_slice(v);
-        }
-        None => {
-            dst.put_u8(WRITE_KIND_TOMBSTONE);
-            dst.put_u32_le(w.key.len() as u32);
-            dst.put_u32_le(0);
-            dst.put_slice(&w.key);
-        }
-    }
+    fixed[17..21].copy_from_slice(&(w.key.len() as u32).to_le_bytes());
+    fixed[21..25].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    dst.extend_from_slice(&fixed);
+    dst.extend_from_slice(&w.key);
+    dst.extend_from_slice(value);
 }
 
 fn put_batch_body<'a>(dst: &mut BytesMut, writes: impl ExactSizeIterator<Item = &'a Write>) {
