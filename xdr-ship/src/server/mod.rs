@@ -1,5 +1,5 @@
 //! The receiver: one accept loop, one task per connection, writes applied
-//! to a [`Store`].
+//! to a [`Store`](crate::store::Store).
 //!
 //! Why two modes: in ordered mode (the XDR 3.8 scheme) a connection applies
 //! its requests one after the other and answers strictly in request order,
@@ -42,6 +42,12 @@
 //! `Unsupported` saying so) before any of its frames is read as a request:
 //! nothing it sent is applied. [`bind`] refuses a non-loopback address
 //! without either, unless `insecure` says so explicitly.
+//!
+//! Answers leave together: after a request is read, every request already
+//! in the read buffer (up to `REQUESTS_PER_ROUND`) is taken too, and the
+//! answers that are ready are written in one flush, so a shipper that sends
+//! many requests per `write` gets its ACKs in few writes, one frame each
+//! (the protocol is unchanged).
 //!
 //! Connection handling ([`serve_stream`]) is generic over the byte stream
 //! (`AsyncRead + AsyncWrite`), so plain TCP, TLS and other listeners share

@@ -18,6 +18,16 @@
 //! table is moved to the resend queue, sent first on the next connection
 //! (counted as `retry_conn_reset`); last-writer-wins at the destination
 //! makes a duplicate harmless.
+//!
+//! Why the writer encodes requests itself: on loopback the shipper, not the
+//! link, was the limit, and per record it cloned key and value into a
+//! `Frame` (two reference counts bumped and dropped, on a value pool both
+//! cores share) and grew a fresh `Vec` per batch. Now a request is encoded
+//! straight from the records it keeps for a resend, and requests gather in
+//! one buffer up to [`WRITE_COALESCE_BYTES`] while more records are ready,
+//! so one `write` carries several of them. An answer wakes the writer only
+//! through the permits it returns (and `wait_drained` once the table
+//! empties), not with a notification per answer.
 use std::{
     collections::{BTreeMap, VecDeque},
     net::SocketAddr,
