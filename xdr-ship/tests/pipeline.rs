@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
+    server::ServerConfig,
     ship::{
         self, GenerateSpec, Generator, ShipConfig, ShipSummary, Source, SourceRecord, WindowSetting,
     },
@@ -116,6 +117,45 @@ async fn ordered_mode_answers_in_request_order_under_load() {
     .expect("all answers in time");
     let _tx = writer.await.unwrap();
     assert_eq!(ids, (1..=N).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_answers_stay_in_request_order_when_many_requests_arrive_in_one_write() {
+    // The memory store answers at once, so the receiver takes every request
+    // already read before answering and sends the answers together: they
+    // must still come one per request, in request order.
+    let recv = Recv::start(ServerConfig::default());
+    let (mut framed, _) = client(recv.addr, OrderingMode::Ordered).await;
+    const N: u64 = 500;
+    let mut codec = WireCodec::new();
+    let mut wire = bytes::BytesMut::new();
+    for id in 1..=N {
+        let w = Write::put(Generator::key(id % 13), Generator::value(id, 100), id, 1);
+        if id % 2 == 0 {
+            codec.encode_write(id, &w, &mut wire).unwrap();
+        } else {
+            let other = Write::put(Generator::key(id % 7), Generator::value(id, 50), id, 1);
+            codec.encode_batch(id, &[w, other], &mut wire).unwrap();
+        }
+    }
+    tokio::io::AsyncWriteExt::write_all(framed.get_mut(), &wire)
+        .await
+        .unwrap();
+    let mut ids = Vec::with_capacity(N as usize);
+    tokio::time::timeout(LIMIT, async {
+        while ids.len() < N as usize {
+            let f = framed.next().await.unwrap().unwrap();
+            assert!(matches!(f.body, Message::Ack(_)), "{f:?}");
+            ids.push(f.request_id);
+        }
+    })
+    .await
+    .expect("all answers in time");
+    assert_eq!(ids, (1..=N).collect::<Vec<_>>());
+    assert_eq!(
+        recv.stats.applied.load(Ordering::SeqCst) + recv.stats.lost_conflict.load(Ordering::SeqCst),
+        N + N / 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! The receiver: one accept loop, one task per connection, writes applied
-//! to a [`Store`].
+//! to a [`Store`](crate::store::Store).
 //!
 //! Why two modes: in ordered mode (the XDR 3.8 scheme) a connection applies
 //! its requests one after the other and answers strictly in request order,
@@ -42,6 +42,12 @@
 //! `Unsupported` saying so) before any of its frames is read as a request:
 //! nothing it sent is applied. [`bind`] refuses a non-loopback address
 //! without either, unless `insecure` says so explicitly.
+//!
+//! Answers leave together: after a request is read, every request already
+//! in the read buffer (up to `REQUESTS_PER_ROUND`) is taken too, and the
+//! answers that are ready are written in one flush, so a shipper that sends
+//! many requests per `write` gets its ACKs in few writes, one frame each
+//! (the protocol is unchanged).
 //!
 //! Connection handling ([`serve_stream`]) is generic over the byte stream
 //! (`AsyncRead + AsyncWrite`), so plain TCP, TLS and other listeners share
@@ -462,7 +468,14 @@ where
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(cfg.max_frame));
     let mut writer = FramedWrite::new(wr, WireCodec::new().with_max_frame(cfg.max_frame));
-    let outcome = session(&mut reader, &mut writer, peer, store, cfg, stats, shutdown).await;
+    let session = Session {
+        peer,
+        store,
+        cfg,
+        stats,
+        shutdown,
+    };
+    let outcome = session.run(&mut reader, &mut writer).await;
     match outcome {
         Ok(()) => Ok(()),
         Err(Closed { reason, goodbye }) => {
@@ -474,87 +487,246 @@ where
     }
 }
 
-async fn session<S: AsyncRead + AsyncWrite>(
-    reader: &mut Reader<S>,
-    writer: &mut Writer<S>,
+/// One connection's context, shared by its handshake and its request loop
+/// (after mini-redis' `Handler`): who the peer is, where its writes go, the
+/// limits it is held to, the counters it adds to and the shutdown it
+/// watches.
+struct Session<'a> {
     peer: SocketAddr,
     store: Arc<dyn Sink>,
-    cfg: &ServerConfig,
-    stats: &ServerStats,
+    cfg: &'a ServerConfig,
+    stats: &'a ServerStats,
     shutdown: CancellationToken,
-) -> Result<(), Closed> {
-    let hello = match tokio::time::timeout(cfg.handshake_timeout, reader.next()).await {
-        Err(_) => {
-            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Session<'_> {
+    /// The handshake, then requests until the peer is done.
+    async fn run<S: AsyncRead + AsyncWrite>(
+        &self,
+        reader: &mut Reader<S>,
+        writer: &mut Writer<S>,
+    ) -> Result<(), Closed> {
+        let hello = match tokio::time::timeout(self.cfg.handshake_timeout, reader.next()).await {
+            Err(_) => {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                return Err(Closed::with(
+                    ResultCode::Timeout,
+                    format!(
+                        "no HELLO in time: none within {:?}",
+                        self.cfg.handshake_timeout
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(Closed::wire(self.stats, &e)),
+            Ok(Some(Ok(Frame {
+                body: Message::Hello(h),
+                ..
+            }))) => h,
+            Ok(Some(Ok(other))) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Closed::with(
+                    ResultCode::ProtocolViolation,
+                    format!("expected HELLO, got {}", other.frame_type()),
+                ));
+            }
+        };
+        let Some(version) = hello.negotiate_version() else {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Closed::with(
-                ResultCode::Timeout,
-                format!("no HELLO in time: none within {:?}", cfg.handshake_timeout),
+                ResultCode::Unsupported,
+                format!(
+                    "client speaks versions {}..={}, this server {}",
+                    hello.min_version,
+                    hello.max_version,
+                    crate::wire::PROTOCOL_VERSION
+                ),
             ));
+        };
+        if let Some(token) = &self.cfg.token {
+            if !token.verify(&hello.credentials) {
+                self.stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+                let why = if hello.credentials.is_empty() {
+                    "HELLO carries no credentials; this receiver requires its pre-shared token \
+                     (give the shipper --token-file)"
+                } else {
+                    "HELLO credentials rejected: not this receiver's pre-shared token (--token-file)"
+                };
+                return Err(Closed::with(ResultCode::AuthFailed, why.to_owned()));
+            }
         }
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => return Err(Closed::wire(stats, &e)),
-        Ok(Some(Ok(Frame {
-            body: Message::Hello(h),
-            ..
-        }))) => h,
-        Ok(Some(Ok(other))) => {
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(Closed::with(
-                ResultCode::ProtocolViolation,
-                format!("expected HELLO, got {}", other.frame_type()),
-            ));
-        }
-    };
-    let Some(version) = hello.negotiate_version() else {
-        stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(Closed::with(
-            ResultCode::Unsupported,
-            format!(
-                "client speaks versions {}..={}, this server {}",
-                hello.min_version,
-                hello.max_version,
-                crate::wire::PROTOCOL_VERSION
-            ),
-        ));
-    };
-    if let Some(token) = &cfg.token {
-        if !token.verify(&hello.credentials) {
-            stats.auth_failed.fetch_add(1, Ordering::Relaxed);
-            let why = if hello.credentials.is_empty() {
-                "HELLO carries no credentials; this receiver requires its pre-shared token \
-                 (give the shipper --token-file)"
-            } else {
-                "HELLO credentials rejected: not this receiver's pre-shared token (--token-file)"
-            };
-            return Err(Closed::with(ResultCode::AuthFailed, why.to_owned()));
+        writer
+            .send(Frame::hello_ok(HelloOk {
+                version,
+                mode: hello.mode,
+                max_frame: self.cfg.max_frame as u32,
+                max_in_flight: self.cfg.max_in_flight,
+            }))
+            .await
+            .map_err(Closed::transport)?;
+        tracing::debug!(
+            "{}: session: {:?} mode, source {}, client `{}`",
+            self.peer,
+            hello.mode,
+            hello.source_id,
+            hello.client_name
+        );
+        match hello.mode {
+            OrderingMode::Ordered => {
+                let pending = FuturesOrdered::new();
+                self.pump(reader, writer, pending, false).await
+            }
+            OrderingMode::Unordered => {
+                let pending = FuturesUnordered::new();
+                self.pump(reader, writer, pending, true).await
+            }
         }
     }
-    writer
-        .send(Frame::hello_ok(HelloOk {
-            version,
-            mode: hello.mode,
-            max_frame: cfg.max_frame as u32,
-            max_in_flight: cfg.max_in_flight,
-        }))
-        .await
-        .map_err(Closed::transport)?;
-    tracing::debug!(
-        "{peer}: session: {:?} mode, source {}, client `{}`",
-        hello.mode,
-        hello.source_id,
-        hello.client_name
-    );
-    match hello.mode {
-        OrderingMode::Ordered => {
-            let pending = FuturesOrdered::new();
-            pump(reader, writer, pending, store, cfg, stats, shutdown, false).await
+
+    /// Reads requests and writes answers until the peer is done, a frame
+    /// is bad, a limit is broken, or shutdown.
+    async fn pump<S: AsyncRead + AsyncWrite>(
+        &self,
+        reader: &mut Reader<S>,
+        writer: &mut Writer<S>,
+        mut pending: impl Pending<ApplyFuture>,
+        parallel: bool,
+    ) -> Result<(), Closed> {
+        let max_in_flight = self.cfg.max_in_flight as usize;
+        // Past the limit requests are answered Busy; past twice the limit the
+        // server stops reading, so even a peer that ignores every NACK cannot
+        // make it hold more.
+        let read_cap = max_in_flight.saturating_mul(2).max(1);
+        let idle = tokio::time::sleep(self.cfg.idle_timeout);
+        tokio::pin!(idle);
+        let mut reading = true;
+        let mut shutting_down = false;
+        loop {
+            if !reading && pending.in_flight() == 0 {
+                if shutting_down {
+                    return Err(Closed::with(
+                        ResultCode::ShuttingDown,
+                        "the receiver is shutting down; reconnect later".to_owned(),
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                frame = reader.next(), if reading && pending.in_flight() < read_cap => {
+                    idle.as_mut().reset(Instant::now() + self.cfg.idle_timeout);
+                    reading = self.admit(frame, writer, &mut pending, parallel).await?;
+                    // Take every request already read before answering, so
+                    // that their answers leave in one write.
+                    for _ in 1..REQUESTS_PER_ROUND {
+                        if !reading || pending.in_flight() >= read_cap {
+                            break;
+                        }
+                        let Some(frame) = reader.next().now_or_never() else { break };
+                        reading = self.admit(frame, writer, &mut pending, parallel).await?;
+                    }
+                }
+                Some((answer, writes)) = pending.next(), if pending.in_flight() > 0 => {
+                    count(self.stats, &answer, writes);
+                    writer.feed(answer).await.map_err(Closed::transport)?;
+                    // Batch the answers that are already done into one write.
+                    while let Some(Some((answer, writes))) = pending.next().now_or_never() {
+                        count(self.stats, &answer, writes);
+                        writer.feed(answer).await.map_err(Closed::transport)?;
+                    }
+                    SinkExt::<Frame>::flush(writer).await.map_err(Closed::transport)?;
+                    idle.as_mut().reset(Instant::now() + self.cfg.idle_timeout);
+                }
+                _ = &mut idle, if reading && pending.in_flight() == 0 => {
+                    self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    let partial = reader.read_buffer().len();
+                    let reason = if partial > 0 {
+                        format!(
+                            "idle for {:?} with an unfinished frame ({partial} bytes of it received)",
+                            self.cfg.idle_timeout
+                        )
+                    } else {
+                        format!("idle for {:?}: no request received", self.cfg.idle_timeout)
+                    };
+                    return Err(Closed::with(ResultCode::Timeout, reason));
+                }
+                _ = self.shutdown.cancelled(), if reading => {
+                    // Stop taking requests; answer those in hand, then close.
+                    reading = false;
+                    shutting_down = true;
+                }
+            }
         }
-        OrderingMode::Unordered => {
-            let pending = FuturesUnordered::new();
-            pump(reader, writer, pending, store, cfg, stats, shutdown, true).await
+    }
+
+    /// Takes one frame read from the peer: a request goes into `pending`
+    /// (answered Busy past `max_in_flight`, protocol §6.4), a PING is
+    /// answered, a GOODBYE or the end of input ends reading (`Ok(false)`).
+    async fn admit<S: AsyncRead + AsyncWrite>(
+        &self,
+        frame: Option<Result<Frame, WireError>>,
+        writer: &mut Writer<S>,
+        pending: &mut impl Pending<ApplyFuture>,
+        parallel: bool,
+    ) -> Result<bool, Closed> {
+        let frame = match frame {
+            None => return Ok(false),
+            Some(Err(e)) => return Err(Closed::wire(self.stats, &e)),
+            Some(Ok(f)) => f,
+        };
+        let id = frame.request_id;
+        let writes = match frame.body {
+            Message::Write(w) => vec![w],
+            Message::Batch(ws) => ws,
+            Message::Ping => {
+                writer
+                    .send(Frame::new(id, Message::Pong))
+                    .await
+                    .map_err(Closed::transport)?;
+                return Ok(true);
+            }
+            Message::Pong => return Ok(true),
+            Message::Goodbye(_) => return Ok(false),
+            other => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Closed::with(
+                    ResultCode::ProtocolViolation,
+                    format!("unexpected {} after the handshake", other.frame_type()),
+                ));
+            }
+        };
+        let max_in_flight = self.cfg.max_in_flight as usize;
+        if pending.in_flight() >= max_in_flight {
+            self.stats.over_in_flight.fetch_add(1, Ordering::Relaxed);
+            let n = writes.len();
+            let why = format!(
+                "more than max_in_flight = {max_in_flight} requests unanswered; \
+                 wait for answers before sending more"
+            );
+            pending.add(Box::pin(std::future::ready((
+                Frame::nack(id, ResultCode::Busy, why),
+                n,
+            ))));
+            return Ok(true);
         }
+        let fut = apply(self.store.clone(), id, writes, self.cfg.apply_delay);
+        if parallel {
+            let handle = tokio::spawn(fut);
+            pending.add(Box::pin(async move {
+                handle.await.unwrap_or_else(|e| {
+                    let why = format!("apply task failed: {e}");
+                    (Frame::nack(id, ResultCode::Unavailable, why), 0)
+                })
+            }));
+        } else {
+            pending.add(fut);
+        }
+        Ok(true)
     }
 }
+
+/// Most requests taken from what is already read before answering: bounds
+/// how long answers wait while a fast peer keeps the read buffer full.
+const REQUESTS_PER_ROUND: usize = 64;
 
 /// Answers a request with a future: pushed in order (ordered) or as a set.
 trait Pending<F>: Stream<Item = Answer> + Unpin {
@@ -584,123 +756,6 @@ impl<F: std::future::Future<Output = Answer>> Pending<F> for FuturesUnordered<F>
 type Answer = (Frame, usize);
 
 type ApplyFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
-
-/// Reads requests and writes answers until the peer is done, a frame is
-/// bad, a limit is broken, or shutdown.
-#[allow(clippy::too_many_arguments)]
-async fn pump<S: AsyncRead + AsyncWrite>(
-    reader: &mut Reader<S>,
-    writer: &mut Writer<S>,
-    mut pending: impl Pending<ApplyFuture>,
-    store: Arc<dyn Sink>,
-    cfg: &ServerConfig,
-    stats: &ServerStats,
-    shutdown: CancellationToken,
-    parallel: bool,
-) -> Result<(), Closed> {
-    let max_in_flight = cfg.max_in_flight as usize;
-    // Past the limit requests are answered Busy; past twice the limit the
-    // server stops reading, so even a peer that ignores every NACK cannot
-    // make it hold more.
-    let read_cap = max_in_flight.saturating_mul(2).max(1);
-    let idle = tokio::time::sleep(cfg.idle_timeout);
-    tokio::pin!(idle);
-    let mut reading = true;
-    let mut shutting_down = false;
-    loop {
-        if !reading && pending.in_flight() == 0 {
-            if shutting_down {
-                return Err(Closed::with(
-                    ResultCode::ShuttingDown,
-                    "the receiver is shutting down; reconnect later".to_owned(),
-                ));
-            }
-            return Ok(());
-        }
-        tokio::select! {
-            frame = reader.next(), if reading && pending.in_flight() < read_cap => {
-                let frame = match frame {
-                    None => { reading = false; continue; }
-                    Some(Err(e)) => return Err(Closed::wire(stats, &e)),
-                    Some(Ok(f)) => f,
-                };
-                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
-                let id = frame.request_id;
-                let writes = match frame.body {
-                    Message::Write(w) => vec![w],
-                    Message::Batch(ws) => ws,
-                    Message::Ping => {
-                        writer.send(Frame::new(id, Message::Pong)).await.map_err(Closed::transport)?;
-                        continue;
-                    }
-                    Message::Pong => continue,
-                    Message::Goodbye(_) => { reading = false; continue; }
-                    other => {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(Closed::with(
-                            ResultCode::ProtocolViolation,
-                            format!("unexpected {} after the handshake", other.frame_type()),
-                        ));
-                    }
-                };
-                if pending.in_flight() >= max_in_flight {
-                    // Protocol §6.4: answer the excess, keep the connection.
-                    stats.over_in_flight.fetch_add(1, Ordering::Relaxed);
-                    let n = writes.len();
-                    let why = format!(
-                        "more than max_in_flight = {max_in_flight} requests unanswered; \
-                         wait for answers before sending more"
-                    );
-                    pending.add(Box::pin(std::future::ready((
-                        Frame::nack(id, ResultCode::Busy, why),
-                        n,
-                    ))));
-                    continue;
-                }
-                let fut = apply(store.clone(), id, writes, cfg.apply_delay);
-                if parallel {
-                    let handle = tokio::spawn(fut);
-                    pending.add(Box::pin(async move {
-                        handle.await.unwrap_or_else(|e| {
-                            (Frame::nack(id, ResultCode::Unavailable, format!("apply task failed: {e}")), 0)
-                        })
-                    }));
-                } else {
-                    pending.add(Box::pin(fut));
-                }
-            }
-            Some((answer, writes)) = pending.next(), if pending.in_flight() > 0 => {
-                count(stats, &answer, writes);
-                writer.feed(answer).await.map_err(Closed::transport)?;
-                // Batch the answers that are already done into one write.
-                while let Some(Some((answer, writes))) = pending.next().now_or_never() {
-                    count(stats, &answer, writes);
-                    writer.feed(answer).await.map_err(Closed::transport)?;
-                }
-                SinkExt::<Frame>::flush(writer).await.map_err(Closed::transport)?;
-                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
-            }
-            _ = &mut idle, if reading && pending.in_flight() == 0 => {
-                stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                let partial = reader.read_buffer().len();
-                let reason = if partial > 0 {
-                    format!(
-                        "idle for {:?} with an unfinished frame ({partial} bytes of it received)",
-                        cfg.idle_timeout
-                    )
-                } else {
-                    format!("idle for {:?}: no request received", cfg.idle_timeout)
-                };
-                return Err(Closed::with(ResultCode::Timeout, reason));
-            }
-            _ = shutdown.cancelled(), if reading => {
-                // Stop taking requests; answer those in hand, then close.
-                reading = false;
-                shutting_down = true;
-            }
-        }
-    }
-}
 
 fn count(stats: &ServerStats, answer: &Frame, writes: usize) {
     stats.requests.fetch_add(1, Ordering::Relaxed);

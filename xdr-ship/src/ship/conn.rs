@@ -18,6 +18,16 @@
 //! table is moved to the resend queue, sent first on the next connection
 //! (counted as `retry_conn_reset`); last-writer-wins at the destination
 //! makes a duplicate harmless.
+//!
+//! Why the writer encodes requests itself: on loopback the shipper, not the
+//! link, was the limit, and per record it cloned key and value into a
+//! `Frame` (two reference counts bumped and dropped, on a value pool both
+//! cores share) and grew a fresh `Vec` per batch. Now a request is encoded
+//! straight from the records it keeps for a resend, and requests gather in
+//! one buffer up to [`WRITE_COALESCE_BYTES`] while more records are ready,
+//! so one `write` carries several of them. An answer wakes the writer only
+//! through the permits it returns (and `wait_drained` once the table
+//! empties), not with a notification per answer.
 use std::{
     collections::{BTreeMap, VecDeque},
     net::SocketAddr,
@@ -566,6 +576,7 @@ async fn write_loop(
     cancel: &CancellationToken,
 ) -> Result<bool, ShipError> {
     let mut next_id: u64 = 1;
+    let mut encoder = writer.encoder().clone();
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(cfg.batch_max_records);
     let mut last_window_check = Instant::now();
     loop {
@@ -642,16 +653,11 @@ async fn write_loop(
         let id = next_id;
         next_id += 1;
         let n = batch.len() as u64;
-        let frame = if batch.len() == 1 {
-            Frame::write(id, batch[0].write.clone())
-        } else {
-            Frame::batch(id, batch.iter().map(|r| r.write.clone()).collect())
-        };
-        let frame_bytes = frame.encoded_len() as u64;
+        let frame_bytes = encode_request(writer, &mut encoder, id, &batch)? as u64;
         lock(&state.table).insert(
             id,
             Pending {
-                records: std::mem::take(&mut batch),
+                records: std::mem::replace(&mut batch, Vec::with_capacity(cfg.batch_max_records)),
                 bytes: frame_bytes,
                 sent_at: Instant::now(),
             },
@@ -661,9 +667,47 @@ async fn write_loop(
             .inflight_bytes
             .fetch_add(frame_bytes, Ordering::Relaxed);
         lock(&state.counters).shipped += fresh_count;
-        writer.feed(frame).await.map_err(ShipError::Wire)?;
+        if writer.write_buffer().len() >= WRITE_COALESCE_BYTES {
+            flush(writer).await?;
+        }
     }
 }
+
+/// Bytes of requests gathered before one `write`, while more records are
+/// ready at once: iperf3's default write size. Nothing waits in this
+/// buffer: every path that would wait (window full, source empty, retry
+/// pause) flushes first.
+const WRITE_COALESCE_BYTES: usize = 128 * 1024;
+
+/// Encodes one request (a WRITE for one record, a BATCH for more) straight
+/// from the records into the writer's buffer, nothing cloned; returns its
+/// uncompressed size (what the in-flight and acked byte counters have
+/// always counted, compressed or not). The encoder is the session's own (its compression
+/// settings and zstd context), the buffer the writer's, so `flush` sends it.
+fn encode_request(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    encoder: &mut WireCodec,
+    id: u64,
+    batch: &[SourceRecord],
+) -> Result<usize, ShipError> {
+    let dst = writer.write_buffer_mut();
+    match batch {
+        [one] => encoder
+            .encode_write(id, &one.write, dst)
+            .map_err(ShipError::Wire),
+        many => {
+            encoder
+                .encode_batch(id, many.iter().map(|r| &r.write), dst)
+                .map_err(ShipError::Wire)?;
+            Ok(crate::wire::HEADER_LEN
+                + BATCH_COUNT_LEN
+                + many.iter().map(|r| r.write.record_len()).sum::<usize>())
+        }
+    }
+}
+
+/// The record count that opens a BATCH payload (protocol §5.4).
+const BATCH_COUNT_LEN: usize = 4;
 
 /// The window is full: note whether it is what limits this connection
 /// (`window::socket_drained` decides). Checked at most every 10 ms (one
@@ -759,7 +803,7 @@ fn settle(
     code_of: impl Fn(usize) -> Option<ResultCode>,
     reason: &str,
 ) -> Result<Vec<u64>, ShipError> {
-    let pending = {
+    let (pending, drained) = {
         let mut table = lock(&state.table);
         if cfg.mode == OrderingMode::Ordered {
             match table.first_key_value() {
@@ -776,14 +820,21 @@ fn settle(
                 }
             }
         }
-        table.remove(&id).ok_or_else(|| {
+        let pending = table.remove(&id).ok_or_else(|| {
             ShipError::Protocol(format!("answer for request {id}, which is not in flight"))
-        })?
+        })?;
+        (pending, table.is_empty())
     };
     let n = pending.records.len() as u64;
     let latency_us = pending.sent_at.elapsed().as_micros() as u64;
     let _ = lock(&state.latency).record(latency_us.max(1));
-    let mut delivered = Vec::with_capacity(pending.records.len());
+    // Positions go back to the source only if it asked (a log's checkpoint):
+    // no vector per answer otherwise.
+    let mut delivered = Vec::with_capacity(if cfg.report_acks {
+        pending.records.len()
+    } else {
+        0
+    });
     let mut retry = Vec::new();
     {
         let mut c = lock(&state.counters);
@@ -810,7 +861,9 @@ fn settle(
                     }
                 }
             }
-            delivered.push(rec.seq);
+            if cfg.report_acks {
+                delivered.push(rec.seq);
+            }
         }
         if retry.is_empty() {
             c.acked_bytes += pending.bytes;
@@ -823,7 +876,12 @@ fn settle(
     state.return_permits(n);
     if retry.is_empty() {
         lock(&state.retry_pause).backoff = Duration::ZERO;
-        state.wake_writer.notify_one();
+        // The writer waits for the table to empty only once the source is
+        // drained (`wait_drained`); while shipping, returned permits are
+        // what wake it. One wake-up per answer would cost a task hop each.
+        if drained {
+            state.wake_writer.notify_one();
+        }
     } else {
         {
             let mut p = lock(&state.retry_pause);

@@ -7,8 +7,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::WireError;
 use super::message::{
-    batch_payload_len, Ack, FrameType, Goodbye, Hello, HelloOk, Message, Nack, OrderingMode,
-    ResultCode, Write, MAX_SHORT_FIELD, WRITE_RECORD_FIXED_LEN,
+    Ack, FrameType, Goodbye, Hello, HelloOk, Message, Nack, OrderingMode, ResultCode, Write,
+    MAX_SHORT_FIELD, WRITE_RECORD_FIXED_LEN,
 };
 use super::{
     Frame, DEFAULT_COMPRESS_LEVEL, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME, FLAG_COMPRESSED,
@@ -147,21 +147,45 @@ impl WireCodec {
         }
     }
 
-    /// Encode a BATCH straight from a slice of writes (no `Vec` to build),
-    /// compressing it if configured and worthwhile. Returns the bytes
-    /// appended; on error `dst` is left exactly as it was.
-    pub fn encode_batch(
+    /// Encode a BATCH straight from the writes (a slice, or any cloneable
+    /// iterator over borrowed writes, such as the shipper's records in
+    /// flight: no `Vec` to build, no key or value cloned), compressing it
+    /// if configured and worthwhile. Returns the bytes appended; on error
+    /// `dst` is left exactly as it was.
+    pub fn encode_batch<'a, I>(
         &mut self,
         request_id: u64,
-        writes: &[Write],
+        writes: I,
         dst: &mut BytesMut,
-    ) -> Result<usize, WireError> {
+    ) -> Result<usize, WireError>
+    where
+        I: IntoIterator<Item = &'a Write>,
+        I::IntoIter: Clone + ExactSizeIterator,
+    {
         let start = dst.len();
-        let res = self.encode_batch_inner(request_id, writes, dst, start);
+        let res = self.encode_batch_inner(request_id, writes.into_iter(), dst, start);
         if res.is_err() {
             dst.truncate(start);
         }
         res.map(|()| dst.len() - start)
+    }
+
+    /// Encode a WRITE frame carrying `write` (borrowed: nothing cloned).
+    /// Returns the bytes appended; on error `dst` is left as it was.
+    pub fn encode_write(
+        &mut self,
+        request_id: u64,
+        write: &Write,
+        dst: &mut BytesMut,
+    ) -> Result<usize, WireError> {
+        let payload_len = write.record_len();
+        self.check_len(payload_len)?;
+        let start = dst.len();
+        dst.reserve(HEADER_LEN + payload_len);
+        put_header(dst, FrameType::Write, request_id);
+        put_write(dst, write);
+        finish_header(dst, start, 0);
+        Ok(dst.len() - start)
     }
 
     fn check_len(&self, len: usize) -> Result<(), WireError> {
@@ -220,21 +244,21 @@ impl WireCodec {
             }
             Message::Ping | Message::Pong => {}
             // Routed to encode_batch by encode_frame; kept total for safety.
-            Message::Batch(writes) => put_batch_body(dst, writes),
+            Message::Batch(writes) => put_batch_body(dst, writes.iter()),
         }
         debug_assert_eq!(dst.len() - start, HEADER_LEN + payload_len);
         finish_header(dst, start, 0);
         Ok(())
     }
 
-    fn encode_batch_inner(
+    fn encode_batch_inner<'a>(
         &mut self,
         request_id: u64,
-        writes: &[Write],
+        writes: impl ExactSizeIterator<Item = &'a Write> + Clone,
         dst: &mut BytesMut,
         start: usize,
     ) -> Result<(), WireError> {
-        let raw_len = batch_payload_len(writes);
+        let raw_len = 4 + writes.clone().map(Write::record_len).sum::<usize>();
         // The raw size is bounded too, not only the compressed one: the
         // receiver refuses to inflate anything above its max_frame.
         self.check_len(raw_len)?;
@@ -616,27 +640,26 @@ fn put_short(dst: &mut BytesMut, bytes: &[u8]) {
 }
 
 fn put_write(dst: &mut BytesMut, w: &Write) {
-    dst.put_u64_le(w.version);
-    dst.put_u64_le(w.source_id);
+    // The fixed fields are laid out on the stack and copied with the key
+    // and value in three copies, not seven (this runs once per record).
+    let (kind, value) = match &w.value {
+        Some(v) => (WRITE_KIND_PUT, &v[..]),
+        None => (WRITE_KIND_TOMBSTONE, &[][..]),
+    };
+    let mut fixed = [0u8; WRITE_RECORD_FIXED_LEN];
+    fixed[0..8].copy_from_slice(&w.version.to_le_bytes());
+    fixed[8..16].copy_from_slice(&w.source_id.to_le_bytes());
+    fixed[16] = kind;
     // Lengths fit in u32: the whole payload was checked against max_frame.
-    match &w.value {
-        Some(v) => {
-            dst.put_u8(WRITE_KIND_PUT);
-            dst.put_u32_le(w.key.len() as u32);
-            dst.put_u32_le(v.len() as u32);
-            dst.put_slice(&w.key);
-            dst.put_slice(v);
-        }
-        None => {
-            dst.put_u8(WRITE_KIND_TOMBSTONE);
-            dst.put_u32_le(w.key.len() as u32);
-            dst.put_u32_le(0);
-            dst.put_slice(&w.key);
-        }
-    }
+    fixed[17..21].copy_from_slice(&(w.key.len() as u32).to_le_bytes());
+    fixed[21..25].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    dst.extend_from_slice(&fixed);
+    dst.extend_from_slice(&w.key);
+    dst.extend_from_slice(value);
 }
 
-fn put_batch_body(dst: &mut BytesMut, writes: &[Write]) {
+fn put_batch_body<'a>(dst: &mut BytesMut, writes: impl ExactSizeIterator<Item = &'a Write>) {
+    // Fits: the payload, count included, was checked against max_frame.
     dst.put_u32_le(writes.len() as u32);
     for w in writes {
         put_write(dst, w);

@@ -278,6 +278,84 @@ fn encode_batch_from_slice_matches_frame_encoding() {
 }
 
 #[test]
+fn encode_batch_from_borrowed_records_matches_frame_encoding() {
+    // The shipper keeps (position, write) pairs; the batch is encoded from
+    // borrows of them.
+    let records = [
+        (7u64, Write::put("a", "1", 1, 1)),
+        (8, Write::tombstone("b", 2, 1)),
+    ];
+    let mut codec = WireCodec::new();
+    let mut direct = BytesMut::new();
+    codec
+        .encode_batch(5, records.iter().map(|(_, w)| w), &mut direct)
+        .unwrap();
+    let writes = records.iter().map(|(_, w)| w.clone()).collect();
+    assert_eq!(direct, encode(&mut codec, &Frame::batch(5, writes)));
+}
+
+#[test]
+fn encode_write_from_a_borrow_matches_frame_encoding() {
+    let w = Write::put("key", vec![3u8; 100], 9, 2);
+    let mut codec = WireCodec::new();
+    let mut direct = BytesMut::new();
+    let n = codec.encode_write(4, &w, &mut direct).unwrap();
+    assert_eq!(n, direct.len());
+    assert_eq!(direct, encode(&mut codec, &Frame::write(4, w)));
+}
+
+#[test]
+fn encode_write_over_max_frame_fails_and_leaves_the_buffer_untouched() {
+    let mut codec = WireCodec::new().with_max_frame(MIN_MAX_FRAME);
+    let mut buf = BytesMut::from(&b"before"[..]);
+    let w = Write::put("k", vec![0u8; MIN_MAX_FRAME], 1, 1);
+    assert!(matches!(
+        codec.encode_write(1, &w, &mut buf),
+        Err(WireError::FrameTooLarge { .. })
+    ));
+    assert_eq!(&buf[..], b"before");
+}
+
+#[test]
+fn frames_coalesced_into_one_buffer_decode_in_order_at_every_split() {
+    // What the shipper hands to one `write`: several requests back to back.
+    let mut codec = WireCodec::new();
+    let frames = vec![
+        Frame::batch(
+            1,
+            vec![Write::put("a", "1", 1, 1), Write::put("b", "22", 2, 1)],
+        ),
+        Frame::write(2, Write::tombstone("c", 3, 1)),
+        compressible_batch(3),
+        Frame::write(4, Write::put("d", vec![4u8; 300], 4, 1)),
+    ];
+    let mut wire = BytesMut::new();
+    for f in &frames {
+        match &f.body {
+            Message::Write(w) => codec.encode_write(f.request_id, w, &mut wire),
+            Message::Batch(ws) => codec.encode_batch(f.request_id, ws, &mut wire),
+            _ => unreachable!("requests only"),
+        }
+        .unwrap();
+    }
+    let wire = wire.freeze();
+    for split in 0..=wire.len() {
+        let mut rx = WireCodec::new();
+        let mut buf = BytesMut::from(&wire[..split]);
+        let mut got = Vec::new();
+        while let Some(f) = decode_one(&mut rx, &mut buf).expect("decode") {
+            got.push(f);
+        }
+        buf.extend_from_slice(&wire[split..]);
+        while let Some(f) = decode_one(&mut rx, &mut buf).expect("decode") {
+            got.push(f);
+        }
+        assert_eq!(got, frames, "split at {split}");
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
 fn header_layout_is_little_endian_at_documented_offsets() {
     let frame = Frame::write(0x0102_0304_0506_0708, Write::put("k", "v", 1, 1));
     let b = encode_default(&frame);
