@@ -39,6 +39,9 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Check this host against a link's BDP; --apply raises what limits it.
     Tune(cmd::tune::Args),
+    /// The durable engines' rates beside the disk's (for `cargo xtask bench`).
+    #[command(hide = true)]
+    MeasureDisk(cmd::measure::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Tune(args) => cmd::tune::run(args).await,
+            Command::MeasureDisk(args) => cmd::measure::run(args).await,
         }
     })
 }

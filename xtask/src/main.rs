@@ -12,6 +12,7 @@
 //! scripts never invalidate the user-space build.
 mod bench;
 mod demo;
+mod disk;
 mod fuzz;
 mod links;
 mod setup;
@@ -64,6 +65,13 @@ enum Cmd {
         /// Only the TLS rows: the lab run without and with TLS (root).
         #[arg(long)]
         tls_only: bool,
+        /// Only the disk rows: the durable store and the source log against
+        /// the disk's own fdatasync'd bandwidth.
+        #[arg(long)]
+        disk_only: bool,
+        /// Records per engine in each disk run.
+        #[arg(long, default_value_t = 200_000, value_name = "N")]
+        disk_records: u64,
         /// Only the link grid: iperf3 -P 8 / -P 1 and xdr-ship with its
         /// defaults on each link of issue #17's grid, back to back (root).
         #[arg(long)]
@@ -126,6 +134,8 @@ fn main() -> Result<()> {
             lab_seconds,
             probe_only,
             tls_only,
+            disk_only,
+            disk_records,
             links,
             link_seconds,
             only,
@@ -147,8 +157,12 @@ fn main() -> Result<()> {
                 let bin = build(true)?;
                 return bench::tls_only(&bin, lab_seconds.max(15));
             }
+            if disk_only {
+                return disk::rows(&build(true)?, repeats.max(1), disk_records);
+            }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
-            bench::bench(repeats.max(1), seconds.max(1), lab_seconds)
+            bench::bench(repeats.max(1), seconds.max(1), lab_seconds)?;
+            disk::rows(&build(true)?, repeats.max(1), disk_records)
         }
         Cmd::Rusage { argv } => links::rusage(&argv),
         Cmd::Fuzz { target, runs } => fuzz::fuzz(target, runs.max(1)),

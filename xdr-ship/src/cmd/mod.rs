@@ -4,6 +4,7 @@ pub mod ingest;
 pub mod lab;
 pub mod live;
 pub mod load;
+pub mod measure;
 pub mod observe;
 pub mod recv;
 pub mod replay;

@@ -44,8 +44,10 @@
 //! client and the ingest server's CPU on the shared 2 cores set that rate,
 //! not the log.
 pub mod ingest;
+mod measure;
 pub mod segment;
 mod source;
+pub use measure::{measure_append_rate, AppendRate};
 #[cfg(test)]
 mod tests;
 
