@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     // Runs the TUI in a real terminal in its test.
     "tmux",
+    // `nft`: the busy firewall of the induced-interrupts test.
+    "nftables",
 ];
 
 /// Rust components the kernel build and `lint` need.

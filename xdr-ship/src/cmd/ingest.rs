@@ -27,6 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
     destinations::{self, Destination, DestinationsError},
+    live::{KernelOptions, KernelSampler, SharedKernel},
     metrics::prometheus::PromMetrics,
     server::{self, ServerConfig, ServerStats},
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipError, ShipSummary, Source},
@@ -259,7 +260,12 @@ impl Node<'_> {
     ) -> anyhow::Result<Shipping> {
         let mut tasks = JoinSet::new();
         let mut hot_keys = Vec::new();
-        for Destination { name, config: cfg } in dests {
+        let mut ports = Vec::new();
+        for d in &dests {
+            ports.push(ship::resolve(&d.config.to).await.ok().map(|a| a.port()));
+        }
+        let kernel = shared_kernel(outputs.live, &ports);
+        for (Destination { name, config: cfg }, port) in dests.into_iter().zip(ports) {
             let mut source = LogSource::open(&self.log, &name)
                 .with_context(|| format!("destination `{name}` on --log {}", self.dir.display()))?;
             let hot = Arc::new(AtomicU64::new(0));
@@ -271,10 +277,10 @@ impl Node<'_> {
                 print_banner(Some(&name), &cfg, &source.describe());
             }
             let (stop, cancel) = (self.stop.clone(), self.cancel.clone());
-            let port = ship::resolve(&cfg.to).await.ok().map(|a| a.port());
             let mut out = live::Live::with(
                 outputs.live,
                 port,
+                Some(kernel.clone()),
                 outputs.print,
                 outputs.prom.clone(),
                 Some(&name),
@@ -413,6 +419,21 @@ impl Node<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// The kernel programs every destination's pipeline reads: loaded once,
+/// their port filter covering every destination's port (softirq only when
+/// no destination's port is known), so N destinations cost one set of
+/// programs and one reader, not N.
+fn shared_kernel(live: &LiveArgs, ports: &[Option<u16>]) -> SharedKernel {
+    let mut tcp_ports: Vec<u16> = ports.iter().flatten().copied().collect();
+    tcp_ports.sort_unstable();
+    tcp_ports.dedup();
+    KernelSampler::open(&KernelOptions {
+        no_ebpf: live.no_ebpf,
+        tcp_ports: (!tcp_ports.is_empty()).then_some(tcp_ports),
+    })
+    .shared()
 }
 
 /// Appends the JSON lines of `from` (`-`: standard input) to the log.

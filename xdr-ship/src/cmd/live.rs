@@ -8,7 +8,7 @@ use xdr_ship::{
     live::{
         prometheus::PromMetrics,
         sink::{JsonSink, LineSink, RecordSink},
-        Frame, Pipeline, PipelineOptions, RecordingWriter, Sinks, Sources,
+        Frame, Pipeline, PipelineOptions, RecordingWriter, SharedKernel, Sinks, Sources,
     },
     metrics::ShipSnapshot,
 };
@@ -128,15 +128,17 @@ impl Live {
         cancel: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Self> {
         let prom = start_metrics(args, cancel).await?;
-        Self::with(args, port, print, prom, None)
+        Self::with(args, port, None, print, prom, None)
     }
 
     /// One destination's outputs among several: lines prefixed with
     /// `[name]`, the recording named after it, the metrics exporter shared
-    /// (its series are labelled by destination).
+    /// (its series are labelled by destination); `kernel`: programs loaded
+    /// once for every destination (else this one loads its own for `port`).
     pub fn with(
         args: &LiveArgs,
         port: Option<u16>,
+        kernel: Option<SharedKernel>,
         print: Print,
         prom: Option<PromMetrics>,
         name: Option<&str>,
@@ -164,13 +166,17 @@ impl Live {
             };
             sinks.push(RecordSink::new(RecordingWriter::create(path)?));
         }
-        let pipeline = Pipeline::open(&PipelineOptions {
+        let opts = PipelineOptions {
             no_ebpf: args.no_ebpf,
             port,
             window: args.verdict_window,
             link: args.link(),
             ..PipelineOptions::default()
-        });
+        };
+        let pipeline = match kernel {
+            Some(kernel) => Pipeline::sharing(kernel, &opts),
+            None => Pipeline::open(&opts),
+        };
         let sources = pipeline.sources();
         Ok(Self {
             pipeline,

@@ -26,7 +26,8 @@
 //! - [`line`](mod@line): the two delay-line threads and their counters;
 //! - [`netns`]: named namespaces, entering them, finding their processes;
 //! - [`reaper`]: the process that cleans up after a controller that died;
-//! - [`status`]: the status file a running lab writes for `lab status`.
+//! - [`status`]: the status file a running lab writes for `lab status`;
+//! - [`steer`]: receive work steered to one CPU, a firewall and a flood.
 //!
 //! The `lab up | run | status | down` subcommands are the binary's
 //! (`cmd/lab.rs`): the library keeps the [`Lab`] API.
@@ -46,6 +47,7 @@ pub mod netns;
 pub mod reaper;
 pub mod sched;
 pub mod status;
+pub mod steer;
 pub mod tun;
 
 use std::{

@@ -31,8 +31,8 @@ fn explain(i: &Inputs<'_>) -> Explained {
                 format!(
                     "one core drowns in softirq (CPU{}): spread IRQs (irqbalance, or \
                      /proc/irq/<n>/smp_affinity), enable RPS/RFS (echo {mask:x} > \
-                     /sys/class/net/<dev>/queues/rx-<n>/rps_cpus; sysctl -w \
-                     net.core.rps_sock_flow_entries=32768), and use more connections so \
+                     /sys/class/net/<dev>/queues/rx-0/rps_cpus, and each rx-N of a \
+                     multi-queue <dev>; sysctl -w net.core.rps_sock_flow_entries=32768), and use more connections so \
                      the flows hash onto more queues",
                     s.cpu
                 ),
