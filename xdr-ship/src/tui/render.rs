@@ -44,23 +44,9 @@ pub(crate) fn limit_color(limit: Limit) -> Color {
         Limit::Interrupts => Color::LightRed,
         Limit::Application => Color::Green,
         Limit::Destination => Color::Blue,
+        Limit::Ramp => Color::LightCyan,
         Limit::Unknown => Color::DarkGray,
         Limit::Idle => Color::Gray,
-    }
-}
-
-/// A limit's name where a column is narrow.
-pub(crate) fn limit_short(limit: Limit) -> &'static str {
-    match limit {
-        Limit::Bandwidth => "bw",
-        Limit::ReceiverWindow => "rwnd",
-        Limit::SenderBuffer => "sndbuf",
-        Limit::Loss => "loss",
-        Limit::Interrupts => "irq",
-        Limit::Application => "app",
-        Limit::Destination => "dest",
-        Limit::Unknown => "?",
-        Limit::Idle => "idle",
     }
 }
 

@@ -167,6 +167,7 @@ fn sample(flows: &[Flow], k: u64) -> Sample {
             bandwidth_bytes_per_s: Some(LINK),
         },
         kernel: Vec::new(),
+        owners: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
     metrics::{fmt_us, ConnSnapshot},
     probe::tcp::KernelConn,
     tui::{
-        render::{bytes, count, fit, limit_color, limit_short, pane_block},
+        render::{bytes, count, fit, limit_color, pane_block},
         Update,
     },
 };
@@ -493,7 +493,7 @@ fn row_line(r: &Row<'_>, cols: &[Col], limited_w: usize) -> Line<'static> {
         Some(v) => {
             let mut left = limited_w;
             for (l, p) in &v.shares {
-                let t = format!("{} {} ", limit_short(*l), fmt_pct(*p));
+                let t = format!("{} {} ", l.short_name(), fmt_pct(*p));
                 let n = t.chars().count();
                 if n > left {
                     break;
