@@ -145,3 +145,19 @@ fn a_small_receive_buffer_on_the_far_side_is_the_receiver_window() {
     );
     assert!(replay.contains("receiver window"), "{replay}");
 }
+
+#[test]
+fn several_iperf3_streams_on_the_capped_link_are_bandwidth() {
+    require_root();
+    let lab = lab("bw");
+    let port = 5404;
+    let flow = iperf3(&lab, port, &[], &["-P", "4"], 14);
+    std::thread::sleep(Duration::from_secs(3));
+    let (live, replay) = observe_and_replay(&lab, port, 6);
+    drop(flow);
+    lab.down().expect("teardown");
+    let block = last_verdict(&live);
+    println!("observe printed:\n{block}\nreplay:\n{replay}");
+    assert!(all_flows_limit(block).starts_with("bandwidth"), "{block}");
+    assert!(replay.contains("limit: bandwidth"), "{replay}");
+}
