@@ -53,9 +53,6 @@ use std::{collections::VecDeque, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-/// The old names of [`crate::units`]' formatters, for callers outside the
-/// live pipeline (`tui/`) until they switch.
-pub use crate::units::{bytes as fmt_bytes, pct as fmt_pct, rate as fmt_rate, secs as fmt_dur_s};
 pub use rules::MAX_SAMPLES;
 pub use sample::{DiagnoseError, FlowOwner, LinkHints, Sample, OBSERVE_MODE, SAMPLE_VERSION};
 
