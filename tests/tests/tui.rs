@@ -94,6 +94,7 @@ fn sample(k: u64) -> Sample {
             bandwidth_bytes_per_s: Some(100_000_000),
         },
         kernel: Vec::new(),
+        owners: Vec::new(),
     }
 }
 

@@ -1,7 +1,10 @@
 //! `xdr-ship observe`: the per-connection and per-CPU view for any
 //! process's TCP flows (iperf3, redis, a real XDR link).
 use anyhow::Context;
-use xdr_ship::live::{FlowOptions, FlowSampler, RecordingWriter};
+use xdr_ship::{
+    diagnose::Diagnoser,
+    live::{FlowOptions, FlowSampler, RecordingWriter},
+};
 
 /// Watch any process's TCP connections: windows, RTT, retransmits, and
 /// softirq load per CPU.
@@ -20,6 +23,9 @@ pub struct Args {
     /// format `xdr-ship replay FILE` plays (the kernel half only).
     #[arg(long, value_name = "FILE")]
     record: Option<std::path::PathBuf>,
+    /// The window the verdict judges over.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = super::parse_duration)]
+    window: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,13 +47,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         format!("observe: port {}", ports.join(","))
     };
     let started = std::time::Instant::now();
+    // The same engine `replay` runs over the recording, so both judge alike.
+    let mut diagnoser = Diagnoser::new(args.window);
     args.sampling
         .run(|| {
-            let report = flows.sample().context("sampling")?;
+            let mut report = flows.sample().context("sampling")?;
+            let sample = report.to_sample(started.elapsed(), &label);
             if let Some(out) = &mut record {
-                out.write(&report.to_sample(started.elapsed(), &label))
-                    .context("--record")?;
+                out.write(&sample).context("--record")?;
             }
+            diagnoser.push(sample);
+            report.verdict = diagnoser.judge();
             Ok(report)
         })
         .await

@@ -45,6 +45,11 @@ pub(super) struct Context {
     pub idle: bool,
     /// The largest window the shipper grows to by itself, if known.
     pub window_cap: Option<u64>,
+    /// Only the kernel's half is known (an `observe` of a process we did
+    /// not write): the texts name the process, not the shipper's flags.
+    pub kernel_only: bool,
+    /// Where a BDP without `--link-rate` came from.
+    pub bdp_source: &'static str,
 }
 
 impl Context {
@@ -69,13 +74,30 @@ impl Context {
             bytes_per_s: ratio(acked as f64, span_s),
             records_per_s: ratio(delivered as f64, span_s),
         };
-        let link_bps = last.link.bandwidth_bytes_per_s.filter(|b| *b > 0);
-        let (bdp_bytes, bdp_from_link) = match (link_bps, rtt_us) {
-            (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true),
-            (None, Some(r)) if observed.bytes_per_s > 0.0 => {
-                (Some(units::bdp_bytes_f64(observed.bytes_per_s, r)), false)
+        let kernel_only = last.kernel_only();
+        let observed = if kernel_only {
+            Rate {
+                bytes_per_s: ratio(kernel_acked(first, last) as f64, span_s),
+                records_per_s: 0.0,
             }
-            _ => (None, false),
+        } else {
+            observed
+        };
+        let link_bps = last.link.bandwidth_bytes_per_s.filter(|b| *b > 0);
+        let path_max = largest_delivery_rate(samples);
+        let (bdp_bytes, bdp_from_link, bdp_source) = match (link_bps, rtt_us) {
+            (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true, "link"),
+            (None, Some(r)) if path_max > 0.0 => (
+                Some(units::bdp_bytes_f64(path_max, r)),
+                false,
+                "largest delivery rate the path has shown",
+            ),
+            (None, Some(r)) if observed.bytes_per_s > 0.0 => (
+                Some(units::bdp_bytes_f64(observed.bytes_per_s, r)),
+                false,
+                "observed rate",
+            ),
+            _ => (None, false, "unknown"),
         };
         let saturations: Vec<Saturation> = samples[1..]
             .iter()
@@ -108,8 +130,14 @@ impl Context {
             saturated_intervals,
             intervals: samples.len() - 1,
             observed,
-            idle: delivered == 0 && last.ship.inflight == 0 && last.ship.outstanding == 0,
+            idle: if kernel_only {
+                observed.bytes_per_s <= 0.0
+            } else {
+                delivered == 0 && last.ship.inflight == 0 && last.ship.outstanding == 0
+            },
             window_cap,
+            kernel_only,
+            bdp_source,
         })
     }
 
@@ -158,13 +186,51 @@ impl Context {
                 units::rate(l as f64)
             ),
             (Some(bdp), None) => format!(
-                "RTT {rtt} ({}); BDP {} = observed rate × RTT (give --link-rate for the link's)",
+                "RTT {rtt} ({}); BDP {} = {} × RTT (give --link-rate for the link's)",
                 self.rtt_source,
-                units::bytes(bdp as f64)
+                units::bytes(bdp as f64),
+                self.bdp_source
             ),
             _ => format!("RTT {rtt} ({})", self.rtt_source),
         }
     }
+}
+
+/// Bytes the kernel saw acknowledged between `first` and `last`, summed
+/// over the flows present in both (by cookie).
+fn kernel_acked(first: &Sample, last: &Sample) -> u64 {
+    last.ship
+        .connections
+        .iter()
+        .filter_map(|c| {
+            let now = c.tcp.as_ref()?.bytes_acked;
+            let then = first
+                .ship
+                .connections
+                .iter()
+                .find(|f| f.cookie == c.cookie)
+                .and_then(|f| f.tcp.as_ref())
+                .map_or(now, |t| t.bytes_acked);
+            Some(now.saturating_sub(then))
+        })
+        .sum()
+}
+
+/// The largest delivery rate the path has shown in `samples`: per sample,
+/// the flows' latest delivery-rate samples summed (they share the path),
+/// then the largest of those.
+fn largest_delivery_rate(samples: &[&Sample]) -> f64 {
+    samples
+        .iter()
+        .map(|s| {
+            s.ship
+                .connections
+                .iter()
+                .filter_map(|c| c.tcp.as_ref())
+                .map(|t| t.delivery_rate_bytes_per_s as f64)
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
 }
 
 /// `1 connection`, `2 connections`.

@@ -37,6 +37,7 @@
 //! 200 ms every 10 s) that retransmits in the same interval can read as a
 //! collapsing cwnd.
 mod context;
+mod kernel_rules;
 mod limits;
 mod render;
 pub mod rules;
@@ -44,17 +45,16 @@ mod sample;
 mod verdict;
 
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{collections::VecDeque, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-/// The old names of [`crate::units`]' formatters, for callers outside the
-/// live pipeline (`tui/`) until they switch.
-pub use crate::units::{bytes as fmt_bytes, pct as fmt_pct, rate as fmt_rate, secs as fmt_dur_s};
 pub use rules::MAX_SAMPLES;
-pub use sample::{DiagnoseError, LinkHints, Sample, SAMPLE_VERSION};
+pub use sample::{DiagnoseError, FlowOwner, LinkHints, Sample, OBSERVE_MODE, SAMPLE_VERSION};
 
 /// What holds the throughput back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,6 +77,9 @@ pub enum Limit {
     /// TCP is not the limit and the window is full, but answers come back
     /// slowly: the receiver.
     Destination,
+    /// TCP is still opening its windows (slow start, the receive window's
+    /// autotuning): a moment, not a steady limit.
+    Ramp,
     /// No kernel view (disconnected, reconnecting, no `TCP_INFO`).
     Unknown,
     /// Nothing to ship.
@@ -85,7 +88,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in the order ties are broken.
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::Bandwidth,
         Limit::ReceiverWindow,
         Limit::SenderBuffer,
@@ -93,6 +96,7 @@ impl Limit {
         Limit::Interrupts,
         Limit::Application,
         Limit::Destination,
+        Limit::Ramp,
         Limit::Unknown,
         Limit::Idle,
     ];
@@ -211,6 +215,7 @@ pub struct Diagnoser {
     window: Duration,
     window_cap: Option<u64>,
     samples: VecDeque<Sample>,
+    holds: std::collections::HashMap<u64, Hold>,
 }
 
 impl Diagnoser {
@@ -221,6 +226,7 @@ impl Diagnoser {
             window,
             window_cap: None,
             samples: VecDeque::new(),
+            holds: std::collections::HashMap::new(),
         }
     }
 
@@ -250,6 +256,7 @@ impl Diagnoser {
     /// Forgets every sample.
     pub fn clear(&mut self) {
         self.samples.clear();
+        self.holds.clear();
     }
 
     /// Adds the newest sample and forgets what fell out of the window. A
@@ -279,7 +286,42 @@ impl Diagnoser {
 
     /// The verdicts over the window; `None` until two samples span some
     /// time (the kernel's timers are cumulative: one sample says nothing).
+    /// Plain: each call judges the window afresh (see [`Diagnoser::judge`]
+    /// for the live view with hysteresis).
     pub fn verdict(&self) -> Option<Diagnosis> {
+        self.verdict_holding(&|_| None)
+    }
+
+    /// The verdicts as a live view shows them: a scope's top limit changes
+    /// only once the new one has been on top for [`MIN_CHANGE_SPAN`] of
+    /// sample time, so one odd interval does not flip it. The shares stay
+    /// the window's own.
+    pub fn judge(&mut self) -> Option<Diagnosis> {
+        let raw = self.verdict()?;
+        let at = self.samples.back().map_or(Duration::ZERO, |s| s.at);
+        let mut changed = false;
+        for v in std::iter::once(&raw.shipper).chain(&raw.connections) {
+            let key = scope_key(&v.scope);
+            let hold = self.holds.entry(key).or_insert(Hold {
+                limit: v.limit,
+                candidate: None,
+            });
+            changed |= hold.update(v.limit, at);
+        }
+        // Forget scopes that are gone, so the map stays bounded.
+        let live: Vec<u64> = std::iter::once(&raw.shipper)
+            .chain(&raw.connections)
+            .map(|v| scope_key(&v.scope))
+            .collect();
+        self.holds.retain(|k, _| live.contains(k));
+        if !changed {
+            return Some(raw);
+        }
+        let holds = self.holds.clone();
+        self.verdict_holding(&|scope| holds.get(&scope_key(scope)).map(|h| h.limit))
+    }
+
+    fn verdict_holding(&self, held: &dyn Fn(&Scope) -> Option<Limit>) -> Option<Diagnosis> {
         let samples: Vec<&Sample> = self.samples.iter().collect();
         if samples.len() < 2 {
             return None;
@@ -293,8 +335,19 @@ impl Diagnoser {
         let mut all = rules::Acc::default();
         let mut connections = Vec::with_capacity(last.ship.connections.len());
         for c in &last.ship.connections {
-            let acc = rules::collect(&samples, c.id, ctx.rtt_us);
-            all.merge(&acc);
+            let acc = if ctx.kernel_only {
+                let mut acc = kernel_rules::collect(&samples, c.cookie);
+                acc.process = last.owner(c.cookie).map(sample::FlowOwner::process);
+                acc
+            } else {
+                rules::collect(&samples, c.id, ctx.rtt_us)
+            };
+            // A kernel-only flow that carried nothing (a listener, the
+            // receiving end, an idle control connection) says nothing
+            // about the path: it stays out of the whole's shares.
+            if !ctx.kernel_only || acc.carried > 0 {
+                all.merge(&acc);
+            }
             let observed = Rate {
                 bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
                 records_per_s: rules::ratio(acc.delivered as f64, span_s),
@@ -303,9 +356,15 @@ impl Diagnoser {
                 id: c.id,
                 cookie: c.cookie,
             };
-            connections.push(verdict::build(scope, &acc, &ctx, observed));
+            connections.push(verdict::build(scope, &acc, &ctx, observed, held(&scope)));
         }
-        let shipper = verdict::build(Scope::Shipper, &all, &ctx, ctx.observed);
+        let shipper = verdict::build(
+            Scope::Shipper,
+            &all,
+            &ctx,
+            ctx.observed,
+            held(&Scope::Shipper),
+        );
         Some(Diagnosis {
             span: ctx.span,
             samples: samples.len(),
@@ -314,5 +373,50 @@ impl Diagnoser {
             shipper,
             connections,
         })
+    }
+}
+
+/// A live verdict changes its top limit only after the new one has been
+/// on top for this long (sample time): two or more one-second intervals,
+/// so that one odd interval (a burst of retransmits, a stalled reader)
+/// does not flip what an operator reads.
+pub const MIN_CHANGE_SPAN: Duration = Duration::from_secs(2);
+
+/// The key of a scope in the hysteresis table.
+fn scope_key(scope: &Scope) -> u64 {
+    match scope {
+        Scope::Shipper => u64::MAX,
+        Scope::Connection { id, cookie } => cookie ^ ((*id as u64) << 48),
+    }
+}
+
+/// The limit a live view shows for one scope, and the one that may
+/// replace it.
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    limit: Limit,
+    /// A different top limit and when it first came on top.
+    candidate: Option<(Limit, Duration)>,
+}
+
+impl Hold {
+    /// Takes the window's top limit `top` at sample time `at`; true if the
+    /// held limit differs from `top` afterwards.
+    fn update(&mut self, top: Limit, at: Duration) -> bool {
+        if top == self.limit {
+            self.candidate = None;
+            return false;
+        }
+        match self.candidate {
+            Some((c, since)) if c == top => {
+                if at.saturating_sub(since) >= MIN_CHANGE_SPAN {
+                    self.limit = top;
+                    self.candidate = None;
+                    return false;
+                }
+            }
+            _ => self.candidate = Some((top, at)),
+        }
+        true
     }
 }

@@ -247,6 +247,12 @@ pub(super) struct Acc {
     pub cwnd: f64,
     /// Largest congestion window seen (segments).
     pub cwnd_peak: f64,
+    /// Latest slow-start threshold (segments; summed like `cwnd`).
+    pub ssthresh: f64,
+    /// Intervals that carried data (kernel-only flows).
+    pub carried: u64,
+    /// The process that owns the flow(s), kernel-only: `iperf3 (pid 42)`.
+    pub process: Option<String>,
     /// Largest MSS (bytes).
     pub mss: f64,
     /// Latest smoothed RTT (µs).
@@ -301,6 +307,14 @@ impl Acc {
         self.snd_wnd_max += o.snd_wnd_max;
         self.cwnd += o.cwnd;
         self.cwnd_peak += o.cwnd_peak;
+        self.ssthresh += o.ssthresh;
+        self.carried += o.carried;
+        self.process = match (self.process.take(), &o.process) {
+            (Some(a), Some(b)) if a != *b && !a.split(", ").any(|p| p == b) => {
+                Some(format!("{a}, {b}"))
+            }
+            (a, b) => a.or_else(|| b.clone()),
+        };
         self.mss = self.mss.max(o.mss);
         self.srtt_us += o.srtt_us;
         self.min_rtt_us = match (self.min_rtt_us, o.min_rtt_us) {
@@ -503,24 +517,45 @@ fn charge_tcp_interval(
         tb.snd_wnd_bytes > 0 && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes);
     let class = if peer_window_full {
         Limit::ReceiverWindow
-    } else if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
-        acc.interrupted += 1;
-        Limit::Interrupts
     } else {
-        let p = ratio(f64::from(d_retrans), d_segs);
-        let collapsed = peak_before > 0
-            && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
-        let rate = d_acked as f64 / (dt_us / 1e6);
-        let explained_by_loss =
-            rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
-        let overflowing =
-            tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
-        if d_retrans > 0 && p >= LOSS_RATE_MIN && !overflowing && (collapsed || explained_by_loss) {
-            acc.lossy += 1;
-            Limit::Loss
-        } else {
-            Limit::Bandwidth
-        }
+        network_class(acc, b, (ta, tb), dt_us, peak_before, link_full)
     };
     acc.time_us[class as usize] += sending;
+}
+
+/// The network limit of an interval in which TCP was sending at its
+/// congestion window: interrupts if one CPU drowns in softirq and the link
+/// is not full; else loss if retransmits came with a collapsing cwnd (or a
+/// rate the loss explains) and no overflowing queue; else bandwidth.
+pub(super) fn network_class(
+    acc: &mut Acc,
+    b: &Sample,
+    (ta, tb): (&TcpSample, &TcpSample),
+    dt_us: f64,
+    peak_before: u32,
+    link_full: bool,
+) -> Limit {
+    if !link_full && b.softirq.as_ref().and_then(saturation).is_some() {
+        acc.interrupted += 1;
+        return Limit::Interrupts;
+    }
+    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
+    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
+    let mss = f64::from(tb.mss_bytes.max(1));
+    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
+    let srtt_us = f64::from(tb.srtt_us);
+    let p = ratio(f64::from(d_retrans), d_segs);
+    let collapsed = peak_before > 0
+        && f64::from(tb.cwnd_segments) <= CWND_COLLAPSE_RATIO * f64::from(peak_before);
+    let rate = d_acked as f64 / (dt_us / 1e6);
+    let explained_by_loss =
+        rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
+    let overflowing =
+        tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
+    if d_retrans > 0 && p >= LOSS_RATE_MIN && !overflowing && (collapsed || explained_by_loss) {
+        acc.lossy += 1;
+        Limit::Loss
+    } else {
+        Limit::Bandwidth
+    }
 }

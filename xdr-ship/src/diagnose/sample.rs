@@ -14,6 +14,40 @@ use crate::{
     probe::{softirq::SoftirqReport, tcp::KernelConn},
 };
 
+/// The `ship.mode` of a sample that has only the kernel's half: one
+/// written by `xdr-ship observe` for flows of a process we did not write.
+/// Such a sample is judged from `TCP_INFO` alone ([`Sample::kernel_only`]).
+pub const OBSERVE_MODE: &str = "observe";
+
+/// Who owns one observed flow, and where it goes: what the kernel-only
+/// verdict names as "the application".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowOwner {
+    /// The socket's cookie (the join key with `ship.connections`).
+    pub cookie: u64,
+    /// The owning process, if it could be found in `/proc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its command name (`/proc/<pid>/comm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The remote address, `10.0.0.2:5201`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+}
+
+impl FlowOwner {
+    /// `iperf3 (pid 4242)`, `pid 4242`, or `the process` when unknown.
+    pub fn process(&self) -> String {
+        match (&self.comm, self.pid) {
+            (Some(c), Some(p)) => format!("{c} (pid {p})"),
+            (None, Some(p)) => format!("pid {p}"),
+            (Some(c), None) => c.clone(),
+            (None, None) => "the process".to_owned(),
+        }
+    }
+}
+
 /// Version of the JSON line written by [`Sample::to_json_line`]. Bump it
 /// when a field changes meaning; adding an optional field does not need it.
 pub const SAMPLE_VERSION: u32 = 1;
@@ -76,6 +110,9 @@ pub struct Sample {
     /// the kernel's chrono timers that eBPF lacks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel: Vec<KernelConn>,
+    /// For a kernel-only sample: who owns each flow (by cookie).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<FlowOwner>,
 }
 
 impl Sample {
@@ -92,7 +129,19 @@ impl Sample {
             softirq,
             link,
             kernel: Vec::new(),
+            owners: Vec::new(),
         }
+    }
+
+    /// Whether only the kernel's half is known (an `observe` sample): no
+    /// app window, no records, no answers; the verdict reads `TCP_INFO`.
+    pub fn kernel_only(&self) -> bool {
+        self.ship.mode == OBSERVE_MODE
+    }
+
+    /// The owner of the flow with `cookie`, if recorded.
+    pub fn owner(&self, cookie: u64) -> Option<&FlowOwner> {
+        self.owners.iter().find(|o| o.cookie == cookie)
     }
 
     /// One line of a recording: this sample as a JSON object with the

@@ -176,6 +176,7 @@ impl World {
             softirq: (k > 0).then(|| self.softirq.clone()).flatten(),
             link: self.link,
             kernel: Vec::new(),
+            owners: Vec::new(),
         }
     }
 

@@ -12,9 +12,18 @@ use super::{
 };
 
 /// The verdict for one scope from its attributed time.
-pub(super) fn build(scope: Scope, acc: &Acc, ctx: &Context, observed: Rate) -> Verdict {
+/// `held`, if given, is the limit hysteresis keeps on top while a new one
+/// has not yet held for the minimum span (it must have a share).
+pub(super) fn build(
+    scope: Scope,
+    acc: &Acc,
+    ctx: &Context,
+    observed: Rate,
+    held: Option<Limit>,
+) -> Verdict {
     let scope_idle = match scope {
         Scope::Shipper => ctx.idle,
+        Scope::Connection { .. } if ctx.kernel_only => acc.carried == 0,
         Scope::Connection { .. } => {
             acc.delivered == 0 && acc.inflight == 0.0 && ctx.outstanding == 0
         }
@@ -24,21 +33,39 @@ pub(super) fn build(scope: Scope, acc: &Acc, ctx: &Context, observed: Rate) -> V
             scope,
             limit: Limit::Idle,
             shares: vec![(Limit::Idle, 100.0)],
-            headline: "nothing shipped, in flight or outstanding".to_owned(),
+            headline: if ctx.kernel_only {
+                "the flow carried nothing".to_owned()
+            } else {
+                "nothing shipped, in flight or outstanding".to_owned()
+            },
             evidence: vec![Evidence {
                 limit: Some(Limit::Idle),
-                text: format!(
-                    "no record delivered in {}; none in flight; none outstanding",
-                    units::secs(ctx.span.as_secs_f64())
-                ),
+                text: if ctx.kernel_only {
+                    format!(
+                        "nothing acknowledged and nothing in flight in {}",
+                        units::secs(ctx.span.as_secs_f64())
+                    )
+                } else {
+                    format!(
+                        "no record delivered in {}; none in flight; none outstanding",
+                        units::secs(ctx.span.as_secs_f64())
+                    )
+                },
             }],
-            remedy: "nothing to do: the source has nothing to ship".to_owned(),
+            remedy: if ctx.kernel_only {
+                "nothing to do: the process sent nothing on this flow".to_owned()
+            } else {
+                "nothing to do: the source has nothing to ship".to_owned()
+            },
             observed,
             ceilings: Vec::new(),
         };
     }
     let shares = shares(&acc.time_us);
-    let (limit, _) = shares.first().copied().unwrap_or((Limit::Unknown, 100.0));
+    let top = shares.first().copied().unwrap_or((Limit::Unknown, 100.0));
+    let (limit, limit_pct) = held
+        .and_then(|h| shares.iter().copied().find(|(l, _)| *l == h))
+        .unwrap_or(top);
     let mut evidence = vec![
         Evidence {
             limit: None,
@@ -57,13 +84,7 @@ pub(super) fn build(scope: Scope, acc: &Acc, ctx: &Context, observed: Rate) -> V
             });
         }
     }
-    let top = explain(
-        limit,
-        shares.first().map_or(100.0, |s| s.1),
-        acc,
-        ctx,
-        &observed,
-    );
+    let top = explain(limit, limit_pct, acc, ctx, &observed);
     Verdict {
         scope,
         limit,
@@ -78,7 +99,7 @@ pub(super) fn build(scope: Scope, acc: &Acc, ctx: &Context, observed: Rate) -> V
 
 /// Percent per limit, largest first, zeros left out; `[(Unknown, 100)]`
 /// when no time was accounted for at all.
-fn shares(time_us: &[f64; N_LIMITS]) -> Vec<(Limit, f64)> {
+pub(super) fn shares(time_us: &[f64; N_LIMITS]) -> Vec<(Limit, f64)> {
     let total: f64 = time_us.iter().sum();
     if total <= 0.0 || !total.is_finite() {
         return vec![(Limit::Unknown, 100.0)];
@@ -95,6 +116,13 @@ fn shares(time_us: &[f64; N_LIMITS]) -> Vec<(Limit, f64)> {
 }
 
 fn observed_line(o: &Rate, ctx: &Context) -> String {
+    if ctx.kernel_only {
+        return format!(
+            "acknowledged {} over {} (TCP_INFO bytes_acked; no application half)",
+            units::rate(o.bytes_per_s),
+            units::secs(ctx.span.as_secs_f64())
+        );
+    }
     let per_record = ctx
         .bytes_per_record
         .map_or(String::new(), |b| format!(" ({b:.0} B/record)"));

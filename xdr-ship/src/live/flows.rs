@@ -22,7 +22,7 @@ use super::{
     kernel::{KernelOptions, KernelSampler, SoftirqRates},
 };
 use crate::{
-    diagnose::{LinkHints, Sample},
+    diagnose::{Diagnosis, FlowOwner, LinkHints, Sample, OBSERVE_MODE},
     metrics::{ConnSnapshot, ShipSnapshot, TcpSample},
     net::TcpInfo,
     probe::{
@@ -87,8 +87,11 @@ pub struct FlowConn {
     pub ports: (u16, u16),
     /// TCP state (netlink), e.g. `Established`.
     pub state: Option<String>,
-    /// Owning process, when asked for with `--pid`.
+    /// Owning process (from `/proc/<pid>/fd`, as `ss -p` finds it).
     pub pid: Option<u32>,
+    /// Its command name (`/proc/<pid>/comm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
     /// Congestion control.
     pub congestion: Option<String>,
     /// `TCP_INFO` through netlink.
@@ -117,6 +120,10 @@ pub struct FlowReport {
     pub conns: Vec<FlowConn>,
     /// Per-CPU softirq load over the interval (from the second sample on).
     pub softirq: Option<SoftirqReport>,
+    /// The kernel-only verdict over the last window (set by the caller
+    /// that judges, e.g. `observe`; from the second sample on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Diagnosis>,
 }
 
 impl FlowReport {
@@ -142,13 +149,23 @@ impl FlowReport {
             unix_ms: self.unix_ms,
             elapsed_s: at.as_secs_f64(),
             destination: label.to_owned(),
-            mode: "observe".to_owned(),
+            mode: OBSERVE_MODE.to_owned(),
             connected: connections.iter().filter(|c| c.connected).count(),
             connections,
             ..ShipSnapshot::default()
         };
         let mut sample = Sample::from_snapshot(ship, self.softirq.clone(), LinkHints::default());
         sample.kernel = self.conns.iter().filter_map(|c| c.kernel.clone()).collect();
+        sample.owners = self
+            .conns
+            .iter()
+            .map(|c| FlowOwner {
+                cookie: c.cookie,
+                pid: c.pid,
+                comm: c.comm.clone(),
+                peer: c.remote.map(|r| r.to_string()),
+            })
+            .collect();
         sample
     }
 }
@@ -191,6 +208,8 @@ impl FlowSampler {
         let filter = DiagFilter {
             ports: self.opts.ports.clone(),
             pid: self.opts.pid,
+            // The verdict names the process that owns a flow.
+            resolve_pids: true,
             ..DiagFilter::default()
         };
         let diag = inet_diag::tcp_sockets(&filter)?;
@@ -221,6 +240,7 @@ impl FlowSampler {
             tcp_probe: self.kernel.tcp_probe_path().map(ToString::to_string),
             conns,
             softirq,
+            verdict: None,
         })
     }
 
@@ -257,6 +277,7 @@ impl FlowSampler {
                     ports: (s.src.port(), s.dst.port()),
                     state: Some(format!("{:?}", s.state)),
                     pid: s.pid,
+                    comm: s.pid.and_then(comm_of),
                     congestion: s.congestion.clone(),
                     tcp: s.info.as_ref().map(TcpSample::from),
                     interval,
@@ -273,6 +294,7 @@ impl FlowSampler {
                     ports: (kc.sport, kc.dport),
                     state: kc.closed.then(|| "Closed".to_owned()),
                     pid: None,
+                    comm: None,
                     congestion: None,
                     tcp: None,
                     interval: None,
@@ -285,7 +307,31 @@ impl FlowSampler {
     }
 }
 
+/// The command name of process `pid`, if it still runs.
+fn comm_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
 impl FlowReport {
+    /// The limit of the flow with `cookie`, short, with its share:
+    /// `rwnd 82%` (`-` before a verdict exists).
+    fn limited_by(&self, cookie: u64) -> String {
+        self.verdict
+            .as_ref()
+            .and_then(|d| {
+                d.connections.iter().find(|v| {
+                    matches!(v.scope, crate::diagnose::Scope::Connection { cookie: c, .. } if c == cookie)
+                })
+            })
+            .map_or_else(
+                || "-".to_owned(),
+                |v| format!("{} {}", v.limit.short_name(), units::pct(v.share(v.limit))),
+            )
+    }
+
     /// One row per connection, then the per-CPU softirq table.
     pub fn render_table(&self) -> String {
         use std::fmt::Write;
@@ -300,7 +346,7 @@ impl FlowReport {
         let _ = writeln!(out, "; {} connection(s)", self.conns.len());
         let _ = writeln!(
             out,
-            "{:<12} {:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>5}",
+            "{:<12} {:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>5}  limited by  process",
             "cookie",
             "lport",
             "rport",
@@ -312,7 +358,7 @@ impl FlowReport {
             "acked/s",
             "retx",
             "busy%",
-            "rwnd%"
+            "rwnd%",
         );
         for c in &self.conns {
             let k = c.kernel.as_ref();
@@ -328,7 +374,7 @@ impl FlowReport {
             let dash = || "-".to_owned();
             let _ = writeln!(
                 out,
-                "{:<12x} {:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>5}",
+                "{:<12x} {:>5} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>5}  {:<11} {}",
                 c.cookie & 0xffff_ffff_ffff,
                 c.ports.0,
                 c.ports.1,
@@ -344,13 +390,47 @@ impl FlowReport {
                     .map_or_else(dash, |i| format!("{:.0}", i.busy_pct)),
                 c.interval
                     .map_or_else(dash, |i| format!("{:.0}", i.rwnd_limited_pct)),
+                self.limited_by(c.cookie),
+                match (&c.comm, c.pid) {
+                    (Some(comm), Some(pid)) => format!("{comm}/{pid}"),
+                    (None, Some(pid)) => pid.to_string(),
+                    _ => "-".to_owned(),
+                },
             );
         }
         if let Some(s) = &self.softirq {
             out.push_str(&s.render_table());
         }
+        if let Some(d) = &self.verdict {
+            out.push_str(&render_verdict(d));
+        }
         out
     }
+}
+
+/// The verdict block of an observe report: the flows that carried data
+/// judged together, then one line per flow.
+fn render_verdict(d: &Diagnosis) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("verdict (the flows that carried data, together):\n");
+    out.push_str(&d.shipper.report("  ").replacen("shipper:", "all flows:", 1));
+    for v in &d.connections {
+        let crate::diagnose::Scope::Connection { cookie, .. } = v.scope else {
+            continue;
+        };
+        if v.limit == crate::diagnose::Limit::Idle {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  flow {:x}: limited by {} {} — {}",
+            cookie & 0xffff_ffff_ffff,
+            v.limit,
+            units::pct(v.share(v.limit)),
+            v.headline
+        );
+    }
+    out
 }
 
 #[cfg(test)]

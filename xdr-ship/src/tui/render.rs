@@ -5,6 +5,7 @@
 //! Where there is room: the header (2 lines), the verdict banner (as tall
 //! as its lines), the connection table (as many rows as connections), then
 //! the softirq bars and the charts in what is left, and the footer.
+use crate::units;
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
@@ -18,7 +19,7 @@ use super::{
     panes::{charts, footer, header},
     Update,
 };
-use crate::diagnose::{fmt_bytes, Diagnosis, Limit};
+use crate::diagnose::{Diagnosis, Limit};
 
 /// Rows at or above which the verdict gets more evidence, and the charts a
 /// guaranteed share of the screen.
@@ -44,23 +45,9 @@ pub(crate) fn limit_color(limit: Limit) -> Color {
         Limit::Interrupts => Color::LightRed,
         Limit::Application => Color::Green,
         Limit::Destination => Color::Blue,
+        Limit::Ramp => Color::LightCyan,
         Limit::Unknown => Color::DarkGray,
         Limit::Idle => Color::Gray,
-    }
-}
-
-/// A limit's name where a column is narrow.
-pub(crate) fn limit_short(limit: Limit) -> &'static str {
-    match limit {
-        Limit::Bandwidth => "bw",
-        Limit::ReceiverWindow => "rwnd",
-        Limit::SenderBuffer => "sndbuf",
-        Limit::Loss => "loss",
-        Limit::Interrupts => "irq",
-        Limit::Application => "app",
-        Limit::Destination => "dest",
-        Limit::Unknown => "?",
-        Limit::Idle => "idle",
     }
 }
 
@@ -80,7 +67,7 @@ pub(crate) fn count(n: f64) -> String {
 
 /// Bytes in at most six characters: `512B`, `80.1K`, `15.6M`.
 pub(crate) fn bytes(b: f64) -> String {
-    fmt_bytes(b)
+    units::bytes(b)
         .replace(" B", "B")
         .replace(" KB", "K")
         .replace(" MB", "M")

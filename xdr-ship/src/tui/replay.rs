@@ -6,6 +6,7 @@
 //! rules can change and old runs still replay to today's verdict. Seeking
 //! re-runs the diagnoser from the first sample to the target, so a given
 //! position always shows the same verdict however it was reached.
+use crate::units;
 use std::{
     fs::File,
     io::{BufRead, BufReader, Write},
@@ -18,7 +19,7 @@ use super::{
     term::{run_feed, Feed, FeedState},
     TuiError, TuiExit, TuiOptions, Update,
 };
-use crate::diagnose::{fmt_pct, fmt_rate, DiagnoseError, Diagnoser, Diagnosis, Sample};
+use crate::diagnose::{DiagnoseError, Diagnoser, Diagnosis, Sample};
 
 /// Samples a recording may hold (a day at one a second is 86 400): the
 /// whole recording is held in memory for seeking.
@@ -111,7 +112,7 @@ pub fn text_line(sample: &Sample, diagnosis: Option<&Diagnosis>) -> String {
         Some(d) => format!(
             "limit: {} ({}) — {}",
             d.shipper.limit,
-            fmt_pct(d.shipper.share(d.shipper.limit)),
+            units::pct(d.shipper.share(d.shipper.limit)),
             d.shipper.headline
         ),
         None => "no verdict yet".to_owned(),
@@ -120,7 +121,7 @@ pub fn text_line(sample: &Sample, diagnosis: Option<&Diagnosis>) -> String {
         "{:>8.1}s {:>9.0} rec/s {:>12} inflight {:>7} │ {verdict}",
         sample.at.as_secs_f64(),
         s.throughput,
-        fmt_rate(s.bytes_per_s),
+        units::rate(s.bytes_per_s),
         s.inflight
     )
 }

@@ -5,6 +5,7 @@
 //! Why one long file: every test builds its samples from the same few
 //! helpers (flows, kernel rows, softirq) at the top; one behaviour per
 //! test, read top to bottom like the screen's specification.
+use crate::units;
 use std::{path::PathBuf, time::Duration};
 
 use ratatui::{
@@ -20,7 +21,7 @@ use super::{
     *,
 };
 use crate::{
-    diagnose::{fmt_rate, Diagnoser, Limit, LinkHints, Sample},
+    diagnose::{Diagnoser, Limit, LinkHints, Sample},
     metrics::{ConnSnapshot, Counters, Latency, ShipSnapshot, TcpSample},
     probe::{
         softirq::{CpuRate, SoftirqReport, SoftirqSource, VectorRate},
@@ -167,6 +168,7 @@ fn sample(flows: &[Flow], k: u64) -> Sample {
             bandwidth_bytes_per_s: Some(LINK),
         },
         kernel: Vec::new(),
+        owners: Vec::new(),
     }
 }
 
@@ -250,7 +252,7 @@ fn at_80x24_the_verdict_remedy_and_numbers_show() {
     assert!(s.contains(&format!("→ {first_words}")), "{s}");
     assert!(s.contains("rmem_max"), "{s}");
     assert!(s.contains("frankfurt:3000"), "{s}");
-    assert!(s.contains(&fmt_rate(u.sample.ship.bytes_per_s)), "{s}");
+    assert!(s.contains(&units::rate(u.sample.ship.bytes_per_s)), "{s}");
     assert!(s.contains("kernel: TCP_INFO"), "{s}");
     assert_eq!(row_ids(&lines), vec![0, 1, 2, 3], "{s}");
     // Each connection's verdict share is beside it.
@@ -364,18 +366,18 @@ fn p_freezes_the_view_while_updates_keep_arriving() {
     let s = text(&screen(&app, 100, 30));
     assert!(s.contains("PAUSED"), "{s}");
     assert!(
-        s.contains(&fmt_rate(before[10].sample.ship.bytes_per_s)),
+        s.contains(&units::rate(before[10].sample.ship.bytes_per_s)),
         "{s}"
     );
     assert!(
-        !s.contains(&fmt_rate(after[10].sample.ship.bytes_per_s)),
+        !s.contains(&units::rate(after[10].sample.ship.bytes_per_s)),
         "{s}"
     );
     app.handle_key(key(KeyCode::Char('p')));
     let s = text(&screen(&app, 100, 30));
     assert!(!s.contains("PAUSED"), "{s}");
     assert!(
-        s.contains(&fmt_rate(after[10].sample.ship.bytes_per_s)),
+        s.contains(&units::rate(after[10].sample.ship.bytes_per_s)),
         "{s}"
     );
 }
@@ -586,7 +588,7 @@ fn text_mode_prints_a_line_per_sample_and_the_final_verdict() {
         assert!(l.contains("limit: receiver window (60%)"), "{out}");
     }
     assert!(
-        lines[10].contains(&fmt_rate(samples[10].ship.bytes_per_s)),
+        lines[10].contains(&units::rate(samples[10].ship.bytes_per_s)),
         "{out}"
     );
     let mut d = Diagnoser::new(Duration::from_secs(10));

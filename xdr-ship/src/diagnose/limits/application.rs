@@ -9,10 +9,43 @@ use super::prelude::*;
 pub(super) const CLASS: Class = Class::new("application", "app", explain).with_ceilings(ceilings);
 
 fn explain(i: &Inputs<'_>) -> Explained {
+    if i.ctx.kernel_only {
+        return explain_process(i);
+    }
     explain_application(&units::pct(i.pct), i.acc, i.ctx)
 }
 
+/// A process we did not write: TCP had room, the process did not fill it.
+fn explain_process(i: &Inputs<'_>) -> Explained {
+    let acc = i.acc;
+    let process = acc
+        .process
+        .clone()
+        .unwrap_or_else(|| "the process".to_owned());
+    let rate = units::rate(i.observed.bytes_per_s);
+    let path = units::rate(acc.delivery_max);
+    Explained {
+        headline: format!("{process} writes {rate}; TCP waits for it"),
+        evidence: format!(
+            "waiting for {process} {} of the time (TCP app-limited in {} of {} intervals, \
+             unsent {} per flow); acknowledged {rate}, largest delivery-rate sample {path}",
+            units::pct(i.pct),
+            acc.app_limited,
+            acc.intervals,
+            units::bytes(acc.per_tcp_conn(acc.notsent_bytes)),
+        ),
+        remedy: format!(
+            "the sending process {process} is the limit: it writes {rate} while TCP has room \
+             (nothing unsent, the windows not full); look at the process (a rate cap, its CPU, \
+             what it reads from), not at the network"
+        ),
+    }
+}
+
 fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
+    if i.ctx.kernel_only {
+        return;
+    }
     // Little's law for the app window: it turns over once per answer.
     let (acc, ctx) = (i.acc, i.ctx);
     let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {

@@ -15,6 +15,7 @@ mod destination;
 mod idle;
 mod interrupts;
 mod loss;
+mod ramp;
 mod receiver_window;
 mod sender_buffer;
 mod unknown;
@@ -176,6 +177,7 @@ impl Limit {
             Limit::Application => &application::CLASS,
             Limit::Destination => &destination::CLASS,
             Limit::Unknown => &unknown::CLASS,
+            Limit::Ramp => &ramp::CLASS,
             Limit::Idle => &idle::CLASS,
         }
     }

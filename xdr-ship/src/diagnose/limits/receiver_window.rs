@@ -11,6 +11,11 @@ pub(super) const CLASS: Class =
 
 fn explain(i: &Inputs<'_>) -> Explained {
     let Inputs { acc, ctx, .. } = *i;
+    let knob = if ctx.kernel_only {
+        "the receiving process's SO_RCVBUF (or net.ipv4.tcp_rmem's third field)"
+    } else {
+        "the receiver's SO_RCVBUF (recv --rcvbuf)"
+    };
     let share = units::pct(i.pct);
     let peer = acc.per_tcp_conn(acc.snd_wnd);
     let peer_max = acc.per_tcp_conn(acc.snd_wnd_max);
@@ -37,14 +42,14 @@ fn explain(i: &Inputs<'_>) -> Explained {
             units::bytes(need as f64)
         ),
         Some(need) => format!(
-            "raise the receiver's SO_RCVBUF (recv --rcvbuf) / net.core.rmem_max to ≥ {}: \
+            "raise {knob} / net.core.rmem_max to ≥ {}: \
              sysctl -w net.core.rmem_max={need}",
             units::bytes(need as f64)
         ),
         None => {
             let need = (2.0 * peer_max).ceil() as u64;
             format!(
-                "raise the receiver's SO_RCVBUF (recv --rcvbuf) / net.core.rmem_max to ≥ {} \
+                "raise {knob} / net.core.rmem_max to ≥ {} \
                  (double the peer window; --link-rate gives the exact BDP): \
                  sysctl -w net.core.rmem_max={need}",
                 units::bytes(need as f64)

@@ -24,13 +24,19 @@ fn explain(i: &Inputs<'_>) -> Explained {
             " (double what it holds; --link-rate gives the exact BDP)".to_owned(),
         ),
     };
+    let knob = if ctx.kernel_only {
+        "the sending process's SO_SNDBUF"
+    } else {
+        "the shipper's SO_SNDBUF (ship --sndbuf)"
+    };
     let remedy = if need == 0 {
-        "raise the shipper's SO_SNDBUF (ship --sndbuf) / net.core.wmem_max (it holds \
-         nothing measurable now; --link-rate gives the exact BDP)"
-            .to_owned()
+        format!(
+            "raise {knob} / net.core.wmem_max (it holds nothing measurable now; \
+             --link-rate gives the exact BDP)"
+        )
     } else {
         format!(
-            "raise the shipper's SO_SNDBUF (ship --sndbuf) / net.core.wmem_max to ≥ {}{how}: \
+            "raise {knob} / net.core.wmem_max to ≥ {}{how}: \
              sysctl -w net.core.wmem_max={need} (and the third field of net.ipv4.tcp_wmem \
              to at least {need})",
             units::bytes(need as f64)

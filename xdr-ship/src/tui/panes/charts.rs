@@ -1,6 +1,7 @@
 //! The charts: throughput and bytes in flight over the kept history, one
 //! point per column (the newest on the right); the in-flight chart's top
 //! is the BDP when the verdict knows it. No state, no keys.
+use crate::units;
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Style},
@@ -9,7 +10,7 @@ use ratatui::{
 };
 
 use crate::{
-    diagnose::{fmt_bytes, fmt_rate, Diagnosis},
+    diagnose::Diagnosis,
     tui::{app::View, render::pane_block},
 };
 
@@ -35,8 +36,8 @@ pub(crate) fn render(frame: &mut Frame, area: Rect, view: &View, d: Option<&Diag
     let max_rate = rate.iter().copied().max().unwrap_or(0);
     let title = format!(
         " throughput {} (max {}) ",
-        fmt_rate(now_rate as f64),
-        fmt_rate(max_rate as f64)
+        units::rate(now_rate as f64),
+        units::rate(max_rate as f64)
     );
     frame.render_widget(
         Sparkline::default()
@@ -51,11 +52,11 @@ pub(crate) fn render(frame: &mut Frame, area: Rect, view: &View, d: Option<&Diag
     let title = if bdp > 0 {
         format!(
             " inflight {} · top = BDP {} ",
-            fmt_bytes(now_inflight as f64),
-            fmt_bytes(top_inflight as f64)
+            units::bytes(now_inflight as f64),
+            units::bytes(top_inflight as f64)
         )
     } else {
-        format!(" inflight {} ", fmt_bytes(now_inflight as f64))
+        format!(" inflight {} ", units::bytes(now_inflight as f64))
     };
     frame.render_widget(
         Sparkline::default()

@@ -1,6 +1,7 @@
 //! The softirq bars: per CPU, NET_RX, NET_TX and the other vectors' share
 //! of the time (or the total alone from `/proc`). Keys: the scroll keys
 //! move the CPUs when the pane has the focus.
+use crate::units;
 use ratatui::{
     crossterm::event::KeyEvent,
     layout::Rect,
@@ -12,7 +13,6 @@ use ratatui::{
 
 use super::{KeyContext, Scroll};
 use crate::{
-    diagnose::fmt_pct,
     probe::softirq::{CpuRate, SoftirqReport},
     tui::render::pane_block,
 };
@@ -77,9 +77,9 @@ fn cpu_line(cpu: &CpuRate, bar_w: usize) -> Line<'static> {
             ));
             format!(
                 " {:>5} rx {:>5} tx {:>5}",
-                fmt_pct(total),
-                fmt_pct(rx),
-                fmt_pct(tx)
+                units::pct(total),
+                units::pct(rx),
+                units::pct(tx)
             )
         }
         (None, _) => {
@@ -90,7 +90,7 @@ fn cpu_line(cpu: &CpuRate, bar_w: usize) -> Line<'static> {
                 "·".repeat(bar_w.saturating_sub(a)),
                 Style::new().fg(Color::DarkGray),
             ));
-            format!(" {:>5} (no split)", fmt_pct(total))
+            format!(" {:>5} (no split)", units::pct(total))
         }
     };
     spans.push(Span::raw(label));

@@ -2,13 +2,14 @@
 //! view's source on the first line; in flight against the BDP,
 //! outstanding and latency on the second. What does not fit is dropped,
 //! least telling first. No state, no keys.
+use crate::units;
 use ratatui::{
     style::{Color, Modifier, Style},
     text::{Line, Span},
 };
 
 use crate::{
-    diagnose::{fmt_bytes, fmt_pct, fmt_rate, Diagnosis},
+    diagnose::Diagnosis,
     metrics::{fmt_us, ShipSnapshot},
     tui::{render::count, App, Update},
 };
@@ -54,7 +55,11 @@ fn first_line(app: &App, u: &Update) -> Vec<Item> {
             0,
             0,
             vec![Span::styled(
-                format!("{} rec/s {}", count(s.throughput), fmt_rate(s.bytes_per_s)),
+                format!(
+                    "{} rec/s {}",
+                    count(s.throughput),
+                    units::rate(s.bytes_per_s)
+                ),
                 bold,
             )],
         ),
@@ -115,7 +120,7 @@ fn second_line(s: &ShipSnapshot, d: Option<&Diagnosis>) -> Vec<Item> {
             vec![Span::raw(format!(
                 "inflight {} rec/{}",
                 s.inflight,
-                fmt_bytes(s.inflight_bytes as f64)
+                units::bytes(s.inflight_bytes as f64)
             ))],
         ),
         (
@@ -124,8 +129,8 @@ fn second_line(s: &ShipSnapshot, d: Option<&Diagnosis>) -> Vec<Item> {
             vec![Span::raw(match d.and_then(|d| d.bdp_bytes) {
                 Some(b) if b > 0 => format!(
                     "{} of BDP {}",
-                    fmt_pct(100.0 * s.inflight_bytes as f64 / b as f64),
-                    fmt_bytes(b as f64)
+                    units::pct(100.0 * s.inflight_bytes as f64 / b as f64),
+                    units::bytes(b as f64)
                 ),
                 _ => "BDP not known yet".to_owned(),
             })],

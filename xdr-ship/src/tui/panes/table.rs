@@ -3,6 +3,7 @@
 //! that connection's verdict shares. Narrow terminals drop the least
 //! telling columns first. Keys: `s` sorts by the next column (whatever has
 //! the focus); the scroll keys move it when it has the focus.
+use crate::units;
 use std::cell::Cell;
 
 use ratatui::{
@@ -16,11 +17,11 @@ use ratatui::{
 
 use super::{KeyContext, Scroll};
 use crate::{
-    diagnose::{fmt_pct, Verdict},
+    diagnose::Verdict,
     metrics::{fmt_us, ConnSnapshot},
     probe::tcp::KernelConn,
     tui::{
-        render::{bytes, count, fit, limit_color, limit_short, pane_block},
+        render::{bytes, count, fit, limit_color, pane_block},
         Update,
     },
 };
@@ -493,7 +494,7 @@ fn row_line(r: &Row<'_>, cols: &[Col], limited_w: usize) -> Line<'static> {
         Some(v) => {
             let mut left = limited_w;
             for (l, p) in &v.shares {
-                let t = format!("{} {} ", limit_short(*l), fmt_pct(*p));
+                let t = format!("{} {} ", l.short_name(), units::pct(*p));
                 let n = t.chars().count();
                 if n > left {
                     break;

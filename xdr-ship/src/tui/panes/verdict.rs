@@ -2,6 +2,7 @@
 //! share, the headline, the evidence (the top limit's first), the remedy
 //! and, on tall terminals, the ceilings. Keys: the scroll keys move the
 //! evidence when the banner has the focus.
+use crate::units;
 use ratatui::{
     crossterm::event::KeyEvent,
     layout::Rect,
@@ -13,7 +14,7 @@ use ratatui::{
 
 use super::{KeyContext, Scroll};
 use crate::{
-    diagnose::{fmt_dur_s, fmt_pct, fmt_rate, Diagnosis, Verdict},
+    diagnose::{Diagnosis, Verdict},
     tui::{
         render::{clip, limit_color, pane_block, wrap},
         Update,
@@ -47,7 +48,7 @@ impl VerdictPane {
         let title = match d {
             Some(d) => format!(
                 " verdict · window {} ({} samples) ",
-                fmt_dur_s(d.span.as_secs_f64()),
+                units::secs(d.span.as_secs_f64()),
                 d.samples
             ),
             None => " verdict ".to_owned(),
@@ -135,7 +136,7 @@ impl VerdictPane {
 fn shares_line(v: &Verdict, width: usize) -> Line<'static> {
     let top = v.share(v.limit);
     let mut spans = vec![Span::styled(
-        format!("{} {} ", v.limit.name().to_uppercase(), fmt_pct(top)),
+        format!("{} {} ", v.limit.name().to_uppercase(), units::pct(top)),
         Style::new()
             .fg(limit_color(v.limit))
             .add_modifier(Modifier::BOLD),
@@ -161,7 +162,7 @@ fn shares_line(v: &Verdict, width: usize) -> Line<'static> {
             spans.push(Span::raw(" · "));
         }
         spans.push(Span::styled(
-            format!("{} {}", l.name(), fmt_pct(*p)),
+            format!("{} {}", l.name(), units::pct(*p)),
             Style::new().fg(limit_color(*l)),
         ));
     }
@@ -173,12 +174,12 @@ fn ceilings_line(v: &Verdict) -> Line<'static> {
     let ceilings: Vec<String> = v
         .ceilings
         .iter()
-        .map(|c| format!("{} {}", c.limit.name(), fmt_rate(c.bytes_per_s)))
+        .map(|c| format!("{} {}", c.limit.name(), units::rate(c.bytes_per_s)))
         .collect();
     Line::styled(
         format!(
             "observed {} · ceilings: {}",
-            fmt_rate(v.observed.bytes_per_s),
+            units::rate(v.observed.bytes_per_s),
             ceilings.join(" · ")
         ),
         Style::new().fg(Color::DarkGray),

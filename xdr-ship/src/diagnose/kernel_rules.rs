@@ -1,0 +1,161 @@
+//! The attribution rules for a flow with the kernel's half only (`observe`
+//! of iperf3, redis, a backup): every microsecond of each connection's wall
+//! time goes to one [`Limit`], from `TCP_INFO` alone.
+//!
+//! Why a table of its own: the shipper's rules lean on its app window and
+//! its answers; a process we did not write has neither. What is left is
+//! RFC 4898's sender-limit triage (SndLimTime Rwin / Cwnd / Snd, which Linux
+//! keeps as the chrono timers) completed the way M-Lab NDT does it, with
+//! the delivery-rate sample's app-limited flag, the unsent bytes, the
+//! queue (srtt vs min_rtt), retransmits and the peer window:
+//!
+//! | time of an interval | goes to |
+//! |---|---|
+//! | nothing acknowledged, nothing busy | [`Limit::Idle`] |
+//! | no retransmit yet and cwnd or peer window grew ≥ [`RAMP_GROWTH_RATIO`] | [`Limit::Ramp`] (all of it) |
+//! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
+//! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
+//! | wall − Δbusy (nothing in flight) | [`Limit::Application`] |
+//! | the rest, app-limited with little unsent and no standing queue | [`Limit::Application`] |
+//! | the rest, in flight ≥ 90% of the peer window | [`Limit::ReceiverWindow`] |
+//! | the rest, otherwise | [`Limit::Interrupts`] / [`Limit::Loss`] / [`Limit::Bandwidth`] as in [`super::rules`] |
+use crate::metrics::TcpSample;
+
+use super::{
+    rules::{
+        network_class, ratio, Acc, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO,
+        QUEUE_FULL_RTT_RATIO,
+    },
+    Limit, Sample,
+};
+
+/// An interval in which the congestion window or the peer's window grew by
+/// at least this factor, before the flow's first retransmit, is TCP still
+/// opening up (slow start doubles cwnd per RTT; receive-buffer autotuning
+/// doubles the advertised window), not a steady limit. A steady CUBIC or
+/// BBR flow moves its cwnd by far less than 25% per second-long interval.
+pub const RAMP_GROWTH_RATIO: f64 = 1.25;
+
+/// The `TCP_INFO` of the connection with `cookie` in `sample`.
+fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
+    sample
+        .ship
+        .connections
+        .iter()
+        .find(|c| c.cookie == cookie)
+        .and_then(|c| c.tcp.as_ref())
+}
+
+/// Whether the interval `ta` → `tb` is TCP still opening its windows.
+fn ramping(ta: &TcpSample, tb: &TcpSample) -> bool {
+    let grew = |a: u32, b: u32| a > 0 && f64::from(b) >= RAMP_GROWTH_RATIO * f64::from(a);
+    tb.total_retrans == 0
+        && (grew(ta.cwnd_segments, tb.cwnd_segments) || grew(ta.snd_wnd_bytes, tb.snd_wnd_bytes))
+}
+
+/// Walks the window for the flow with `cookie` and attributes its time.
+pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
+    let mut acc = Acc {
+        conns: 1,
+        ..Acc::default()
+    };
+    let mut cwnd_peak: u32 = 0;
+    let mut last: Option<&TcpSample> = None;
+    for pair in samples.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let dt_us = b.at.saturating_sub(a.at).as_secs_f64() * 1e6;
+        let tb = tcp_of(b, cookie);
+        if let Some(t) = tb {
+            last = Some(t);
+            acc.snd_wnd_max = acc.snd_wnd_max.max(f64::from(t.snd_wnd_bytes));
+            acc.delivery_max = acc.delivery_max.max(t.delivery_rate_bytes_per_s as f64);
+            acc.min_rtt_us = [acc.min_rtt_us, Some(t.min_rtt_us).filter(|r| *r > 0)]
+                .into_iter()
+                .flatten()
+                .min();
+        }
+        if dt_us <= 0.0 {
+            continue;
+        }
+        acc.intervals += 1;
+        let (Some(ta), Some(tb)) = (tcp_of(a, cookie), tb) else {
+            acc.time_us[Limit::Unknown as usize] += dt_us;
+            acc.no_tcp += 1;
+            continue;
+        };
+        let peak_before = cwnd_peak.max(ta.cwnd_segments);
+        cwnd_peak = peak_before.max(tb.cwnd_segments);
+        charge(&mut acc, b, (ta, tb), dt_us, peak_before);
+    }
+    if let Some(t) = last {
+        acc.tcp_conns = 1;
+        acc.snd_wnd = f64::from(t.snd_wnd_bytes);
+        acc.cwnd = f64::from(t.cwnd_segments);
+        acc.cwnd_peak = f64::from(cwnd_peak);
+        acc.ssthresh = f64::from(t.ssthresh_segments);
+        acc.mss = f64::from(t.mss_bytes);
+        acc.srtt_us = f64::from(t.srtt_us);
+        acc.unacked_bytes = f64::from(t.unacked_segments) * f64::from(t.mss_bytes);
+        acc.notsent_bytes = f64::from(t.notsent_bytes);
+    }
+    acc.acked_bytes = acc.tcp_acked_bytes;
+    acc
+}
+
+/// Charges one interval of a flow seen at both ends.
+fn charge(
+    acc: &mut Acc,
+    b: &Sample,
+    (ta, tb): (&TcpSample, &TcpSample),
+    dt_us: f64,
+    peak_before: u32,
+) {
+    let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
+    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
+    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
+    let mss = f64::from(tb.mss_bytes.max(1));
+    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
+    acc.retrans += u64::from(d_retrans);
+    acc.segs += d_segs;
+    acc.tcp_acked_bytes += d_acked;
+    if d_acked == 0 && busy <= 0.0 {
+        acc.time_us[Limit::Idle as usize] += dt_us;
+        return;
+    }
+    acc.carried += 1;
+    if ramping(ta, tb) {
+        acc.time_us[Limit::Ramp as usize] += dt_us;
+        return;
+    }
+    let rwnd = (tb.rwnd_limited_us.saturating_sub(ta.rwnd_limited_us) as f64).min(busy);
+    let sndbuf =
+        (tb.sndbuf_limited_us.saturating_sub(ta.sndbuf_limited_us) as f64).min(busy - rwnd);
+    let sending = busy - rwnd - sndbuf;
+    acc.time_us[Limit::ReceiverWindow as usize] += rwnd;
+    acc.time_us[Limit::SenderBuffer as usize] += sndbuf;
+    acc.time_us[Limit::Application as usize] += dt_us - busy;
+
+    let srtt_us = f64::from(tb.srtt_us);
+    let rate = ratio(d_acked as f64, dt_us / 1e6);
+    let link_full = b
+        .link
+        .bandwidth_bytes_per_s
+        .is_some_and(|l| l > 0 && rate >= super::rules::LINK_FULL_RATIO * l as f64);
+    let standing_queue =
+        tb.min_rtt_us > 0 && srtt_us >= QUEUE_FULL_RTT_RATIO * f64::from(tb.min_rtt_us);
+    if tb.app_limited && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX && !link_full && !standing_queue
+    {
+        acc.app_limited += 1;
+        acc.time_us[Limit::Application as usize] += sending;
+        return;
+    }
+    let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
+    let class = if tb.snd_wnd_bytes > 0
+        && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes)
+    {
+        Limit::ReceiverWindow
+    } else {
+        network_class(acc, b, (ta, tb), dt_us, peak_before, link_full)
+    };
+    acc.time_us[class as usize] += sending;
+}

@@ -1,0 +1,200 @@
+//! The kernel-only verdict as a specification: flows of a process we did
+//! not write (only `TCP_INFO`), one binding limit each, and hysteresis.
+use std::time::Duration;
+
+use super::{Diagnoser, FlowOwner, Limit, LinkHints, Sample, OBSERVE_MODE};
+use crate::metrics::{ConnSnapshot, ShipSnapshot, TcpSample};
+
+const MSS: u32 = 1448;
+const RTT_US: u32 = 80_000;
+const COOKIE: u64 = 42;
+
+/// How one flow's counters move per one-second interval.
+#[derive(Clone, Copy, Default)]
+struct Step {
+    acked: u64,
+    busy_us: u64,
+    rwnd_us: u64,
+    sndbuf_us: u64,
+    retrans: u32,
+    cwnd: u32,
+    snd_wnd: u32,
+    unacked: u32,
+    app_limited: bool,
+    srtt_us: u32,
+}
+
+fn steady() -> Step {
+    Step {
+        acked: 10_000_000,
+        busy_us: 1_000_000,
+        cwnd: 600,
+        snd_wnd: 4 << 20,
+        unacked: 500,
+        srtt_us: RTT_US,
+        ..Step::default()
+    }
+}
+
+/// `steps[k]` moves the counters from sample `k` to `k + 1`.
+fn samples(steps: &[Step]) -> Vec<Sample> {
+    let mut t = TcpSample {
+        mss_bytes: MSS,
+        min_rtt_us: RTT_US,
+        ssthresh_segments: u32::MAX >> 1,
+        ..TcpSample::default()
+    };
+    let mut out = Vec::new();
+    for k in 0..=steps.len() {
+        if k > 0 {
+            let s = steps[k - 1];
+            t.bytes_acked += s.acked;
+            t.busy_us += s.busy_us;
+            t.rwnd_limited_us += s.rwnd_us;
+            t.sndbuf_limited_us += s.sndbuf_us;
+            t.total_retrans += s.retrans;
+            t.cwnd_segments = s.cwnd;
+            t.snd_wnd_bytes = s.snd_wnd;
+            t.unacked_segments = s.unacked;
+            t.app_limited = s.app_limited;
+            t.srtt_us = s.srtt_us;
+            t.delivery_rate_bytes_per_s = s.acked;
+        } else {
+            let s = steps[0];
+            t.cwnd_segments = s.cwnd;
+            t.snd_wnd_bytes = s.snd_wnd;
+            t.srtt_us = s.srtt_us;
+        }
+        let ship = ShipSnapshot {
+            elapsed_s: k as f64,
+            mode: OBSERVE_MODE.to_owned(),
+            connected: 1,
+            connections: vec![ConnSnapshot {
+                id: 0,
+                cookie: COOKIE,
+                connected: true,
+                tcp: Some(t),
+                ..ConnSnapshot::default()
+            }],
+            ..ShipSnapshot::default()
+        };
+        let mut sample = Sample::from_snapshot(ship, None, LinkHints::default());
+        sample.owners = vec![FlowOwner {
+            cookie: COOKIE,
+            pid: Some(4242),
+            comm: Some("iperf3".to_owned()),
+            peer: None,
+        }];
+        out.push(sample);
+    }
+    out
+}
+
+fn judge(steps: &[Step]) -> super::Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in samples(steps) {
+        d.push(s);
+    }
+    d.verdict().expect("a verdict")
+}
+
+#[test]
+fn a_busy_flow_of_another_process_is_not_idle() {
+    let v = judge(&[steady(); 6]).shipper;
+    assert_ne!(v.limit, Limit::Idle, "{v:?}");
+    assert!(v.observed.bytes_per_s > 0.0);
+    let total: f64 = v.shares.iter().map(|(_, p)| p).sum();
+    assert!((total - 100.0).abs() < 1e-6, "{:?}", v.shares);
+}
+
+#[test]
+fn the_rwnd_limited_timer_makes_it_receiver_window() {
+    let s = Step {
+        rwnd_us: 700_000,
+        ..steady()
+    };
+    let v = judge(&[s; 6]).shipper;
+    assert_eq!(v.limit, Limit::ReceiverWindow, "{v:?}");
+    assert!(v.remedy.contains("receiving process"), "{}", v.remedy);
+}
+
+#[test]
+fn the_sndbuf_limited_timer_makes_it_sender_buffer() {
+    let s = Step {
+        sndbuf_us: 800_000,
+        ..steady()
+    };
+    assert_eq!(judge(&[s; 6]).shipper.limit, Limit::SenderBuffer);
+}
+
+#[test]
+fn an_app_limited_flow_names_the_process() {
+    let s = Step {
+        app_limited: true,
+        busy_us: 600_000,
+        acked: 1_000_000,
+        ..steady()
+    };
+    let v = judge(&[s; 6]).shipper;
+    assert_eq!(v.limit, Limit::Application, "{v:?}");
+    assert!(v.headline.contains("iperf3 (pid 4242)"), "{}", v.headline);
+}
+
+#[test]
+fn a_flow_at_its_cwnd_without_loss_is_bandwidth() {
+    assert_eq!(judge(&[steady(); 6]).shipper.limit, Limit::Bandwidth);
+}
+
+#[test]
+fn retransmits_with_a_collapsing_cwnd_are_loss() {
+    let steps: Vec<Step> = (0..6)
+        .map(|k| Step {
+            // 2% of ~210 segments a second, at about the Mathis rate.
+            retrans: 4,
+            cwnd: if k % 2 == 0 { 30 } else { 20 },
+            unacked: 20,
+            acked: 300_000,
+            ..steady()
+        })
+        .collect();
+    assert_eq!(judge(&steps).shipper.limit, Limit::Loss);
+}
+
+#[test]
+fn a_growing_cwnd_before_any_loss_is_ramping_up() {
+    let steps: Vec<Step> = (0..4)
+        .map(|k| Step {
+            cwnd: 10 << (2 * k),
+            ..steady()
+        })
+        .collect();
+    let v = judge(&steps).shipper;
+    assert_eq!(v.limit, Limit::Ramp, "{v:?}");
+    assert!(v
+        .headline
+        .contains("ramping up (slow start / window opening)"));
+}
+
+#[test]
+fn a_flow_that_carried_nothing_is_idle() {
+    let v = judge(&[Step::default(); 4]).shipper;
+    assert_eq!(v.limit, Limit::Idle);
+}
+
+#[test]
+fn a_live_verdict_does_not_flip_on_one_interval() {
+    let rwnd = Step {
+        rwnd_us: 900_000,
+        ..steady()
+    };
+    let mut steps = vec![steady(); 3];
+    steps.push(rwnd);
+    let mut d = Diagnoser::new(Duration::from_secs(1));
+    let mut last = None;
+    for s in samples(&steps) {
+        d.push(s);
+        last = d.judge().map(|x| x.shipper.limit);
+    }
+    assert_eq!(d.verdict().unwrap().shipper.limit, Limit::ReceiverWindow);
+    assert_eq!(last, Some(Limit::Bandwidth), "held for MIN_CHANGE_SPAN");
+}
