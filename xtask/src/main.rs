@@ -297,6 +297,8 @@ fn test() -> Result<()> {
             "xdr-ship",
             "-p",
             "xtask",
+            "-p",
+            "lossyfs",
         ]))
     });
     step(

@@ -26,6 +26,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     // Runs the TUI in a real terminal in its test.
     "tmux",
+    // `fusermount3`: lossyfs (the power-cut tests' filesystem) mounts with
+    // it when a direct mount(2) is refused.
+    "fuse3",
 ];
 
 /// Rust components the kernel build and `lint` need.
