@@ -212,7 +212,8 @@ impl Inner {
     fn open(&mut self, rel: &Path, flags: i32, create: bool) -> Result<u64, Errno> {
         let acc = flags & libc::O_ACCMODE;
         let file = OpenOptions::new()
-            .read(acc != libc::O_WRONLY)
+            // Always readable: the model reads old bytes back for its undo.
+            .read(true)
             .write(acc != libc::O_RDONLY || create)
             .create_new(create)
             .mode(0o644)
@@ -307,6 +308,7 @@ impl Filesystem for LossyFs {
                 None => tryr!(
                     reply,
                     OpenOptions::new()
+                        .read(true)
                         .write(true)
                         .open(s.disk.backing(&rel))
                         .map_err(errno)

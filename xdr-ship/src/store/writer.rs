@@ -30,6 +30,25 @@ use super::record::{shard_of, Stamp};
 use super::vlog::{encode_entry, entry_len};
 use super::{ApplyOutcome, Durability, StoreError};
 
+/// A deliberately broken store for the power-cut tests
+/// (`tests/tests/power.rs`), which must catch it: with this variable set to
+/// `1`, a `Sync` store answers as soon as a write is in the page cache,
+/// before any fdatasync, as `Os` does. Never set it anywhere else.
+#[doc(hidden)]
+pub const BROKEN_ACK_BEFORE_FSYNC_ENV: &str = "XDR_SHIP_TEST_BROKEN_ACK_BEFORE_FSYNC";
+
+/// Whether [`BROKEN_ACK_BEFORE_FSYNC_ENV`] is set (read once).
+fn broken_ack_before_fsync() -> bool {
+    static BROKEN: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        let on = std::env::var(BROKEN_ACK_BEFORE_FSYNC_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!("{BROKEN_ACK_BEFORE_FSYNC_ENV}=1: acknowledging writes before fdatasync (a test of the tests)");
+        }
+        on
+    });
+    *BROKEN
+}
+
 pub(super) type Reply = oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>;
 
 /// One `apply` call.
@@ -318,7 +337,7 @@ impl Writer {
 
     fn finish(&self, job: Job, outcomes: Vec<ApplyOutcome>) {
         match self.durability {
-            Durability::Sync => {
+            Durability::Sync if !broken_ack_before_fsync() => {
                 // Blocks while the committer's queue is full (backpressure).
                 // Fails only if the committer died; the dropped reply then
                 // tells `apply` the store is gone.
@@ -331,7 +350,7 @@ impl Writer {
                     },
                 });
             }
-            Durability::Os => {
+            Durability::Sync | Durability::Os => {
                 let us = micros(job.started.elapsed());
                 self.shared
                     .apply_latency
