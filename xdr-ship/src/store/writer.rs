@@ -184,16 +184,12 @@ impl Writer {
     /// LWW-check every write against the index, point the index at the
     /// winners' new places and append them with one `write`.
     fn append_applies(&mut self, jobs: &[Job]) -> Result<Vec<Vec<ApplyOutcome>>, StoreFailed> {
-        self.shared.check_failed()?;
         let upper: u64 = jobs
             .iter()
             .flat_map(|j| &j.writes)
             .map(|w| entry_len(w) as u64)
             .sum();
-        self.make_room(upper)?;
-        self.buf.clear();
-        let seg = Arc::clone(&self.active);
-        let base = seg.len.load(Ordering::Relaxed);
+        let (seg, base) = self.begin_batch(upper)?;
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
         let mut all = Vec::with_capacity(jobs.len());
@@ -253,12 +249,8 @@ impl Writer {
     }
 
     fn append_moves(&mut self, moves: &[Moved]) -> Result<(), StoreFailed> {
-        self.shared.check_failed()?;
         let upper: u64 = moves.iter().map(|m| m.raw.len() as u64).sum();
-        self.make_room(upper)?;
-        self.buf.clear();
-        let seg = Arc::clone(&self.active);
-        let base = seg.len.load(Ordering::Relaxed);
+        let (seg, base) = self.begin_batch(upper)?;
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
         for m in moves {
@@ -281,6 +273,17 @@ impl Writer {
         }
         drop(segments);
         self.write_out(&seg)
+    }
+
+    /// The start of every batch: refuse if the store failed, make room for
+    /// `upper` bytes, empty the buffer; the active segment and its length.
+    fn begin_batch(&mut self, upper: u64) -> Result<(Arc<Segment>, u64), StoreFailed> {
+        self.shared.check_failed()?;
+        self.make_room(upper)?;
+        self.buf.clear();
+        let seg = Arc::clone(&self.active);
+        let base = seg.len.load(Ordering::Relaxed);
+        Ok((seg, base))
     }
 
     /// Starts a new segment when `upper` more bytes would overflow the
