@@ -311,6 +311,8 @@ fn test() -> Result<()> {
             "xdr-ship",
             "-p",
             "xtask",
+            "-p",
+            "lossyfs",
         ]))
     });
     step(

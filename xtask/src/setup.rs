@@ -28,6 +28,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tmux",
     // `nft`: the busy firewall of the induced-interrupts test.
     "nftables",
+    // `fusermount3`: lossyfs (the power-cut tests' filesystem) mounts with
+    // it when a direct mount(2) is refused.
+    "fuse3",
 ];
 
 /// Rust components the kernel build and `lint` need.

@@ -12,21 +12,49 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-/// Runs the fault tests with `kills` kills and an outage of `outage_s`.
+/// Power cuts of the power-cut test in a soak (`tests/tests/power.rs`).
+const SOAK_POWER_CUTS: u64 = 50;
+
+/// Runs the fault tests with `kills` kills and an outage of `outage_s`,
+/// then the power-cut tests with [`SOAK_POWER_CUTS`] cuts.
 pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
     if !super::is_root() {
         bail!("the soak kills processes in network namespaces and needs root: run it as root");
     }
+    let mut figures = Vec::new();
+    let faults = run_test(bin, "faults", kills, outage_s, &mut figures);
+    let power = run_test(bin, "power", kills, outage_s, &mut figures);
+    println!("\n=== soak figures ({kills} kills per kill test, {outage_s} s outage, {SOAK_POWER_CUTS} power cuts)");
+    for f in &figures {
+        println!("{f}");
+    }
+    faults?;
+    power?;
+    if figures.is_empty() {
+        bail!("the fault tests printed no figures");
+    }
+    Ok(())
+}
+
+/// Runs one test file, gathering its `figures` lines.
+fn run_test(
+    bin: &std::path::Path,
+    test: &str,
+    kills: u64,
+    outage_s: u64,
+    figures: &mut Vec<String>,
+) -> Result<()> {
     let mut cmd = super::cargo();
     cmd.env("XDR_SHIP_BIN", bin)
         .env("XDR_FAULT_KILLS", kills.to_string())
         .env("XDR_FAULT_OUTAGE_S", outage_s.to_string())
+        .env("XDR_POWER_CUTS", SOAK_POWER_CUTS.to_string())
         .args([
             "test",
             "-p",
             "xdr-tests",
             "--test",
-            "faults",
+            test,
             "--",
             "--test-threads=1",
             "--nocapture",
@@ -36,9 +64,7 @@ pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
         "+ XDR_FAULT_KILLS={kills} XDR_FAULT_OUTAGE_S={outage_s} {}",
         super::show(&cmd)
     );
-    let started = std::time::Instant::now();
     let mut child = cmd.spawn().context("starting the fault tests")?;
-    let mut figures = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line.context("reading the tests' output")?;
         println!("{line}");
@@ -48,18 +74,8 @@ pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for the fault tests")?;
-    println!(
-        "\n=== soak figures ({kills} kills per kill test, {outage_s} s outage, {:.0} s)",
-        started.elapsed().as_secs_f64()
-    );
-    for f in &figures {
-        println!("{f}");
-    }
     if !status.success() {
-        bail!("the fault tests failed: {status}");
-    }
-    if figures.is_empty() {
-        bail!("the fault tests printed no figures");
+        bail!("the {test} tests failed: {status}");
     }
     Ok(())
 }

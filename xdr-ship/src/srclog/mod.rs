@@ -302,7 +302,8 @@ impl Log {
     /// Opens (creating if needed) the log in `cfg.dir`, recovering from a
     /// crash: the last segment is cut at its first invalid entry.
     pub fn open(cfg: LogConfig) -> Result<Log, LogError> {
-        fs::create_dir_all(&cfg.dir).map_err(io_err(format!("create {}", cfg.dir.display())))?;
+        segment::create_dir_durable(&cfg.dir)
+            .map_err(io_err(format!("create {}", cfg.dir.display())))?;
         let mut found: Vec<(u64, PathBuf, u64)> = Vec::new();
         for entry in
             fs::read_dir(&cfg.dir).map_err(io_err(format!("list {}", cfg.dir.display())))?

@@ -157,6 +157,31 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// `create_dir_all` that survives a power cut: every directory it
+/// creates is made durable by an fsync of its parent (a new directory's
+/// name, like a file's, lives in its parent's entries; without that sync a
+/// power cut can take the directory, and everything acknowledged in it,
+/// away). Found by the power-cut tests (`tests/tests/power.rs`).
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another opener made it at the same time: it syncs the parent too.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
 /// The file name of the segment whose first entry is `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")

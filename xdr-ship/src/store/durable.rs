@@ -386,9 +386,11 @@ impl DurableStore {
         if cfg.shards == 0 {
             return Err(StoreError::Config("shards must be at least 1".into()));
         }
-        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
-            path: path.clone(),
-            source,
+        crate::srclog::segment::create_dir_durable(&path).map_err(|source| {
+            StoreError::CreateDir {
+                path: path.clone(),
+                source,
+            }
         })?;
         let lock = lock_dir(&path)?;
         let recovered = recover(&path, cfg.shards)?;

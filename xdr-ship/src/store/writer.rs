@@ -30,6 +30,25 @@ use super::record::{shard_of, Stamp};
 use super::vlog::{encode_entry, entry_len};
 use super::{ApplyOutcome, Durability, StoreError};
 
+/// A deliberately broken store for the power-cut tests
+/// (`tests/tests/power.rs`), which must catch it: with this variable set to
+/// `1`, a `Sync` store answers as soon as a write is in the page cache,
+/// before any fdatasync, as `Os` does. Never set it anywhere else.
+#[doc(hidden)]
+pub const BROKEN_ACK_BEFORE_FSYNC_ENV: &str = "XDR_SHIP_TEST_BROKEN_ACK_BEFORE_FSYNC";
+
+/// Whether [`BROKEN_ACK_BEFORE_FSYNC_ENV`] is set (read once).
+fn broken_ack_before_fsync() -> bool {
+    static BROKEN: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        let on = std::env::var(BROKEN_ACK_BEFORE_FSYNC_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!("{BROKEN_ACK_BEFORE_FSYNC_ENV}=1: acknowledging writes before fdatasync (a test of the tests)");
+        }
+        on
+    });
+    *BROKEN
+}
+
 pub(super) type Reply = oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>;
 
 /// One `apply` call.
@@ -165,16 +184,12 @@ impl Writer {
     /// LWW-check every write against the index, point the index at the
     /// winners' new places and append them with one `write`.
     fn append_applies(&mut self, jobs: &[Job]) -> Result<Vec<Vec<ApplyOutcome>>, StoreFailed> {
-        self.shared.check_failed()?;
         let upper: u64 = jobs
             .iter()
             .flat_map(|j| &j.writes)
             .map(|w| entry_len(w) as u64)
             .sum();
-        self.make_room(upper)?;
-        self.buf.clear();
-        let seg = Arc::clone(&self.active);
-        let base = seg.len.load(Ordering::Relaxed);
+        let (seg, base) = self.begin_batch(upper)?;
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
         let mut all = Vec::with_capacity(jobs.len());
@@ -234,12 +249,8 @@ impl Writer {
     }
 
     fn append_moves(&mut self, moves: &[Moved]) -> Result<(), StoreFailed> {
-        self.shared.check_failed()?;
         let upper: u64 = moves.iter().map(|m| m.raw.len() as u64).sum();
-        self.make_room(upper)?;
-        self.buf.clear();
-        let seg = Arc::clone(&self.active);
-        let base = seg.len.load(Ordering::Relaxed);
+        let (seg, base) = self.begin_batch(upper)?;
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
         for m in moves {
@@ -262,6 +273,17 @@ impl Writer {
         }
         drop(segments);
         self.write_out(&seg)
+    }
+
+    /// The start of every batch: refuse if the store failed, make room for
+    /// `upper` bytes, empty the buffer; the active segment and its length.
+    fn begin_batch(&mut self, upper: u64) -> Result<(Arc<Segment>, u64), StoreFailed> {
+        self.shared.check_failed()?;
+        self.make_room(upper)?;
+        self.buf.clear();
+        let seg = Arc::clone(&self.active);
+        let base = seg.len.load(Ordering::Relaxed);
+        Ok((seg, base))
     }
 
     /// Starts a new segment when `upper` more bytes would overflow the
@@ -318,7 +340,7 @@ impl Writer {
 
     fn finish(&self, job: Job, outcomes: Vec<ApplyOutcome>) {
         match self.durability {
-            Durability::Sync => {
+            Durability::Sync if !broken_ack_before_fsync() => {
                 // Blocks while the committer's queue is full (backpressure).
                 // Fails only if the committer died; the dropped reply then
                 // tells `apply` the store is gone.
@@ -331,7 +353,7 @@ impl Writer {
                     },
                 });
             }
-            Durability::Os => {
+            Durability::Sync | Durability::Os => {
                 let us = micros(job.started.elapsed());
                 self.shared
                     .apply_latency
