@@ -5,7 +5,10 @@
 //! Why one long file: every test builds its samples from the same few
 //! helpers (flows, kernel rows, softirq) at the top; one behaviour per
 //! test, read top to bottom like the screen's specification.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ratatui::{
     backend::TestBackend,
@@ -786,4 +789,29 @@ fn a_sample_without_connections_says_so() {
         s.contains("connections (0)") && s.contains("no connections in this sample"),
         "{s}"
     );
+}
+
+/// The README's replay example: a shipped recording is zstd.
+fn shipped_recording() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/diagnose/recordings/lab-rwnd.jsonl.zst")
+}
+
+#[test]
+fn a_zstd_recording_reads_the_same_samples_as_its_plain_lines() {
+    let compressed = std::fs::read(shipped_recording()).expect("the shipped recording");
+    let plain = zstd::stream::decode_all(&compressed[..]).expect("zstd");
+    let plain_samples = read_samples(&plain[..], Path::new("plain")).expect("the plain lines read");
+    let read = replay::read_recording(&shipped_recording()).expect("the .zst reads");
+    assert!(!read.is_empty());
+    assert_eq!(read, plain_samples);
+}
+
+#[test]
+fn a_zstd_recording_is_recognised_by_content_not_name() {
+    let compressed = std::fs::read(shipped_recording()).expect("the shipped recording");
+    let path = std::env::temp_dir().join(format!("xdr-ship-renamed-{}.jsonl", std::process::id()));
+    std::fs::write(&path, &compressed).expect("write");
+    let read = replay::read_recording(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(!read.expect("a renamed .zst still reads").is_empty());
 }
