@@ -266,7 +266,10 @@ impl Feed for Player {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.playing.then_some(self.next_due).flatten()
+        // Played to the end, nothing is due: a due time left in the past
+        // would make the loop wait zero and spin a core while at rest.
+        let more = self.playing && self.shown < self.samples.len();
+        more.then_some(self.next_due).flatten()
     }
 
     fn act(&mut self, action: Action, now: Instant, app: &mut App) {

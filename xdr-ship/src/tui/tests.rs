@@ -694,6 +694,26 @@ fn the_player_keeps_the_recorded_pace_times_the_speed() {
 }
 
 #[test]
+fn a_replay_played_to_its_end_has_nothing_due_so_the_loop_rests() {
+    let samples: Vec<Sample> = updates(&four_flows())
+        .into_iter()
+        .map(|u| u.sample)
+        .collect();
+    let total = samples.len();
+    let mut player = Player::new(samples, Duration::from_secs(10), 1.0);
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut t = t0;
+    while player.poll(t, &mut out) == FeedState::Open {
+        t += Duration::from_secs(1);
+    }
+    assert_eq!(out.len(), total);
+    // Still "playing" at its last sample: a due time in the past would
+    // make the screen's loop wait zero and spin.
+    assert_eq!(player.next_due(), None);
+}
+
+#[test]
 fn replay_keys_drive_the_player_not_the_view() {
     let samples: Vec<Sample> = updates(&four_flows())
         .into_iter()
