@@ -835,3 +835,53 @@ fn a_zstd_recording_is_recognised_by_content_not_name() {
     let _ = std::fs::remove_file(&path);
     assert!(!read.expect("a renamed .zst still reads").is_empty());
 }
+
+#[test]
+fn the_ceilings_name_the_congestion_window_and_the_link_apart() {
+    let s = text(&screen(&app_with(&four_flows()), 160, 48));
+    let line = s
+        .lines()
+        .find(|l| l.contains("ceilings:"))
+        .unwrap_or_else(|| panic!("no ceilings line:\n{s}"));
+    assert!(line.contains("congestion window "), "{line}");
+    assert!(line.contains("link "), "{line}");
+    assert_eq!(line.matches("bandwidth").count(), 0, "{line}");
+}
+
+#[test]
+fn a_rate_in_the_hundreds_of_kilobytes_shows_whole_in_both_rate_columns() {
+    // ~832 KB/s: the longest compact rate, "NNN.NK/s".
+    let flows = vec![Flow::rwnd_limited(832_600); 4];
+    let app = app_with(&flows);
+    let u = updates(&flows).pop().expect("an update");
+    let c = &u.sample.ship.connections[0];
+    let rate = format!("{}/s", render::bytes(c.bytes_per_s));
+    let tcp = c.tcp.as_ref().expect("TCP_INFO");
+    let deliv = format!("{}/s", render::bytes(tcp.delivery_rate_bytes_per_s as f64));
+    assert_eq!(rate.len(), "999.9K/s".len(), "{rate}");
+    assert_eq!(deliv.len(), "999.9K/s".len(), "{deliv}");
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = text(&screen(&app, w, h));
+        let row = s
+            .lines()
+            .find(|l| l.trim_start().starts_with("0 "))
+            .unwrap_or_else(|| panic!("no row for conn 0:\n{s}"));
+        assert!(row.contains(&format!(" {rate}│")), "{w}x{h}: {row}");
+        assert!(row.contains(&format!(" {deliv} ")), "{w}x{h}: {row}");
+    }
+}
+
+#[test]
+fn on_loopback_the_header_shows_no_share_of_a_meaningless_bdp() {
+    let mut app = App::new();
+    for mut u in updates(&four_flows()) {
+        if let Some(d) = u.diagnosis.as_mut() {
+            // A loopback RTT of a few microseconds: "BDP 1 B".
+            d.bdp_bytes = Some(1);
+        }
+        app.push(u);
+    }
+    let s = text(&screen(&app, 160, 48));
+    assert!(!s.contains("of BDP"), "{s}");
+    assert!(s.contains("RTT too short for a BDP"), "{s}");
+}
