@@ -269,6 +269,60 @@ fn replay_in_a_real_terminal_shows_the_verdict_help_and_restores_the_terminal_on
     );
 }
 
+/// CPU the replay may use over [`IDLE`] at rest at the end of a recording.
+const IDLE_CPU_BUDGET: Duration = Duration::from_millis(100);
+/// How long the replay is watched at rest.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name's closing parenthesis start at field 3
+    // (state); utime and stime are fields 14 and 15, in clock ticks.
+    let rest: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        rest[11].parse::<u64>().expect("utime") + rest[12].parse::<u64>().expect("stime");
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    let per_s: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    Duration::from_secs_f64(ticks as f64 / per_s as f64)
+}
+
+#[test]
+fn replay_at_rest_at_the_end_of_a_recording_costs_almost_no_cpu() {
+    let dir = TempDir::new("tui-idle");
+    let file = dir.0.join("run.jsonl");
+    write_recording(&file, 11);
+    // `exec`: the pane's process is the replay itself.
+    let command = format!(
+        "exec '{bin}' replay '{file}' --speed 10",
+        bin = xdr_ship_bin().display(),
+        file = file.display(),
+    );
+    let tmux = Tmux::start("tui-idle", 100, 30, &command);
+    tmux.wait_for(&["end of the recording"], Duration::from_secs(20));
+    let pid: u32 = tmux
+        .cmd(&["display", "-p", "-t", &tmux.session, "#{pane_pid}"])
+        .trim()
+        .parse()
+        .expect("the pane's pid");
+    let before = cpu_time(pid);
+    std::thread::sleep(IDLE);
+    let used = cpu_time(pid).saturating_sub(before);
+    eprintln!("replay at rest used {used:?} of CPU in {IDLE:?}");
+    assert!(
+        used < IDLE_CPU_BUDGET,
+        "replay at rest used {used:?} of CPU in {IDLE:?} (budget {IDLE_CPU_BUDGET:?})"
+    );
+}
+
 #[test]
 fn replay_of_a_foreign_recording_names_the_line() {
     let dir = TempDir::new("tui-foreign");

@@ -44,7 +44,24 @@ enum Command {
     MeasureDisk(cmd::measure::Args),
 }
 
+/// Restores the default action of SIGPIPE (terminate, quietly).
+///
+/// Why: Rust ignores SIGPIPE at start, so a write to a closed pipe
+/// (`xdr-ship replay F --text | head -1`) returns EPIPE and `println!`
+/// panics (exit 101). Handling EPIPE at every print site would miss some;
+/// the default action ends the process silently the way `cat` or `grep`
+/// end. Sockets are unaffected: std and tokio send with `MSG_NOSIGNAL`, so
+/// a peer closing a connection is still an error the shipper handles.
+fn default_sigpipe() {
+    // SAFETY: called first in `main`, before any thread exists; setting a
+    // signal's disposition to SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    default_sigpipe();
     let cli = Cli::parse();
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("XDR_LOG")

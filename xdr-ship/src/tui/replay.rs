@@ -64,13 +64,24 @@ pub enum ReplayError {
     },
 }
 
-/// Reads the recording at `path`.
+/// The four bytes every zstd frame starts with (RFC 8878, 3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Reads the recording at `path`: JSON lines, plain or zstd-compressed
+/// (told apart by the zstd magic, not the file's name, so a renamed file
+/// still reads).
 pub fn read_recording(path: &Path) -> Result<Vec<Sample>, ReplayError> {
-    let file = File::open(path).map_err(|source| ReplayError::Io {
+    let io = |source| ReplayError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    read_samples(BufReader::new(file), path)
+    };
+    let mut file = BufReader::new(File::open(path).map_err(io)?);
+    if file.fill_buf().map_err(io)?.starts_with(&ZSTD_MAGIC) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(file).map_err(io)?;
+        read_samples(BufReader::new(decoder), path)
+    } else {
+        read_samples(file, path)
+    }
 }
 
 /// Reads recording lines from `reader` (`name` labels errors). Blank lines
@@ -256,7 +267,10 @@ impl Feed for Player {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.playing.then_some(self.next_due).flatten()
+        // Played to the end, nothing is due: a due time left in the past
+        // would make the loop wait zero and spin a core while at rest.
+        let more = self.playing && self.shown < self.samples.len();
+        more.then_some(self.next_due).flatten()
     }
 
     fn act(&mut self, action: Action, now: Instant, app: &mut App) {

@@ -6,7 +6,10 @@
 //! helpers (flows, kernel rows, softirq) at the top; one behaviour per
 //! test, read top to bottom like the screen's specification.
 use crate::units;
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ratatui::{
     backend::TestBackend,
@@ -693,6 +696,26 @@ fn the_player_keeps_the_recorded_pace_times_the_speed() {
 }
 
 #[test]
+fn a_replay_played_to_its_end_has_nothing_due_so_the_loop_rests() {
+    let samples: Vec<Sample> = updates(&four_flows())
+        .into_iter()
+        .map(|u| u.sample)
+        .collect();
+    let total = samples.len();
+    let mut player = Player::new(samples, Duration::from_secs(10), 1.0);
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut t = t0;
+    while player.poll(t, &mut out) == FeedState::Open {
+        t += Duration::from_secs(1);
+    }
+    assert_eq!(out.len(), total);
+    // Still "playing" at its last sample: a due time in the past would
+    // make the screen's loop wait zero and spin.
+    assert_eq!(player.next_due(), None);
+}
+
+#[test]
 fn replay_keys_drive_the_player_not_the_view() {
     let samples: Vec<Sample> = updates(&four_flows())
         .into_iter()
@@ -788,4 +811,79 @@ fn a_sample_without_connections_says_so() {
         s.contains("connections (0)") && s.contains("no connections in this sample"),
         "{s}"
     );
+}
+
+/// The README's replay example: a shipped recording is zstd.
+fn shipped_recording() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/diagnose/recordings/lab-rwnd.jsonl.zst")
+}
+
+#[test]
+fn a_zstd_recording_reads_the_same_samples_as_its_plain_lines() {
+    let compressed = std::fs::read(shipped_recording()).expect("the shipped recording");
+    let plain = zstd::stream::decode_all(&compressed[..]).expect("zstd");
+    let plain_samples = read_samples(&plain[..], Path::new("plain")).expect("the plain lines read");
+    let read = replay::read_recording(&shipped_recording()).expect("the .zst reads");
+    assert!(!read.is_empty());
+    assert_eq!(read, plain_samples);
+}
+
+#[test]
+fn a_zstd_recording_is_recognised_by_content_not_name() {
+    let compressed = std::fs::read(shipped_recording()).expect("the shipped recording");
+    let path = std::env::temp_dir().join(format!("xdr-ship-renamed-{}.jsonl", std::process::id()));
+    std::fs::write(&path, &compressed).expect("write");
+    let read = replay::read_recording(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(!read.expect("a renamed .zst still reads").is_empty());
+}
+
+#[test]
+fn the_ceilings_name_the_congestion_window_and_the_link_apart() {
+    let s = text(&screen(&app_with(&four_flows()), 160, 48));
+    let line = s
+        .lines()
+        .find(|l| l.contains("ceilings:"))
+        .unwrap_or_else(|| panic!("no ceilings line:\n{s}"));
+    assert!(line.contains("congestion window "), "{line}");
+    assert!(line.contains("link "), "{line}");
+    assert_eq!(line.matches("bandwidth").count(), 0, "{line}");
+}
+
+#[test]
+fn a_rate_in_the_hundreds_of_kilobytes_shows_whole_in_both_rate_columns() {
+    // ~832 KB/s: the longest compact rate, "NNN.NK/s".
+    let flows = vec![Flow::rwnd_limited(832_600); 4];
+    let app = app_with(&flows);
+    let u = updates(&flows).pop().expect("an update");
+    let c = &u.sample.ship.connections[0];
+    let rate = format!("{}/s", render::bytes(c.bytes_per_s));
+    let tcp = c.tcp.as_ref().expect("TCP_INFO");
+    let deliv = format!("{}/s", render::bytes(tcp.delivery_rate_bytes_per_s as f64));
+    assert_eq!(rate.len(), "999.9K/s".len(), "{rate}");
+    assert_eq!(deliv.len(), "999.9K/s".len(), "{deliv}");
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = text(&screen(&app, w, h));
+        let row = s
+            .lines()
+            .find(|l| l.trim_start().starts_with("0 "))
+            .unwrap_or_else(|| panic!("no row for conn 0:\n{s}"));
+        assert!(row.contains(&format!(" {rate}│")), "{w}x{h}: {row}");
+        assert!(row.contains(&format!(" {deliv} ")), "{w}x{h}: {row}");
+    }
+}
+
+#[test]
+fn on_loopback_the_header_shows_no_share_of_a_meaningless_bdp() {
+    let mut app = App::new();
+    for mut u in updates(&four_flows()) {
+        if let Some(d) = u.diagnosis.as_mut() {
+            // A loopback RTT of a few microseconds: "BDP 1 B".
+            d.bdp_bytes = Some(1);
+        }
+        app.push(u);
+    }
+    let s = text(&screen(&app, 160, 48));
+    assert!(!s.contains("of BDP"), "{s}");
+    assert!(s.contains("RTT too short for a BDP"), "{s}");
 }

@@ -111,6 +111,10 @@ fn first_line(app: &App, u: &Update) -> Vec<Item> {
     items
 }
 
+/// Below one full-size segment the BDP says nothing (loopback's RTT of a
+/// few microseconds gives "1 B"): no share of it is shown.
+const MIN_BDP_BYTES: u64 = 1448;
+
 /// In flight, its share of the BDP, outstanding and latency.
 fn second_line(s: &ShipSnapshot, d: Option<&Diagnosis>) -> Vec<Item> {
     vec![
@@ -127,7 +131,8 @@ fn second_line(s: &ShipSnapshot, d: Option<&Diagnosis>) -> Vec<Item> {
             1,
             3,
             vec![Span::raw(match d.and_then(|d| d.bdp_bytes) {
-                Some(b) if b > 0 => format!(
+                Some(b) if b < MIN_BDP_BYTES => "RTT too short for a BDP".to_owned(),
+                Some(b) => format!(
                     "{} of BDP {}",
                     units::pct(100.0 * s.inflight_bytes as f64 / b as f64),
                     units::bytes(b as f64)

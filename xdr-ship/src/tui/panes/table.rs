@@ -126,7 +126,7 @@ const COLS: [Col; 12] = [
     Col {
         half: Half::App,
         title: "rate",
-        width: 7,
+        width: RATE_WIDTH,
         sort: Some(SortKey::AppRate),
         drop: 0,
     },
@@ -140,7 +140,7 @@ const COLS: [Col; 12] = [
     Col {
         half: Half::Kernel,
         title: "deliv",
-        width: 7,
+        width: RATE_WIDTH,
         sort: Some(SortKey::Delivery),
         drop: 0,
     },
@@ -180,6 +180,9 @@ const COLS: [Col; 12] = [
         drop: 1,
     },
 ];
+
+/// A rate column's width: the longest compact rate, `999.9K/s`, whole.
+const RATE_WIDTH: usize = "999.9K/s".len();
 
 /// Narrowest "limited by" column worth keeping columns for.
 const MIN_LIMITED: usize = 12;

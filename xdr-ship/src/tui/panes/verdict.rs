@@ -14,7 +14,7 @@ use ratatui::{
 
 use super::{KeyContext, Scroll};
 use crate::{
-    diagnose::{Diagnosis, Verdict},
+    diagnose::{Ceiling, Diagnosis, Limit, Verdict},
     tui::{
         render::{clip, limit_color, pane_block, wrap},
         Update,
@@ -169,12 +169,23 @@ fn shares_line(v: &Verdict, width: usize) -> Line<'static> {
     Line::from(spans)
 }
 
+/// A ceiling's name on screen: the bandwidth limit has two (the congestion
+/// window's rate and the link's), told apart by what they are computed from.
+fn ceiling_name(c: &Ceiling) -> &'static str {
+    match c.limit {
+        Limit::Bandwidth if c.what.starts_with("cwnd") => "congestion window",
+        Limit::Bandwidth if c.what.starts_with("link") => "link",
+        Limit::Bandwidth => "delivery rate",
+        l => l.name(),
+    }
+}
+
 /// What was observed against each limit's ceiling.
 fn ceilings_line(v: &Verdict) -> Line<'static> {
     let ceilings: Vec<String> = v
         .ceilings
         .iter()
-        .map(|c| format!("{} {}", c.limit.name(), units::rate(c.bytes_per_s)))
+        .map(|c| format!("{} {}", ceiling_name(c), units::rate(c.bytes_per_s)))
         .collect();
     Line::styled(
         format!(

@@ -1,0 +1,61 @@
+//! The binary as a shell user meets it: what it does when its stdout goes
+//! away (`| head`).
+use std::{
+    io::Read,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+fn shipped_recording() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/diagnose/recordings/lab-rwnd.jsonl.zst")
+}
+
+/// Copies of the shipped recording's lines in one plain file: more text
+/// than a pipe holds, so the writer meets the closed pipe mid-run.
+const COPIES: usize = 200;
+
+#[test]
+fn a_closed_stdout_ends_replay_text_quietly_without_a_panic() {
+    let plain = zstd::stream::decode_all(&std::fs::read(shipped_recording()).expect("read")[..])
+        .expect("zstd");
+    let long = std::env::temp_dir().join(format!("xdr-ship-cli-long-{}.jsonl", std::process::id()));
+    std::fs::write(&long, plain.repeat(COPIES)).expect("write the long recording");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["replay", "--text", "--window", "5s"])
+        .arg(&long)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xdr-ship");
+    // `head -1`: read one line, then close the pipe.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 64];
+    let n = stdout.read(&mut first).expect("read the first bytes");
+    assert!(n > 0, "replay printed nothing");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_file(&long);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_ne!(out.status.code(), Some(101), "stderr: {stderr}");
+    assert!(
+        stderr.is_empty(),
+        "a closed stdout is not an error to report: {stderr}"
+    );
+}
+
+#[test]
+fn the_readmes_replay_example_reads_a_zstd_recording() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["replay", "--text", "--window", "5s"])
+        .arg(shipped_recording())
+        .output()
+        .expect("run xdr-ship");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(
+        out.stdout.len() > 100,
+        "stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
