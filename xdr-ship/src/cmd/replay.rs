@@ -7,7 +7,8 @@ use xdr_ship::tui::{replay, TuiOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A recording: JSON lines written by `--record` or the screen's `r`.
+    /// A recording: JSON lines written by `--record` or the screen's `r`,
+    /// plain or zstd-compressed (`--record F.zst` writes those).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Playback speed: 2 plays twice as fast as recorded, 0.5 half as fast.
