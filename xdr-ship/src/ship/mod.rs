@@ -17,16 +17,15 @@
 //! delivery rate × round trip, split over the connections that are up.
 pub(crate) mod conn;
 pub mod dead_letter;
+mod dispatch;
+mod snapshot;
 pub mod source;
 pub mod window;
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
 };
 
 use tokio::{sync::mpsc, task::JoinSet};
@@ -35,10 +34,12 @@ use tokio_util::sync::CancellationToken;
 pub use source::{GenerateSpec, Generator, Source, SourceRecord};
 
 use crate::{
-    metrics::{new_latency_histogram, Counters, Latency, ShipSnapshot},
+    metrics::{Counters, ShipSnapshot},
     wire::{OrderingMode, WireError},
 };
 use conn::{ConnConfig, ConnState};
+use dispatch::{dispatch, Pacing, Shared};
+use snapshot::Snapshotter;
 
 /// Why shipping failed (per connection these are retried; they end the run
 /// only where said).
@@ -234,7 +235,7 @@ pub async fn resolve(to: &str) -> Result<SocketAddr, ShipError> {
 pub async fn run<S: Source>(
     cfg: ShipConfig,
     source: S,
-    mut report: impl FnMut(&ShipSnapshot),
+    report: impl FnMut(&ShipSnapshot),
     stop: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
@@ -250,47 +251,32 @@ pub async fn run<S: Source>(
         WindowSetting::Fixed(w) => w,
         WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
     };
-    let conn_cfg = Arc::new(ConnConfig {
+    let conn_cfg = Arc::new(ConnConfig::new(
+        &cfg,
         addr,
-        mode: cfg.mode,
-        source_id: cfg.source_id,
-        sndbuf: cfg.sndbuf,
-        congestion: cfg.congestion.clone(),
-        batch_max_records: cfg.batch_max_records.max(1),
-        batch_max_bytes: 256 * 1024,
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
-        report_acks: source.wants_acks(),
-        compress: cfg.compress,
+        source.wants_acks(),
         dead_letter,
-        tls: cfg.tls.clone(),
-        to: cfg.to.clone(),
-        credentials: cfg.token.clone().unwrap_or_default(),
-    });
+    ));
     // A certificate or token the receiver refuses fails every retry the
     // same way: report it now rather than reconnect forever.
     conn::preflight(&conn_cfg).await?;
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
-    let (tx, rx) = async_channel::bounded::<SourceRecord>(1024);
-    let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(1024);
-    let backlog = Arc::new(AtomicU64::new(0));
-    // When the source's oldest unacknowledged record was written (Unix ms,
-    // 0: unknown), so the lag keeps growing while nothing is answered.
-    let source_oldest_ms = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = async_channel::bounded::<SourceRecord>(HANDOVER_QUEUE_RECORDS);
+    let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(ACK_QUEUE_ANSWERS);
+    let shared = Shared::default();
     let conn_cancel = cancel.child_token();
 
     let dispatcher = tokio::spawn(dispatch(
         source,
         tx,
         ack_rx,
-        backlog.clone(),
-        source_oldest_ms.clone(),
-        cfg.max_throughput,
-        cfg.duration.map(|d| started + d),
+        shared.clone(),
+        Pacing {
+            max_throughput: cfg.max_throughput,
+            deadline: cfg.duration.map(|d| started + d),
+        },
         stop.clone(),
         cancel.clone(),
     ));
@@ -298,227 +284,144 @@ pub async fn run<S: Source>(
     let states: Vec<Arc<ConnState>> = (0..cfg.connections.max(1))
         .map(|id| Arc::new(ConnState::new(id, window)))
         .collect();
-    let mut tasks = JoinSet::new();
-    for state in &states {
-        tasks.spawn(conn::run(
-            state.clone(),
-            conn_cfg.clone(),
-            rx.clone(),
-            ack_tx.clone(),
-            conn_cancel.clone(),
-        ));
-    }
-    drop((rx.clone(), ack_tx));
+    let mut tasks = spawn_connections(&states, &conn_cfg, &rx, ack_tx, &conn_cancel);
 
     let mut snapper = Snapshotter::new(&cfg, &states, started);
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
-    let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
-        window::PoolWindow::new(
-            states.len(),
-            window,
-            cfg.auto_window_max,
-            cfg.max_inflight_bytes,
-        )
-    });
-    let mut control = tokio::time::interval(window::CONTROL_TICK);
-    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => {
-                if done.is_none() {
-                    break;
-                }
-            }
-            _ = ticker.tick() => {
-                let mut snap = snapper.take(&states, backlog.load(Ordering::Relaxed) + rx.len() as u64);
-                if let oldest @ 1.. = source_oldest_ms.load(Ordering::Relaxed) {
-                    snap.lag_ms = snap.lag_ms.max(snap.unix_ms.saturating_sub(oldest));
-                }
-                report(&snap);
-            }
-            _ = control.tick(), if auto.is_some() => {
-                if let Some(auto) = auto.as_mut() {
-                    auto.tick(&states);
-                }
-            }
-            _ = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                tracing::warn!("drain timed out after {:?}; giving up on records still in flight", cfg.drain_timeout);
-                conn_cancel.cancel();
-            }
-        }
-        if drain_deadline.is_none() && (rx.is_closed() || stop.is_cancelled()) && rx.is_empty() {
-            drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
-        }
-    }
+    let pool = Pool {
+        cfg: &cfg,
+        states: &states,
+        queue: &rx,
+        shared: &shared,
+        stop: &stop,
+        conn_cancel: &conn_cancel,
+    };
+    pool.supervise(&mut tasks, &mut snapper, window, report)
+        .await;
     // The connections are done and have dropped their ack senders: the
     // dispatcher hands the last acknowledgements to the source (a log's
     // checkpoint must see them) and ends. Bounded, in case it is stuck.
     let mut dispatcher = dispatcher;
-    if tokio::time::timeout(Duration::from_secs(1), &mut dispatcher)
+    if tokio::time::timeout(DISPATCHER_FINISH_TIMEOUT, &mut dispatcher)
         .await
         .is_err()
     {
         dispatcher.abort();
     }
-    let last = snapper.take(&states, backlog.load(Ordering::Relaxed));
+    let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
+    Ok(summary(&states, started, last))
+}
+
+/// One task per connection, each taking records from `queue`.
+fn spawn_connections(
+    states: &[Arc<ConnState>],
+    conn_cfg: &Arc<ConnConfig>,
+    queue: &async_channel::Receiver<SourceRecord>,
+    acked: mpsc::Sender<Vec<u64>>,
+    cancel: &CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for state in states {
+        tasks.spawn(conn::run(
+            state.clone(),
+            conn_cfg.clone(),
+            queue.clone(),
+            acked.clone(),
+            cancel.clone(),
+        ));
+    }
+    tasks
+}
+
+/// How the run ended: every connection's counters and the last snapshot.
+fn summary(states: &[Arc<ConnState>], started: Instant, last: ShipSnapshot) -> ShipSummary {
     let mut counters = Counters::default();
-    for s in &states {
+    for s in states {
         counters.add(&s.counters());
     }
-    Ok(ShipSummary {
+    ShipSummary {
         elapsed: started.elapsed(),
         counters,
         unanswered: last.inflight,
         last,
-    })
+    }
 }
 
-/// Pulls from the source into the hand-over queue, paced by
-/// `max_throughput`, until the source ends, the deadline passes or `stop`.
-#[allow(clippy::too_many_arguments)]
-async fn dispatch<S: Source>(
-    mut source: S,
-    tx: async_channel::Sender<SourceRecord>,
-    mut acks: mpsc::Receiver<Vec<u64>>,
-    backlog: Arc<AtomicU64>,
-    oldest_ms: Arc<AtomicU64>,
-    max_throughput: Option<u64>,
-    deadline: Option<Instant>,
-    stop: CancellationToken,
-    cancel: CancellationToken,
-) {
-    let t0 = Instant::now();
-    let mut sent: u64 = 0;
-    loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        if let Some(rate) = max_throughput.filter(|r| *r > 0) {
-            let due = t0 + Duration::from_secs_f64(sent as f64 / rate as f64);
-            if due > Instant::now() + Duration::from_millis(1) {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => {}
-                    _ = stop.cancelled() => break,
+/// Records the hand-over queue between the dispatcher and the connections holds.
+const HANDOVER_QUEUE_RECORDS: usize = 1024;
+/// Answers' delivered positions queued for the dispatcher to hand the source.
+const ACK_QUEUE_ANSWERS: usize = 1024;
+/// How long the dispatcher may take to hand the last acknowledgements over.
+const DISPATCHER_FINISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The running pool, as its supervisor sees it.
+struct Pool<'a> {
+    cfg: &'a ShipConfig,
+    states: &'a [Arc<ConnState>],
+    queue: &'a async_channel::Receiver<SourceRecord>,
+    shared: &'a Shared,
+    stop: &'a CancellationToken,
+    conn_cancel: &'a CancellationToken,
+}
+
+impl Pool<'_> {
+    /// Until every connection is done: reports a snapshot every interval,
+    /// runs the auto window, and once intake is over gives the records in
+    /// flight `drain_timeout` to be answered.
+    async fn supervise(
+        &self,
+        tasks: &mut JoinSet<()>,
+        snapper: &mut Snapshotter,
+        window: u64,
+        mut report: impl FnMut(&ShipSnapshot),
+    ) {
+        let cfg = self.cfg;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
+            window::PoolWindow::new(
+                self.states.len(),
+                window,
+                cfg.auto_window_max,
+                cfg.max_inflight_bytes,
+            )
+        });
+        let mut control = tokio::time::interval(window::CONTROL_TICK);
+        control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => {
+                    if done.is_none() {
+                        break;
+                    }
+                }
+                _ = ticker.tick() => report(&self.snapshot(snapper)),
+                _ = control.tick(), if auto.is_some() => {
+                    if let Some(auto) = auto.as_mut() {
+                        auto.tick(self.states);
+                    }
+                }
+                _ = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    tracing::warn!("drain timed out after {:?}; giving up on records still in flight", cfg.drain_timeout);
+                    self.conn_cancel.cancel();
                 }
             }
-        }
-        let record = tokio::select! {
-            r = source.next() => r,
-            Some(seqs) = acks.recv() => {
-                for s in seqs { source.acked(s); }
-                publish_lag(&source, &oldest_ms);
-                continue;
+            if drain_deadline.is_none()
+                && (self.queue.is_closed() || self.stop.is_cancelled())
+                && self.queue.is_empty()
+            {
+                drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
             }
-            _ = stop.cancelled() => break,
-            _ = cancel.cancelled() => break,
-        };
-        let Some(record) = record else { break };
-        backlog.store(source.backlog(), Ordering::Relaxed);
-        publish_lag(&source, &oldest_ms);
-        // A queue with room takes the record at once, without the select
-        // below (three futures and two cancellation checks per record).
-        let record = match tx.try_send(record) {
-            Ok(()) => None,
-            Err(async_channel::TrySendError::Full(r)) => Some(r),
-            Err(async_channel::TrySendError::Closed(_)) => break,
-        };
-        if let Some(record) = record {
-            tokio::select! {
-                r = tx.send(record) => if r.is_err() { break },
-                _ = stop.cancelled() => break,
-                _ = cancel.cancelled() => break,
-            }
-        }
-        sent += 1;
-    }
-    backlog.store(source.backlog(), Ordering::Relaxed);
-    tx.close();
-    // Keep delivering acknowledgements to the source until every connection
-    // is done with it.
-    while let Some(seqs) = acks.recv().await {
-        for s in seqs {
-            source.acked(s);
-        }
-        publish_lag(&source, &oldest_ms);
-    }
-}
-
-/// Publishes when the source's oldest unacknowledged record was written.
-fn publish_lag<S: Source>(source: &S, oldest_ms: &AtomicU64) {
-    let oldest = source.lag().map_or(0, |lag| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.saturating_sub(lag.as_millis() as u64).max(1)
-    });
-    oldest_ms.store(oldest, Ordering::Relaxed);
-}
-
-/// Turns the connections' cumulative counters into interval rates.
-struct Snapshotter {
-    destination: String,
-    mode: &'static str,
-    started: Instant,
-    last_at: Instant,
-    last_delivered: Vec<u64>,
-    last_bytes: Vec<u64>,
-    last_outstanding: u64,
-}
-
-impl Snapshotter {
-    fn new(cfg: &ShipConfig, states: &[Arc<ConnState>], started: Instant) -> Self {
-        Self {
-            destination: cfg.to.clone(),
-            mode: cfg.mode.name(),
-            started,
-            last_at: started,
-            last_delivered: vec![0; states.len()],
-            last_bytes: vec![0; states.len()],
-            last_outstanding: 0,
         }
     }
 
-    fn take(&mut self, states: &[Arc<ConnState>], outstanding: u64) -> ShipSnapshot {
-        let now = Instant::now();
-        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-9);
-        let mut hist = new_latency_histogram();
-        let mut snap = ShipSnapshot {
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            elapsed_s: now.duration_since(self.started).as_secs_f64(),
-            destination: self.destination.clone(),
-            mode: self.mode.into(),
-            outstanding,
-            delta_per_s: (outstanding as f64 - self.last_outstanding as f64) / dt,
-            ..ShipSnapshot::default()
-        };
-        let mut oldest: Option<Instant> = None;
-        for (i, s) in states.iter().enumerate() {
-            let mut c = s.snapshot();
-            let delivered = c.counters.delivered();
-            c.acks_per_s = delivered.saturating_sub(self.last_delivered[i]) as f64 / dt;
-            c.bytes_per_s = c.counters.acked_bytes.saturating_sub(self.last_bytes[i]) as f64 / dt;
-            self.last_delivered[i] = delivered;
-            self.last_bytes[i] = c.counters.acked_bytes;
-            s.take_latency(&mut hist);
-            if let Some(t) = s.oldest_sent() {
-                oldest = Some(oldest.map_or(t, |o| o.min(t)));
-            }
-            snap.throughput += c.acks_per_s;
-            snap.bytes_per_s += c.bytes_per_s;
-            snap.inflight += c.inflight;
-            snap.inflight_bytes += c.inflight_bytes;
-            snap.connected += usize::from(c.connected);
-            snap.counters.add(&c.counters);
-            snap.connections.push(c);
+    /// The interval's snapshot, with the source's backlog and lag.
+    fn snapshot(&self, snapper: &mut Snapshotter) -> ShipSnapshot {
+        let outstanding = self.shared.backlog.load(Ordering::Relaxed) + self.queue.len() as u64;
+        let mut snap = snapper.take(self.states, outstanding);
+        if let oldest @ 1.. = self.shared.oldest_ms.load(Ordering::Relaxed) {
+            snap.lag_ms = snap.lag_ms.max(snap.unix_ms.saturating_sub(oldest));
         }
-        snap.latency = Latency::from_histogram(&hist);
-        snap.lag_ms = oldest.map_or(0, |t| now.duration_since(t).as_millis() as u64);
-        self.last_at = now;
-        self.last_outstanding = outstanding;
         snap
     }
 }

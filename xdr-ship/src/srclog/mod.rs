@@ -43,17 +43,21 @@
 //! `load` straight into `recv --memory` (no log, no disk) gave 60K/s: the
 //! client and the ingest server's CPU on the shared 2 cores set that rate,
 //! not the log.
+mod checkpoint;
 pub mod ingest;
 mod measure;
+mod reader;
+mod recover;
 pub mod segment;
 mod source;
+mod syncer;
 pub use measure::{measure_append_rate, AppendRate};
 #[cfg(test)]
 mod tests;
 
 use std::{
     collections::VecDeque,
-    fs::{self, File, OpenOptions},
+    fs::File,
     io::Write as _,
     ops::Range,
     path::{Path, PathBuf},
@@ -62,16 +66,19 @@ use std::{
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::BytesMut;
 use tokio::sync::watch;
 
 use crate::wire::Write;
+pub use checkpoint::destination_name;
+use checkpoint::persist_and_reclaim;
+pub(crate) use reader::Reader;
 pub use segment::Entry;
-use segment::{parse_segment_name, segment_name};
 pub use source::LogSource;
+use syncer::roll;
 
 /// Why the log refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -302,76 +309,12 @@ impl Log {
     /// Opens (creating if needed) the log in `cfg.dir`, recovering from a
     /// crash: the last segment is cut at its first invalid entry.
     pub fn open(cfg: LogConfig) -> Result<Log, LogError> {
-        segment::create_dir_durable(&cfg.dir)
-            .map_err(io_err(format!("create {}", cfg.dir.display())))?;
-        let mut found: Vec<(u64, PathBuf, u64)> = Vec::new();
-        for entry in
-            fs::read_dir(&cfg.dir).map_err(io_err(format!("list {}", cfg.dir.display())))?
-        {
-            let entry = entry.map_err(io_err(format!("list {}", cfg.dir.display())))?;
-            let name = entry.file_name();
-            if let Some(first) = name.to_str().and_then(parse_segment_name) {
-                let len = entry
-                    .metadata()
-                    .map_err(io_err(format!("stat {}", entry.path().display())))?
-                    .len();
-                found.push((first, entry.path(), len));
-            } else if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
-                // A checkpoint write that never got renamed.
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        found.sort_by_key(|s| s.0);
-        for pair in found.windows(2) {
-            if pair[0].0 >= pair[1].0 {
-                return Err(LogError::Corrupt {
-                    path: pair[1].1.clone(),
-                    offset: 0,
-                    reason: "segments out of order".into(),
-                });
-            }
-        }
-        let mut torn = false;
-        let next_seq = if let Some(last) = found.last_mut() {
-            let scan = segment::scan(&last.1, last.0)?;
-            if let Some(why) = &scan.torn {
-                tracing::warn!(
-                    "source log: cutting {} at byte {} (was {}): {why}",
-                    last.1.display(),
-                    scan.valid_len,
-                    last.2
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&last.1)
-                    .map_err(io_err(format!("open {}", last.1.display())))?;
-                f.set_len(scan.valid_len)
-                    .and_then(|()| f.sync_all())
-                    .map_err(io_err(format!("truncate {}", last.1.display())))?;
-                last.2 = scan.valid_len;
-                torn = true;
-            }
-            scan.next_seq
-        } else {
-            let path = cfg.dir.join(segment_name(0));
-            File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
-            sync_dir(&cfg.dir)?;
-            found.push((0, path, 0));
-            0
-        };
-        let last = found.last().expect("at least one segment");
-        let active = OpenOptions::new()
-            .append(true)
-            .open(&last.1)
-            .map_err(io_err(format!("open {}", last.1.display())))?;
-        let segments: VecDeque<SegmentInfo> = found
-            .into_iter()
-            .map(|(first_seq, path, bytes)| SegmentInfo {
-                first_seq,
-                path,
-                bytes,
-            })
-            .collect();
+        let recover::Recovered {
+            segments,
+            active,
+            next_seq,
+            torn,
+        } = recover::recover(&cfg)?;
         let used_bytes = segments.iter().map(|s| s.bytes).sum();
         let (durable, _) = watch::channel(Durable {
             next: next_seq,
@@ -400,7 +343,7 @@ impl Log {
         let s = shared.clone();
         let syncer = std::thread::Builder::new()
             .name("srclog-sync".into())
-            .spawn(move || syncer(&s))
+            .spawn(move || syncer::syncer(&s))
             .map_err(io_err("start the syncer thread"))?;
         Ok(Log(Arc::new(Handle {
             shared,
@@ -557,295 +500,4 @@ impl Log {
     pub fn close(&self) {
         self.0.stop_syncer();
     }
-
-    /// Opens destination `name`'s checkpoint (a new destination starts at
-    /// the oldest position on disk) and registers it, so that reclaim
-    /// waits for it.
-    pub(crate) fn destination(&self, name: &str) -> Result<Arc<Destination>, LogError> {
-        let ok = !name.is_empty()
-            && name.len() <= 100
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !ok {
-            return Err(LogError::BadName(name.to_owned()));
-        }
-        let sh = self.shared();
-        let path = sh.cfg.dir.join(format!("ckpt-{name}.json"));
-        if let Some(d) = lock(&sh.inner).destinations.iter().find(|d| d.name == name) {
-            return Ok(d.clone());
-        }
-        let saved = match fs::read(&path) {
-            Ok(bytes) => Some(parse_checkpoint(&path, &bytes)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(format!("read {}", path.display()))(e)),
-        };
-        let mut inner = lock(&sh.inner);
-        let first = inner.segments.front().map_or(0, |s| s.first_seq);
-        // A checkpoint behind the oldest segment (its destination was not
-        // open while others reclaimed) resumes at the oldest one kept.
-        let start = saved.unwrap_or(first).clamp(first, inner.next_seq);
-        let d = Arc::new(Destination {
-            name: name.to_owned(),
-            path,
-            acked_next: AtomicU64::new(start),
-            persisted_next: AtomicU64::new(start),
-        });
-        inner.destinations.push(d.clone());
-        drop(inner);
-        if saved != Some(start) {
-            // A new destination holds the log from now on, also across a
-            // restart before its first acknowledgement.
-            write_checkpoint(&sh.cfg.dir, &d, start)?;
-        }
-        Ok(d)
-    }
-
-    /// A reader positioned at `seq` (or the oldest position kept, if later).
-    pub(crate) fn reader_at(&self, seq: u64) -> Result<Reader, LogError> {
-        let inner = lock(&self.shared().inner);
-        let seg = inner
-            .segments
-            .iter()
-            .rev()
-            .find(|s| s.first_seq <= seq)
-            .or(inner.segments.front())
-            .expect("at least one segment");
-        let mut current = segment::SegmentReader::open(seg.path.clone(), seg.first_seq)?;
-        let mut next = seg.first_seq;
-        drop(inner);
-        // Skip to `seq` (at most one segment's worth, read sequentially).
-        while next < seq {
-            match current.next_entry()? {
-                Some(e) => next = e.seq + 1,
-                None => break,
-            }
-        }
-        Ok(Reader {
-            log: self.clone(),
-            current,
-            next,
-        })
-    }
-
-    /// The segment whose first position is `seq`, if there is one.
-    fn segment_starting_at(&self, seq: u64) -> Option<PathBuf> {
-        lock(&self.shared().inner)
-            .segments
-            .iter()
-            .find(|s| s.first_seq == seq)
-            .map(|s| s.path.clone())
-    }
-}
-
-/// Reads the log in order across segments, never past what is durable.
-#[derive(Debug)]
-pub(crate) struct Reader {
-    log: Log,
-    current: segment::SegmentReader,
-    next: u64,
-}
-
-impl Reader {
-    /// The next position this reader returns.
-    pub(crate) fn position(&self) -> u64 {
-        self.next
-    }
-
-    /// Up to `max_entries` entries (and about `max_bytes`) that are durable;
-    /// empty when the reader has caught up. Blocking file reads: call off
-    /// the async threads.
-    pub(crate) fn read_batch(
-        &mut self,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>, LogError> {
-        let durable = self.log.shared().durable.borrow().next;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while self.next < durable && out.len() < max_entries && bytes < max_bytes {
-            match self.current.next_entry()? {
-                Some(e) => {
-                    if e.seq != self.next {
-                        return Err(LogError::Corrupt {
-                            path: self.current.path.clone(),
-                            offset: 0,
-                            reason: format!("position {} where {} was due", e.seq, self.next),
-                        });
-                    }
-                    self.next += 1;
-                    bytes += segment::entry_len(&e.write);
-                    out.push(e);
-                }
-                None => {
-                    // The end of this segment: the next one starts here.
-                    let Some(path) = self.log.segment_starting_at(self.next) else {
-                        return Err(LogError::Corrupt {
-                            path: self.current.path.clone(),
-                            offset: 0,
-                            reason: format!(
-                                "ends before durable position {durable} and no segment starts at {}",
-                                self.next
-                            ),
-                        });
-                    };
-                    self.current = segment::SegmentReader::open(path, self.next)?;
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Closes the active segment (synced: the syncer only ever syncs the
-/// active one) and starts the next one.
-fn roll(cfg: &LogConfig, inner: &mut Inner) -> Result<(), LogError> {
-    inner
-        .active
-        .sync_data()
-        .map_err(io_err("sync the closing segment"))?;
-    let path = cfg.dir.join(segment_name(inner.next_seq));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(format!("create {}", path.display())))?;
-    sync_dir(&cfg.dir)?;
-    inner.active = Arc::new(file);
-    inner.segments.push_back(SegmentInfo {
-        first_seq: inner.next_seq,
-        path,
-        bytes: 0,
-    });
-    Ok(())
-}
-
-/// The syncer: syncs whatever was written since the last sync (one sync
-/// for many appends), then persists checkpoints when due.
-fn syncer(sh: &Shared) {
-    let mut last_checkpoint = Instant::now();
-    let mut inner = lock(&sh.inner);
-    loop {
-        let synced = sh.durable.borrow().next;
-        if inner.next_seq > synced && inner.failed.is_none() {
-            let (file, upto) = (inner.active.clone(), inner.next_seq);
-            drop(inner);
-            let r = file.sync_data();
-            sh.syncs.fetch_add(1, Ordering::Relaxed);
-            inner = lock(&sh.inner);
-            match r {
-                Ok(()) => sh.durable.send_modify(|d| d.next = d.next.max(upto)),
-                Err(e) => {
-                    tracing::error!("source log: fdatasync failed: {e}; no more appends");
-                    inner.failed = Some(format!("fdatasync: {e}"));
-                    sh.durable.send_modify(|d| d.failed = true);
-                }
-            }
-            continue;
-        }
-        let due = last_checkpoint.elapsed() >= sh.cfg.checkpoint_interval;
-        if due || inner.shutdown {
-            drop(inner);
-            if let Err(e) = persist_and_reclaim(sh) {
-                tracing::warn!("{e}");
-            }
-            last_checkpoint = Instant::now();
-            inner = lock(&sh.inner);
-            if inner.shutdown && inner.next_seq <= sh.durable.borrow().next {
-                return;
-            }
-            if inner.shutdown && inner.failed.is_some() {
-                return;
-            }
-            continue;
-        }
-        let wait = sh
-            .cfg
-            .checkpoint_interval
-            .saturating_sub(last_checkpoint.elapsed());
-        inner = sh
-            .wake_syncer
-            .wait_timeout(inner, wait)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-}
-
-/// Writes every changed checkpoint (temp file, fsync, rename, fsync dir),
-/// then deletes segments every destination has passed.
-fn persist_and_reclaim(sh: &Shared) -> Result<(), LogError> {
-    let _one = lock(&sh.persisting);
-    let dests: Vec<Arc<Destination>> = lock(&sh.inner).destinations.clone();
-    for d in &dests {
-        let next = d.acked_next.load(Ordering::Relaxed);
-        if d.persisted_next.load(Ordering::Relaxed) == next {
-            continue;
-        }
-        write_checkpoint(&sh.cfg.dir, d, next)?;
-    }
-    // Reclaim: only after the checkpoints that allow it are on disk.
-    let Some(min) = dests
-        .iter()
-        .map(|d| d.persisted_next.load(Ordering::Relaxed))
-        .min()
-    else {
-        return Ok(());
-    };
-    let mut removed = Vec::new();
-    {
-        let mut inner = lock(&sh.inner);
-        while inner.segments.len() > 1 && inner.segments[1].first_seq <= min {
-            let s = inner.segments.pop_front().expect("two segments");
-            inner.used_bytes -= s.bytes;
-            removed.push(s.path);
-        }
-    }
-    for p in &removed {
-        fs::remove_file(p).map_err(io_err(format!("remove {}", p.display())))?;
-    }
-    if !removed.is_empty() {
-        sync_dir(&sh.cfg.dir)?;
-    }
-    Ok(())
-}
-
-/// Persists `next` as `d`'s checkpoint: temp file, fsync, rename over, fsync
-/// the directory; a crash leaves the old checkpoint or the new, never half.
-fn write_checkpoint(dir: &Path, d: &Destination, next: u64) -> Result<(), LogError> {
-    let tmp = d.path.with_extension("json.tmp");
-    let body = serde_json::json!({ "destination": d.name, "next": next }).to_string();
-    let mut f = File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
-    f.write_all(body.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(format!("write {}", tmp.display())))?;
-    fs::rename(&tmp, &d.path).map_err(io_err(format!("rename to {}", d.path.display())))?;
-    sync_dir(dir)?;
-    d.persisted_next.store(next, Ordering::Relaxed);
-    Ok(())
-}
-
-fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<u64, LogError> {
-    let bad = |reason: String| LogError::BadCheckpoint {
-        path: path.to_owned(),
-        reason,
-    };
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-    v.get("next")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| bad("no `next` position".into()))
-}
-
-/// A destination name derived from an address: `10.0.0.2:3000` →
-/// `10.0.0.2_3000`.
-pub fn destination_name(addr: &str) -> String {
-    addr.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }

@@ -1,0 +1,187 @@
+//! The reading half of a session: decodes the receiver's answers
+//! ([`read_loop`], the one place that knows their wire form) and settles
+//! each against the table of requests in flight ([`settle`], which knows
+//! only result codes).
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use super::{lock, ConnConfig, ConnState, Pending, Rd};
+use crate::{
+    ship::{source::SourceRecord, ShipError},
+    wire::{Message, OrderingMode, ResultClass, ResultCode, WireCodec},
+};
+
+/// Reads answers until the connection fails; never returns success (the
+/// writer decides when the session is done).
+pub(super) async fn read_loop(
+    reader: &mut FramedRead<Rd, WireCodec>,
+    state: &ConnState,
+    cfg: &ConnConfig,
+    acked: &mpsc::Sender<Vec<u64>>,
+) -> ShipError {
+    loop {
+        let frame = match reader.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return ShipError::Wire(e),
+            None => return ShipError::Closed,
+        };
+        let id = frame.request_id;
+        let result = match frame.body {
+            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i), ""),
+            Message::Nack(nack) => {
+                if nack.code.is_permanent() {
+                    tracing::warn!(
+                        conn = state.id,
+                        "request {id} refused: {} {}",
+                        nack.code,
+                        nack.message
+                    );
+                }
+                settle(state, cfg, id, |_| Some(nack.code), &nack.message)
+            }
+            Message::Goodbye(g) => {
+                return ShipError::Refused(format!("receiver closed: {} {}", g.code, g.message))
+            }
+            Message::Pong | Message::Ping => continue,
+            other => Err(ShipError::Protocol(format!(
+                "unexpected {} from the receiver",
+                other.frame_type()
+            ))),
+        };
+        match result {
+            Ok(seqs) => {
+                if cfg.report_acks && !seqs.is_empty() && acked.send(seqs).await.is_err() {
+                    return ShipError::Closed;
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Applies the answer to request `id`: counts outcomes, queues retryable
+/// records for a resend, returns the window permits; returns the delivered
+/// positions. Knows nothing of the wire: `code_of` gives each record's
+/// result, however the destination protocol spelled it.
+fn settle(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    id: u64,
+    code_of: impl Fn(usize) -> Option<ResultCode>,
+    reason: &str,
+) -> Result<Vec<u64>, ShipError> {
+    let (pending, drained) = take_answered(state, cfg, id)?;
+    let n = pending.records.len() as u64;
+    let latency_us = pending.sent_at.elapsed().as_micros() as u64;
+    let _ = lock(&state.latency).record(latency_us.max(1));
+    let bytes = pending.bytes;
+    let (delivered, retry) = count_outcomes(state, cfg, pending.records, code_of, reason);
+    if retry.is_empty() {
+        lock(&state.counters).acked_bytes += bytes;
+    }
+    state.inflight.fetch_sub(n, Ordering::Relaxed);
+    state.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    state.return_permits(n);
+    if retry.is_empty() {
+        lock(&state.retry_pause).backoff = Duration::ZERO;
+        // The writer waits for the table to empty only once the source is
+        // drained (`wait_drained`); while shipping, returned permits are
+        // what wake it. One wake-up per answer would cost a task hop each.
+        if drained {
+            state.wake_writer.notify_one();
+        }
+    } else {
+        {
+            let mut p = lock(&state.retry_pause);
+            p.backoff = (p.backoff * 2).clamp(cfg.backoff_min, cfg.backoff_max);
+            p.until = Some(Instant::now() + p.backoff);
+        }
+        state.push_resend(retry);
+    }
+    Ok(delivered)
+}
+
+/// Takes request `id` out of the table (in ordered mode it must be the
+/// oldest); returns it and whether the table is now empty.
+fn take_answered(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    id: u64,
+) -> Result<(Pending, bool), ShipError> {
+    let mut table = lock(&state.table);
+    if cfg.ship.mode == OrderingMode::Ordered {
+        match table.first_key_value() {
+            Some((&oldest, _)) if oldest == id => {}
+            Some((&oldest, _)) => {
+                return Err(ShipError::Protocol(format!(
+                    "ordered mode: answer for request {id} while {oldest} is the oldest in flight"
+                )))
+            }
+            None => {
+                return Err(ShipError::Protocol(format!(
+                    "answer for request {id} with nothing in flight"
+                )))
+            }
+        }
+    }
+    let pending = table.remove(&id).ok_or_else(|| {
+        ShipError::Protocol(format!("answer for request {id}, which is not in flight"))
+    })?;
+    Ok((pending, table.is_empty()))
+}
+
+/// Counts each record's outcome, writes permanent refusals to the dead
+/// letter; returns the delivered positions (only if the source asked for
+/// them) and the records to resend.
+fn count_outcomes(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    records: Vec<SourceRecord>,
+    code_of: impl Fn(usize) -> Option<ResultCode>,
+    reason: &str,
+) -> (Vec<u64>, Vec<SourceRecord>) {
+    // Positions go back to the source only if it asked (a log's checkpoint):
+    // no vector per answer otherwise.
+    let mut delivered = Vec::with_capacity(if cfg.report_acks { records.len() } else { 0 });
+    let mut retry = Vec::new();
+    let mut c = lock(&state.counters);
+    for (i, rec) in records.into_iter().enumerate() {
+        let code = code_of(i).unwrap_or(ResultCode::ProtocolViolation);
+        match (code, code.class()) {
+            (ResultCode::LostConflict, _) => c.lost_conflict += 1,
+            (_, ResultClass::Success) => c.success += 1,
+            (_, ResultClass::Retryable) => {
+                c.retry_dest += 1;
+                retry.push(rec);
+                continue;
+            }
+            (_, ResultClass::Permanent) => {
+                c.abandoned += 1;
+                dead_letter(cfg, &rec, code, reason);
+            }
+        }
+        if cfg.report_acks {
+            delivered.push(rec.seq);
+        }
+    }
+    (delivered, retry)
+}
+
+/// Keeps a permanently refused record in the dead-letter file, if any.
+fn dead_letter(cfg: &ConnConfig, rec: &SourceRecord, code: ResultCode, reason: &str) {
+    if let Some(dl) = &cfg.dead_letter {
+        if let Err(e) = dl.record(&cfg.ship.to, rec, code, reason) {
+            tracing::error!(
+                "cannot write record {} to the dead-letter file {}: {e}",
+                rec.seq,
+                dl.path().display()
+            );
+        }
+    }
+}

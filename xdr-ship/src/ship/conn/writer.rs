@@ -1,0 +1,248 @@
+//! The writing half of a session: takes a permit per record, gathers
+//! records into requests, encodes them ([`super::request`]) and keeps each
+//! in the table of requests in flight until the reader settles it.
+use std::{sync::atomic::Ordering, time::Instant};
+
+use futures_util::SinkExt;
+use tokio_util::{codec::FramedWrite, sync::CancellationToken};
+
+use super::{lock, request::encode_request, ConnConfig, ConnState, Pending, Wr};
+use crate::{
+    ship::{source::SourceRecord, ShipError},
+    wire::{Frame, ResultCode, WireCodec},
+};
+
+async fn flush(writer: &mut FramedWrite<Wr, WireCodec>) -> Result<(), ShipError> {
+    SinkExt::<Frame>::flush(writer)
+        .await
+        .map_err(ShipError::Wire)
+}
+
+/// Returns `Ok(true)` once the source is exhausted and every record has
+/// been answered, `Ok(false)` when cancelled.
+pub(super) async fn write_loop(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    state: &ConnState,
+    cfg: &ConnConfig,
+    queue: &async_channel::Receiver<SourceRecord>,
+    cancel: &CancellationToken,
+) -> Result<bool, ShipError> {
+    let mut next_id: u64 = 1;
+    let mut encoder = writer.encoder().clone();
+    let mut batch: Vec<SourceRecord> = Vec::with_capacity(cfg.ship.batch_max_records);
+    let mut last_window_check = Instant::now();
+    loop {
+        if !wait_retry_pause(writer, state, cancel).await? {
+            return Ok(false);
+        }
+        // One permit per record, taken before the record: a full window
+        // leaves records in the queue (and the source) rather than here.
+        if state.permits.available_permits() == 0 {
+            flush(writer).await?;
+            note_window_full(state, cfg, &mut last_window_check);
+        }
+        let permit = tokio::select! {
+            p = state.permits.acquire() => p.map_err(|_| ShipError::Closed)?,
+            _ = cancel.cancelled() => return Ok(false),
+        };
+        let (first, fresh) = match first_record(writer, state, queue, cancel, permit).await? {
+            First::Record(r, fresh) => (r, fresh),
+            First::Again => continue,
+            First::Done(drained) => return Ok(drained),
+        };
+        let mut fresh_count = u64::from(fresh);
+        batch.push(first);
+        fresh_count += fill_batch(state, cfg, queue, &mut batch, &mut last_window_check);
+        let id = next_id;
+        next_id += 1;
+        let records = std::mem::replace(&mut batch, Vec::with_capacity(cfg.ship.batch_max_records));
+        send_request(writer, &mut encoder, state, id, records, fresh_count)?;
+        if writer.write_buffer().len() >= WRITE_COALESCE_BYTES {
+            flush(writer).await?;
+        }
+    }
+}
+
+/// The destination answered "retry": wait out the backoff before sending
+/// anything (resends first, then new records). `Ok(false)`: cancelled.
+async fn wait_retry_pause(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    state: &ConnState,
+    cancel: &CancellationToken,
+) -> Result<bool, ShipError> {
+    let pause = lock(&state.retry_pause).until.take();
+    if let Some(until) = pause.filter(|u| *u > Instant::now()) {
+        flush(writer).await?;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = cancel.cancelled() => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// What the writer does after taking a permit.
+enum First {
+    /// Send this record first (`true`: fresh from the queue, not a resend).
+    Record(SourceRecord, bool),
+    /// Woken without a record (a resend was queued): start over.
+    Again,
+    /// The session is over: `true` drained, `false` cancelled.
+    Done(bool),
+}
+
+/// The first record of the next request: a resend, else the queue's next;
+/// with nothing ready, flushes and waits. Holds `permit` for the record
+/// (forgotten once it has one, given back otherwise).
+async fn first_record(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    state: &ConnState,
+    queue: &async_channel::Receiver<SourceRecord>,
+    cancel: &CancellationToken,
+    permit: tokio::sync::SemaphorePermit<'_>,
+) -> Result<First, ShipError> {
+    let first = lock(&state.resend).pop_front();
+    let (first, fresh) = match first {
+        Some(r) => (r, false),
+        None => match queue.try_recv() {
+            Ok(r) => (r, true),
+            Err(_) => {
+                // Nothing ready: push out what is buffered, then wait.
+                flush(writer).await?;
+                tokio::select! {
+                    r = queue.recv() => match r {
+                        Ok(r) => (r, true),
+                        Err(_) => {
+                            drop(permit);
+                            return source_closed(writer, state, cancel).await;
+                        }
+                    },
+                    _ = state.wake_writer.notified() => { drop(permit); return Ok(First::Again); }
+                    _ = cancel.cancelled() => return Ok(First::Done(false)),
+                }
+            }
+        },
+    };
+    permit.forget();
+    Ok(First::Record(first, fresh))
+}
+
+/// The queue is closed: once every request is answered, say goodbye and
+/// end the session; start over if something needs re-sending.
+async fn source_closed(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    state: &ConnState,
+    cancel: &CancellationToken,
+) -> Result<First, ShipError> {
+    if !wait_drained(state, cancel).await? {
+        return Ok(First::Again);
+    }
+    if cancel.is_cancelled() {
+        return Ok(First::Done(false));
+    }
+    // Everything answered: say goodbye politely.
+    let _ = writer
+        .send(Frame::goodbye(ResultCode::Ok, "source drained"))
+        .await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(writer.get_mut()).await;
+    Ok(First::Done(true))
+}
+
+/// Adds the records that are ready at once (resends first) to `batch`,
+/// one permit each, up to the batch limits; returns how many were fresh.
+fn fill_batch(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    queue: &async_channel::Receiver<SourceRecord>,
+    batch: &mut Vec<SourceRecord>,
+    last_window_check: &mut Instant,
+) -> u64 {
+    let mut fresh_count = 0;
+    let mut bytes: usize = batch.iter().map(|r| r.write.frame_len()).sum();
+    while batch.len() < cfg.ship.batch_max_records && bytes < cfg.batch_max_bytes {
+        let Ok(p) = state.permits.try_acquire() else {
+            note_window_full(state, cfg, last_window_check);
+            break;
+        };
+        let next = match lock(&state.resend).pop_front() {
+            Some(r) => Some((r, false)),
+            None => queue.try_recv().ok().map(|r| (r, true)),
+        };
+        let Some((r, f)) = next else { break };
+        p.forget();
+        fresh_count += u64::from(f);
+        bytes += r.write.frame_len();
+        batch.push(r);
+    }
+    fresh_count
+}
+
+/// Encodes request `id` into the writer's buffer and enters it in the
+/// table of requests in flight.
+fn send_request(
+    writer: &mut FramedWrite<Wr, WireCodec>,
+    encoder: &mut WireCodec,
+    state: &ConnState,
+    id: u64,
+    records: Vec<SourceRecord>,
+    fresh_count: u64,
+) -> Result<(), ShipError> {
+    let n = records.len() as u64;
+    let frame_bytes = encode_request(writer.write_buffer_mut(), encoder, id, &records)? as u64;
+    lock(&state.table).insert(
+        id,
+        Pending {
+            records,
+            bytes: frame_bytes,
+            sent_at: Instant::now(),
+        },
+    );
+    state.inflight.fetch_add(n, Ordering::Relaxed);
+    state
+        .inflight_bytes
+        .fetch_add(frame_bytes, Ordering::Relaxed);
+    lock(&state.counters).shipped += fresh_count;
+    Ok(())
+}
+
+/// Bytes of requests gathered before one `write`, while more records are
+/// ready at once: iperf3's default write size. Nothing waits in this
+/// buffer: every path that would wait (window full, source empty, retry
+/// pause) flushes first.
+const WRITE_COALESCE_BYTES: usize = 128 * 1024;
+
+/// The window is full: note whether it is what limits this connection
+/// (`window::socket_drained` decides). Checked at most every 10 ms (one
+/// `getsockopt`).
+fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instant) {
+    if last_check.elapsed() < crate::ship::window::WINDOW_FULL_CHECK_EVERY {
+        return;
+    }
+    *last_check = Instant::now();
+    let notsent = crate::net::tcp_info_if_cookie(
+        state.fd.load(Ordering::Relaxed),
+        state.cookie.load(Ordering::Relaxed),
+    )
+    .map_or(0, |i| i.notsent_bytes as usize);
+    if crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes) {
+        state.window_limited.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The queue is closed: wait until every request is answered (`true`), or
+/// until something needs re-sending (`false`).
+async fn wait_drained(state: &ConnState, cancel: &CancellationToken) -> Result<bool, ShipError> {
+    loop {
+        let woken = state.wake_writer.notified();
+        if state.has_resend() {
+            return Ok(false);
+        }
+        if lock(&state.table).is_empty() {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = cancel.cancelled() => return Ok(true),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The dispatcher: pulls records from the source into the hand-over
+//! queue (paced by `--max-throughput`, until the deadline or `stop`), and
+//! hands the connections' acknowledgements back to the source.
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Source, SourceRecord};
+
+/// What the dispatcher publishes for the snapshots.
+#[derive(Clone, Default)]
+pub(super) struct Shared {
+    /// The source's backlog.
+    pub backlog: Arc<AtomicU64>,
+    /// When the source's oldest unacknowledged record was written (Unix
+    /// ms, 0: unknown), so the lag keeps growing while nothing is answered.
+    pub oldest_ms: Arc<AtomicU64>,
+}
+
+/// How fast and how long the dispatcher takes records from the source.
+pub(super) struct Pacing {
+    /// Cap on records per second (`None`: uncapped).
+    pub max_throughput: Option<u64>,
+    /// Stop taking records at this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// Pulls from the source into the hand-over queue, paced by
+/// `max_throughput`, until the source ends, the deadline passes or `stop`.
+pub(super) async fn dispatch<S: Source>(
+    mut source: S,
+    tx: async_channel::Sender<SourceRecord>,
+    mut acks: mpsc::Receiver<Vec<u64>>,
+    shared: Shared,
+    pacing: Pacing,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+) {
+    let Shared { backlog, oldest_ms } = shared;
+    let Pacing {
+        max_throughput,
+        deadline,
+    } = pacing;
+    let t0 = Instant::now();
+    let mut sent: u64 = 0;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if let Some(rate) = max_throughput.filter(|r| *r > 0) {
+            let due = t0 + Duration::from_secs_f64(sent as f64 / rate as f64);
+            if due > Instant::now() + Duration::from_millis(1) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+        let record = tokio::select! {
+            r = source.next() => r,
+            Some(seqs) = acks.recv() => {
+                for s in seqs { source.acked(s); }
+                publish_lag(&source, &oldest_ms);
+                continue;
+            }
+            _ = stop.cancelled() => break,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(record) = record else { break };
+        backlog.store(source.backlog(), Ordering::Relaxed);
+        publish_lag(&source, &oldest_ms);
+        // A queue with room takes the record at once, without the select
+        // below (three futures and two cancellation checks per record).
+        let record = match tx.try_send(record) {
+            Ok(()) => None,
+            Err(async_channel::TrySendError::Full(r)) => Some(r),
+            Err(async_channel::TrySendError::Closed(_)) => break,
+        };
+        if let Some(record) = record {
+            tokio::select! {
+                r = tx.send(record) => if r.is_err() { break },
+                _ = stop.cancelled() => break,
+                _ = cancel.cancelled() => break,
+            }
+        }
+        sent += 1;
+    }
+    backlog.store(source.backlog(), Ordering::Relaxed);
+    tx.close();
+    // Keep delivering acknowledgements to the source until every connection
+    // is done with it.
+    while let Some(seqs) = acks.recv().await {
+        for s in seqs {
+            source.acked(s);
+        }
+        publish_lag(&source, &oldest_ms);
+    }
+}
+
+/// Publishes when the source's oldest unacknowledged record was written.
+fn publish_lag<S: Source>(source: &S, oldest_ms: &AtomicU64) {
+    let oldest = source.lag().map_or(0, |lag| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_sub(lag.as_millis() as u64).max(1)
+    });
+    oldest_ms.store(oldest, Ordering::Relaxed);
+}
