@@ -45,6 +45,7 @@ pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod probe;
+pub mod resp;
 pub mod server;
 pub mod ship;
 pub mod srclog;

@@ -29,6 +29,7 @@ use xdr_ship::{
     destinations::{self, Destination, DestinationsError},
     live::{KernelOptions, KernelSampler, SharedKernel},
     metrics::prometheus::PromMetrics,
+    resp::ingest as resp_ingest,
     server::{self, ServerConfig, ServerStats},
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipError, ShipSummary, Source},
     srclog::{ingest, Log, LogConfig, LogSource},
@@ -51,6 +52,10 @@ pub struct LogArgs {
     /// speaks); needs --log.
     #[arg(long, value_name = "ADDR", requires = "log")]
     pub listen: Option<SocketAddr>,
+    /// Accept writes from any Redis client on ADDR (RESP2/RESP3: SET,
+    /// MSET, DEL, …; `AUTH` carries --ingest-token-file's token); needs --log.
+    #[arg(long, value_name = "ADDR", requires = "log")]
+    pub listen_resp: Option<SocketAddr>,
     /// Append JSON-lines writes from FILE (`-`: standard input), one
     /// `{"key": "k", "value": "v" | null, "version": N}` per line; needs --log.
     #[arg(long, value_name = "FILE|-", requires = "log")]
@@ -193,6 +198,7 @@ pub async fn run(node: SourceNode<'_>) -> anyhow::Result<()> {
     let log = Log::open(log_cfg).with_context(|| format!("--log {}", dir.display()))?;
     let (stop, cancel) = super::ctrl_c_tokens();
     let node = Node {
+        names: dests.iter().map(|d| d.name.clone()).collect(),
         args,
         dir,
         log,
@@ -243,6 +249,8 @@ struct Inputs {
 
 /// One source-node run: the log and the tokens its tasks share.
 struct Node<'a> {
+    /// The destinations' names (the RESP port's INFO shows them).
+    names: Vec<String>,
     args: &'a LogArgs,
     dir: &'a Path,
     log: Log,
@@ -314,6 +322,9 @@ impl Node<'_> {
             Some(addr) => Some(self.spawn_ingest_port(addr, &mut feeders)?),
             None => None,
         };
+        if let Some(addr) = self.args.listen_resp {
+            self.spawn_resp_port(addr, source_id, &mut feeders)?;
+        }
         if let Some(from) = self.args.from.clone() {
             let (log, stop) = (self.log.clone(), self.stop.clone());
             feeders.spawn(async move {
@@ -375,6 +386,40 @@ impl Node<'_> {
             Ok(("ingest", served.applied.load(Ordering::Relaxed)))
         });
         Ok(stats)
+    }
+
+    /// The RESP port (`--listen-resp`): any Redis client's writes into the
+    /// log. It runs until Ctrl-C (the log is sealed once the inputs end).
+    fn spawn_resp_port(
+        &self,
+        addr: SocketAddr,
+        source_id: u64,
+        feeders: &mut JoinSet<anyhow::Result<(&'static str, u64)>>,
+    ) -> anyhow::Result<()> {
+        let cfg = xdr_ship::resp::RespConfig {
+            token: match &self.args.ingest_token_file {
+                Some(path) => Some(xdr_ship::tls::Token::new(&xdr_ship::tls::read_token_file(
+                    path,
+                )?)),
+                None => None,
+            },
+            ..Default::default()
+        };
+        let listener = resp_ingest::bind(addr, &cfg, self.args.ingest_insecure)?;
+        if !self.json {
+            println!(
+                "ship: RESP listening on {} into log {}",
+                listener.local_addr()?,
+                self.dir.display()
+            );
+        }
+        let door = resp_ingest::LogDoor::new(self.log.clone(), source_id, self.names.clone());
+        let (stop, stats) = (self.stop.clone(), door.stats.clone());
+        feeders.spawn(async move {
+            resp_ingest::serve(listener, door, cfg, stop).await?;
+            Ok(("resp", stats.acknowledged.load(Ordering::Relaxed)))
+        });
+        Ok(())
     }
 
     /// Waits for every destination, then the inputs; prints the summaries

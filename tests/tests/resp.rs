@@ -1,0 +1,154 @@
+//! The RESP front door against real Redis tools: `redis-cli` and
+//! `redis-benchmark` write into the source log through `ship --log DIR
+//! --listen-resp`, and the log is read back to check every acknowledged
+//! write is in it.
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use xdr_ship::srclog::segment::{parse_segment_name, SegmentReader};
+use xdr_tests::{run_bounded, xdr_ship_bin, ChildGuard, TempDir};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A source node with a RESP port and an unreachable destination (the
+/// log keeps everything).
+fn source_node(dir: &TempDir) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = Command::new(xdr_ship_bin())
+        .args(["ship", "--log"])
+        .arg(&dir.0)
+        .args(["--listen-resp", &format!("127.0.0.1:{port}")])
+        .args(["--to", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the source node");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "RESP port never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (ChildGuard(child), port)
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let (ok, out, err) = run_bounded(
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "redis-cli {args:?}: {err}");
+    out.trim().to_owned()
+}
+
+/// The newest value of every key in the log (`None`: deleted).
+fn read_log(dir: &TempDir) -> HashMap<Vec<u8>, Option<Vec<u8>>> {
+    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            Some((parse_segment_name(p.file_name()?.to_str()?)?, p))
+        })
+        .collect();
+    segments.sort();
+    let mut keys = HashMap::new();
+    for (first, path) in segments {
+        let mut r = SegmentReader::open(path, first).unwrap();
+        while let Some(e) = r.next_entry().unwrap() {
+            keys.insert(e.write.key.to_vec(), e.write.value.map(|v| v.to_vec()));
+        }
+    }
+    keys
+}
+
+#[test]
+fn redis_cli_writes_land_in_the_log() {
+    let dir = TempDir::new("resp-cli");
+    let (mut node, port) = source_node(&dir);
+    assert_eq!(redis_cli(port, &["SET", "user:1", "alice"]), "OK");
+    assert_eq!(
+        redis_cli(port, &["MSET", "user:2", "bob", "user:3", "carol"]),
+        "OK"
+    );
+    assert_eq!(redis_cli(port, &["DEL", "user:3"]), "1");
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    let log = read_log(&dir);
+    assert_eq!(log[&b"user:1"[..]], Some(b"alice".to_vec()));
+    assert_eq!(log[&b"user:2"[..]], Some(b"bob".to_vec()));
+    assert_eq!(log[&b"user:3"[..]], None);
+}
+
+#[test]
+fn an_unknown_command_gets_an_error_and_the_connection_goes_on() {
+    let dir = TempDir::new("resp-unknown");
+    let (_node, port) = source_node(&dir);
+    let mut cli = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    cli.stdin
+        .take()
+        .unwrap()
+        .write_all(b"SET a 1\nFLUSHALL\nSET b 2\n")
+        .unwrap();
+    let out = cli.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // redis-cli prints a blank line after an error when not on a terminal.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "OK");
+    assert!(lines[1].contains("unknown command"), "{text}");
+    assert_eq!(lines[2], "OK");
+}
+
+#[test]
+fn every_acknowledged_benchmark_set_is_in_the_log_after_kill_9() {
+    let dir = TempDir::new("resp-bench");
+    let (mut node, port) = source_node(&dir);
+    let requests = 20_000;
+    let (ok, out, err) = run_bounded(
+        Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "set",
+                "-P",
+                "64",
+                "-r",
+                "1000",
+            ])
+            .args(["-n", &requests.to_string(), "-q"]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "redis-benchmark: {out}{err}");
+    let acked: u64 = redis_cli(port, &["INFO"])
+        .lines()
+        .find_map(|l| l.strip_prefix("resp_acknowledged:"))
+        .expect("INFO has resp_acknowledged")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(acked >= requests, "acknowledged {acked} of {requests}");
+    node.0.kill().unwrap(); // SIGKILL: nothing flushed on the way out.
+    node.0.wait().unwrap();
+    let log = read_log(&dir);
+    // -r 1000: keys key:000000000000 … key:000000000999, all written.
+    assert!(!log.is_empty() && log.len() <= 1000, "{} keys", log.len());
+    assert!(log.values().all(Option::is_some));
+}
