@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data flow (see `DESIGN.md` in the shared notes):
+//! The modules follow the data flow (the README's Layout table lists them
+//! with their files):
 //!
 //! - [`wire`]: the protocol between shipper and receiver: frames, messages,
 //!   the codec (`docs/protocol.md` is its specification).
@@ -38,6 +39,10 @@
 //! - [`srclog`]: the durable source log: group-committed appends, segments,
 //!   per-destination checkpoints, reclaim, the disk budget; a
 //!   [`srclog::LogSource`] per destination.
+//! - [`resp`]: the source node's Redis front door: RESP2/3 commands from
+//!   any Redis client appended to the log, `+OK` once durable.
+//! - [`destinations`]: the source node's destinations, from `--to` and the
+//!   `--config` TOML, with errors naming file, line and key.
 pub mod destinations;
 pub mod diagnose;
 pub mod lab;
