@@ -6,7 +6,7 @@
 mod cmd;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "xdr-ship", version, about, propagate_version = true)]
@@ -60,9 +60,37 @@ fn default_sigpipe() {
     }
 }
 
+/// `--version`'s text: the version, whether the kernel programs are in
+/// this binary, and which `tcp_probe` path this kernel would use.
+fn version_text() -> String {
+    use xdr_ship::probe::ebpf;
+    let programs = if ebpf::built_with_kernel_programs() {
+        "embedded"
+    } else {
+        "not embedded (built without them: softirq and TCP views fall back)"
+    };
+    format!(
+        "{}\nkernel programs: {programs}\ntcp_probe on this kernel: {}",
+        env!("CARGO_PKG_VERSION"),
+        ebpf::expected_tcp_probe_path()
+    )
+}
+
+/// The command line; `--version` is the long text, worked out (a read of
+/// the kernel's BTF) only when asked for.
+fn parse_cli() -> Cli {
+    let mut command = Cli::command();
+    if std::env::args_os().any(|a| a == "--version" || a == "-V") {
+        // Leaked once: clap keeps a `&'static str` and the process ends next.
+        command = command.version(&*Box::leak(version_text().into_boxed_str()));
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> anyhow::Result<()> {
     default_sigpipe();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("XDR_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))

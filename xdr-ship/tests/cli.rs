@@ -59,3 +59,29 @@ fn the_readmes_replay_example_reads_a_zstd_recording() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn version_says_whether_the_kernel_programs_are_embedded_and_the_tcp_probe_path() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .arg("--version")
+        .output()
+        .expect("run xdr-ship");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    let embedded = xdr_ship::probe::ebpf::built_with_kernel_programs();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("kernel programs: "))
+        .unwrap_or_else(|| panic!("no kernel programs line: {text}"));
+    assert_eq!(
+        line.starts_with("kernel programs: embedded"),
+        embedded,
+        "{text}"
+    );
+    let path = xdr_ship::probe::ebpf::expected_tcp_probe_path().to_string();
+    assert!(
+        text.contains(&format!("tcp_probe on this kernel: {path}")),
+        "{text}"
+    );
+}

@@ -245,6 +245,17 @@ impl KernelPrograms {
     }
 }
 
+/// The `tcp_probe` path loading the TCP programs would take on this kernel,
+/// judged without loading them (no privilege needed): raw where the
+/// kernel's BTF gives `struct tcp_sock`'s layout, else the classic
+/// tracepoint and why. Attaching may still fall back (`--version` says so).
+pub fn expected_tcp_probe_path() -> TcpProbePath {
+    match tcp_sock_offsets(&ProbeOptions::tcp([])) {
+        Ok(_) => TcpProbePath::RawBtf,
+        Err(why) => TcpProbePath::Tracepoint { why },
+    }
+}
+
 /// This kernel's `struct tcp_sock` layout for the raw `tcp_probe` path, or
 /// why the classic tracepoint samples the same fields from its record.
 fn tcp_sock_offsets(opts: &ProbeOptions) -> Result<TcpSockOffsets, String> {
