@@ -67,12 +67,7 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
         let tb = tcp_of(b, cookie);
         if let Some(t) = tb {
             last = Some(t);
-            acc.snd_wnd_max = acc.snd_wnd_max.max(f64::from(t.snd_wnd_bytes));
-            acc.delivery_max = acc.delivery_max.max(t.delivery_rate_bytes_per_s as f64);
-            acc.min_rtt_us = [acc.min_rtt_us, Some(t.min_rtt_us).filter(|r| *r > 0)]
-                .into_iter()
-                .flatten()
-                .min();
+            acc.note_tcp(t);
         }
         if dt_us <= 0.0 {
             continue;

@@ -296,6 +296,17 @@ pub(super) struct Acc {
 }
 
 impl Acc {
+    /// Keeps the path-wide extremes one kernel sample shows: the largest
+    /// peer window and delivery rate, the smallest (non-zero) min RTT.
+    pub fn note_tcp(&mut self, t: &TcpSample) {
+        self.snd_wnd_max = self.snd_wnd_max.max(f64::from(t.snd_wnd_bytes));
+        self.delivery_max = self.delivery_max.max(t.delivery_rate_bytes_per_s as f64);
+        self.min_rtt_us = [self.min_rtt_us, Some(t.min_rtt_us).filter(|r| *r > 0)]
+            .into_iter()
+            .flatten()
+            .min();
+    }
+
     /// Adds another connection's figures.
     pub fn merge(&mut self, o: &Acc) {
         for (t, ot) in self.time_us.iter_mut().zip(o.time_us) {
@@ -404,12 +415,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
             last_conn = Some(c);
             if let Some(t) = &c.tcp {
                 last_tcp = Some(t);
-                acc.snd_wnd_max = acc.snd_wnd_max.max(f64::from(t.snd_wnd_bytes));
-                acc.delivery_max = acc.delivery_max.max(t.delivery_rate_bytes_per_s as f64);
-                acc.min_rtt_us = [acc.min_rtt_us, Some(t.min_rtt_us).filter(|r| *r > 0)]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                acc.note_tcp(t);
             }
         }
         if dt_us <= 0.0 {
