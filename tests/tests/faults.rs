@@ -309,9 +309,10 @@ impl<'a> Rig<'a> {
             }
             assert!(
                 Instant::now() < deadline,
-                "the shipper did not drain within {limit:?}:\n{}\n{}",
+                "the shipper did not drain within {limit:?}:\n{}\n{}\nrecv.err:\n{}",
                 self.tail("ship.jsonl"),
-                self.tail("ship.err")
+                self.tail("ship.err"),
+                self.tail("recv.err")
             );
             std::thread::sleep(Duration::from_millis(200));
         }

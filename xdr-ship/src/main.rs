@@ -50,10 +50,12 @@ enum Command {
 /// (`xdr-ship replay F --text | head -1`) returns EPIPE and `println!`
 /// panics (exit 101). Handling EPIPE at every print site would miss some;
 /// the default action ends the process silently the way `cat` or `grep`
-/// end. Sockets are unaffected: std and tokio send with `MSG_NOSIGNAL`, so
-/// a peer closing a connection is still an error the shipper handles.
+/// end. Only for the commands that hold no network connection: a vectored
+/// write (`writev`, which has no `MSG_NOSIGNAL`) to a socket whose peer was
+/// killed would raise SIGPIPE too, and `recv` died silently of it when a
+/// shipper was killed with answers in flight (the faults test).
 fn default_sigpipe() {
-    // SAFETY: called first in `main`, before any thread exists; setting a
+    // SAFETY: called in `main` before any thread exists; setting a
     // signal's disposition to SIG_DFL has no memory-safety preconditions.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -89,8 +91,13 @@ fn parse_cli() -> Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    default_sigpipe();
     let cli = parse_cli();
+    if matches!(
+        cli.command,
+        Command::Replay(_) | Command::Softirqs(_) | Command::Tune(_)
+    ) {
+        default_sigpipe();
+    }
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("XDR_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
