@@ -15,6 +15,7 @@ mod demo;
 mod disk;
 mod fuzz;
 mod links;
+mod probe_bench;
 mod setup;
 mod soak;
 
@@ -148,7 +149,7 @@ fn main() -> Result<()> {
                 return links::links(&bin, link_seconds.max(6), only.as_deref());
             }
             if probe_only {
-                return bench::probe_only(repeats.max(5), seconds.max(1));
+                return probe_bench::probe_only(repeats.max(5), seconds.max(1));
             }
             if tls_only {
                 if !is_root() {

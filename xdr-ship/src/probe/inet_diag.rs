@@ -324,7 +324,49 @@ fn dump(
     filter: &DiagFilter,
     out: &mut Vec<DiagSocket>,
 ) -> Result<(), DiagError> {
+    send_request(socket, seq, family, filter)?;
     let family_name = if family == AF_INET { "IPv4" } else { "IPv6" };
+    let mut buf = Vec::with_capacity(RECV_BUFFER_BYTES);
+    loop {
+        buf.clear();
+        let len = socket
+            .recv(&mut buf, libc::MSG_TRUNC)
+            .map_err(|source| DiagError::Io {
+                action: "reading the reply",
+                source,
+            })?;
+        if len > buf.len() {
+            return Err(DiagError::Decode(format!(
+                "a reply datagram of {len} bytes overflowed the {RECV_BUFFER_BYTES}-byte buffer"
+            )));
+        }
+        let mut offset = 0;
+        while offset < len {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..len])
+                .map_err(|e| DiagError::Decode(e.to_string()))?;
+            let message_len = message.header.length as usize;
+            if message_len == 0 {
+                return Err(DiagError::Decode("a zero-length netlink message".into()));
+            }
+            // A message of another sequence is not ours (this socket sent
+            // nothing else): skipped.
+            if message.header.sequence_number == seq
+                && take_reply(message.payload, family_name, &filter.ports, out)?.is_break()
+            {
+                return Ok(());
+            }
+            offset += align4(message_len);
+        }
+    }
+}
+
+/// Sends the dump request for `family`'s TCP sockets in `filter`'s states.
+fn send_request(
+    socket: &Socket,
+    seq: u32,
+    family: u8,
+    filter: &DiagFilter,
+) -> Result<(), DiagError> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
@@ -358,57 +400,33 @@ fn dump(
             bytes.len()
         )));
     }
+    Ok(())
+}
 
-    let mut buf = Vec::with_capacity(RECV_BUFFER_BYTES);
-    loop {
-        buf.clear();
-        let len = socket
-            .recv(&mut buf, libc::MSG_TRUNC)
-            .map_err(|source| DiagError::Io {
-                action: "reading the reply",
-                source,
-            })?;
-        if len > buf.len() {
-            return Err(DiagError::Decode(format!(
-                "a reply datagram of {len} bytes overflowed the {RECV_BUFFER_BYTES}-byte buffer"
-            )));
+/// One message of our dump: a socket (kept in `out` when `ports` match),
+/// the end of the dump (`Break`), or the kernel's error.
+fn take_reply(
+    payload: NetlinkPayload<SockDiagMessage>,
+    family_name: &'static str,
+    ports: &[u16],
+    out: &mut Vec<DiagSocket>,
+) -> Result<std::ops::ControlFlow<()>, DiagError> {
+    use std::ops::ControlFlow::{Break, Continue};
+    match payload {
+        NetlinkPayload::Done(done) if done.code < 0 => Err(DiagError::Kernel {
+            family: family_name,
+            source: io::Error::from_raw_os_error(-done.code),
+        }),
+        NetlinkPayload::Done(_) => Ok(Break(())),
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(DiagError::Kernel {
+            family: family_name,
+            source: e.to_io(),
+        }),
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+            out.extend(to_diag_socket(&response, ports));
+            Ok(Continue(()))
         }
-        let mut offset = 0;
-        while offset < len {
-            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..len])
-                .map_err(|e| DiagError::Decode(e.to_string()))?;
-            let message_len = message.header.length as usize;
-            if message_len == 0 {
-                return Err(DiagError::Decode("a zero-length netlink message".into()));
-            }
-            if message.header.sequence_number != seq {
-                // Not ours (this socket sent nothing else): skip it.
-                offset += align4(message_len);
-                continue;
-            }
-            match message.payload {
-                NetlinkPayload::Done(done) if done.code < 0 => {
-                    return Err(DiagError::Kernel {
-                        family: family_name,
-                        source: io::Error::from_raw_os_error(-done.code),
-                    })
-                }
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(DiagError::Kernel {
-                        family: family_name,
-                        source: e.to_io(),
-                    })
-                }
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    if let Some(s) = to_diag_socket(&response, &filter.ports) {
-                        out.push(s);
-                    }
-                }
-                _ => {}
-            }
-            offset += align4(message_len);
-        }
+        _ => Ok(Continue(())),
     }
 }
 
@@ -537,111 +555,4 @@ pub fn socket_owners() -> HashMap<u32, u32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cookie_is_low_half_first_in_host_order() {
-        let value: u64 = 0x0123_4567_89ab_cdef;
-        let mut raw = [0u8; 8];
-        raw[..4].copy_from_slice(&(value as u32).to_ne_bytes());
-        raw[4..].copy_from_slice(&((value >> 32) as u32).to_ne_bytes());
-        assert_eq!(cookie_from_kernel(raw), value);
-    }
-
-    #[test]
-    fn a_short_tcp_info_fills_a_prefix_and_leaves_the_rest_zero() {
-        let mut full = TcpInfo {
-            state: 1,
-            rtt_us: 1234,
-            snd_cwnd: 10,
-            total_rto_time_ms: 99,
-            ..TcpInfo::default()
-        };
-        full.bytes_acked = 10_001;
-        let bytes = tcp_info_as_bytes(&full);
-        // A struct that ends at `total_retrans` (104 bytes), as Linux 3.x sent.
-        let short = tcp_info_from_bytes(&bytes[..104]);
-        assert_eq!((short.state, short.rtt_us, short.snd_cwnd), (1, 1234, 10));
-        assert_eq!((short.bytes_acked, short.total_rto_time_ms), (0, 0));
-    }
-
-    #[test]
-    fn a_longer_tcp_info_is_cut_to_ours() {
-        let full = TcpInfo {
-            rtt_us: 7,
-            total_rto_time_ms: 99,
-            ..TcpInfo::default()
-        };
-        let mut bytes = tcp_info_as_bytes(&full);
-        bytes.extend_from_slice(&[0xff; 32]);
-        assert_eq!(tcp_info_from_bytes(&bytes), full);
-    }
-
-    #[test]
-    fn socket_links_give_inodes_and_other_links_nothing() {
-        assert_eq!(socket_inode(Path::new("socket:[123456]")), Some(123_456));
-        assert_eq!(socket_inode(Path::new("pipe:[123456]")), None);
-        assert_eq!(socket_inode(Path::new("/dev/null")), None);
-        assert_eq!(socket_inode(Path::new("socket:[x]")), None);
-    }
-
-    #[test]
-    fn state_sets_hold_what_they_name() {
-        let set = StateSet::of(&[TcpState::Listen, TcpState::Established]);
-        assert!(set.contains(TcpState::Listen) && set.contains(TcpState::Established));
-        assert!(!set.contains(TcpState::TimeWait));
-        assert!(StateSet::CONNECTED.contains(TcpState::CloseWait));
-        assert!(!StateSet::CONNECTED.contains(TcpState::Listen));
-        assert!(!StateSet::CONNECTED.contains(TcpState::TimeWait));
-        for code in 1..=11 {
-            assert!(StateSet::ALL.contains(TcpState::from_kernel(code)));
-            assert_eq!(TcpState::from_kernel(code).to_kernel(), code);
-        }
-    }
-
-    #[test]
-    fn ports_keep_a_socket_by_either_end() {
-        let mut response = InetResponse {
-            header: netlink_packet_sock_diag::inet::InetResponseHeader {
-                family: AF_INET,
-                state: 1,
-                timer: None,
-                socket_id: SocketId {
-                    source_port: 40_000,
-                    destination_port: 5000,
-                    ..SocketId::new_v4()
-                },
-                recv_queue: 0,
-                send_queue: 0,
-                uid: 0,
-                inode: 1,
-            },
-            nlas: Default::default(),
-        };
-        assert!(to_diag_socket(&response, &[]).is_some());
-        assert!(to_diag_socket(&response, &[5000]).is_some());
-        assert!(to_diag_socket(&response, &[40_000]).is_some());
-        assert!(to_diag_socket(&response, &[5001]).is_none());
-        response.nlas.push(Nla::Congestion("cubic".into()));
-        let s = to_diag_socket(&response, &[]).unwrap();
-        assert_eq!(s.congestion.as_deref(), Some("cubic"));
-        assert_eq!(s.info, None);
-        assert_eq!(s.dst, "0.0.0.0:5000".parse().unwrap());
-    }
-
-    fn tcp_info_as_bytes(info: &TcpInfo) -> Vec<u8> {
-        let mut bytes = vec![0u8; std::mem::size_of::<TcpInfo>()];
-        // SAFETY: `TcpInfo` is `repr(C)`, made of integers with no padding
-        // (its size, 248, is the sum of its fields); reading its bytes is
-        // sound, and `bytes` is exactly that long and separate.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (info as *const TcpInfo).cast::<u8>(),
-                bytes.as_mut_ptr(),
-                bytes.len(),
-            );
-        }
-        bytes
-    }
-}
+mod tests;
