@@ -10,6 +10,11 @@
 //! backlog fits the configured buffer, so the FIFO never holds more than
 //! `rate × (buffer + RTT/2 + jitter)`; a hard cap on bytes and packets on top
 //! of that turns any accounting bug into counted drops, never into memory growth.
+//!
+//! Why one file of ~650 lines: the two directions' loops, their FIFO, the
+//! drop and delay counters and the stats `lab status` reads share private
+//! state (the admission under the buffer bound is the invariant above);
+//! split, that state would become an interface.
 use std::{
     collections::VecDeque,
     io,

@@ -1,4 +1,9 @@
 //! [`WireCodec`]: the `tokio_util::codec` Decoder/Encoder for protocol v1.
+//!
+//! Why one file of ~780 lines: the decoder and the encoder of every frame
+//! type sit side by side, so a change to a frame's layout is made in one
+//! place for both directions (the round-trip tests in `wire/tests.rs` and
+//! the fuzz target pin them together).
 
 use std::fmt;
 
