@@ -41,7 +41,9 @@
 //! - SIGKILL (or any death that skips `Drop`): the kernel closes the TUN fds,
 //!   children die by `PR_SET_PDEATHSIG`, and the [`reaper`] deletes the rest.
 pub mod config;
+mod error;
 pub mod gso;
+mod host;
 pub mod line;
 pub mod netns;
 pub mod reaper;
@@ -64,6 +66,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use config::{LinkConfig, UnitError};
+pub use error::LabError;
+pub use host::HostTune;
 pub use line::{DirectionStats, LineStats};
 
 use line::DelayLine;
@@ -114,128 +118,6 @@ pub struct LabOptions {
     /// Raise `net.core.rmem_max`/`wmem_max` in the root namespace (global!)
     /// when they cap the buffers the link needs; restored on teardown.
     pub tune_host: bool,
-}
-
-/// A change the lab made to the host's global sysctls, and how to undo it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostTune {
-    /// `net.core.rmem_max` before.
-    pub rmem_max_old: u64,
-    /// `net.core.rmem_max` as set by the lab.
-    pub rmem_max_new: u64,
-    /// `net.core.wmem_max` before.
-    pub wmem_max_old: u64,
-    /// `net.core.wmem_max` as set by the lab.
-    pub wmem_max_new: u64,
-}
-
-impl HostTune {
-    /// The commands that undo this change.
-    pub fn restore_commands(&self) -> String {
-        format!(
-            "sysctl -w net.core.rmem_max={} net.core.wmem_max={}",
-            self.rmem_max_old, self.wmem_max_old
-        )
-    }
-}
-
-/// What can go wrong bringing a lab up or down.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    /// A flag or config value is out of range.
-    #[error(transparent)]
-    Config(#[from] UnitError),
-    /// The lab's name cannot make namespace names.
-    #[error("invalid lab name '{0}': use 1 to 24 characters from a-z, 0-9 and '-'")]
-    InvalidName(String),
-    /// Not root.
-    #[error(
-        "the lab creates network namespaces and TUN devices and must run as root \
-         (try `sudo xdr-ship lab …`)"
-    )]
-    NotRoot,
-    /// The namespaces exist already.
-    #[error(
-        "lab '{name}' already exists (namespace {ns} is present); if no lab of that name is \
-         running, remove the leftovers with `xdr-ship lab down --name {name}`"
-    )]
-    Exists {
-        /// Lab name.
-        name: String,
-        /// The namespace found.
-        ns: String,
-    },
-    /// A helper program could not start.
-    #[error(
-        "could not run `{command}`: {source} (is iproute2 installed? `apt-get install iproute2`)"
-    )]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A helper program failed.
-    #[error("`{command}` failed: {reason}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Exit status and stderr.
-        reason: String,
-    },
-    /// Entering a namespace failed.
-    #[error("entering network namespace {ns}: {source}")]
-    Netns {
-        /// The namespace.
-        ns: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Creating a TUN device failed.
-    #[error(
-        "creating TUN device {dev} in {ns}: {source} (needs /dev/net/tun and CAP_NET_ADMIN; \
-         try `modprobe tun`)"
-    )]
-    Tun {
-        /// The device name.
-        dev: String,
-        /// The namespace.
-        ns: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A sysctl could not be read or written.
-    #[error("sysctl {key}: {source}")]
-    Sysctl {
-        /// The key, e.g. `net.ipv4.tcp_rmem`.
-        key: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Any other I/O failure.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// No running lab of that name.
-    #[error(
-        "no lab named '{0}' is running (no status file {1}); start one with `xdr-ship lab up`"
-    )]
-    NotRunning(String, String),
-    /// The status file did not parse.
-    #[error("reading {path}: {reason}")]
-    Status {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// Teardown left something behind.
-    #[error("teardown incomplete: {0}; run `xdr-ship lab down --name {1}`")]
-    Teardown(String, String),
 }
 
 /// Namespace name of `side` for lab `name`.
@@ -303,30 +185,7 @@ impl Lab {
 
         // Decide host tuning first: the reaper must know what to restore.
         let need = buffer_need_bytes(&config);
-        let rmem_max = read_u64_sysctl("net.core.rmem_max")?;
-        let wmem_max = read_u64_sysctl("net.core.wmem_max")?;
-        let mut warnings = Vec::new();
-        let host_tune = if rmem_max >= need && wmem_max >= need {
-            None
-        } else if opts.tune_host {
-            Some(HostTune {
-                rmem_max_old: rmem_max,
-                rmem_max_new: rmem_max.max(need),
-                wmem_max_old: wmem_max,
-                wmem_max_new: wmem_max.max(need),
-            })
-        } else {
-            warnings.push(format!(
-                "net.core.rmem_max={rmem_max} / net.core.wmem_max={wmem_max} are below the {need} \
-                 bytes this link needs: TCP autotuning in the lab is not affected (the lab raised \
-                 the namespaces' tcp_rmem/tcp_wmem), but programs that set SO_RCVBUF/SO_SNDBUF \
-                 themselves (iperf3 -w, a fixed socket buffer) are capped. These are global and \
-                 read-only inside a namespace; raise them with `--tune-host`, or by hand: \
-                 `sysctl -w net.core.rmem_max={need} net.core.wmem_max={need}` (restore: \
-                 `sysctl -w net.core.rmem_max={rmem_max} net.core.wmem_max={wmem_max}`)"
-            ));
-            None
-        };
+        let (host_tune, warnings) = host::plan(need, opts.tune_host)?;
 
         let status_path = status::path(name);
         let reaper = Reaper::spawn(&near_ns, &far_ns, &status_path, host_tune.as_ref())?;
@@ -601,7 +460,7 @@ impl Lab {
             }
         }
         if let Some(t) = self.host_tune.take() {
-            restore_host(&t, &mut problems);
+            host::restore(&t, &mut problems);
         }
         let path = status::path(&self.name);
         if let Err(e) = std::fs::remove_file(&path) {
@@ -627,32 +486,6 @@ impl Drop for Lab {
             tracing::warn!("lab {} teardown: {p}", self.name);
         }
     }
-}
-
-/// Puts the host's sysctls back, if they still hold the lab's values.
-fn restore_host(t: &HostTune, problems: &mut Vec<String>) {
-    for (key, new, old) in [
-        ("net.core.rmem_max", t.rmem_max_new, t.rmem_max_old),
-        ("net.core.wmem_max", t.wmem_max_new, t.wmem_max_old),
-    ] {
-        match read_u64_sysctl(key) {
-            Ok(cur) if cur == new => {
-                if let Err(e) = netns::write_sysctl(key, &old.to_string()) {
-                    problems.push(format!("{e}; restore with `{}`", t.restore_commands()));
-                }
-            }
-            Ok(_) => {} // someone changed it since: theirs now
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-}
-
-fn read_u64_sysctl(key: &str) -> Result<u64, LabError> {
-    let v = netns::read_sysctl(key)?;
-    v.parse().map_err(|_| LabError::Sysctl {
-        key: key.to_owned(),
-        source: std::io::Error::other(format!("unexpected value '{v}'")),
-    })
 }
 
 /// Socket buffer maximum the link needs: twice the bandwidth-delay product
@@ -707,7 +540,7 @@ pub fn down_by_name(name: &str) -> Result<DownReport, LabError> {
     }
     if let Some(t) = file.as_ref().and_then(|f| f.host_tune.clone()) {
         let mut problems = Vec::new();
-        restore_host(&t, &mut problems);
+        host::restore(&t, &mut problems);
         if let Some(p) = problems.first() {
             return Err(LabError::Teardown(p.clone(), name.to_owned()));
         }
