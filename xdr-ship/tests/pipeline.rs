@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{codec::Framed, sync::CancellationToken};
 use xdr_ship::{
-    server::ServerConfig,
+    server::{sink::SinkFuture, ServerConfig, Sink},
     ship::{
         self, GenerateSpec, Generator, ShipConfig, ShipSummary, Source, SourceRecord, WindowSetting,
     },
@@ -304,12 +304,30 @@ async fn pipelined_connections_keep_many_requests_in_flight() {
     assert!((50..=100).contains(&max), "max in flight {max}, window 100");
 }
 
+/// A store that answers each request [`SLOW_ANSWER`] after taking it.
+struct Slow(Store);
+
+const SLOW_ANSWER: Duration = Duration::from_millis(20);
+
+impl Sink for Slow {
+    fn apply(&self, writes: Vec<Write>) -> SinkFuture {
+        let inner = Sink::apply(&self.0, writes);
+        Box::pin(async move {
+            tokio::time::sleep(SLOW_ANSWER).await;
+            inner.await
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipper_resends_after_the_receiver_restarts_and_the_store_gets_everything() {
     let dir = TempDir::new("restart");
     let path = dir.0.join("store");
     let store = Store::open(StoreConfig::durable(path.clone())).unwrap();
-    let recv = Recv::with_store(store.clone(), None);
+    // Answers held back a little, so that requests are surely in flight
+    // when the receiver dies (on an idle loopback they are answered in
+    // microseconds, and a kill could fall between two of them).
+    let recv = Recv::with_sink_at(Arc::new(Slow(store.clone())), None);
     let addr = recv.addr;
     let (n, keys, size) = (60_000u64, 5_000u64, 200usize);
     let mut cfg = ShipConfig::new(addr.to_string());

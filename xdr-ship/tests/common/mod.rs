@@ -93,6 +93,12 @@ impl Recv {
         Self::serve(sink, ServerConfig::default(), None)
     }
 
+    /// [`Recv::with_sink`] at `at` (a free loopback port if `None`).
+    #[allow(dead_code)] // not every test binary restarts a receiver
+    pub fn with_sink_at(sink: Arc<dyn Sink>, at: Option<SocketAddr>) -> Self {
+        Self::serve(sink, ServerConfig::default(), at)
+    }
+
     fn serve(sink: Arc<dyn Sink>, cfg: ServerConfig, at: Option<SocketAddr>) -> Self {
         let cfg = ServerConfig {
             rcvbuf: None,
