@@ -304,8 +304,11 @@ fn test() -> Result<()> {
     let bin = build(false)?;
     let mut steps = Vec::new();
     step(&mut steps, "unit tests", || {
+        // Every test binary runs even after one fails: CI's one run shows
+        // every failure, not only the first.
         run(cargo().env("XDR_EBPF_OBJ", &obj).args([
             "test",
+            "--no-fail-fast",
             "-p",
             "xdr-common",
             "-p",
@@ -343,7 +346,7 @@ fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
     let mut cmd = cargo();
     cmd.env("XDR_EBPF_OBJ", obj)
         .env("XDR_SHIP_BIN", bin)
-        .args(["test", "-p", "xdr-tests"]);
+        .args(["test", "--no-fail-fast", "-p", "xdr-tests"]);
     if is_root() {
         return run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
     }
