@@ -50,6 +50,9 @@ enum Command {
     /// The durable engines' rates beside the disk's (for `cargo xtask bench`).
     #[command(hide = true)]
     MeasureDisk(cmd::measure::Args),
+    /// Shell completions and man pages (for the package).
+    #[command(hide = true)]
+    Generate(cmd::generate::Args),
 }
 
 /// Restores the default action of SIGPIPE (terminate, quietly).
@@ -100,6 +103,9 @@ fn parse_cli() -> Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = parse_cli();
+    if let Command::Generate(args) = cli.command {
+        return cmd::generate::run(args, Cli::command());
+    }
     if matches!(
         cli.command,
         Command::Replay(_) | Command::Softirqs(_) | Command::Tune(_)
@@ -150,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Tune(args) => cmd::tune::run(args).await,
             Command::MeasureDisk(args) => cmd::measure::run(args).await,
+            Command::Generate(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

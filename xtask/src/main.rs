@@ -13,6 +13,7 @@
 mod bench;
 mod demo;
 mod disk;
+mod dist;
 mod fuzz;
 mod links;
 mod probe_bench;
@@ -47,6 +48,9 @@ enum Cmd {
     },
     /// Run every test: unit tests, then the integration tests as root.
     Test,
+    /// The Debian package: release binary, systemd units, configs,
+    /// completions, man pages (`target/dist/*.deb`).
+    Dist(dist::Args),
     /// rustfmt and clippy, for the host crates and the kernel crate.
     Lint,
     /// Throughput against its peers (redis, the disk), medians of repeated runs.
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
             println!("built {}", bin.display());
         }),
         Cmd::Test => test(),
+        Cmd::Dist(args) => dist::dist(args),
         Cmd::Lint => lint(),
         Cmd::Bench {
             repeats,
@@ -343,9 +348,12 @@ fn test() -> Result<()> {
 /// The integration tests load eBPF and create namespaces: they run as root,
 /// one at a time. Not root: build them, then run each binary under sudo.
 fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
+    // The package test (tests/tests/dist.rs) unpacks a package of `bin`.
+    let deb = dist::package(bin, &root().join("target").join("dist-test"))?;
     let mut cmd = cargo();
     cmd.env("XDR_EBPF_OBJ", obj)
         .env("XDR_SHIP_BIN", bin)
+        .env("XDR_SHIP_DEB", &deb)
         .args(["test", "--no-fail-fast", "-p", "xdr-tests"]);
     if is_root() {
         return run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
@@ -367,7 +375,8 @@ fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
         sudo.arg("-E")
             .arg(&exe)
             .args(["--test-threads=1", "--nocapture"])
-            .env("XDR_SHIP_BIN", bin);
+            .env("XDR_SHIP_BIN", bin)
+            .env("XDR_SHIP_DEB", &deb);
         if let Err(e) = run(&mut sudo) {
             failures.push(format!("{e:#}"));
         }

@@ -31,6 +31,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `fusermount3`: lossyfs (the power-cut tests' filesystem) mounts with
     // it when a direct mount(2) is refused.
     "fuse3",
+    // `systemd-analyze verify`: the package test checks the units with it.
+    "systemd",
+    // `strip`: `cargo xtask dist` strips the binary it packages.
+    "binutils",
 ];
 
 /// Rust components the kernel build and `lint` need.

@@ -1,5 +1,6 @@
 //! The commands' bodies: the edge between flags and the library.
 pub mod diagnose;
+pub mod generate;
 pub mod ingest;
 pub mod lab;
 pub mod live;
