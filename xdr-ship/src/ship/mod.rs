@@ -18,6 +18,7 @@
 pub(crate) mod conn;
 pub mod dead_letter;
 mod dispatch;
+pub mod redis;
 mod snapshot;
 pub mod source;
 pub mod window;
@@ -146,8 +147,12 @@ pub struct ShipConfig {
     pub dead_letter: Option<std::path::PathBuf>,
     /// TLS towards the receiver (`None`: plain TCP).
     pub tls: Option<crate::tls::ClientTls>,
-    /// Pre-shared token sent in HELLO (`None`: no credentials).
+    /// Pre-shared token sent in HELLO (`None`: no credentials); towards
+    /// Redis, its password (or `USER PASSWORD`).
     pub token: Option<bytes::Bytes>,
+    /// `--to redis://…`: enforce last-writer-wins inside Redis (`false`:
+    /// plain `SET`/`DEL`, `--redis-lww off`).
+    pub redis_lww: bool,
 }
 
 impl ShipConfig {
@@ -174,6 +179,7 @@ impl ShipConfig {
             dead_letter: None,
             tls: None,
             token: None,
+            redis_lww: true,
         }
     }
 
@@ -214,9 +220,9 @@ impl ShipSummary {
     }
 }
 
-/// Resolves `host:port`.
+/// Resolves `host:port` (or `redis://host:port`, `rediss://host:port`).
 pub async fn resolve(to: &str) -> Result<SocketAddr, ShipError> {
-    let mut addrs = tokio::net::lookup_host(to)
+    let mut addrs = tokio::net::lookup_host(redis::host_port(to))
         .await
         .map_err(|e| ShipError::Resolve {
             addr: to.to_owned(),

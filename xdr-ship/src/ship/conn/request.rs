@@ -1,19 +1,47 @@
-//! Request encoding, apart from the writer's flow control: the one place
-//! that knows how records become bytes on the wire for this destination
-//! protocol (answers are read in [`super::reader`]).
+//! Request encoding, apart from the writer's flow control: the seam where
+//! a destination protocol says how records become bytes on the wire
+//! ([`RequestCodec`]): the native protocol here, Redis commands in
+//! `ship::redis::codec` (answers are read in [`super::reader`] and
+//! [`super::redis`]).
 use bytes::BytesMut;
+use tokio_util::codec::Encoder;
 
 use crate::{
     ship::{source::SourceRecord, ShipError},
-    wire::WireCodec,
+    wire::{Frame, WireCodec, WireError},
 };
+
+/// How a destination protocol encodes requests: what the writer needs,
+/// whatever the destination. `Encoder<Frame>` carries the session's
+/// control frames (a goodbye), which a protocol may encode as nothing.
+pub(crate) trait RequestCodec: Encoder<Frame, Error = WireError> + Clone + Send {
+    /// Encodes request `id` (every record of `batch`) into `dst`, the
+    /// writer's buffer; returns the bytes the request counts for in flight.
+    fn encode_request(
+        &mut self,
+        dst: &mut BytesMut,
+        id: u64,
+        batch: &[SourceRecord],
+    ) -> Result<usize, ShipError>;
+}
+
+impl RequestCodec for WireCodec {
+    fn encode_request(
+        &mut self,
+        dst: &mut BytesMut,
+        id: u64,
+        batch: &[SourceRecord],
+    ) -> Result<usize, ShipError> {
+        encode_request(dst, self, id, batch)
+    }
+}
 
 /// Encodes one request (a WRITE for one record, a BATCH for more) straight
 /// from the records into the writer's buffer, nothing cloned; returns its
 /// uncompressed size (what the in-flight and acked byte counters have
 /// always counted, compressed or not). The encoder is the session's own (its compression
 /// settings and zstd context), the buffer the writer's, so `flush` sends it.
-pub(super) fn encode_request(
+fn encode_request(
     dst: &mut BytesMut,
     encoder: &mut WireCodec,
     id: u64,
