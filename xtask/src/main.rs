@@ -15,6 +15,7 @@ mod demo;
 mod disk;
 mod fuzz;
 mod links;
+mod resp_bench;
 mod setup;
 mod soak;
 
@@ -162,6 +163,7 @@ fn main() -> Result<()> {
             }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)?;
+            resp_bench::rows(&build(true)?, repeats.max(1))?;
             disk::rows(&build(true)?, repeats.max(1), disk_records)
         }
         Cmd::Rusage { argv } => links::rusage(&argv),
