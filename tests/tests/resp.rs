@@ -12,6 +12,9 @@ use std::{
 use xdr_ship::srclog::segment::{parse_segment_name, SegmentReader};
 use xdr_tests::{run_bounded, xdr_ship_bin, ChildGuard, TempDir};
 
+#[path = "resp/bad_input.rs"]
+mod bad_input;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -23,12 +26,17 @@ fn free_port() -> u16 {
 /// A source node with a RESP port and an unreachable destination (the
 /// log keeps everything).
 fn source_node(dir: &TempDir) -> (ChildGuard, u16) {
-    let port = free_port();
+    source_node_on(dir, free_port(), &[])
+}
+
+/// [`source_node`] on `port`, with `extra` flags.
+fn source_node_on(dir: &TempDir, port: u16, extra: &[&str]) -> (ChildGuard, u16) {
     let child = Command::new(xdr_ship_bin())
         .args(["ship", "--log"])
         .arg(&dir.0)
         .args(["--listen-resp", &format!("127.0.0.1:{port}")])
         .args(["--to", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -114,6 +122,10 @@ fn an_unknown_command_gets_an_error_and_the_connection_goes_on() {
     assert_eq!(lines[0], "OK");
     assert!(lines[1].contains("unknown command"), "{text}");
     assert_eq!(lines[2], "OK");
+    drop(_node);
+    let log = read_log(&dir);
+    assert_eq!(log[&b"a"[..]], Some(b"1".to_vec()));
+    assert_eq!(log[&b"b"[..]], Some(b"2".to_vec()));
 }
 
 #[test]
@@ -151,4 +163,94 @@ fn every_acknowledged_benchmark_set_is_in_the_log_after_kill_9() {
     // -r 1000: keys key:000000000000 … key:000000000999, all written.
     assert!(!log.is_empty() && log.len() <= 1000, "{} keys", log.len());
     assert!(log.values().all(Option::is_some));
+}
+
+/// A client of the test's own, pipelining `SET own:N N` in batches and
+/// recording every key the node answered `+OK` for, until the node dies.
+fn acknowledging_writer(port: u16) -> std::thread::JoinHandle<Vec<u64>> {
+    use std::io::{BufRead, BufReader, Write as _};
+    const BATCH: u64 = 64;
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let Ok(tx) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return acked;
+        };
+        tx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rx = BufReader::new(tx.try_clone().unwrap());
+        let mut tx = tx;
+        for batch in 0.. {
+            let keys = batch * BATCH..(batch + 1) * BATCH;
+            let mut out = Vec::new();
+            for n in keys.clone() {
+                let (k, v) = (format!("own:{n}"), n.to_string());
+                out.extend_from_slice(
+                    format!(
+                        "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                        k.len(),
+                        v.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+            if tx.write_all(&out).is_err() {
+                return acked;
+            }
+            for n in keys {
+                let mut line = String::new();
+                match rx.read_line(&mut line) {
+                    Ok(_) if line == "+OK\r\n" => acked.push(n),
+                    _ => return acked,
+                }
+            }
+        }
+        acked
+    })
+}
+
+#[test]
+fn a_kill_9_mid_benchmark_loses_no_acknowledged_set() {
+    let dir = TempDir::new("resp-kill9");
+    let port = free_port();
+    let (mut node, _) = source_node_on(&dir, port, &[]);
+    let mut bench = ChildGuard(
+        Command::new("redis-benchmark")
+            .args(["-p", &port.to_string(), "-t", "set", "-P", "64"])
+            .args(["-r", "100000", "-n", "100000000", "-d", "100", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-benchmark"),
+    );
+    let writer = acknowledging_writer(port);
+    std::thread::sleep(Duration::from_secs(2));
+    node.0.kill().unwrap(); // SIGKILL mid-run: nothing flushed on the way out.
+    node.0.wait().unwrap();
+    let acked = writer.join().unwrap();
+    let _ = bench.0.kill();
+    let _ = bench.0.wait();
+    assert!(!acked.is_empty(), "the node acknowledged nothing in 2 s");
+    // Restarted on the same log, it recovers and takes writes again.
+    let (node, _) = source_node_on(&dir, port, &[]);
+    assert_eq!(redis_cli(port, &["SET", "after-restart", "1"]), "OK");
+    drop(node);
+    let log = read_log(&dir);
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|n| {
+            log.get(format!("own:{n}").as_bytes()) != Some(&Some(n.to_string().into_bytes()))
+        })
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged SETs lost, first {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        log.keys().any(|k| k.starts_with(b"key:")),
+        "no benchmark key"
+    );
+    assert_eq!(log[&b"after-restart"[..]], Some(b"1".to_vec()));
 }

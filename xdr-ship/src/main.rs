@@ -47,6 +47,9 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Check this host against a link's BDP; --apply raises what limits it.
     Tune(cmd::tune::Args),
+    /// Compare a source log with a destination over RESP, key by key:
+    /// missing, stale and extra counts (exit 1 when they differ).
+    Verify(cmd::verify::Args),
     /// The durable engines' rates beside the disk's (for `cargo xtask bench`).
     #[command(hide = true)]
     MeasureDisk(cmd::measure::Args),
@@ -157,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             Command::Tune(args) => cmd::tune::run(args).await,
             Command::MeasureDisk(args) => cmd::measure::run(args).await,
             Command::Generate(_) => unreachable!("handled before the runtime starts"),
+            Command::Verify(args) => cmd::verify::run(args).await,
         }
     })
 }

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use crate::{root, show};
 
 /// Every fuzz target.
-pub const TARGETS: &[&str] = &["frame_decoder", "hello"];
+pub const TARGETS: &[&str] = &["frame_decoder", "hello", "resp_request"];
 
 /// How long one target runs.
 #[derive(Clone, Copy, Debug)]
@@ -178,5 +178,16 @@ mod tests {
             Some(1_234_567)
         );
         assert_eq!(final_runs("#1024  pulse  cov: 10 ft: 12"), None);
+    }
+
+    #[test]
+    fn every_target_is_a_binary_of_the_fuzz_crate() {
+        let manifest = std::fs::read_to_string(root().join("fuzz").join("Cargo.toml")).unwrap();
+        for t in TARGETS {
+            assert!(
+                manifest.contains(&format!("name = \"{t}\"")),
+                "fuzz/Cargo.toml has no [[bin]] {t}"
+            );
+        }
     }
 }

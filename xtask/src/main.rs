@@ -17,6 +17,7 @@ mod dist;
 mod fuzz;
 mod links;
 mod probe_bench;
+mod resp_bench;
 mod setup;
 mod soak;
 
@@ -168,6 +169,7 @@ fn main() -> Result<()> {
             }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)?;
+            resp_bench::rows(&build(true)?, repeats.max(1))?;
             disk::rows(&build(true)?, repeats.max(1), disk_records)
         }
         Cmd::Rusage { argv } => links::rusage(&argv),

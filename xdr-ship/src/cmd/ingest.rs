@@ -56,6 +56,9 @@ pub struct LogArgs {
     /// MSET, DEL, …; `AUTH` carries --ingest-token-file's token); needs --log.
     #[arg(long, value_name = "ADDR", requires = "log")]
     pub listen_resp: Option<SocketAddr>,
+    /// Limits of the RESP port.
+    #[command(flatten)]
+    pub resp_limits: xdr_ship::resp::RespLimitArgs,
     /// Append JSON-lines writes from FILE (`-`: standard input), one
     /// `{"key": "k", "value": "v" | null, "version": N}` per line; needs --log.
     #[arg(long, value_name = "FILE|-", requires = "log")]
@@ -396,7 +399,7 @@ impl Node<'_> {
         source_id: u64,
         feeders: &mut JoinSet<anyhow::Result<(&'static str, u64)>>,
     ) -> anyhow::Result<()> {
-        let cfg = xdr_ship::resp::RespConfig {
+        let cfg = self.args.resp_limits.apply(xdr_ship::resp::RespConfig {
             token: match &self.args.ingest_token_file {
                 Some(path) => Some(xdr_ship::tls::Token::new(&xdr_ship::tls::read_token_file(
                     path,
@@ -404,7 +407,7 @@ impl Node<'_> {
                 None => None,
             },
             ..Default::default()
-        };
+        });
         let listener = resp_ingest::bind(addr, &cfg, self.args.ingest_insecure)?;
         if !self.json {
             println!(

@@ -14,6 +14,7 @@ pub mod shipping;
 pub mod softirqs;
 pub mod tls_args;
 pub mod tune;
+pub mod verify;
 
 use std::time::Duration;
 

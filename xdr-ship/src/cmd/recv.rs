@@ -72,6 +72,14 @@ pub struct Args {
     /// anyone who reaches the port can write.
     #[arg(long)]
     insecure: bool,
+    /// Serve the store read-only to any Redis client on ADDR (GET, MGET,
+    /// EXISTS, SCAN, DBSIZE, INFO; writes get -READONLY; AUTH carries
+    /// --token-file's token).
+    #[arg(long, value_name = "ADDR")]
+    listen_resp: Option<SocketAddr>,
+    /// Limits of the read-only RESP port.
+    #[command(flatten)]
+    resp_limits: xdr_ship::resp::RespLimitArgs,
 }
 
 impl Args {
@@ -146,9 +154,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.clone(),
         shutdown.clone(),
     ));
+    let resp = match args.listen_resp {
+        Some(addr) => {
+            let cfg = args.resp_limits.apply(xdr_ship::resp::RespConfig {
+                token: match &args.token_file {
+                    Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
+                    None => None,
+                },
+                ..Default::default()
+            });
+            let (bound, task) = xdr_ship::resp::read::start(
+                addr,
+                store.clone(),
+                cfg,
+                args.insecure,
+                shutdown.clone(),
+            )?;
+            println!("recv: RESP read-only on {bound}");
+            Some(task)
+        }
+        None => None,
+    };
     print_status_until_ctrl_c(&stats, args.interval, args.json).await?;
     shutdown.cancel();
     server.await.context("server task")??;
+    if let Some(task) = resp {
+        task.await.context("RESP task")??;
+    }
     store.close().await.context("closing the store")?;
     println!("recv: stopped");
     Ok(())

@@ -7,13 +7,30 @@
 //! scheme the shipper uses on the long link, and its clients and tools are
 //! real peers that no one here wrote. Requests are decoded by the
 //! `redis-protocol` crate (not a parser of our own); [`command`] turns them
-//! into typed commands, and [`ingest`] serves them against the log, with
+//! into typed commands, [`conn`] runs one connection (limits, the commands
+//! every door shares), [`ingest`] serves the writes against the log, with
 //! `+OK` sent only once a write is durable (group commit, as the native
-//! ingest port).
+//! ingest port), and [`read`] serves the destination's store read-only
+//! (`recv --listen-resp`).
 pub mod command;
+pub mod conn;
 pub mod ingest;
+pub mod read;
 
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, time::Duration};
+
+/// Live counters of the RESP door.
+#[derive(Debug, Default)]
+pub struct RespStats {
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused past the limit.
+    pub refused: AtomicU64,
+    /// Writes made durable and acknowledged.
+    pub acknowledged: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+}
 
 /// Limits of a RESP door: every buffer and wait is bounded.
 #[derive(Clone, Debug)]
@@ -46,6 +63,39 @@ impl Default for RespConfig {
             request_timeout: Duration::from_secs(10),
             token: None,
         }
+    }
+}
+
+/// The limits an operator may change on the command line (both doors:
+/// `ship --listen-resp` and `recv --listen-resp`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RespLimitArgs {
+    /// Redis clients served at once on the RESP port; more are answered
+    /// `-ERR max number of clients reached` and closed (Redis's maxclients).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub resp_max_clients: usize,
+    /// Time a started RESP request has to arrive whole before the
+    /// connection is closed with `-ERR timeout` (the slowloris bound).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub resp_request_timeout: Duration,
+}
+
+impl RespLimitArgs {
+    /// `cfg` with these limits.
+    pub fn apply(&self, cfg: RespConfig) -> RespConfig {
+        RespConfig {
+            max_connections: self.resp_max_clients.max(1),
+            request_timeout: self.resp_request_timeout,
+            ..cfg
+        }
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be above zero".into()),
+        Err(e) => Err(format!("{e} (a duration such as 10s or 500ms)")),
     }
 }
 

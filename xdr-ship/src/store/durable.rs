@@ -537,6 +537,24 @@ impl DurableStore {
         Ok(Some(Some(record)))
     }
 
+    pub(crate) fn stripe_count(&self) -> usize {
+        self.shared.stripes.len()
+    }
+
+    pub(crate) fn live_keys(&self, stripe: usize) -> Result<Vec<Box<[u8]>>, StoreError> {
+        let Some(stripe) = self.shared.stripes.get(stripe) else {
+            return Ok(Vec::new());
+        };
+        let keys: Vec<Box<[u8]>> = stripe.lock().keys().cloned().collect();
+        let mut live = Vec::with_capacity(keys.len());
+        for key in keys {
+            if matches!(self.get(&key)?, Some(r) if !r.is_tombstone()) {
+                live.push(key);
+            }
+        }
+        Ok(live)
+    }
+
     pub(crate) fn digest(&self) -> Result<StoreDigest, StoreError> {
         let mut acc = DigestAcc::default();
         for stripe in self.shared.stripes.iter() {

@@ -186,6 +186,23 @@ impl MemoryStore {
         self.stripe(key).lock().map.get(key).map(Slot::record)
     }
 
+    pub(crate) fn stripe_count(&self) -> usize {
+        self.stripes.len()
+    }
+
+    pub(crate) fn live_keys(&self, stripe: usize) -> Vec<Box<[u8]>> {
+        let Some(stripe) = self.stripes.get(stripe) else {
+            return Vec::new();
+        };
+        let stripe = stripe.0.lock();
+        stripe
+            .map
+            .iter()
+            .filter(|(_, slot)| slot.value.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     pub(crate) fn digest(&self) -> StoreDigest {
         let mut acc = DigestAcc::default();
         for stripe in self.stripes.iter() {

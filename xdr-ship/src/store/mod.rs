@@ -448,6 +448,26 @@ impl Store {
         }
     }
 
+    /// How many lock stripes the keys are spread over ([`Store::live_keys`]
+    /// lists one at a time).
+    pub fn stripe_count(&self) -> usize {
+        match &*self.engine {
+            Engine::Memory(m) => m.stripe_count(),
+            Engine::Durable(d) => d.stripe_count(),
+        }
+    }
+
+    /// The keys of stripe `stripe` that hold a value (tombstones left
+    /// out), in no particular order; empty past [`Store::stripe_count`].
+    /// Blocking (a durable store reads each key's newest record). What a
+    /// read-only door's `SCAN` and `DBSIZE` walk, one stripe per step.
+    pub fn live_keys(&self, stripe: usize) -> Result<Vec<Box<[u8]>>, StoreError> {
+        match &*self.engine {
+            Engine::Memory(m) => Ok(m.live_keys(stripe)),
+            Engine::Durable(d) => d.live_keys(stripe),
+        }
+    }
+
     /// Order-independent digest of every record. Blocking full scan.
     pub fn digest(&self) -> Result<StoreDigest, StoreError> {
         match &*self.engine {

@@ -1,0 +1,290 @@
+//! `xdr-ship verify`: the operator's proof that the copy is whole. The
+//! source log's newest write of every key (optionally only keys under a
+//! prefix) is compared with what a destination reached over RESP holds
+//! (`recv --listen-resp`, or a real redis-server), key by key, and the
+//! differences are counted: missing (the log has a value, the destination
+//! none), stale (the destination's value is not the log's newest, or it
+//! still holds a key the log deleted), extra (the destination has a key the
+//! log never wrote).
+//!
+//! Why pipelined GETs and not MGET: GETs in flight on one connection cost
+//! one round trip per batch like MGET, and they also work against a Redis
+//! Cluster node (an MGET across slots is refused). Only keys still in the
+//! log are known: segments the log has already trimmed are not verified.
+use std::{
+    collections::HashMap,
+    io::{Read, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::{self, types::BytesFrame};
+use xdr_ship::srclog::segment::{parse_segment_name, SegmentReader};
+
+/// GETs written before their replies are read.
+const PIPELINE_DEPTH: usize = 1024;
+/// Keys asked per SCAN call when listing the destination.
+const SCAN_COUNT: usize = 1000;
+/// Longest wait for any reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Compare a source log with a destination, key by key.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The source log (`ship --log DIR`).
+    #[arg(long, value_name = "DIR")]
+    log: PathBuf,
+    /// The destination: `redis://HOST:PORT` (`recv --listen-resp`, or any
+    /// Redis server).
+    #[arg(long, value_name = "URL")]
+    against: String,
+    /// Only keys starting with PREFIX (on both sides).
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// `AUTH` with this file's content (a token or a Redis password).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// The counts as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the comparison found.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Differences {
+    /// Keys the log holds (values and deletions).
+    pub log_keys: u64,
+    /// Keys that agree.
+    pub matching: u64,
+    /// The log has a value, the destination none.
+    pub missing: u64,
+    /// The destination's value is not the log's newest.
+    pub stale: u64,
+    /// The destination has a key the log never wrote.
+    pub extra: u64,
+}
+
+impl Differences {
+    fn any(&self) -> bool {
+        self.missing + self.stale + self.extra > 0
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let found = tokio::task::spawn_blocking(move || verify(&args).map(|d| (d, args.json)))
+        .await
+        .context("verify task")??;
+    let (d, json) = found;
+    if json {
+        println!("{}", serde_json::to_string(&d)?);
+    } else {
+        println!(
+            "verify: {} keys in the log: {} match, {} missing, {} stale, {} extra",
+            d.log_keys, d.matching, d.missing, d.stale, d.extra
+        );
+    }
+    if d.any() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn verify(args: &Args) -> anyhow::Result<Differences> {
+    let prefix = args.prefix.as_deref().unwrap_or("").as_bytes();
+    let log = newest_writes(&args.log, prefix)?;
+    let mut dest = Resp::connect(&args.against)?;
+    if let Some(path) = &args.password_file {
+        let password =
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let password = password.trim_ascii_end().to_vec();
+        dest.call(&[&b"AUTH"[..], &password[..]])?;
+    }
+    let mut d = Differences {
+        log_keys: log.len() as u64,
+        ..Differences::default()
+    };
+    let keys: Vec<&Vec<u8>> = log.keys().collect();
+    for batch in keys.chunks(PIPELINE_DEPTH) {
+        let values = dest.get_pipelined(batch)?;
+        for (key, held) in batch.iter().zip(values) {
+            match (&log[*key], held) {
+                (Some(v), Some(h)) if v[..] == h[..] => d.matching += 1,
+                (None, None) => d.matching += 1,
+                (Some(_), None) => d.missing += 1,
+                (_, Some(_)) => d.stale += 1,
+            }
+        }
+    }
+    let mut pattern = glob_escape(prefix);
+    pattern.push(b'*');
+    dest.scan(&pattern, |key| {
+        if key.starts_with(prefix) && !log.contains_key(key) {
+            d.extra += 1;
+        }
+    })?;
+    Ok(d)
+}
+
+/// `s` with Redis's glob characters escaped.
+fn glob_escape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for &b in s {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// The newest write of every key under `prefix` in the log at `dir`
+/// (`None`: deleted), by (version, source id).
+fn newest_writes(dir: &Path, prefix: &[u8]) -> anyhow::Result<HashMap<Vec<u8>, Option<Bytes>>> {
+    let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the log {}", dir.display()))?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            Some((parse_segment_name(p.file_name()?.to_str()?)?, p))
+        })
+        .collect();
+    if segments.is_empty() {
+        bail!(
+            "{}: no log segment (is it a `ship --log` directory?)",
+            dir.display()
+        );
+    }
+    segments.sort();
+    let last = segments.len() - 1;
+    let mut newest: HashMap<Vec<u8>, (u64, u64, Option<Bytes>)> = HashMap::new();
+    for (i, (first, path)) in segments.into_iter().enumerate() {
+        let mut reader = SegmentReader::open(path.clone(), first)?;
+        loop {
+            let entry = match reader.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                // A torn tail of the newest segment was never acknowledged.
+                Err(_) if i == last => break,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let w = entry.write;
+            if !w.key.starts_with(prefix) {
+                continue;
+            }
+            let stamp = (w.version, w.source_id);
+            let slot = newest.entry(w.key.to_vec()).or_insert((0, 0, None));
+            if stamp >= (slot.0, slot.1) {
+                *slot = (w.version, w.source_id, w.value);
+            }
+        }
+    }
+    Ok(newest.into_iter().map(|(k, (_, _, v))| (k, v)).collect())
+}
+
+/// A blocking RESP2 client: just what verify asks.
+struct Resp {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Resp {
+    fn connect(url: &str) -> anyhow::Result<Self> {
+        let Some(addr) = url.strip_prefix("redis://") else {
+            bail!("--against {url}: expected redis://HOST:PORT");
+        };
+        let addr = addr.trim_end_matches('/');
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {url}"))?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: BytesMut::with_capacity(1 << 16),
+        })
+    }
+
+    fn send(&mut self, requests: &[Vec<&[u8]>]) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        for words in requests {
+            let frame = BytesFrame::Array(
+                words
+                    .iter()
+                    .map(|w| BytesFrame::BulkString(Bytes::copy_from_slice(w)))
+                    .collect(),
+            );
+            resp2::encode::extend_encode(&mut out, &frame, false).context("encoding a request")?;
+        }
+        self.stream
+            .write_all(&out)
+            .context("sending to the destination")
+    }
+
+    fn reply(&mut self) -> anyhow::Result<BytesFrame> {
+        loop {
+            if let Some((frame, _, _)) =
+                resp2::decode::decode_bytes_mut(&mut self.buf).context("decoding a reply")?
+            {
+                if let BytesFrame::Error(e) = &frame {
+                    bail!("the destination answered: {e}");
+                }
+                return Ok(frame);
+            }
+            let mut chunk = [0u8; 1 << 16];
+            let n = self.stream.read(&mut chunk).context("reading a reply")?;
+            if n == 0 {
+                bail!("the destination closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn call(&mut self, words: &[&[u8]]) -> anyhow::Result<BytesFrame> {
+        self.send(&[words.to_vec()])?;
+        self.reply()
+    }
+
+    /// GET of every key, all sent before any reply is read.
+    fn get_pipelined(&mut self, keys: &[&Vec<u8>]) -> anyhow::Result<Vec<Option<Bytes>>> {
+        let requests: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"GET"[..], &k[..]]).collect();
+        self.send(&requests)?;
+        keys.iter()
+            .map(|_| match self.reply()? {
+                BytesFrame::BulkString(v) => Ok(Some(v)),
+                BytesFrame::Null => Ok(None),
+                other => bail!("GET answered {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Every key matching `pattern`, through SCAN.
+    fn scan(&mut self, pattern: &[u8], mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
+        let count = SCAN_COUNT.to_string();
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = self.call(&[
+                &b"SCAN"[..],
+                &cursor[..],
+                &b"MATCH"[..],
+                pattern,
+                &b"COUNT"[..],
+                count.as_bytes(),
+            ])?;
+            let BytesFrame::Array(parts) = reply else {
+                bail!("SCAN answered {reply:?}");
+            };
+            let [BytesFrame::BulkString(next), BytesFrame::Array(keys)] = &parts[..] else {
+                bail!("SCAN answered {parts:?}");
+            };
+            for k in keys {
+                if let BytesFrame::BulkString(k) = k {
+                    each(k);
+                }
+            }
+            if &next[..] == b"0" {
+                return Ok(());
+            }
+            cursor = next.to_vec();
+        }
+    }
+}
