@@ -26,13 +26,46 @@ use crate::model::{CutReport, Disk, TRASH_DIR};
 /// No attribute or entry caching: after a power cut the kernel must ask.
 const TTL: Duration = Duration::ZERO;
 
-/// Which operations fail with `EIO` (a dying disk).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Which operations fail with `EIO` (a dying disk), and on which files.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fault {
     /// `write` and `truncate` fail.
     pub writes: bool,
     /// `fsync`, `fdatasync` and directory syncs fail.
     pub syncs: bool,
+    /// Only on paths (relative to the root) containing this; `None`: on
+    /// every file.
+    pub matching: Option<String>,
+}
+
+/// The kinds of operation a [`Fault`] can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `write` or `truncate`.
+    Write,
+    /// `fsync`, `fdatasync`, or the `fsync` of a directory.
+    Sync,
+}
+
+impl Fault {
+    /// Whether `op` on `rel` (a path relative to the root) fails.
+    pub fn hits(&self, op: Op, rel: &Path) -> bool {
+        let kind = match op {
+            Op::Write => self.writes,
+            Op::Sync => self.syncs,
+        };
+        kind && self
+            .matching
+            .as_deref()
+            .is_none_or(|m| rel.to_string_lossy().contains(m))
+    }
+}
+
+/// A power cut armed to fall the moment a matching name becomes durable.
+#[derive(Debug)]
+struct CutWhen {
+    name_contains: String,
+    tear_seed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -45,6 +78,11 @@ struct Inner {
     /// After a power cut: every operation fails until the next mount.
     off: bool,
     fault: Fault,
+    /// Operations failed by `fault` since mount.
+    faults_hit: u64,
+    cut_when: Option<CutWhen>,
+    /// What the armed cut dropped, once it fell (taken by `wait_cut`).
+    armed_cut: Option<io::Result<CutReport>>,
 }
 
 /// The handle the tests keep: cut the power, inject faults.
@@ -59,17 +97,49 @@ impl Control {
     /// Loses power now: the backing directory goes back to its durable
     /// state and every later operation on this mount fails with `EIO`.
     pub fn power_cut(&self, tear_seed: Option<u64>) -> io::Result<CutReport> {
-        let mut inner = self.lock();
-        inner.off = true;
-        inner.handles.clear();
-        inner.disk.power_cut(tear_seed)
+        self.lock().cut(tear_seed)
+    }
+
+    /// Arms a power cut that falls right after the `fsync` of a directory
+    /// that makes a name containing `name_contains` durable (created,
+    /// renamed to, or removed), before any other operation: a test can
+    /// then cut at "just after X was persisted" instead of at a lucky
+    /// instant. [`Control::wait_cut`] tells when it fell.
+    pub fn cut_when_durable(&self, name_contains: &str, tear_seed: Option<u64>) {
+        self.lock().cut_when = Some(CutWhen {
+            name_contains: name_contains.to_owned(),
+            tear_seed,
+        });
+    }
+
+    /// Waits up to `limit` for the cut armed by
+    /// [`Control::cut_when_durable`]; `None` if it has not fallen.
+    pub fn wait_cut(&self, limit: Duration) -> Option<io::Result<CutReport>> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(r) = self.lock().armed_cut.take() {
+                return Some(r);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(CUT_POLL);
+        }
     }
 
     /// Sets which operations fail with `EIO` from now on.
     pub fn inject(&self, fault: Fault) {
         self.lock().fault = fault;
     }
+
+    /// How many operations the injected faults failed since mount.
+    pub fn faults_hit(&self) -> u64 {
+        self.lock().faults_hit
+    }
 }
+
+/// How often [`Control::wait_cut`] looks.
+const CUT_POLL: Duration = Duration::from_millis(5);
 
 /// A mounted lossyfs; unmounted on [`Mounted::unmount`] or drop.
 pub struct Mounted {
@@ -129,6 +199,9 @@ pub fn mount(backing: &Path, mountpoint: &Path) -> io::Result<Mounted> {
         next_fh: 1,
         off: false,
         fault: Fault::default(),
+        faults_hit: 0,
+        cut_when: None,
+        armed_cut: None,
     }));
     let control = Control(Arc::clone(&inner));
     let mut config = Config::default();
@@ -176,6 +249,25 @@ fn attr(ino: u64, m: &fs::Metadata) -> FileAttr {
 }
 
 impl Inner {
+    /// Loses power: the backing directory goes back to its durable state
+    /// and every later operation fails with `EIO`.
+    fn cut(&mut self, tear_seed: Option<u64>) -> io::Result<CutReport> {
+        self.off = true;
+        self.handles.clear();
+        self.cut_when = None;
+        self.disk.power_cut(tear_seed)
+    }
+
+    /// `Err(EIO)` when the injected fault fails `op` on inode `ino`.
+    fn fault_on(&mut self, op: Op, ino: INodeNo) -> Result<(), Errno> {
+        let rel = self.paths.get(&ino.0).cloned().unwrap_or_default();
+        if self.fault.hits(op, &rel) {
+            self.faults_hit += 1;
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), Errno> {
         if self.off {
             Err(Errno::EIO)
@@ -300,9 +392,7 @@ impl Filesystem for LossyFs {
         let mut s = self.lock();
         let rel = tryr!(reply, s.path(ino));
         if let Some(len) = size {
-            if s.fault.writes {
-                return reply.error(Errno::EIO);
-            }
+            tryr!(reply, s.fault_on(Op::Write, ino));
             let file = match fh.and_then(|fh| s.handles.get(&fh.0)) {
                 Some(f) => tryr!(reply, f.try_clone().map_err(errno)),
                 None => tryr!(
@@ -442,7 +532,7 @@ impl Filesystem for LossyFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -452,9 +542,8 @@ impl Filesystem for LossyFs {
         reply: ReplyWrite,
     ) {
         let mut s = self.lock();
-        if s.fault.writes {
-            return reply.error(Errno::EIO);
-        }
+        tryr!(reply, s.check());
+        tryr!(reply, s.fault_on(Op::Write, ino));
         let file = tryr!(
             reply,
             s.handle(fh).and_then(|f| f.try_clone().map_err(errno))
@@ -491,15 +580,14 @@ impl Filesystem for LossyFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let mut s = self.lock();
-        if s.fault.syncs {
-            return reply.error(Errno::EIO);
-        }
+        tryr!(reply, s.check());
+        tryr!(reply, s.fault_on(Op::Sync, ino));
         let file = tryr!(
             reply,
             s.handle(fh).and_then(|f| f.try_clone().map_err(errno))
@@ -560,11 +648,19 @@ impl Filesystem for LossyFs {
         reply: ReplyEmpty,
     ) {
         let mut s = self.lock();
-        if s.fault.syncs {
-            return reply.error(Errno::EIO);
-        }
         let rel = tryr!(reply, s.path(ino));
-        tryr!(reply, s.disk.sync_dir(&rel).map_err(errno));
+        tryr!(reply, s.fault_on(Op::Sync, ino));
+        let durable = tryr!(reply, s.disk.sync_dir(&rel).map_err(errno));
+        let fire = s.cut_when.as_ref().is_some_and(|w| {
+            durable
+                .iter()
+                .any(|p| p.to_string_lossy().contains(&w.name_contains))
+        });
+        if fire {
+            let tear = s.cut_when.as_ref().and_then(|w| w.tear_seed);
+            // The sync itself returned before the power went.
+            s.armed_cut = Some(s.cut(tear));
+        }
         reply.ok();
     }
 
@@ -592,5 +688,42 @@ impl Filesystem for LossyFs {
             st.f_namemax as u32,
             st.f_frsize as u32,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(writes: bool, syncs: bool, matching: Option<&str>) -> Fault {
+        Fault {
+            writes,
+            syncs,
+            matching: matching.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_fault_without_a_pattern_fails_its_kind_of_operation_on_every_file() {
+        let f = fault(true, false, None);
+        assert!(f.hits(Op::Write, Path::new("store/seg-1")));
+        assert!(f.hits(Op::Write, Path::new("log/00001.seg")));
+        assert!(!f.hits(Op::Sync, Path::new("store/seg-1")));
+    }
+
+    #[test]
+    fn a_fault_with_a_pattern_fails_only_paths_containing_it() {
+        let f = fault(true, true, Some("store/"));
+        assert!(f.hits(Op::Write, Path::new("store/seg-1")));
+        assert!(f.hits(Op::Sync, Path::new("store/seg-1")));
+        assert!(!f.hits(Op::Write, Path::new("log/00001.seg")));
+        assert!(!f.hits(Op::Sync, Path::new("log")));
+    }
+
+    #[test]
+    fn no_fault_fails_nothing() {
+        let f = Fault::default();
+        assert!(!f.hits(Op::Write, Path::new("store/seg-1")));
+        assert!(!f.hits(Op::Sync, Path::new("")));
     }
 }

@@ -12,7 +12,10 @@
 //! [`Control::power_cut`] drops all of that (optionally tearing the newest
 //! write at a seeded random byte) and fails every later operation with
 //! `EIO` until the filesystem is mounted again, as a machine that lost
-//! power does; [`Control::inject`] makes writes or syncs fail with `EIO`.
+//! power does; [`Control::cut_when_durable`] arms a cut that falls right
+//! after a named file becomes durable (a cut at a known point, not a lucky
+//! one); [`Control::inject`] makes writes or syncs fail with `EIO`, on every
+//! file or on those whose path matches.
 //!
 //! The mount is served by threads of the calling process ([`mount`]), or by
 //! the `lossyfs` binary with a control socket. Every file is opened with
@@ -21,5 +24,5 @@
 pub mod fs;
 pub mod model;
 
-pub use fs::{mount, Control, Fault, Mounted};
+pub use fs::{mount, Control, Fault, Mounted, Op};
 pub use model::{CutReport, Disk};

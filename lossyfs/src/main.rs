@@ -4,7 +4,8 @@
 //!
 //! - `cut` / `cut SEED`: lose power (with `SEED`: tear the newest write);
 //!   answers what was dropped, then unmounts and exits.
-//! - `eio writes` / `eio syncs` / `eio both` / `eio off`: inject `EIO`.
+//! - `eio writes` / `eio syncs` / `eio both` / `eio off`, each optionally
+//!   followed by `MATCHING`: inject `EIO` (only on paths containing it).
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -33,24 +34,21 @@ fn main() -> std::io::Result<()> {
                 writeln!(conn, "ok {report:?}")?;
                 break;
             }
-            ["eio", what] => {
-                let fault = match *what {
-                    "writes" => Fault {
-                        writes: true,
-                        syncs: false,
-                    },
-                    "syncs" => Fault {
-                        writes: false,
-                        syncs: true,
-                    },
-                    "both" => Fault {
-                        writes: true,
-                        syncs: true,
-                    },
-                    _ => Fault::default(),
+            ["eio", what, rest @ ..] => {
+                let (writes, syncs) = match *what {
+                    "writes" => (true, false),
+                    "syncs" => (false, true),
+                    "both" => (true, true),
+                    _ => (false, false),
                 };
+                let fault = Fault {
+                    writes,
+                    syncs,
+                    matching: rest.first().map(|m| (*m).to_owned()),
+                };
+                let answer = format!("ok {fault:?}");
                 control.inject(fault);
-                format!("ok {fault:?}")
+                answer
             }
             _ => format!("error: unknown command {line:?}"),
         };

@@ -72,6 +72,16 @@ impl NsOp {
     }
 }
 
+impl NsOp {
+    /// The name this change leaves behind.
+    fn name(&self) -> &Path {
+        match self {
+            NsOp::Created { path } | NsOp::Removed { path, .. } => path,
+            NsOp::Renamed { to, .. } => to,
+        }
+    }
+}
+
 /// The newest write, kept for a torn power cut.
 #[derive(Debug, Clone, Copy)]
 struct LastWrite {
@@ -199,14 +209,18 @@ impl Disk {
         Ok(())
     }
 
-    /// `fsync` of directory `dir`: the changes of its entries become durable.
-    pub fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+    /// `fsync` of directory `dir`: the changes of its entries become
+    /// durable. Returns the names they left (created, removed, or renamed
+    /// to), oldest first: what a test may wait for.
+    pub fn sync_dir(&mut self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let mut kept = Vec::with_capacity(self.names.len());
+        let mut durable = Vec::new();
         for op in self.names.drain(..) {
             if !op.touches(dir) {
                 kept.push(op);
                 continue;
             }
+            durable.push(op.name().to_path_buf());
             let trash = match &op {
                 NsOp::Removed { trash, .. } => Some(trash.clone()),
                 NsOp::Renamed { displaced, .. } => displaced.clone(),
@@ -223,7 +237,7 @@ impl Disk {
             }
         }
         self.names = kept;
-        Ok(())
+        Ok(durable)
     }
 
     /// Records that `rel` (a new file or directory) was just created.

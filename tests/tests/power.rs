@@ -181,13 +181,38 @@ impl Rig {
     /// Power off at this instant, then what follows: both processes die,
     /// the mount goes, and comes back over what was durable.
     fn power_cut(&mut self, tear_seed: Option<u64>) -> lossyfs::CutReport {
+        let control = self.mounted.as_ref().expect("mounted").control();
+        let report = control.power_cut(tear_seed).expect("power cut");
+        self.after_cut();
+        report
+    }
+
+    /// What follows a power cut that already fell: both processes die, the
+    /// mount goes and comes back over what was durable.
+    fn after_cut(&mut self) {
         let m = self.mounted.take().expect("mounted");
-        let report = m.control().power_cut(tear_seed).expect("power cut");
         kill_9(self.ship.take());
         kill_9(self.recv.take());
         m.unmount().expect("unmount");
         self.mount();
-        report
+    }
+
+    /// The shipper's checkpoint for the destination as the page cache holds
+    /// it now (the first position not yet acknowledged), 0 before it exists.
+    fn live_checkpoint(&self) -> u64 {
+        let Ok(dir) = std::fs::read_dir(self.path("backing/log")) else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("ckpt-") && name.ends_with(".json")
+            })
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["next"].as_u64())
+            .max()
+            .unwrap_or(0)
     }
 
     fn load(&self) -> ChildGuard {
@@ -313,6 +338,14 @@ fn run_with_cuts(rig: &mut Rig, tag: &str, cuts: u64) -> (u64, u64) {
         dropped += rig.power_cut(Some(seed)).bytes_dropped;
         rig.start();
     }
+    finish(rig, load, tag, cuts, dropped)
+}
+
+/// After the cuts: waits for the load and the drain, stops gracefully,
+/// cuts once more and counts what the destination holds. Prints the
+/// figures; returns (acknowledged, found).
+fn finish(rig: &mut Rig, load: ChildGuard, tag: &str, cuts: u64, dropped: u64) -> (u64, u64) {
+    let mut dropped = dropped;
     let acked = rig.wait_load(load, Duration::from_secs(90 + 10 * cuts));
     rig.wait_drained(now_ms(), Duration::from_secs(60));
     stop(rig.ship.take(), "ship");
@@ -339,4 +372,62 @@ fn power_cuts_under_load_lose_nothing_acknowledged() {
     let (acked, found) = run_with_cuts(&mut rig, "store+log", k);
     assert_eq!(acked, rig.n, "every write must have been acknowledged");
     assert_eq!(found, acked, "acknowledged writes missing after power cuts");
+}
+
+/// Acknowledged by the destination (the shipper's live checkpoint past it)
+/// before the broken variant's cut is armed.
+const BROKEN_ACKED_BEFORE_ARM: u64 = 1_000;
+
+/// The broken store acknowledges before any fdatasync, so none of its
+/// records is durable (its 64 MiB segment never fills here). The cut falls
+/// the moment the shipper's checkpoint file becomes durable (lossyfs fires
+/// it inside the directory fsync that persists the rename) after the
+/// destination acknowledged [`BROKEN_ACKED_BEFORE_ARM`] records: the
+/// restarted shipper resumes past records the store no longer holds. No
+/// lucky timing: the window in which a cut found the store's data synced
+/// anyway (a random instant before any checkpoint past them was durable,
+/// so the shipper resent) is gone.
+#[test]
+fn a_store_that_acknowledges_before_fdatasync_is_caught_losing_writes() {
+    require_root();
+    let mut rig = Rig::new("broken");
+    rig.broken = true;
+    rig.n = rig.rate * 4;
+    rig.start();
+    std::thread::sleep(Duration::from_millis(300));
+    let load = rig.load();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.live_checkpoint() < BROKEN_ACKED_BEFORE_ARM {
+        assert!(
+            Instant::now() < deadline,
+            "the destination did not acknowledge {BROKEN_ACKED_BEFORE_ARM} records within 30 s:\n{}\n{}",
+            rig.tail("ship.err"),
+            rig.tail("recv.err")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let control = rig.mounted.as_ref().expect("mounted").control();
+    control.cut_when_durable("ckpt-", None);
+    let report = control
+        .wait_cut(Duration::from_secs(10))
+        .expect("no checkpoint became durable within 10 s")
+        .expect("power cut");
+    rig.after_cut();
+    let past = rig.live_checkpoint();
+    println!("the cut fell with the checkpoint durable at {past}: {report:?}");
+    assert!(
+        past >= BROKEN_ACKED_BEFORE_ARM,
+        "the durable checkpoint is at {past}, before the arming point"
+    );
+    rig.start();
+    let (acked, found) = finish(&mut rig, load, "broken store", 1, report.bytes_dropped);
+    assert_eq!(acked, rig.n, "every write must have been acknowledged");
+    // Every record before the durable checkpoint was acknowledged by the
+    // store and never synced, and is never sent again.
+    let lost = acked - found;
+    assert!(
+        lost >= past,
+        "the broken store lost {lost} writes, fewer than the {past} its durable checkpoint passed: the power-cut test cannot see a missing fdatasync"
+    );
+    println!("the broken variant lost {lost} acknowledged writes");
 }

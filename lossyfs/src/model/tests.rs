@@ -170,3 +170,18 @@ fn a_new_directory_never_synced_into_its_parent_disappears_with_its_files() {
     disk.power_cut(None).unwrap();
     assert!(!b.0.join("store").exists());
 }
+
+#[test]
+fn a_directory_sync_names_what_it_made_durable() {
+    let b = Backing::new("durable-names");
+    let mut disk = Disk::new(b.0.clone()).unwrap();
+    let f = create(&mut disk, "ckpt.json.tmp");
+    disk.sync(&f).unwrap();
+    disk.rename(Path::new("ckpt.json.tmp"), Path::new("ckpt.json"))
+        .unwrap();
+    assert_eq!(
+        disk.sync_dir(Path::new("")).unwrap(),
+        vec![PathBuf::from("ckpt.json.tmp"), PathBuf::from("ckpt.json")]
+    );
+    assert!(disk.sync_dir(Path::new("")).unwrap().is_empty());
+}
