@@ -1,4 +1,5 @@
-//! The kernel-only verdict on real processes we did not write (iperf3),
+//! The kernel-only verdict on real processes we did not write (iperf3,
+//! python3's sockets, redis-server),
 //! across the WAN lab: `observe` prints the binding limit live, and
 //! `replay` of its recording agrees. Root; namespaces this test creates,
 //! each lab with a unique name; every process bounded and killed on drop.
@@ -15,13 +16,13 @@ const LINK_BYTES_PER_S: u64 = 50_000_000;
 
 /// A lab named for this test and process.
 fn lab(tag: &str) -> Lab {
+    lab_with(tag, LinkConfig::new(RTT, LINK_BYTES_PER_S))
+}
+
+/// A lab named for this test and process, on `link`.
+fn lab_with(tag: &str, link: LinkConfig) -> Lab {
     let name = format!("kv{}-{tag}", std::process::id());
-    Lab::up(
-        &name,
-        LinkConfig::new(RTT, LINK_BYTES_PER_S),
-        LabOptions::default(),
-    )
-    .expect("lab up")
+    Lab::up(&name, link, LabOptions::default()).expect("lab up")
 }
 
 /// An iperf3 server on the far side (port `port`, extra `server` args) and
@@ -59,20 +60,28 @@ fn iperf3(
 /// `observe` on the near side for `count` one-second samples, recording
 /// to a file; returns its text output and `replay --text` of the recording.
 fn observe_and_replay(lab: &Lab, port: u16, count: u32) -> (String, String) {
+    observe_and_replay_with(lab, port, count, &[])
+}
+
+/// [`observe_and_replay`] with `extra` arguments to `observe`.
+#[allow(dead_code)]
+fn observe_and_replay_with(lab: &Lab, port: u16, count: u32, extra: &[&str]) -> (String, String) {
     let dir = TempDir::new("kernel-verdict");
     let file = dir.0.join("observe.jsonl").display().to_string();
     let (ok, live, err) = run_bounded(
-        lab.command(Side::Near, xdr_ship_bin()).args([
-            "observe",
-            "--port",
-            &port.to_string(),
-            "--interval",
-            "1s",
-            "--count",
-            &count.to_string(),
-            "--record",
-            &file,
-        ]),
+        lab.command(Side::Near, xdr_ship_bin())
+            .args([
+                "observe",
+                "--port",
+                &port.to_string(),
+                "--interval",
+                "1s",
+                "--count",
+                &count.to_string(),
+                "--record",
+                &file,
+            ])
+            .args(extra),
         Duration::from_secs(u64::from(count) + 20),
     );
     assert!(ok, "observe failed: {err}");
@@ -160,4 +169,137 @@ fn several_iperf3_streams_on_the_capped_link_are_bandwidth() {
     println!("observe printed:\n{block}\nreplay:\n{replay}");
     assert!(all_flows_limit(block).starts_with("bandwidth"), "{block}");
     assert!(replay.contains("limit: bandwidth"), "{replay}");
+}
+
+/// A python3 sender on the near side (a process we did not write, with
+/// only its own `SO_SNDBUF` set: nothing else on either end is tuned) to
+/// a python3 sink on the far side's `port`, for `secs`.
+fn python_flow(lab: &Lab, port: u16, sndbuf_bytes: u32, secs: u64) -> (ChildGuard, ChildGuard) {
+    const SINK: &str = "import socket,sys\n\
+        l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        l.bind(('0.0.0.0', int(sys.argv[1]))); l.listen(1); c,_=l.accept()\n\
+        while c.recv(1 << 20): pass\n";
+    const SENDER: &str = "import socket,sys,time\n\
+        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(sys.argv[3]))\n\
+        s.connect((sys.argv[1], int(sys.argv[2]))); b=bytes(1 << 16); end=time.time()+float(sys.argv[4])\n\
+        while time.time() < end: s.sendall(b)\n";
+    let far = lab.addr(Side::Far).to_string();
+    let sink = ChildGuard(
+        lab.command(Side::Far, "python3")
+            .args(["-c", SINK, &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the python3 sink"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sender = ChildGuard(
+        lab.command(Side::Near, "python3")
+            .args(["-c", SENDER, &far, &port.to_string()])
+            .args([sndbuf_bytes.to_string(), secs.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the python3 sender"),
+    );
+    (sink, sender)
+}
+
+#[test]
+fn a_small_send_buffer_on_the_sending_process_is_the_sender_buffer() {
+    require_root();
+    let lab = lab("sndbuf");
+    let port = 5405;
+    // 64 KiB asked (the kernel doubles it): ~1.6 MB/s over 80 ms, while
+    // the far side autotunes its receive window to megabytes.
+    let flow = python_flow(&lab, port, 64 << 10, 16);
+    std::thread::sleep(Duration::from_secs(3));
+    let (live, replay) = observe_and_replay(&lab, port, 8);
+    drop(flow);
+    lab.down().expect("teardown");
+    let block = last_verdict(&live);
+    println!("observe printed:\n{block}\nreplay:\n{replay}");
+    assert!(
+        all_flows_limit(block).starts_with("sender buffer"),
+        "{block}"
+    );
+    assert!(replay.contains("sender buffer"), "{replay}");
+}
+
+#[test]
+fn cubic_over_two_percent_loss_is_loss() {
+    require_root();
+    let link = LinkConfig {
+        loss: 0.02,
+        ..LinkConfig::new(RTT, LINK_BYTES_PER_S)
+    };
+    let lab = lab_with("loss", link);
+    let port = 5406;
+    let flow = iperf3(&lab, port, &[], &["-C", "cubic"], 16);
+    std::thread::sleep(Duration::from_secs(3));
+    let (live, replay) = observe_and_replay(&lab, port, 8);
+    drop(flow);
+    lab.down().expect("teardown");
+    let block = last_verdict(&live);
+    println!("observe printed:\n{block}\nreplay:\n{replay}");
+    assert!(all_flows_limit(block).starts_with("loss"), "{block}");
+    assert!(replay.contains("limit: loss"), "{replay}");
+}
+
+/// `redis-server` with `args` in `dir`, quiet, no persistence.
+fn redis_server(lab: &Lab, side: Side, port: u16, dir: &TempDir, args: &[&str]) -> ChildGuard {
+    ChildGuard(
+        lab.command(side, "redis-server")
+            .args(["--port", &port.to_string(), "--bind", "0.0.0.0"])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (cargo xtask setup installs it)"),
+    )
+}
+
+#[test]
+fn redis_replication_across_the_link_gets_a_verdict() {
+    require_root();
+    let lab = lab("redis");
+    let port = 6390;
+    let (near_dir, far_dir) = (TempDir::new("kv-primary"), TempDir::new("kv-replica"));
+    let near = lab.addr(Side::Near).to_string();
+    let primary = redis_server(&lab, Side::Near, port, &near_dir, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let port_arg = port.to_string();
+    let replica = redis_server(
+        &lab,
+        Side::Far,
+        port + 1,
+        &far_dir,
+        &["--replicaof", &near, &port_arg],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // Writes to the primary on its own side; the replication stream is
+    // what crosses the link.
+    let bench = ChildGuard(
+        lab.command(Side::Near, "redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port_arg, "-t", "set", "-q"])
+            .args(["-n", "5000000", "-d", "512", "-P", "16", "-r", "100000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-benchmark"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (live, replay) = observe_and_replay(&lab, port, 6);
+    drop((bench, replica, primary));
+    lab.down().expect("teardown");
+    let block = last_verdict(&live);
+    println!("observe printed:\n{block}\nreplay:\n{replay}");
+    let limit = all_flows_limit(block);
+    assert!(
+        !limit.starts_with("idle"),
+        "the stream carried data: {block}"
+    );
+    assert!(live.contains("redis-server/"), "names the process: {live}");
+    assert!(replay.contains("limit: "), "{replay}");
 }

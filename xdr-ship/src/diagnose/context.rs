@@ -197,7 +197,8 @@ impl Context {
 }
 
 /// Bytes the kernel saw acknowledged between `first` and `last`, summed
-/// over the flows present in both (by cookie).
+/// over the flows of `last` (by cookie); a flow absent from `first` was
+/// born in between, so all it carried counts.
 fn kernel_acked(first: &Sample, last: &Sample) -> u64 {
     last.ship
         .connections
@@ -210,7 +211,7 @@ fn kernel_acked(first: &Sample, last: &Sample) -> u64 {
                 .iter()
                 .find(|f| f.cookie == c.cookie)
                 .and_then(|f| f.tcp.as_ref())
-                .map_or(now, |t| t.bytes_acked);
+                .map_or(0, |t| t.bytes_acked);
             Some(now.saturating_sub(then))
         })
         .sum()

@@ -12,7 +12,7 @@
 //! | time of an interval | goes to |
 //! |---|---|
 //! | nothing acknowledged, nothing busy | [`Limit::Idle`] |
-//! | no retransmit yet and cwnd or peer window grew ≥ [`RAMP_GROWTH_RATIO`] | [`Limit::Ramp`] (all of it) |
+//! | the flow was born in it, or TCP is still opening (see [`ramping`]) | [`Limit::Ramp`] (all of it) |
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
 //! | wall − Δbusy (nothing in flight) | [`Limit::Application`] |
@@ -29,11 +29,12 @@ use super::{
     Limit, Sample,
 };
 
-/// An interval in which the congestion window or the peer's window grew by
-/// at least this factor, before the flow's first retransmit, is TCP still
-/// opening up (slow start doubles cwnd per RTT; receive-buffer autotuning
-/// doubles the advertised window), not a steady limit. A steady CUBIC or
-/// BBR flow moves its cwnd by far less than 25% per second-long interval.
+/// Growth by at least this factor over one interval is TCP still opening
+/// up, not a steady limit: slow start doubles cwnd per RTT, receive-buffer
+/// autotuning doubles the advertised window, and while either opens the
+/// delivery rate climbs to heights the flow never reached before. A steady
+/// CUBIC or BBR flow moves its cwnd and rate by far less than 25% per
+/// second-long interval, and never to a new high by that much for long.
 pub const RAMP_GROWTH_RATIO: f64 = 1.25;
 
 /// The `TCP_INFO` of the connection with `cookie` in `sample`.
@@ -46,11 +47,20 @@ fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
         .and_then(|c| c.tcp.as_ref())
 }
 
-/// Whether the interval `ta` → `tb` is TCP still opening its windows.
-fn ramping(ta: &TcpSample, tb: &TcpSample) -> bool {
-    let grew = |a: u32, b: u32| a > 0 && f64::from(b) >= RAMP_GROWTH_RATIO * f64::from(a);
-    tb.total_retrans == 0
-        && (grew(ta.cwnd_segments, tb.cwnd_segments) || grew(ta.snd_wnd_bytes, tb.snd_wnd_bytes))
+/// Whether the interval `ta` → `tb` is TCP still opening its windows:
+/// slow start proper (cwnd below ssthresh and growing, with no retransmit
+/// in the interval: after a loss, growth below ssthresh is recovery, and
+/// the loss is what binds), or the interval's delivery rate reaching a new
+/// high of at least [`RAMP_GROWTH_RATIO`] × `rate_peak_before`, the best the
+/// flow had shown. The early retransmit iperf3 takes on the lab in its
+/// first second ends slow start but not the ramp: the window is still
+/// opening, and the rate says so.
+fn ramping(ta: &TcpSample, tb: &TcpSample, rate_bytes_per_s: f64, rate_peak_before: f64) -> bool {
+    let grew = |a: f64, b: f64| a > 0.0 && b >= RAMP_GROWTH_RATIO * a;
+    let slow_start = tb.cwnd_segments < tb.ssthresh_segments
+        && tb.total_retrans == ta.total_retrans
+        && grew(f64::from(ta.cwnd_segments), f64::from(tb.cwnd_segments));
+    slow_start || grew(rate_peak_before, rate_bytes_per_s)
 }
 
 /// Walks the window for the flow with `cookie` and attributes its time.
@@ -60,6 +70,9 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
         ..Acc::default()
     };
     let mut cwnd_peak: u32 = 0;
+    // The best interval rate so far; a flow already there when the window
+    // starts is credited with the kernel's last delivery-rate sample.
+    let mut rate_peak: Option<f64> = None;
     let mut last: Option<&TcpSample> = None;
     for pair in samples.windows(2) {
         let (a, b) = (pair[0], pair[1]);
@@ -73,14 +86,25 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
             continue;
         }
         acc.intervals += 1;
-        let (Some(ta), Some(tb)) = (tcp_of(a, cookie), tb) else {
-            acc.time_us[Limit::Unknown as usize] += dt_us;
-            acc.no_tcp += 1;
-            continue;
+        let tb = match (tcp_of(a, cookie), tb) {
+            (Some(ta), Some(tb)) => {
+                let peak_before = cwnd_peak.max(ta.cwnd_segments);
+                cwnd_peak = peak_before.max(tb.cwnd_segments);
+                let rate_before = *rate_peak.get_or_insert(ta.delivery_rate_bytes_per_s as f64);
+                let rate = charge(&mut acc, b, (ta, tb), dt_us, (peak_before, rate_before));
+                rate_peak = Some(rate_before.max(rate));
+                continue;
+            }
+            (None, Some(tb)) => tb,
+            _ => {
+                acc.time_us[Limit::Unknown as usize] += dt_us;
+                acc.no_tcp += 1;
+                continue;
+            }
         };
-        let peak_before = cwnd_peak.max(ta.cwnd_segments);
-        cwnd_peak = peak_before.max(tb.cwnd_segments);
-        charge(&mut acc, b, (ta, tb), dt_us, peak_before);
+        born(&mut acc, tb, dt_us);
+        cwnd_peak = tb.cwnd_segments;
+        rate_peak = Some(tb.bytes_acked as f64 / (dt_us / 1e6));
     }
     if let Some(t) = last {
         acc.tcp_conns = 1;
@@ -97,14 +121,30 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
     acc
 }
 
-/// Charges one interval of a flow seen at both ends.
+/// Charges the interval in which a flow was born (absent from the sample
+/// before, so every counter of `tb` is the interval's own): its handshake
+/// and first round trips are the ramp, if it carried anything.
+fn born(acc: &mut Acc, tb: &TcpSample, dt_us: f64) {
+    acc.retrans += u64::from(tb.total_retrans);
+    acc.segs += tb.bytes_acked as f64 / f64::from(tb.mss_bytes.max(1));
+    acc.tcp_acked_bytes += tb.bytes_acked;
+    if tb.bytes_acked == 0 && tb.busy_us == 0 {
+        acc.time_us[Limit::Idle as usize] += dt_us;
+        return;
+    }
+    acc.carried += 1;
+    acc.time_us[Limit::Ramp as usize] += dt_us;
+}
+
+/// Charges one interval of a flow seen at both ends, given the cwnd and
+/// delivery-rate peaks before it; returns the interval's delivery rate.
 fn charge(
     acc: &mut Acc,
     b: &Sample,
     (ta, tb): (&TcpSample, &TcpSample),
     dt_us: f64,
-    peak_before: u32,
-) {
+    (peak_before, rate_peak_before): (u32, f64),
+) -> f64 {
     let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
     let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
     let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
@@ -113,14 +153,15 @@ fn charge(
     acc.retrans += u64::from(d_retrans);
     acc.segs += d_segs;
     acc.tcp_acked_bytes += d_acked;
+    let rate = ratio(d_acked as f64, dt_us / 1e6);
     if d_acked == 0 && busy <= 0.0 {
         acc.time_us[Limit::Idle as usize] += dt_us;
-        return;
+        return rate;
     }
     acc.carried += 1;
-    if ramping(ta, tb) {
+    if ramping(ta, tb, rate, rate_peak_before) {
         acc.time_us[Limit::Ramp as usize] += dt_us;
-        return;
+        return rate;
     }
     let rwnd = (tb.rwnd_limited_us.saturating_sub(ta.rwnd_limited_us) as f64).min(busy);
     let sndbuf =
@@ -131,7 +172,6 @@ fn charge(
     acc.time_us[Limit::Application as usize] += dt_us - busy;
 
     let srtt_us = f64::from(tb.srtt_us);
-    let rate = ratio(d_acked as f64, dt_us / 1e6);
     let link_full = b
         .link
         .bandwidth_bytes_per_s
@@ -142,7 +182,7 @@ fn charge(
     {
         acc.app_limited += 1;
         acc.time_us[Limit::Application as usize] += sending;
-        return;
+        return rate;
     }
     let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
     let class = if tb.snd_wnd_bytes > 0
@@ -153,4 +193,5 @@ fn charge(
         network_class(acc, b, (ta, tb), dt_us, peak_before, link_full)
     };
     acc.time_us[class as usize] += sending;
+    rate
 }

@@ -64,6 +64,9 @@ fn samples(steps: &[Step]) -> Vec<Sample> {
             t.cwnd_segments = s.cwnd;
             t.snd_wnd_bytes = s.snd_wnd;
             t.srtt_us = s.srtt_us;
+            // A flow seen mid-stream: the kernel's last rate sample is its
+            // steady rate.
+            t.delivery_rate_bytes_per_s = s.acked;
         }
         let ship = ShipSnapshot {
             elapsed_s: k as f64,
@@ -176,6 +179,62 @@ fn a_growing_cwnd_before_any_loss_is_ramping_up() {
 }
 
 #[test]
+fn a_delivery_rate_still_climbing_after_an_early_retransmit_is_ramping_up() {
+    // iperf3 on the lab: one retransmit in the first second ends slow
+    // start (cwnd at ssthresh), but the rate keeps doubling.
+    let steps: Vec<Step> = (0..4)
+        .map(|k| Step {
+            acked: 1_000_000 << (k + 1),
+            retrans: u32::from(k == 0),
+            cwnd: 100 << k,
+            ..steady()
+        })
+        .collect();
+    let mut all = samples(&steps);
+    for s in &mut all {
+        let t = s.ship.connections[0].tcp.as_mut().unwrap();
+        t.ssthresh_segments = 100;
+    }
+    all[0].ship.connections[0]
+        .tcp
+        .as_mut()
+        .unwrap()
+        .delivery_rate_bytes_per_s = 1_000_000;
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in all {
+        d.push(s);
+    }
+    assert_eq!(d.verdict().unwrap().shipper.limit, Limit::Ramp);
+}
+
+#[test]
+fn cwnd_regrowing_after_losses_is_loss_not_ramping() {
+    let steps: Vec<Step> = (0..6)
+        .map(|k| Step {
+            retrans: 4,
+            cwnd: if k % 2 == 0 { 30 } else { 20 },
+            unacked: 20,
+            acked: 300_000,
+            ..steady()
+        })
+        .collect();
+    let v = judge(&steps).shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+}
+
+#[test]
+fn a_flow_born_in_the_window_starts_ramping_up() {
+    let mut all = samples(&[steady(); 3]);
+    all[0].ship.connections.clear();
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in all {
+        d.push(s);
+    }
+    let v = d.verdict().unwrap().shipper;
+    assert!(v.share(Limit::Ramp) > 0.0, "{:?}", v.shares);
+}
+
+#[test]
 fn a_flow_that_carried_nothing_is_idle() {
     let v = judge(&[Step::default(); 4]).shipper;
     assert_eq!(v.limit, Limit::Idle);
@@ -197,4 +256,21 @@ fn a_live_verdict_does_not_flip_on_one_interval() {
     }
     assert_eq!(d.verdict().unwrap().shipper.limit, Limit::ReceiverWindow);
     assert_eq!(last, Some(Limit::Bandwidth), "held for MIN_CHANGE_SPAN");
+}
+
+#[test]
+fn a_mathis_bound_below_the_measured_rate_is_no_ceiling() {
+    // One burst of retransmits (a slow-start overshoot), then a clean run
+    // at 10 MB/s: p over the window puts Mathis near 0.2 MB/s.
+    let mut steps = vec![steady(); 6];
+    steps[0].retrans = 500;
+    let v = judge(&steps).shipper;
+    assert!(
+        v.ceilings
+            .iter()
+            .all(|c| c.limit != Limit::Loss || c.bytes_per_s >= v.observed.bytes_per_s),
+        "{:?} at {}",
+        v.ceilings,
+        v.observed.bytes_per_s
+    );
 }

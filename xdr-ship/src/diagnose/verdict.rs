@@ -92,7 +92,7 @@ pub(super) fn build(
         headline: top.headline,
         evidence,
         remedy: top.remedy,
-        ceilings: ceilings(acc, ctx),
+        ceilings: ceilings(acc, ctx, &observed),
         observed,
     }
 }

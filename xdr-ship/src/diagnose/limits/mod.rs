@@ -209,10 +209,11 @@ pub(super) fn explain(
     (limit.class().explain)(&Inputs::new(pct, acc, ctx, observed))
 }
 
-/// The rate each limit would allow, tightest first.
-pub(super) fn ceilings(acc: &Acc, ctx: &Context) -> Vec<Ceiling> {
-    let observed = Rate::default();
-    let inputs = Inputs::new(0.0, acc, ctx, &observed);
+/// The rate each limit would allow, tightest first, for a scope that
+/// delivered `observed` (a class may leave out a model bound the measured
+/// rate already exceeds: that bound did not hold, so it is no ceiling).
+pub(super) fn ceilings(acc: &Acc, ctx: &Context, observed: &Rate) -> Vec<Ceiling> {
+    let inputs = Inputs::new(0.0, acc, ctx, observed);
     let mut out = Ceilings::new(ctx);
     for ceilings in CEILING_ORDER.iter().filter_map(|l| l.class().ceilings) {
         ceilings(&inputs, &mut out);

@@ -22,7 +22,8 @@ fn explain(i: &Inputs<'_>) -> Explained {
         ),
         evidence: format!(
             "ramping up (slow start / window opening) {} of the time ({} per flow): cwnd \
-             grows to {cwnd:.0} segments, peer window to {}, no retransmit yet",
+             grows to {cwnd:.0} segments, peer window to {}, the delivery rate still \
+             climbing",
             units::pct(i.pct),
             units::secs(ramp_s),
             units::bytes(peer)
