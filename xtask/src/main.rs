@@ -351,12 +351,22 @@ fn test() -> Result<()> {
 /// one at a time. Not root: build them, then run each binary under sudo.
 fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
     // The package test (tests/tests/dist.rs) unpacks a package of `bin`.
-    let deb = dist::package(bin, &root().join("target").join("dist-test"))?;
+    // A packaging failure fails that test (it finds no XDR_SHIP_DEB and
+    // says so), not every other integration test with it.
+    let deb = dist::package(bin, &root().join("target").join("dist-test"))
+        .map_err(|e| {
+            eprintln!(
+                "packaging {} for the package test failed: {e:#}",
+                bin.display()
+            )
+        })
+        .ok();
     let mut cmd = cargo();
-    cmd.env("XDR_EBPF_OBJ", obj)
-        .env("XDR_SHIP_BIN", bin)
-        .env("XDR_SHIP_DEB", &deb)
-        .args(["test", "--no-fail-fast", "-p", "xdr-tests"]);
+    cmd.env("XDR_EBPF_OBJ", obj).env("XDR_SHIP_BIN", bin);
+    if let Some(deb) = &deb {
+        cmd.env("XDR_SHIP_DEB", deb);
+    }
+    cmd.args(["test", "--no-fail-fast", "-p", "xdr-tests"]);
     if is_root() {
         return run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
     }
@@ -377,8 +387,10 @@ fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
         sudo.arg("-E")
             .arg(&exe)
             .args(["--test-threads=1", "--nocapture"])
-            .env("XDR_SHIP_BIN", bin)
-            .env("XDR_SHIP_DEB", &deb);
+            .env("XDR_SHIP_BIN", bin);
+        if let Some(deb) = &deb {
+            sudo.env("XDR_SHIP_DEB", deb);
+        }
         if let Err(e) = run(&mut sudo) {
             failures.push(format!("{e:#}"));
         }
