@@ -345,7 +345,11 @@ fn test() -> Result<()> {
 /// one at a time. Not root: build them, then run each binary under sudo.
 fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
     // The package test (tests/tests/dist.rs) unpacks a package of `bin`.
-    let deb = dist::package(bin, &root().join("target").join("dist-test"))?;
+    let deb = dist::package(
+        bin,
+        &root().join("target").join("dist-test"),
+        dist::Compression::Fast,
+    )?;
     let mut cmd = cargo();
     cmd.env("XDR_EBPF_OBJ", obj)
         .env("XDR_SHIP_BIN", bin)
