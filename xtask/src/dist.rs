@@ -205,7 +205,7 @@ fn control_files(tree: &Path, packaging: &Path, version: &str, arch: &str) -> Re
              Architecture: {arch}\n\
              Maintainer: xdr-ship developers <xdr-ship@localhost>\n\
              Installed-Size: {installed_kib}\n\
-             Depends: libc6, adduser | passwd\n\
+             Depends: libc6, passwd\n\
              Section: net\n\
              Priority: optional\n\
              Description: pipelined record shipping across long, fat links\n \
