@@ -35,6 +35,28 @@ pub struct Args {
     /// Directory the `.deb` is written to.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Compress with gzip -1 instead of xz: seconds instead of a minute,
+    /// for a package that is unpacked at once (the package test's).
+    #[arg(long)]
+    fast: bool,
+}
+
+/// How the package's data is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// xz: the smallest package, what `dist` ships.
+    Small,
+    /// gzip -1: the quickest to build.
+    Fast,
+}
+
+impl Compression {
+    fn dpkg_deb_args(self) -> [&'static str; 2] {
+        match self {
+            Self::Small => ["-Zxz", "-z6"],
+            Self::Fast => ["-Zgzip", "-z1"],
+        }
+    }
 }
 
 /// The configs shipped under `/etc/xdr-ship/` (conffiles).
@@ -55,13 +77,18 @@ pub fn dist(args: Args) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| root().join("target").join("dist"));
-    let deb = package(&bin, &out)?;
+    let compression = if args.fast {
+        Compression::Fast
+    } else {
+        Compression::Small
+    };
+    let deb = package(&bin, &out, compression)?;
     println!("built {}", deb.display());
     Ok(())
 }
 
 /// Packages `bin` into `out_dir`; returns the `.deb`'s path.
-pub fn package(bin: &Path, out_dir: &Path) -> Result<PathBuf> {
+pub fn package(bin: &Path, out_dir: &Path, compression: Compression) -> Result<PathBuf> {
     let version = env!("CARGO_PKG_VERSION");
     let arch = dpkg_architecture()?;
     let tree = out_dir.join(format!("xdr-ship_{version}_{arch}"));
@@ -94,7 +121,9 @@ pub fn package(bin: &Path, out_dir: &Path) -> Result<PathBuf> {
 
     let deb = out_dir.join(format!("xdr-ship_{version}_{arch}.deb"));
     run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg("--root-owner-group")
+        .args(compression.dpkg_deb_args())
+        .arg("--build")
         .arg(&tree)
         .arg(&deb))
     .context("building the package")?;
@@ -176,7 +205,7 @@ fn control_files(tree: &Path, packaging: &Path, version: &str, arch: &str) -> Re
              Architecture: {arch}\n\
              Maintainer: xdr-ship developers <xdr-ship@localhost>\n\
              Installed-Size: {installed_kib}\n\
-             Depends: libc6, adduser | passwd\n\
+             Depends: libc6, passwd\n\
              Section: net\n\
              Priority: optional\n\
              Description: pipelined record shipping across long, fat links\n \

@@ -353,14 +353,18 @@ fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
     // The package test (tests/tests/dist.rs) unpacks a package of `bin`.
     // A packaging failure fails that test (it finds no XDR_SHIP_DEB and
     // says so), not every other integration test with it.
-    let deb = dist::package(bin, &root().join("target").join("dist-test"))
-        .map_err(|e| {
-            eprintln!(
-                "packaging {} for the package test failed: {e:#}",
-                bin.display()
-            )
-        })
-        .ok();
+    let deb = dist::package(
+        bin,
+        &root().join("target").join("dist-test"),
+        dist::Compression::Fast,
+    )
+    .map_err(|e| {
+        eprintln!(
+            "packaging {} for the package test failed: {e:#}",
+            bin.display()
+        )
+    })
+    .ok();
     let mut cmd = cargo();
     cmd.env("XDR_EBPF_OBJ", obj).env("XDR_SHIP_BIN", bin);
     if let Some(deb) = &deb {
