@@ -35,6 +35,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     // `strip`: `cargo xtask dist` strips the binary it packages.
     "binutils",
+    // `redis-server`, `redis-cli`, `redis-benchmark`: the real peers of the
+    // RESP front door and of the Redis destination's tests.
+    "redis-server",
+    "redis-tools",
+    // The sender-buffer verdict test's sender (a socket with a small
+    // SO_SNDBUF, which iperf3 -w cannot give one end alone).
+    "python3",
 ];
 
 /// Rust components the kernel build and `lint` need.
