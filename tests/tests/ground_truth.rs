@@ -1,17 +1,37 @@
 //! Ground truth beside the verdict: what `observe --json` says of a live
 //! flow is what `ss -tni` says of the same socket. They read the same
-//! kernel counters, so they must agree within a sampling interval. (The
-//! eBPF softirq time against `/proc/stat`'s column is not asserted: in CI
-//! under a steered flood they read 79.8% and 27.8%, a disagreement still
-//! to explain, not a tolerance to widen.)
+//! kernel counters, so they must agree within a sampling interval. And
+//! the eBPF softirq time is bounded by what `/proc/stat` charges.
+//!
+//! Why bounds and not equality for softirq: this kernel has
+//! `CONFIG_IRQ_TIME_ACCOUNTING` off (HZ 250, NOHZ idle), so `/proc/stat`'s
+//! softirq column is tick sampling: a tick charges its whole 4 ms to the
+//! context it interrupted, and the NET_RX work the tick's own irq_exit
+//! runs (pending RPS backlog) goes to whatever ran before. The eBPF figure
+//! is exact (entry/exit timestamps of every softirq). Measured here at
+//! load 10-13 under the steered flood: eBPF 68.5%, softirq ticks 53.9% of
+//! wall time, CPU 0 never idle, 0.7% of wall time in no column. On an idle
+//! box a CPU woken by each RPS IPI runs its burst with the tick stopped,
+//! so no tick sees it at all; that is the likely cause of CI's 79.8%
+//! (eBPF) against 27.8% (the old test's softirq ticks over the columns'
+//! sum), not re-measured on a quiet box yet. So: softirq ticks are a lower
+//! bound of the eBPF time, and the CPU's non-idle time (NOHZ measures idle
+//! exactly) is an upper bound.
 //!
 //! The flow is iperf3 across a 20 ms / 5 MB/s lab link, rate-limited to
-//! 2 MB/s so its window and RTT stay steady. Root only; everything is
-//! removed even when a test fails.
-use std::{process::Stdio, time::Duration};
+//! 2 MB/s so its window and RTT stay steady; the softirq load is a 64-byte
+//! flood steered to CPU 0 (`xdr_ship::lab::steer`). Root only; everything
+//! is removed even when a test fails.
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
-use xdr_ship::lab::{Lab, LabOptions, LinkConfig, Side};
+use xdr_ship::lab::{
+    steer::{self, FloodConfig, SteerConfig, Steering},
+    Lab, LabOptions, LinkConfig, Side,
+};
 use xdr_tests::{require_root, run_bounded, xdr_ship_bin, ChildGuard};
 
 const RTT: Duration = Duration::from_millis(20);
@@ -25,6 +45,11 @@ const SLACK: Duration = Duration::from_secs(1);
 const RTT_TOLERANCE: f64 = 0.25;
 /// Congestion windows read a moment apart on a steady flow: within 2x.
 const CWND_TOLERANCE: f64 = 2.0;
+/// Percentage points either bound of the softirq share may be off by:
+/// `/proc/stat` counts in 10 ms USER_HZ units sampled by 4 ms ticks, and
+/// its window (around the whole `observe` run) is a few seconds longer
+/// than the eBPF intervals; the flood is steady, so 10 points covers both.
+const SOFTIRQ_BOUND_PP: f64 = 10.0;
 
 fn lab(tag: &str) -> Lab {
     let name = format!("gt{}-{tag}", std::process::id());
@@ -168,5 +193,85 @@ fn observes_tcp_half_agrees_with_ss_for_the_same_socket() {
     assert!(
         ss_retrans >= ours,
         "retransmits: ss {ss_retrans} < observe {ours}"
+    );
+}
+
+/// One CPU's `/proc/stat` line: (softirq, idle + iowait, all columns) in
+/// USER_HZ ticks, read at an instant.
+fn proc_stat(cpu: usize) -> (f64, f64, f64, Instant) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let label = format!("cpu{cpu}");
+    let fields: Vec<f64> = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(label.as_str()))
+        .expect("the CPU's line in /proc/stat")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    (
+        fields[6],
+        fields[3] + fields[4],
+        fields.iter().take(8).sum(),
+        Instant::now(),
+    )
+}
+
+#[test]
+fn ebpf_softirq_time_is_within_proc_stats_bounds() {
+    require_root();
+    const CPU: usize = 0;
+    let _pinned = steer::pin_current_thread(&steer::cpus_except(CPU)).expect("pin off CPU 0");
+    let lab = lab("si");
+    let mut steering = Steering::apply(lab.namespace(Side::Far), SteerConfig::to_cpu(CPU))
+        .expect("steer the far side");
+    steering
+        .start_flood(FloodConfig {
+            sender_cpu: steer::cpus_except(CPU)[0],
+            packets_per_s: 30_000,
+            duration: Duration::from_secs(25),
+        })
+        .expect("start the flood");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = proc_stat(CPU);
+    let reports = observe(&lab, &["--count", "4"]);
+    let after = proc_stat(CPU);
+    steering.stop_flood();
+    // SAFETY: sysconf has no preconditions.
+    let user_hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let wall_ticks = after.3.duration_since(before.3).as_secs_f64() * user_hz;
+    let share = |d: f64| d / wall_ticks.max(1.0) * 100.0;
+    let ticks_si = share(after.0 - before.0);
+    let not_idle = 100.0 - share(after.1 - before.1);
+    let unaccounted = 100.0 - share(after.2 - before.2);
+    let ebpf: Vec<f64> = reports
+        .iter()
+        .filter(|r| r["softirq"]["source"] == "ebpf")
+        .filter_map(|r| {
+            r["softirq"]["cpus"]
+                .as_array()?
+                .iter()
+                .find(|c| c["cpu"] == CPU)?["total_pct"]
+                .as_f64()
+        })
+        .collect();
+    assert!(!ebpf.is_empty(), "no eBPF softirq report: {reports:?}");
+    let ebpf_pct = ebpf.iter().sum::<f64>() / ebpf.len() as f64;
+    println!(
+        "CPU {CPU} softirq: eBPF {ebpf_pct:.1}% (per interval {ebpf:?}); /proc/stat of wall time: \
+         softirq ticks {ticks_si:.1}%, not idle {not_idle:.1}%, in no column {unaccounted:.1}%; \
+         load {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    assert!(
+        ticks_si <= ebpf_pct + SOFTIRQ_BOUND_PP,
+        "ticks saw softirq {ticks_si:.1}% > eBPF {ebpf_pct:.1}%"
+    );
+    assert!(
+        ebpf_pct <= not_idle + SOFTIRQ_BOUND_PP,
+        "eBPF {ebpf_pct:.1}% > the CPU's non-idle time {not_idle:.1}%"
     );
 }

@@ -150,7 +150,7 @@ fn steered_run(tag: &str, flood: bool) -> Run {
         .unwrap_or_else(|| panic!("no verdict by {DEADLINE_S} s: {history}"))["verdict"]
         .clone();
     println!(
-        "{tag}: flood {stats:?}; CPU{STEERED_CPU} softirq {:.0}% of wall time (/proc/stat); \
+        "{tag}: flood {stats:?}; CPU {STEERED_CPU} softirq {:.0}% of wall time (/proc/stat); \
          load {}\nhistory: {history}\nverdict: {}",
         softirq_share * 100.0,
         std::fs::read_to_string("/proc/loadavg")
@@ -220,12 +220,12 @@ fn a_flood_on_the_steered_cpu_is_judged_interrupts_on_cpu_0_with_the_rps_remedy(
     assert_eq!(v["limit"], "interrupts", "{context}");
     let headline = v["headline"].as_str().unwrap_or_default();
     assert!(
-        headline.starts_with(&format!("CPU{STEERED_CPU} in softirq")),
+        headline.starts_with(&format!("CPU {STEERED_CPU} in softirq")),
         "the headline names another CPU: {context}"
     );
     let remedy = v["remedy"].as_str().unwrap_or_default();
     assert!(
-        remedy.contains(&format!("(CPU{STEERED_CPU})"))
+        remedy.contains(&format!("(CPU {STEERED_CPU})"))
             && remedy.contains(&format!("echo {} > /sys/class/net/", all_cpus_mask()))
             && remedy.contains("/queues/rx-0/rps_cpus"),
         "the remedy lacks the RPS line: {context}"

@@ -4,8 +4,10 @@
 //! `replay` of its recording agrees. Root; namespaces this test creates,
 //! each lab with a unique name; every process bounded and killed on drop.
 use std::{
+    io::BufRead,
     process::{Command, Stdio},
-    time::Duration,
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use xdr_ship::lab::{Lab, LabOptions, LinkConfig, Side};
@@ -45,16 +47,20 @@ fn iperf3(
             .expect("start iperf3 -s (cargo xtask setup installs it)"),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let c = ChildGuard(
+    (s, iperf3_client(lab, &far, port, client, secs))
+}
+
+/// An iperf3 client on the near side to `far`:`port` for `secs`.
+fn iperf3_client(lab: &Lab, far: &str, port: u16, client: &[&str], secs: u64) -> ChildGuard {
+    ChildGuard(
         lab.command(Side::Near, "iperf3")
-            .args(["-c", &far, "-p", &port.to_string(), "-t", &secs.to_string()])
+            .args(["-c", far, "-p", &port.to_string(), "-t", &secs.to_string()])
             .args(client)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start iperf3 -c"),
-    );
-    (s, c)
+    )
 }
 
 /// `observe` on the near side for `count` one-second samples, recording
@@ -64,7 +70,6 @@ fn observe_and_replay(lab: &Lab, port: u16, count: u32) -> (String, String) {
 }
 
 /// [`observe_and_replay`] with `extra` arguments to `observe`.
-#[allow(dead_code)]
 fn observe_and_replay_with(lab: &Lab, port: u16, count: u32, extra: &[&str]) -> (String, String) {
     let dir = TempDir::new("kernel-verdict");
     let file = dir.0.join("observe.jsonl").display().to_string();
@@ -242,6 +247,100 @@ fn cubic_over_two_percent_loss_is_loss() {
     println!("observe printed:\n{block}\nreplay:\n{replay}");
     assert!(all_flows_limit(block).starts_with("loss"), "{block}");
     assert!(replay.contains("limit: loss"), "{replay}");
+}
+
+#[test]
+fn the_first_seconds_of_a_flow_are_ramping_up_not_a_limit() {
+    require_root();
+    let lab = lab("ramp");
+    let port = 5407;
+    let far = lab.addr(Side::Far).to_string();
+    let _server = ChildGuard(
+        lab.command(Side::Far, "iperf3")
+            .args(["-s", "-1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start iperf3 -s"),
+    );
+    // Quarter-second samples: slow start to the 4 MB BDP of this link
+    // takes ~8 round trips, well under one second.
+    let dir = TempDir::new("kernel-verdict-ramp");
+    let file = dir.0.join("observe.jsonl").display().to_string();
+    let mut observe = ChildGuard(
+        lab.command(Side::Near, xdr_ship_bin())
+            .args([
+                "observe",
+                "--port",
+                &port.to_string(),
+                "--interval",
+                "250ms",
+            ])
+            .args(["--count", "32", "--window", "2s", "--record", &file])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start observe"),
+    );
+    let (tx, rx) = mpsc::channel();
+    let out = observe.0.stdout.take().expect("observe's stdout");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The client starts once observe samples (its first table is out).
+    let mut live = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !live.contains("source:") {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("observe printed no table");
+        live.push_str(&line);
+        live.push('\n');
+    }
+    let client = iperf3_client(&lab, &far, port, &[], 8);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        live.push_str(&line);
+        live.push('\n');
+    }
+    reader.join().expect("reader");
+    drop((client, observe));
+    let (ok, replay, err) = run_bounded(
+        Command::new(xdr_ship_bin()).args(["replay", &file, "--text", "--window", "2s"]),
+        Duration::from_secs(30),
+    );
+    lab.down().expect("teardown");
+    assert!(ok, "replay failed: {err}");
+    let limits: Vec<String> = live
+        .split("verdict (the flows that carried data")
+        .skip(1)
+        .filter_map(|b| {
+            b.lines()
+                .find_map(|l| l.trim().strip_prefix("all flows: limit: "))
+                .map(|l| l.chars().take(60).collect())
+        })
+        .collect();
+    println!("observe's verdicts, four a second:\n{}", limits.join("\n"));
+    println!("replay:\n{replay}");
+    let first = limits
+        .iter()
+        .position(|l| !l.starts_with("idle"))
+        .unwrap_or_else(|| panic!("the flow never showed:\n{live}"));
+    assert!(
+        limits[first].starts_with("ramping up (")
+            && limits[first].contains("(slow start / window opening)"),
+        "the flow's first verdict: {limits:?}"
+    );
+    let last = limits.last().expect("a verdict");
+    assert!(
+        !last.starts_with("ramping up"),
+        "once ramped, a steady limit: {limits:?}"
+    );
+    assert!(replay.contains("ramping up"), "{replay}");
 }
 
 /// `redis-server` with `args` in `dir`, quiet, no persistence.

@@ -274,3 +274,16 @@ fn a_mathis_bound_below_the_measured_rate_is_no_ceiling() {
         v.observed.bytes_per_s
     );
 }
+
+#[test]
+fn a_live_verdict_leaves_idle_at_once() {
+    let mut steps = vec![Step::default(); 3];
+    steps.push(steady());
+    let mut d = Diagnoser::new(Duration::from_secs(1));
+    let mut last = None;
+    for s in samples(&steps) {
+        d.push(s);
+        last = d.judge().map(|x| x.shipper.limit);
+    }
+    assert_ne!(last, Some(Limit::Idle));
+}

@@ -403,7 +403,10 @@ impl Hold {
     /// Takes the window's top limit `top` at sample time `at`; true if the
     /// held limit differs from `top` afterwards.
     fn update(&mut self, top: Limit, at: Duration) -> bool {
-        if top == self.limit {
+        // Idle to carrying is a fact, not a noisy interval: a flow that
+        // starts shows its ramp at once instead of "idle" for two seconds.
+        if top == self.limit || self.limit == Limit::Idle {
+            self.limit = top;
             self.candidate = None;
             return false;
         }

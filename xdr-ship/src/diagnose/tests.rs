@@ -381,7 +381,7 @@ fn one_cpu_drowning_in_net_rx_is_interrupts() {
     assert!(v.share(Limit::Interrupts) > 99.9, "{:?}", v.shares);
     assert!(
         v.headline
-            .contains("CPU0 in softirq 92% (NET_RX 92%) while the other CPUs' median is 5.0%"),
+            .contains("CPU 0 in softirq 92% (NET_RX 92%) while the other CPUs' median is 5.0%"),
         "{}",
         v.headline
     );

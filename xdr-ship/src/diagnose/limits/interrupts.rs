@@ -23,13 +23,13 @@ fn explain(i: &Inputs<'_>) -> Explained {
                 .fold(0, |m, c| m | 1 << c);
             (
                 format!(
-                    "CPU{} in softirq {}{net_rx} while the other CPUs' median is {}",
+                    "CPU {} in softirq {}{net_rx} while the other CPUs' median is {}",
                     s.cpu,
                     units::pct(s.si_pct),
                     units::pct(s.others_median_pct)
                 ),
                 format!(
-                    "one core drowns in softirq (CPU{}): spread IRQs (irqbalance, or \
+                    "one core drowns in softirq (CPU {}): spread IRQs (irqbalance, or \
                      /proc/irq/<n>/smp_affinity), enable RPS/RFS (echo {mask:x} > \
                      /sys/class/net/<dev>/queues/rx-0/rps_cpus, and each rx-N of a \
                      multi-queue <dev>; sysctl -w net.core.rps_sock_flow_entries=32768), and use more connections so \
