@@ -148,6 +148,10 @@ pub struct ShipConfig {
     pub tls: Option<crate::tls::ClientTls>,
     /// Pre-shared token sent in HELLO (`None`: no credentials).
     pub token: Option<bytes::Bytes>,
+    /// A connection with nothing to send for this long sends a PING, so
+    /// that the receiver's idle timeout (5 min by default) does not close
+    /// it on a quiet night; `Duration::ZERO`: never.
+    pub ping_interval: Duration,
 }
 
 impl ShipConfig {
@@ -174,6 +178,7 @@ impl ShipConfig {
             dead_letter: None,
             tls: None,
             token: None,
+            ping_interval: PING_INTERVAL,
         }
     }
 
@@ -184,6 +189,10 @@ impl ShipConfig {
         self
     }
 }
+
+/// Default [`ShipConfig::ping_interval`]: a tenth of the receiver's default
+/// idle timeout (5 min), so a lost PING or two still keeps the link up.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Window a connection starts with under `--window auto`.
 pub const AUTO_WINDOW_START: u64 = 64;

@@ -3,9 +3,11 @@
 //! protocol (answers are read in [`super::reader`]).
 use bytes::BytesMut;
 
+use tokio_util::codec::Encoder;
+
 use crate::{
     ship::{source::SourceRecord, ShipError},
-    wire::WireCodec,
+    wire::{Frame, Message, WireCodec},
 };
 
 /// Encodes one request (a WRITE for one record, a BATCH for more) straight
@@ -32,6 +34,19 @@ pub(super) fn encode_request(
                 + many.iter().map(|r| r.write.record_len()).sum::<usize>())
         }
     }
+}
+
+/// Encodes a PING (request `id`) into the writer's buffer: what an idle
+/// connection sends so the receiver's idle timeout does not close it. The
+/// PONG is read and dropped by [`super::reader`]; nothing waits for it.
+pub(super) fn encode_ping(
+    dst: &mut BytesMut,
+    encoder: &mut WireCodec,
+    id: u64,
+) -> Result<(), ShipError> {
+    encoder
+        .encode(Frame::new(id, Message::Ping), dst)
+        .map_err(ShipError::Wire)
 }
 
 /// The record count that opens a BATCH payload (protocol §5.4).
