@@ -248,3 +248,192 @@ async fn with_forward_on_an_applied_shipped_write_ships_on_once() {
     assert_eq!(site.log.stats().next_seq, 1);
     assert_eq!(site.stats.forwarded.load(Ordering::Relaxed), 1);
 }
+
+/// A child process killed (and reaped) when dropped, even on a panic.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn xdr_ship(args: &[String], out: &std::path::Path) -> Child {
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+            .args(args)
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .spawn()
+            .expect("spawn xdr-ship"),
+    )
+}
+
+/// Waits until something listens on `addr`.
+fn wait_listening(addr: SocketAddr) {
+    let until = std::time::Instant::now() + LIMIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < until, "nothing on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ctrl-C to every child, then their exit statuses within [`LIMIT`]
+/// (with what each printed on stderr, if one does not stop).
+fn interrupt_all(mut children: Vec<(Child, std::path::PathBuf)>) -> Vec<std::process::ExitStatus> {
+    for (child, _) in &children {
+        let pid = child.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        assert!(sent.unwrap().success());
+    }
+    let until = std::time::Instant::now() + LIMIT;
+    children
+        .iter_mut()
+        .map(|(child, out)| loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > until {
+                let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+                let tail: String = err.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+                panic!(
+                    "{} did not stop; stderr (last lines, newest first):\n{tail}",
+                    out.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        })
+        .collect()
+}
+
+/// The most records any status line of `out` says were delivered.
+fn delivered_so_far(out: &std::path::Path) -> u64 {
+    fn find(v: &serde_json::Value) -> u64 {
+        let here = v.get("counters").map_or(0, |c| {
+            c["success"].as_u64().unwrap_or(0) + c["lost_conflict"].as_u64().unwrap_or(0)
+        });
+        let below = match v {
+            serde_json::Value::Object(m) => m.values().map(find).max().unwrap_or(0),
+            serde_json::Value::Array(a) => a.iter().map(find).max().unwrap_or(0),
+            _ => 0,
+        };
+        here.max(below)
+    }
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| find(&v))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The `{"site": …}` line a site prints when it stops.
+fn site_line(out: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("site").cloned())
+        .unwrap_or_else(|| panic!("no site line in {}: {text}", out.display()))
+}
+
+#[test]
+fn two_site_processes_converge_and_ship_nothing_back() {
+    const WRITES: u64 = 2_000;
+    const LOAD_KEYS: u64 = 100;
+    let dir = TempDir::new("site-procs");
+    let (ingest, receive) = ([free_addr(), free_addr()], [free_addr(), free_addr()]);
+    let sites: Vec<(Child, std::path::PathBuf)> = (0..2)
+        .map(|i| {
+            let d = |what: &str| dir.0.join(format!("{what}{i}")).display().to_string();
+            let args = [
+                "ship",
+                "--json",
+                "--connections",
+                "2",
+                "--log",
+                &d("log"),
+                "--store",
+                &d("store"),
+                "--listen",
+                &ingest[i].to_string(),
+                "--receive",
+                &receive[i].to_string(),
+                "--to",
+                &receive[1 - i].to_string(),
+                "--source-id",
+                &(i + 1).to_string(),
+            ]
+            .map(str::to_owned);
+            let out = dir.0.join(format!("site{i}.out"));
+            (xdr_ship(&args, &out), out)
+        })
+        .collect();
+    for addr in ingest.iter().chain(&receive) {
+        wait_listening(*addr);
+    }
+    let loads: Vec<Child> = (0..2)
+        .map(|i| {
+            let args = [
+                "load",
+                "--to",
+                &ingest[i].to_string(),
+                "--count",
+                &WRITES.to_string(),
+                "--keys",
+                &LOAD_KEYS.to_string(),
+                "--threads",
+                "2",
+                "--window",
+                "32",
+                "--source-id",
+                &(i + 1).to_string(),
+            ]
+            .map(str::to_owned);
+            xdr_ship(&args, &dir.0.join(format!("load{i}.out")))
+        })
+        .collect();
+    for mut load in loads {
+        assert!(load.0.wait().unwrap().success(), "load failed");
+    }
+    // The backlogs drain (each site's status lines count its log delivered
+    // to the other), then Ctrl-C stops both.
+    let until = std::time::Instant::now() + LIMIT;
+    while sites.iter().any(|(_, out)| delivered_so_far(out) < WRITES) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the backlogs did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, status) in interrupt_all(sites).into_iter().enumerate() {
+        assert!(status.success(), "site {i} failed: {status}");
+    }
+    let lines: Vec<_> = (0..2)
+        .map(|i| site_line(&dir.0.join(format!("site{i}.out"))))
+        .collect();
+    for line in &lines {
+        assert_eq!(line["local"], WRITES, "{line}");
+        assert_eq!(line["forwarded"], 0, "{line}");
+        assert!(line["shipped_in"].as_u64().unwrap() >= WRITES, "{line}");
+    }
+    let digest = |i: usize| {
+        Store::open(StoreConfig::durable(dir.0.join(format!("store{i}"))))
+            .unwrap()
+            .digest()
+            .unwrap()
+    };
+    let (a, b) = (digest(0), digest(1));
+    assert_eq!(a, b);
+    assert_eq!(a.records, LOAD_KEYS);
+}

@@ -102,6 +102,13 @@ impl ShippedSink {
     }
 }
 
+impl ShippedSink {
+    /// As the server's sink.
+    pub fn into_sink(self) -> Arc<dyn Sink> {
+        Arc::new(self)
+    }
+}
+
 impl Sink for ShippedSink {
     fn apply(&self, writes: Vec<Write>) -> SinkFuture {
         let (store, forward, stats) =
