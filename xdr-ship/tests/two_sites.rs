@@ -209,13 +209,33 @@ async fn two_sites_converge_on_the_greatest_version_with_the_link_cut_midway() {
 
 /// Both stores equal (digest), and every key holds the greatest
 /// `(version, source id)` either site wrote, with that write's value.
+/// Prints the soak's `figures` line first (`cargo xtask soak`).
 fn assert_same_winner_everywhere(a: &Site, b: &Site) {
-    assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
-    for key in 0..KEYS {
-        let winner = (0..ROUNDS)
+    let winner_of = |key: u64| {
+        (0..ROUNDS)
             .flat_map(|r| [a.write(r, key), b.write(r, key)])
             .max_by_key(|w| (w.version, w.source_id))
-            .unwrap();
+            .unwrap()
+    };
+    let found = (0..KEYS)
+        .filter(|&k| {
+            let w = winner_of(k);
+            [a, b].iter().all(|s| {
+                s.store.get(&w.key).unwrap().is_some_and(|g| {
+                    (g.version, g.source_id, g.value) == (w.version, w.source_id, w.value.clone())
+                })
+            })
+        })
+        .count() as u64;
+    let acked = a.stats.local.load(Ordering::Relaxed) + b.stats.local.load(Ordering::Relaxed);
+    println!(
+        "figures two sites: runs: link cuts 1 : records written {} : acked {acked} : keys {KEYS} : found at both sites {found} : lost {}",
+        2 * ROUNDS * KEYS,
+        KEYS - found
+    );
+    assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
+    for key in 0..KEYS {
+        let winner = winner_of(key);
         for site in [a, b] {
             let got = site.store.get(&winner.key).unwrap().expect("key present");
             assert_eq!(
