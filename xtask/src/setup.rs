@@ -31,6 +31,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `fusermount3`: lossyfs (the power-cut tests' filesystem) mounts with
     // it when a direct mount(2) is refused.
     "fuse3",
+    // `redis-server`, `redis-cli`, `redis-benchmark`: the real peers of the
+    // RESP front door and of the Redis destination's tests.
+    "redis-server",
+    "redis-tools",
 ];
 
 /// Rust components the kernel build and `lint` need.

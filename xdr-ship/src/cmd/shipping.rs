@@ -45,6 +45,11 @@ pub struct ShippingArgs {
     pub ping_interval: std::time::Duration,
     #[command(flatten)]
     pub security: super::tls_args::ClientSecurity,
+    /// Towards `redis://`: `on` keeps last-writer-wins on (version, source)
+    /// inside Redis (a function loaded at connect); `off` ships plain SET/DEL.
+    #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_lww: bool,
 }
 
 impl ShippingArgs {
@@ -61,6 +66,7 @@ impl ShippingArgs {
         cfg.compress = self.compress;
         cfg.congestion.clone_from(&self.congestion);
         cfg.ping_interval = self.ping_interval;
+        cfg.redis_lww = self.redis_lww;
         self.security.apply(&mut cfg)?;
         Ok(cfg)
     }

@@ -18,6 +18,7 @@
 pub(crate) mod conn;
 pub mod dead_letter;
 mod dispatch;
+pub mod redis;
 mod snapshot;
 pub mod source;
 pub mod window;
@@ -146,12 +147,16 @@ pub struct ShipConfig {
     pub dead_letter: Option<std::path::PathBuf>,
     /// TLS towards the receiver (`None`: plain TCP).
     pub tls: Option<crate::tls::ClientTls>,
-    /// Pre-shared token sent in HELLO (`None`: no credentials).
+    /// Pre-shared token sent in HELLO (`None`: no credentials); towards
+    /// Redis, its password (or `USER PASSWORD`).
     pub token: Option<bytes::Bytes>,
     /// A connection with nothing to send for this long sends a PING, so
     /// that the receiver's idle timeout (5 min by default) does not close
     /// it on a quiet night; `Duration::ZERO`: never.
     pub ping_interval: Duration,
+    /// `--to redis://…`: enforce last-writer-wins inside Redis (`false`:
+    /// plain `SET`/`DEL`, `--redis-lww off`).
+    pub redis_lww: bool,
 }
 
 impl ShipConfig {
@@ -179,6 +184,7 @@ impl ShipConfig {
             tls: None,
             token: None,
             ping_interval: PING_INTERVAL,
+            redis_lww: true,
         }
     }
 
@@ -223,9 +229,9 @@ impl ShipSummary {
     }
 }
 
-/// Resolves `host:port`.
+/// Resolves `host:port` (or `redis://host:port`, `rediss://host:port`).
 pub async fn resolve(to: &str) -> Result<SocketAddr, ShipError> {
-    let mut addrs = tokio::net::lookup_host(to)
+    let mut addrs = tokio::net::lookup_host(redis::host_port(to))
         .await
         .map_err(|e| ShipError::Resolve {
             addr: to.to_owned(),

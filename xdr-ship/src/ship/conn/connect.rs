@@ -31,7 +31,13 @@ pub(super) async fn connect(
         .store(socket_cookie(&stream).unwrap_or(0), Ordering::Relaxed);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let stream = wrap_tls(cfg, stream).await?;
-    let (io, max_frame) = handshake(cfg, stream).await?;
+    let (io, max_frame) = match &cfg.redis {
+        Some(target) => (
+            super::redis_session::handshake(cfg, target, stream).await?,
+            0,
+        ),
+        None => handshake(cfg, stream).await?,
+    };
     Ok((io, fd, max_frame))
 }
 
@@ -72,10 +78,14 @@ fn open_socket(cfg: &ConnConfig, state: &ConnState) -> Result<Socket, ShipError>
 /// configured, else as it is.
 async fn wrap_tls(cfg: &ConnConfig, stream: tokio::net::TcpStream) -> Result<BoxIo, ShipError> {
     Ok(match &cfg.ship.tls {
+        None if cfg.redis.as_ref().is_some_and(|r| r.tls) => return Err(ShipError::Rejected(
+            "rediss:// is Redis over TLS: give --tls-ca, the CA that signed Redis's certificate"
+                .into(),
+        )),
         None => Box::new(stream),
         Some(tls) => {
             let name = tls
-                .server_name_for(&cfg.ship.to)
+                .server_name_for(&crate::ship::redis::host_port(&cfg.ship.to))
                 .map_err(|e| ShipError::Rejected(e.to_string()))?;
             let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
             let tls_stream =

@@ -32,11 +32,18 @@
 //! Layout: [`connect`] opens a session (socket, TLS, HELLO), [`writer`]
 //! gathers records into requests under the window, [`request`] encodes a
 //! request, [`reader`] decodes answers and settles them. The encoding and
-//! the decoding are the only parts that know the destination's protocol.
+//! the decoding are the only parts that know the destination's protocol:
+//! a [`RequestCodec`] per protocol (the native one, `ship::redis`'s Redis
+//! commands), and a read loop per protocol ([`reader`], [`redis_session`]) that
+//! hands each answer's result codes to the same `settle`. Everything else
+//! (pool, window, retries, dead letter, checkpoint, cookies) is shared.
 mod connect;
 mod reader;
+mod redis_session;
 mod request;
 mod writer;
+
+pub(crate) use request::RequestCodec;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -85,6 +92,9 @@ pub(crate) struct ConnConfig {
     pub report_acks: bool,
     /// Where permanently refused records are kept.
     pub dead_letter: Option<Arc<super::dead_letter::DeadLetter>>,
+    /// `--to redis://…`: the session speaks Redis instead of the native
+    /// protocol.
+    pub redis: Option<super::redis::RedisTarget>,
 }
 
 /// Most bytes of records packed into one BATCH request.
@@ -108,6 +118,7 @@ impl ConnConfig {
     ) -> Self {
         let mut ship = ship.clone();
         ship.batch_max_records = ship.batch_max_records.max(1);
+        let redis = super::redis::RedisTarget::parse(&ship.to, ship.redis_lww);
         Self {
             ship,
             addr,
@@ -118,6 +129,7 @@ impl ConnConfig {
             backoff_max: BACKOFF_MAX,
             report_acks,
             dead_letter,
+            redis,
         }
     }
 }
@@ -164,6 +176,9 @@ pub(crate) struct ConnState {
     latency: Mutex<Histogram<u64>>,
     /// Retryable answers back off: the writer sends nothing before this.
     retry_pause: Mutex<RetryPause>,
+    /// Redis: this session follows one ended for a missing function (so a
+    /// second miss is the record's, not the connection's).
+    redis_reloaded: AtomicBool,
 }
 
 /// The writer's pause after retryable answers (Busy, Timeout, ...):
@@ -199,6 +214,7 @@ impl ConnState {
             counters: Mutex::new(Counters::default()),
             latency: Mutex::new(new_latency_histogram()),
             retry_pause: Mutex::new(RetryPause::default()),
+            redis_reloaded: AtomicBool::new(false),
         }
     }
 
@@ -404,6 +420,7 @@ pub(crate) async fn run(
 pub(crate) async fn preflight(cfg: &ConnConfig) -> Result<(), ShipError> {
     let state = ConnState::new(0, 1);
     match connect(cfg, &state).await {
+        Ok(_) if cfg.redis.is_some() => Ok(()),
         Ok((stream, _, _)) => {
             let mut framed = FramedWrite::new(stream, WireCodec::new());
             let _ = tokio::time::timeout(
@@ -428,6 +445,13 @@ async fn session(
     cancel: &CancellationToken,
 ) -> SessionEnd {
     let (rd, wr) = tokio::io::split(stream);
+    if let Some(target) = &cfg.redis {
+        let mut reader = FramedRead::new(rd, super::redis::codec::Replies);
+        let mut writer = FramedWrite::new(wr, super::redis::codec::RedisCodec::new(target.lww));
+        let write = write_loop(&mut writer, state, cfg, queue, cancel);
+        let read = redis_session::read_loop(&mut reader, state, cfg, acked);
+        return session_end(write, read).await;
+    }
     let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(max_frame));
     let codec = WireCodec::new().with_max_frame(max_frame);
     let codec = if cfg.ship.compress {
@@ -438,6 +462,15 @@ async fn session(
     let mut writer = FramedWrite::new(wr, codec);
     let write = write_loop(&mut writer, state, cfg, queue, cancel);
     let read = read_loop(&mut reader, state, cfg, acked);
+    session_end(write, read).await
+}
+
+/// Runs a session's two halves until one ends: the writer when drained or
+/// cancelled, either on a lost connection.
+async fn session_end(
+    write: impl std::future::Future<Output = Result<bool, ShipError>>,
+    read: impl std::future::Future<Output = ShipError>,
+) -> SessionEnd {
     tokio::pin!(write, read);
     tokio::select! {
         w = &mut write => match w {

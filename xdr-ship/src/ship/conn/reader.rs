@@ -69,7 +69,7 @@ pub(super) async fn read_loop(
 /// records for a resend, returns the window permits; returns the delivered
 /// positions. Knows nothing of the wire: `code_of` gives each record's
 /// result, however the destination protocol spelled it.
-fn settle(
+pub(super) fn settle(
     state: &ConnState,
     cfg: &ConnConfig,
     id: u64,

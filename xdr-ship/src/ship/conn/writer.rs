@@ -6,17 +6,13 @@ use std::{sync::atomic::Ordering, time::Instant};
 use futures_util::SinkExt;
 use tokio_util::{codec::FramedWrite, sync::CancellationToken};
 
-use super::{
-    lock,
-    request::{encode_ping, encode_request},
-    ConnConfig, ConnState, Pending, Wr,
-};
+use super::{lock, request::RequestCodec, ConnConfig, ConnState, Pending, Wr};
 use crate::{
     ship::{source::SourceRecord, ShipError},
-    wire::{Frame, ResultCode, WireCodec},
+    wire::{Frame, ResultCode},
 };
 
-async fn flush(writer: &mut FramedWrite<Wr, WireCodec>) -> Result<(), ShipError> {
+async fn flush<C: RequestCodec>(writer: &mut FramedWrite<Wr, C>) -> Result<(), ShipError> {
     SinkExt::<Frame>::flush(writer)
         .await
         .map_err(ShipError::Wire)
@@ -24,8 +20,8 @@ async fn flush(writer: &mut FramedWrite<Wr, WireCodec>) -> Result<(), ShipError>
 
 /// Returns `Ok(true)` once the source is exhausted and every record has
 /// been answered, `Ok(false)` when cancelled.
-pub(super) async fn write_loop(
-    writer: &mut FramedWrite<Wr, WireCodec>,
+pub(super) async fn write_loop<C: RequestCodec>(
+    writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cfg: &ConnConfig,
     queue: &async_channel::Receiver<SourceRecord>,
@@ -53,9 +49,10 @@ pub(super) async fn write_loop(
             First::Record(r, fresh) => (r, fresh),
             First::Again => continue,
             First::Idle => {
-                encode_ping(writer.write_buffer_mut(), &mut encoder, next_id)?;
-                next_id += 1;
-                flush(writer).await?;
+                if encoder.encode_ping(writer.write_buffer_mut(), next_id)? {
+                    next_id += 1;
+                    flush(writer).await?;
+                }
                 continue;
             }
             First::Done(drained) => return Ok(drained),
@@ -75,8 +72,8 @@ pub(super) async fn write_loop(
 
 /// The destination answered "retry": wait out the backoff before sending
 /// anything (resends first, then new records). `Ok(false)`: cancelled.
-async fn wait_retry_pause(
-    writer: &mut FramedWrite<Wr, WireCodec>,
+async fn wait_retry_pause<C: RequestCodec>(
+    writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cancel: &CancellationToken,
 ) -> Result<bool, ShipError> {
@@ -107,8 +104,8 @@ enum First {
 /// with nothing ready, flushes and waits (a PING is due after
 /// `ping_interval` of waiting: [`First::Idle`]). Holds `permit` for the record
 /// (forgotten once it has one, given back otherwise).
-async fn first_record(
-    writer: &mut FramedWrite<Wr, WireCodec>,
+async fn first_record<C: RequestCodec>(
+    writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cfg: &ConnConfig,
     queue: &async_channel::Receiver<SourceRecord>,
@@ -148,8 +145,8 @@ async fn first_record(
 
 /// The queue is closed: once every request is answered, say goodbye and
 /// end the session; start over if something needs re-sending.
-async fn source_closed(
-    writer: &mut FramedWrite<Wr, WireCodec>,
+async fn source_closed<C: RequestCodec>(
+    writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cancel: &CancellationToken,
 ) -> Result<First, ShipError> {
@@ -198,16 +195,16 @@ fn fill_batch(
 
 /// Encodes request `id` into the writer's buffer and enters it in the
 /// table of requests in flight.
-fn send_request(
-    writer: &mut FramedWrite<Wr, WireCodec>,
-    encoder: &mut WireCodec,
+fn send_request<C: RequestCodec>(
+    writer: &mut FramedWrite<Wr, C>,
+    encoder: &mut C,
     state: &ConnState,
     id: u64,
     records: Vec<SourceRecord>,
     fresh_count: u64,
 ) -> Result<(), ShipError> {
     let n = records.len() as u64;
-    let frame_bytes = encode_request(writer.write_buffer_mut(), encoder, id, &records)? as u64;
+    let frame_bytes = encoder.encode_request(writer.write_buffer_mut(), id, &records)? as u64;
     lock(&state.table).insert(
         id,
         Pending {

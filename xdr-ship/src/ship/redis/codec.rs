@@ -1,0 +1,303 @@
+//! Records as Redis commands, replies as result codes: the Redis side of
+//! the connection's protocol seam ([`RequestCodec`]). A request of N
+//! records is N pipelined commands; Redis answers them in order, one reply
+//! each, which is what lets the reader settle requests oldest first.
+//!
+//! Why errors become result codes here: the connection's retry classes,
+//! dead letter and counters know only [`ResultCode`]s, so a Redis error
+//! prefix picks the code whose class says what to do with the record.
+use bytes::BytesMut;
+use redis_protocol::resp2::{
+    decode::decode_bytes_mut,
+    encode::extend_encode_borrowed,
+    types::{BorrowedFrame, BytesFrame, Resp2Frame},
+};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::{meta_key, stamp, LWW_FUNCTION};
+use crate::{
+    ship::{conn::RequestCodec, source::SourceRecord, ShipError},
+    wire::{Frame, ResultCode, WireError, Write},
+};
+
+/// Encodes records as `FCALL xdr_lww` (last-writer-wins) or plain
+/// `SET`/`DEL` commands.
+#[derive(Clone, Debug)]
+pub(crate) struct RedisCodec {
+    lww: bool,
+}
+
+impl RedisCodec {
+    pub fn new(lww: bool) -> Self {
+        Self { lww }
+    }
+
+    /// Appends the command for one write; returns its encoded length.
+    pub fn encode_write(&self, dst: &mut BytesMut, w: &Write) -> Result<usize, ShipError> {
+        let encode = |dst: &mut BytesMut, args: &[BorrowedFrame]| {
+            extend_encode_borrowed(dst, &BorrowedFrame::Array(args), false)
+                .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))
+        };
+        let key = BorrowedFrame::BulkString(&w.key);
+        match (self.lww, &w.value) {
+            (true, value) => {
+                let meta = meta_key(&w.key);
+                let stamp = stamp(w.version, w.source_id);
+                let head = [
+                    BorrowedFrame::BulkString(b"FCALL"),
+                    BorrowedFrame::BulkString(LWW_FUNCTION.as_bytes()),
+                    BorrowedFrame::BulkString(b"2"),
+                    key,
+                    BorrowedFrame::BulkString(&meta),
+                    BorrowedFrame::BulkString(&stamp),
+                ];
+                match value {
+                    Some(v) => {
+                        let mut all = head.to_vec();
+                        all.push(BorrowedFrame::BulkString(v));
+                        encode(dst, &all)
+                    }
+                    None => encode(dst, &head),
+                }
+            }
+            (false, Some(v)) => encode(
+                dst,
+                &[
+                    BorrowedFrame::BulkString(b"SET"),
+                    key,
+                    BorrowedFrame::BulkString(v),
+                ],
+            ),
+            (false, None) => encode(dst, &[BorrowedFrame::BulkString(b"DEL"), key]),
+        }
+    }
+}
+
+impl RequestCodec for RedisCodec {
+    fn encode_request(
+        &mut self,
+        dst: &mut BytesMut,
+        _id: u64,
+        batch: &[SourceRecord],
+    ) -> Result<usize, ShipError> {
+        batch.iter().map(|r| self.encode_write(dst, &r.write)).sum()
+    }
+}
+
+/// The writer's control frames (goodbye, an idle ping) have no Redis
+/// form that would not add a reply to the ordered stream: nothing is sent.
+impl Encoder<Frame> for RedisCodec {
+    type Error = WireError;
+    fn encode(&mut self, _frame: Frame, _dst: &mut BytesMut) -> Result<(), WireError> {
+        Ok(())
+    }
+}
+
+/// Why Redis replies cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReplyError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not RESP, or a reply larger than any this shipper asks for.
+    #[error("bad reply from Redis: {0}")]
+    Bad(String),
+}
+
+impl From<ReplyError> for ShipError {
+    fn from(e: ReplyError) -> Self {
+        match e {
+            ReplyError::Io(io) => ShipError::Io(io),
+            ReplyError::Bad(b) => ShipError::Protocol(b),
+        }
+    }
+}
+
+/// Largest reply this shipper expects (its commands answer an integer, a
+/// status or a short error): more is a peer that is not Redis.
+const MAX_REPLY_BYTES: usize = 1 << 20;
+
+/// Splits the byte stream into RESP2 replies (the `redis-protocol` crate's
+/// decoder).
+#[derive(Debug, Default)]
+pub(crate) struct Replies;
+
+impl Decoder for Replies {
+    type Item = BytesFrame;
+    type Error = ReplyError;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesFrame>, ReplyError> {
+        match decode_bytes_mut(src) {
+            Ok(Some((frame, _, _))) => Ok(Some(frame)),
+            Ok(None) if src.len() > MAX_REPLY_BYTES => Err(ReplyError::Bad(format!(
+                "a reply of more than {MAX_REPLY_BYTES} bytes"
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ReplyError::Bad(e.to_string())),
+        }
+    }
+}
+
+/// What one reply means for its record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// This result code, and the error text if Redis sent one.
+    Code(ResultCode, Option<String>),
+    /// The function is not loaded (`FUNCTION FLUSH`, a restart without
+    /// persistence): reconnect, which loads it again, and resend.
+    FunctionMissing(String),
+    /// The connection's state is gone (`NOAUTH` after a restart with a
+    /// password): reconnect, which authenticates again, and resend.
+    Reconnect(String),
+}
+
+/// The outcome of one reply to a write command.
+pub(crate) fn outcome(reply: &BytesFrame) -> Outcome {
+    match reply {
+        BytesFrame::Integer(0) => Outcome::Code(ResultCode::LostConflict, None),
+        BytesFrame::Integer(_) | BytesFrame::SimpleString(_) => Outcome::Code(ResultCode::Ok, None),
+        BytesFrame::Error(e) => error_outcome(e),
+        other => Outcome::Code(
+            ResultCode::ProtocolViolation,
+            Some(format!("unexpected reply {:?}", other.kind())),
+        ),
+    }
+}
+
+/// A Redis error reply, by its prefix: what to do with the record.
+pub(crate) fn error_outcome(text: &str) -> Outcome {
+    let prefix = text.split_whitespace().next().unwrap_or("");
+    let reason = Some(text.to_owned());
+    let code = match prefix {
+        // Redis is starting, busy in a script, resharding or failing over:
+        // the same write will succeed later.
+        "LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" => ResultCode::Busy,
+        // A replica, or a primary that lost its replicas: retry.
+        "READONLY" | "NOREPLICAS" => ResultCode::Unavailable,
+        // Out of memory under `maxmemory`: eviction or an operator may free
+        // some; retried (with backoff), the reason logged.
+        "OOM" => ResultCode::Busy,
+        "NOSCRIPT" => return Outcome::FunctionMissing(text.to_owned()),
+        "ERR" if text.contains("Function not found") => {
+            return Outcome::FunctionMissing(text.to_owned())
+        }
+        "NOAUTH" => return Outcome::Reconnect(text.to_owned()),
+        // Permission denied for this user: every retry is refused too.
+        "NOPERM" | "WRONGPASS" => ResultCode::AuthFailed,
+        // The key holds another type: this record can never be written.
+        "WRONGTYPE" => ResultCode::BadRequest,
+        // A cluster answered: a standalone destination cannot follow.
+        "MOVED" | "ASK" => ResultCode::Unsupported,
+        _ => ResultCode::BadRequest,
+    };
+    Outcome::Code(code, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ResultClass;
+
+    fn class(text: &str) -> ResultClass {
+        match error_outcome(text) {
+            Outcome::Code(c, Some(reason)) => {
+                assert_eq!(reason, text);
+                c.class()
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transient_redis_errors_are_retried() {
+        for e in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+            "MASTERDOWN Link with MASTER is down",
+            "READONLY You can't write against a read only replica.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+        ] {
+            assert_eq!(class(e), ResultClass::Retryable, "{e}");
+        }
+    }
+
+    #[test]
+    fn errors_every_retry_would_repeat_go_to_the_dead_letter() {
+        for e in [
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOPERM User shipper has no permissions to run the 'fcall' command",
+            "ERR syntax error",
+            "MOVED 3999 127.0.0.1:6381",
+        ] {
+            assert_eq!(class(e), ResultClass::Permanent, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_function_reloads_and_noauth_reconnects() {
+        assert!(matches!(
+            error_outcome("NOSCRIPT No matching script."),
+            Outcome::FunctionMissing(_)
+        ));
+        assert!(matches!(
+            error_outcome("ERR Function not found"),
+            Outcome::FunctionMissing(_)
+        ));
+        assert!(matches!(
+            error_outcome("NOAUTH Authentication required."),
+            Outcome::Reconnect(_)
+        ));
+    }
+
+    #[test]
+    fn the_functions_answers_are_written_or_lost_conflict() {
+        assert_eq!(
+            outcome(&BytesFrame::Integer(1)),
+            Outcome::Code(ResultCode::Ok, None)
+        );
+        assert_eq!(
+            outcome(&BytesFrame::Integer(0)),
+            Outcome::Code(ResultCode::LostConflict, None)
+        );
+        assert_eq!(
+            outcome(&BytesFrame::SimpleString("OK".into())),
+            Outcome::Code(ResultCode::Ok, None)
+        );
+    }
+
+    #[test]
+    fn a_put_is_an_fcall_with_key_stamp_key_stamp_and_value() {
+        let mut buf = BytesMut::new();
+        let w = Write::put("k", "v", 5, 2);
+        let n = RedisCodec::new(true).encode_write(&mut buf, &w).unwrap();
+        assert_eq!(n, buf.len());
+        let Some((BytesFrame::Array(args), _, _)) = decode_bytes_mut(&mut buf).unwrap() else {
+            panic!("not an array");
+        };
+        let args: Vec<Vec<u8>> = args
+            .into_iter()
+            .map(|f| f.as_bytes().unwrap().to_vec())
+            .collect();
+        assert_eq!(args[0], b"FCALL");
+        assert_eq!(args[1], LWW_FUNCTION.as_bytes());
+        assert_eq!(args[2], b"2");
+        assert_eq!(args[3], b"k");
+        assert_eq!(args[4], meta_key(b"k"));
+        assert_eq!(args[5], stamp(5, 2));
+        assert_eq!(args[6], b"v");
+    }
+
+    #[test]
+    fn without_lww_a_delete_is_a_plain_del() {
+        let mut buf = BytesMut::new();
+        let w = Write {
+            key: "k".into(),
+            value: None,
+            version: 1,
+            source_id: 1,
+        };
+        RedisCodec::new(false).encode_write(&mut buf, &w).unwrap();
+        assert_eq!(&buf[..], b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n");
+    }
+}

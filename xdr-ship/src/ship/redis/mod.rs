@@ -1,0 +1,254 @@
+//! Redis as a destination: `--to redis://HOST:PORT` (or `rediss://` for
+//! TLS) ships the same records, over the same pool, window, retries, dead
+//! letter and checkpoint as the native receiver, as Redis commands a plain
+//! `GET key` reads back.
+//!
+//! Why a function inside Redis: a resend after a lost connection, or a
+//! second source writing the same key, must not let an older write win.
+//! Only Redis can compare and write in one step, so a small Lua function
+//! (`FUNCTION LOAD` at every connect, Redis 7) keeps each key's
+//! `(version, source id)` stamp in a companion key of the same cluster
+//! slot ([`meta_key`]) and writes only when the incoming stamp is newer.
+//! `--redis-lww off` ships plain `SET`/`DEL` instead, for speed.
+//!
+//! Layout: this file parses the destination and builds the keys and
+//! stamps; [`codec`] encodes requests and decodes replies (through the
+//! `redis-protocol` crate) and maps Redis errors to result codes; the
+//! connection's `conn/redis_session.rs` opens a session (AUTH, FUNCTION LOAD) and
+//! reads the replies.
+pub(crate) mod codec;
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+/// URL scheme of a plain Redis destination.
+pub const SCHEME: &str = "redis://";
+/// URL scheme of a Redis destination over TLS.
+pub const SCHEME_TLS: &str = "rediss://";
+
+/// Name of the function library loaded at connect.
+pub const LIBRARY: &str = "xdrship";
+/// Name of the last-writer-wins function.
+pub const LWW_FUNCTION: &str = "xdr_lww";
+
+/// The library `FUNCTION LOAD REPLACE` installs. `KEYS[1]` is the record's
+/// key, `KEYS[2]` its stamp key; `ARGV[1]` the stamp (fixed width decimal,
+/// so string order is `(version, source)` order), `ARGV[2]` the value
+/// (absent: a delete, whose stamp stays so that an older put cannot bring
+/// the key back). Returns 1 when written, 0 when the key already holds a
+/// stamp at least as new (a resend or an older write: `LostConflict`).
+pub const LWW_LIBRARY: &str = r#"#!lua name=xdrship
+redis.register_function('xdr_lww', function(keys, args)
+  local cur = redis.call('GET', keys[2])
+  if cur and cur >= args[1] then
+    return 0
+  end
+  if args[2] then
+    redis.call('SET', keys[1], args[2])
+  else
+    redis.call('DEL', keys[1])
+  end
+  redis.call('SET', keys[2], args[1])
+  return 1
+end)
+"#;
+
+/// Prefix of every stamp key.
+pub const META_PREFIX: &[u8] = b"xdr:v:";
+
+/// Digits of a `u64` in decimal, the stamp's fixed width per part.
+const U64_DIGITS: usize = 20;
+
+/// A Redis destination as `--to` gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// `rediss://`: TLS is required.
+    pub tls: bool,
+    /// Whether writes go through the last-writer-wins function.
+    pub lww: bool,
+}
+
+impl RedisTarget {
+    /// The Redis destination in `to`, if it names one (`redis://` or
+    /// `rediss://`); a missing port is Redis's 6379.
+    pub fn parse(to: &str, lww: bool) -> Option<Self> {
+        let (rest, tls) = if let Some(r) = to.strip_prefix(SCHEME) {
+            (r, false)
+        } else {
+            (to.strip_prefix(SCHEME_TLS)?, true)
+        };
+        let rest = rest.trim_end_matches('/');
+        let has_port = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+            }
+            None => false,
+        };
+        let addr = if has_port {
+            rest.to_owned()
+        } else {
+            format!("{rest}:6379")
+        };
+        Some(Self { addr, tls, lww })
+    }
+}
+
+/// `host:port` of a destination, without a `redis://`/`rediss://` scheme.
+pub fn host_port(to: &str) -> String {
+    RedisTarget::parse(to, true).map_or_else(|| to.to_owned(), |t| t.addr)
+}
+
+/// Credentials from `--token-file`: `PASSWORD`, or `USER PASSWORD` for an
+/// ACL user (Redis user names hold no spaces).
+pub fn credentials(token: &[u8]) -> (Option<Bytes>, Bytes) {
+    let token = token.trim_ascii();
+    match token.iter().position(|b| *b == b' ') {
+        Some(i) => (
+            Some(Bytes::copy_from_slice(&token[..i])),
+            Bytes::copy_from_slice(token[i + 1..].trim_ascii()),
+        ),
+        None => (None, Bytes::copy_from_slice(token)),
+    }
+}
+
+/// The stamp of a write: version then source id, each as 20 decimal
+/// digits, so Redis's string comparison orders stamps as numbers.
+pub fn stamp(version: u64, source_id: u64) -> [u8; 2 * U64_DIGITS] {
+    let mut out = [b'0'; 2 * U64_DIGITS];
+    let text = format!("{version:0w$}{source_id:0w$}", w = U64_DIGITS);
+    out.copy_from_slice(text.as_bytes());
+    out
+}
+
+/// The key holding `key`'s stamp, in the same cluster slot as `key` (so
+/// the function may touch both on a cluster): `xdr:v:{KEY}` for a key
+/// without braces, else `xdr:v:{TAG}KEY` where `TAG` is a short tag that
+/// hashes to `key`'s slot.
+pub fn meta_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(META_PREFIX.len() + key.len() + 8);
+    out.extend_from_slice(META_PREFIX);
+    if !key.is_empty() && !key.iter().any(|b| matches!(b, b'{' | b'}')) {
+        out.push(b'{');
+        out.extend_from_slice(key);
+        out.push(b'}');
+    } else {
+        let slot = redis_protocol::redis_keyslot(key);
+        out.push(b'{');
+        out.extend_from_slice(slot_tags()[slot as usize].as_bytes());
+        out.push(b'}');
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+/// Slots of a Redis Cluster.
+const SLOTS: usize = 16384;
+
+/// For every slot, a short tag (base-36 digits) whose CRC16 is that slot:
+/// found once by counting up until every slot has one.
+fn slot_tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); SLOTS];
+        let mut missing = SLOTS;
+        let mut n: u64 = 0;
+        while missing > 0 {
+            let tag = base36(n);
+            let slot = redis_protocol::redis_keyslot(tag.as_bytes()) as usize;
+            if tags[slot].is_empty() {
+                tags[slot] = tag;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    })
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis_protocol::redis_keyslot;
+
+    #[test]
+    fn a_redis_url_gives_its_address_and_tls() {
+        let t = RedisTarget::parse("redis://10.0.0.2:6380", true).unwrap();
+        assert_eq!(t.addr, "10.0.0.2:6380");
+        assert!(!t.tls && t.lww);
+        let t = RedisTarget::parse("rediss://cache.example", false).unwrap();
+        assert_eq!(t.addr, "cache.example:6379");
+        assert!(t.tls && !t.lww);
+        assert_eq!(
+            RedisTarget::parse("redis://[::1]:7000", true).unwrap().addr,
+            "[::1]:7000"
+        );
+        assert_eq!(RedisTarget::parse("10.0.0.2:3000", true), None);
+        assert_eq!(host_port("10.0.0.2:3000"), "10.0.0.2:3000");
+    }
+
+    #[test]
+    fn credentials_are_a_password_or_a_user_and_a_password() {
+        assert_eq!(credentials(b"s3cret\n"), (None, Bytes::from("s3cret")));
+        assert_eq!(
+            credentials(b"shipper s3cret\n"),
+            (Some(Bytes::from("shipper")), Bytes::from("s3cret"))
+        );
+    }
+
+    #[test]
+    fn stamps_order_as_version_then_source() {
+        assert!(stamp(2, 1) > stamp(1, 9));
+        assert!(stamp(1, 2) > stamp(1, 1));
+        assert!(stamp(u64::MAX, u64::MAX) > stamp(u64::MAX - 1, u64::MAX));
+        assert_eq!(stamp(7, 3).len(), 40);
+    }
+
+    #[test]
+    fn the_stamp_key_shares_the_keys_slot() {
+        for key in [
+            &b"user:1"[..],
+            b"{tag}rest",
+            b"a}b",
+            b"{}x",
+            b"x{",
+            b"",
+            b"{unterminated",
+        ] {
+            let meta = meta_key(key);
+            assert!(meta.starts_with(META_PREFIX));
+            assert_eq!(
+                redis_keyslot(&meta),
+                redis_keyslot(key),
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(meta_key(b"user:1"), b"xdr:v:{user:1}");
+    }
+
+    #[test]
+    fn every_slot_has_a_tag() {
+        let tags = slot_tags();
+        assert_eq!(tags.len(), SLOTS);
+        for (slot, tag) in tags.iter().enumerate() {
+            assert_eq!(redis_keyslot(tag.as_bytes()) as usize, slot);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The last-writer-wins function the Redis destination loads, against a
+//! real `redis-server` on loopback (started and stopped by each test):
+//! what each `(version, source id)` stamp order does to the key a plain
+//! `GET` reads.
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use xdr_ship::ship::redis::{meta_key, stamp, LWW_FUNCTION, LWW_LIBRARY};
+
+/// A `redis-server` on a free loopback port, without persistence, killed
+/// on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        let redis = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.cli(&["PING"]) != "PONG" {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            redis.cli(&["FUNCTION", "LOAD", "REPLACE", LWW_LIBRARY]),
+            "xdrship"
+        );
+        redis
+    }
+
+    /// `redis-cli` with `args` (raw byte-safe enough: keys and values here
+    /// are ASCII); its trimmed output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (Debian's redis-tools package) must be installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// What the shipper sends for one write: `FCALL xdr_lww 2 KEY META
+    /// STAMP [VALUE]`; Redis's answer (1 written, 0 lost the conflict).
+    fn write(&self, key: &str, value: Option<&str>, version: u64, source: u64) -> String {
+        let meta = String::from_utf8(meta_key(key.as_bytes())).unwrap();
+        let stamp = String::from_utf8(stamp(version, source).to_vec()).unwrap();
+        let mut args = vec!["FCALL", LWW_FUNCTION, "2", key, &meta, &stamp];
+        args.extend(value);
+        self.cli(&args)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_newer_version_overwrites_and_an_older_one_loses() {
+    let r = Redis::start();
+    assert_eq!(r.write("k", Some("v2"), 2, 1), "1");
+    assert_eq!(r.write("k", Some("v1"), 1, 1), "0");
+    assert_eq!(r.cli(&["GET", "k"]), "v2");
+    assert_eq!(r.write("k", Some("v3"), 3, 1), "1");
+    assert_eq!(r.cli(&["GET", "k"]), "v3");
+}
+
+#[test]
+fn a_resend_of_the_same_write_changes_nothing() {
+    let r = Redis::start();
+    assert_eq!(r.write("k", Some("v"), 5, 1), "1");
+    assert_eq!(r.write("k", Some("other bytes"), 5, 1), "0");
+    assert_eq!(r.cli(&["GET", "k"]), "v");
+}
+
+#[test]
+fn at_the_same_version_the_higher_source_id_wins_whatever_the_order() {
+    let r = Redis::start();
+    assert_eq!(r.write("a", Some("from 1"), 7, 1), "1");
+    assert_eq!(r.write("a", Some("from 2"), 7, 2), "1");
+    assert_eq!(r.write("b", Some("from 2"), 7, 2), "1");
+    assert_eq!(r.write("b", Some("from 1"), 7, 1), "0");
+    assert_eq!(r.cli(&["GET", "a"]), "from 2");
+    assert_eq!(r.cli(&["GET", "b"]), "from 2");
+}
+
+#[test]
+fn a_delete_keeps_its_stamp_so_an_older_put_cannot_bring_the_key_back() {
+    let r = Redis::start();
+    assert_eq!(r.write("k", Some("v1"), 1, 1), "1");
+    assert_eq!(r.write("k", None, 3, 1), "1");
+    assert_eq!(r.cli(&["EXISTS", "k"]), "0");
+    assert_eq!(r.write("k", Some("v2"), 2, 1), "0");
+    assert_eq!(r.cli(&["EXISTS", "k"]), "0");
+    assert_eq!(r.write("k", Some("v4"), 4, 1), "1");
+    assert_eq!(r.cli(&["GET", "k"]), "v4");
+}
+
+#[test]
+fn a_key_holding_another_type_is_refused_with_wrongtype() {
+    let r = Redis::start();
+    let meta = String::from_utf8(meta_key(b"k")).unwrap();
+    assert_eq!(r.cli(&["HSET", &meta, "f", "v"]), "1");
+    let answer = r.write("k", Some("v"), 1, 1);
+    assert!(answer.starts_with("WRONGTYPE"), "{answer}");
+}
