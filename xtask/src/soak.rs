@@ -24,12 +24,14 @@ pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
     let mut figures = Vec::new();
     let faults = run_test(bin, "faults", kills, outage_s, &mut figures);
     let power = run_test(bin, "power", kills, outage_s, &mut figures);
+    let sites = two_sites(&mut figures);
     println!("\n=== soak figures ({kills} kills per kill test, {outage_s} s outage, {SOAK_POWER_CUTS} power cuts)");
     for f in &figures {
         println!("{f}");
     }
     faults?;
     power?;
+    sites?;
     if figures.is_empty() {
         bail!("the fault tests printed no figures");
     }
@@ -76,6 +78,40 @@ fn run_test(
     let status = child.wait().context("waiting for the fault tests")?;
     if !status.success() {
         bail!("the {test} tests failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs of the two-site convergence test in a soak.
+const SOAK_TWO_SITE_RUNS: u64 = 10;
+
+/// The two-site convergence test (`xdr-ship/tests/two_sites.rs`, loopback,
+/// one link cut per run) [`SOAK_TWO_SITE_RUNS`] times, gathering its
+/// `figures` lines.
+fn two_sites(figures: &mut Vec<String>) -> Result<()> {
+    for run in 1..=SOAK_TWO_SITE_RUNS {
+        let mut cmd = super::cargo();
+        cmd.args([
+            "test",
+            "-p",
+            "xdr-ship",
+            "--test",
+            "two_sites",
+            "converge_on_the_greatest_version",
+            "--",
+            "--nocapture",
+        ]);
+        eprintln!("+ [two sites run {run}] {}", super::show(&cmd));
+        let out = cmd.output().context("starting the two-site test")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            if let Some(at) = line.find("figures ") {
+                figures.push(format!("{} (run {run})", &line[at..]));
+            }
+        }
+        if !out.status.success() {
+            bail!("the two-site test failed in run {run}:\n{text}");
+        }
     }
     Ok(())
 }

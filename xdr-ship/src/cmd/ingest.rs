@@ -32,7 +32,12 @@ use xdr_ship::{
     resp::ingest as resp_ingest,
     server::{self, ServerConfig, ServerStats},
     ship::{self, GenerateSpec, Generator, ShipConfig, ShipError, ShipSummary, Source},
-    srclog::{ingest, Log, LogConfig, LogSource},
+    srclog::{
+        ingest,
+        site::{LocalSink, ShippedSink, SiteStats},
+        Log, LogConfig, LogSource,
+    },
+    store::{Store, StoreConfig},
     tui::Update,
 };
 
@@ -99,6 +104,19 @@ pub struct LogArgs {
     /// --ingest-tls-ca: anyone who reaches the port can write.
     #[arg(long)]
     pub ingest_insecure: bool,
+    /// Run as a site of an active-active pair (`srclog::site`): the
+    /// site's readable store; --listen's writes go into the log and here.
+    #[arg(long, value_name = "DIR", requires = "listen", conflicts_with_all = ["from", "listen_resp"])]
+    pub store: Option<PathBuf>,
+    /// With --store: take the other sites' shipped writes on ADDR (same
+    /// security flags as --listen) and apply them to --store only.
+    #[arg(long, value_name = "ADDR", requires = "store")]
+    pub receive: Option<SocketAddr>,
+    /// With --receive: append the shipped writes the store applied to the
+    /// log, so they ship on (a chain A → B → C). Off, as in XDR: writes
+    /// that arrived by shipping are not shipped again.
+    #[arg(long, requires = "receive")]
+    pub forward: bool,
 }
 
 impl LogArgs {
@@ -199,12 +217,21 @@ pub async fn run(node: SourceNode<'_>) -> anyhow::Result<()> {
     log_cfg.budget_bytes = args.log_budget as u64;
     log_cfg.segment_bytes = args.log_segment as u64;
     let log = Log::open(log_cfg).with_context(|| format!("--log {}", dir.display()))?;
+    let store = match &args.store {
+        Some(path) => Some(
+            Store::open(StoreConfig::durable(path.clone()))
+                .with_context(|| format!("--store {}", path.display()))?,
+        ),
+        None => None,
+    };
     let (stop, cancel) = super::ctrl_c_tokens();
     let node = Node {
         names: dests.iter().map(|d| d.name.clone()).collect(),
         args,
         dir,
         log,
+        store,
+        site: Arc::default(),
         stop,
         cancel,
         json: shown.json,
@@ -257,6 +284,9 @@ struct Node<'a> {
     args: &'a LogArgs,
     dir: &'a Path,
     log: Log,
+    /// `--store`: this node is a site (`srclog::site`).
+    store: Option<Store>,
+    site: Arc<SiteStats>,
     stop: CancellationToken,
     cancel: CancellationToken,
     json: bool,
@@ -322,9 +352,24 @@ impl Node<'_> {
     ) -> anyhow::Result<Inputs> {
         let mut feeders: JoinSet<anyhow::Result<(&'static str, u64)>> = JoinSet::new();
         let ingest = match self.args.listen {
-            Some(addr) => Some(self.spawn_ingest_port(addr, &mut feeders)?),
+            Some(addr) => {
+                let sink: Arc<dyn server::Sink> = match &self.store {
+                    Some(store) => Arc::new(LocalSink::new(
+                        self.log.clone(),
+                        store.clone(),
+                        self.site.clone(),
+                    )),
+                    None => Arc::new(ingest::LogSink(self.log.clone())),
+                };
+                Some(self.spawn_port(addr, "ingest", sink, &mut feeders)?)
+            }
             None => None,
         };
+        if let (Some(addr), Some(store)) = (self.args.receive, &self.store) {
+            let forward = self.args.forward.then(|| self.log.clone());
+            let sink = ShippedSink::new(store.clone(), forward, self.site.clone());
+            self.spawn_port(addr, "receive", sink.into_sink(), &mut feeders)?;
+        }
         if let Some(addr) = self.args.listen_resp {
             self.spawn_resp_port(addr, source_id, &mut feeders)?;
         }
@@ -361,10 +406,13 @@ impl Node<'_> {
         Ok(Inputs { sealer, ingest })
     }
 
-    /// The ingest port (`--listen`): applications' writes into the log.
-    fn spawn_ingest_port(
+    /// The ingest port (`--listen`): applications' writes into the log
+    /// (and a site's store); or a site's receiving port (`--receive`).
+    fn spawn_port(
         &self,
         addr: SocketAddr,
+        what: &'static str,
+        sink: Arc<dyn server::Sink>,
         feeders: &mut JoinSet<anyhow::Result<(&'static str, u64)>>,
     ) -> anyhow::Result<Arc<ServerStats>> {
         let cfg = self.args.ingest_server()?;
@@ -376,17 +424,22 @@ impl Node<'_> {
         })?;
         if !self.json {
             println!(
-                "ship: ingest listening on {} into log {}",
+                "ship: {what} listening on {} into log {}{}",
                 listener.local_addr()?,
-                self.dir.display()
+                self.dir.display(),
+                self.args
+                    .store
+                    .as_ref()
+                    .map(|s| format!(" and store {}", s.display()))
+                    .unwrap_or_default()
             );
         }
         let stats = Arc::new(ServerStats::default());
-        let (sink, stop) = (ingest::LogSink(self.log.clone()), self.stop.clone());
+        let stop = self.stop.clone();
         let served = stats.clone();
         feeders.spawn(async move {
             server::serve(listener, sink, cfg, served.clone(), stop).await?;
-            Ok(("ingest", served.applied.load(Ordering::Relaxed)))
+            Ok((what, served.applied.load(Ordering::Relaxed)))
         });
         Ok(stats)
     }
@@ -427,7 +480,7 @@ impl Node<'_> {
 
     /// Waits for every destination, then the inputs; prints the summaries
     /// and the log's state.
-    async fn finish(self, mut shipping: Shipping, inputs: Inputs) -> anyhow::Result<()> {
+    async fn finish(mut self, mut shipping: Shipping, inputs: Inputs) -> anyhow::Result<()> {
         let mut failed = None;
         while let Some(done) = shipping.tasks.join_next().await {
             let (name, summary) = done.context("destination task")?;
@@ -445,6 +498,18 @@ impl Node<'_> {
         self.log.flush_checkpoints()?;
         let stats = self.log.stats();
         self.log.close();
+        if let Some(store) = self.store.take() {
+            store.close().await.context("closing --store")?;
+            let site = &self.site;
+            println!(
+                "{}",
+                serde_json::json!({ "site": {
+                    "local": site.local.load(Ordering::Relaxed),
+                    "shipped_in": site.shipped_in.load(Ordering::Relaxed),
+                    "forwarded": site.forwarded.load(Ordering::Relaxed),
+                }})
+            );
+        }
         if self.json {
             println!("{}", serde_json::json!({ "log": stats }));
         } else {

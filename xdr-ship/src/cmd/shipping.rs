@@ -39,6 +39,10 @@ pub struct ShippingArgs {
     /// default: the host's `net.ipv4.tcp_congestion_control`).
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
+    /// Send a PING on a connection idle this long (keep it below the
+    /// receiver's --idle-timeout); `0s`: never.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration, value_name = "DURATION")]
+    pub ping_interval: std::time::Duration,
     #[command(flatten)]
     pub security: super::tls_args::ClientSecurity,
     /// Towards `redis://`: `on` keeps last-writer-wins on (version, source)
@@ -61,6 +65,7 @@ impl ShippingArgs {
         cfg.batch_max_records = self.batch;
         cfg.compress = self.compress;
         cfg.congestion.clone_from(&self.congestion);
+        cfg.ping_interval = self.ping_interval;
         cfg.redis_lww = self.redis_lww;
         self.security.apply(&mut cfg)?;
         Ok(cfg)
@@ -135,6 +140,7 @@ mod tests {
         assert_eq!(flags.mode, new.mode);
         assert_eq!(flags.sndbuf, new.sndbuf);
         assert_eq!(flags.batch_max_records, new.batch_max_records);
+        assert_eq!(flags.ping_interval, new.ping_interval);
     }
 
     #[test]
@@ -148,6 +154,7 @@ mod tests {
             "--batch=2",
             "--compress",
             "--congestion=bbr",
+            "--ping-interval=2s",
         ]);
         assert_eq!(c.to, "127.0.0.1:3000");
         assert_eq!(c.connections, 3);
@@ -158,6 +165,7 @@ mod tests {
         assert_eq!(c.batch_max_records, 2);
         assert!(c.compress);
         assert_eq!(c.congestion.as_deref(), Some("bbr"));
+        assert_eq!(c.ping_interval, std::time::Duration::from_secs(2));
     }
 
     #[test]

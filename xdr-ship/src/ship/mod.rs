@@ -150,6 +150,10 @@ pub struct ShipConfig {
     /// Pre-shared token sent in HELLO (`None`: no credentials); towards
     /// Redis, its password (or `USER PASSWORD`).
     pub token: Option<bytes::Bytes>,
+    /// A connection with nothing to send for this long sends a PING, so
+    /// that the receiver's idle timeout (5 min by default) does not close
+    /// it on a quiet night; `Duration::ZERO`: never.
+    pub ping_interval: Duration,
     /// `--to redis://…`: enforce last-writer-wins inside Redis (`false`:
     /// plain `SET`/`DEL`, `--redis-lww off`).
     pub redis_lww: bool,
@@ -179,6 +183,7 @@ impl ShipConfig {
             dead_letter: None,
             tls: None,
             token: None,
+            ping_interval: PING_INTERVAL,
             redis_lww: true,
         }
     }
@@ -190,6 +195,10 @@ impl ShipConfig {
         self
     }
 }
+
+/// Default [`ShipConfig::ping_interval`]: a tenth of the receiver's default
+/// idle timeout (5 min), so a lost PING or two still keeps the link up.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Window a connection starts with under `--window auto`.
 pub const AUTO_WINDOW_START: u64 = 64;

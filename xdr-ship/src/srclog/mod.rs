@@ -49,6 +49,7 @@ mod measure;
 mod reader;
 mod recover;
 pub mod segment;
+pub mod site;
 mod source;
 mod syncer;
 pub use measure::{measure_append_rate, AppendRate};

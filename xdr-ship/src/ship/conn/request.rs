@@ -8,7 +8,7 @@ use tokio_util::codec::Encoder;
 
 use crate::{
     ship::{source::SourceRecord, ShipError},
-    wire::{Frame, WireCodec, WireError},
+    wire::{Frame, Message, WireCodec, WireError},
 };
 
 /// How a destination protocol encodes requests: what the writer needs,
@@ -23,6 +23,15 @@ pub(crate) trait RequestCodec: Encoder<Frame, Error = WireError> + Clone + Send 
         id: u64,
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError>;
+
+    /// Encodes a keep-alive (request `id`) into `dst`: what an idle
+    /// connection sends so the destination's idle timeout does not close it;
+    /// `Ok(false)`: this protocol sends none. The default is none, and the
+    /// Redis codec keeps it: a Redis server's `timeout` is 0 (off) unless
+    /// configured, and its `+PONG` would need settling by the Redis reader.
+    fn encode_ping(&mut self, _dst: &mut BytesMut, _id: u64) -> Result<bool, ShipError> {
+        Ok(false)
+    }
 }
 
 impl RequestCodec for WireCodec {
@@ -33,6 +42,14 @@ impl RequestCodec for WireCodec {
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError> {
         encode_request(dst, self, id, batch)
+    }
+
+    /// A PING frame; the receiver's PONG is read and dropped by
+    /// [`super::reader`], nothing waits for it.
+    fn encode_ping(&mut self, dst: &mut BytesMut, id: u64) -> Result<bool, ShipError> {
+        self.encode(Frame::new(id, Message::Ping), dst)
+            .map_err(ShipError::Wire)?;
+        Ok(true)
     }
 }
 

@@ -45,9 +45,16 @@ pub(super) async fn write_loop<C: RequestCodec>(
             p = state.permits.acquire() => p.map_err(|_| ShipError::Closed)?,
             _ = cancel.cancelled() => return Ok(false),
         };
-        let (first, fresh) = match first_record(writer, state, queue, cancel, permit).await? {
+        let (first, fresh) = match first_record(writer, state, cfg, queue, cancel, permit).await? {
             First::Record(r, fresh) => (r, fresh),
             First::Again => continue,
+            First::Idle => {
+                if encoder.encode_ping(writer.write_buffer_mut(), next_id)? {
+                    next_id += 1;
+                    flush(writer).await?;
+                }
+                continue;
+            }
             First::Done(drained) => return Ok(drained),
         };
         let mut fresh_count = u64::from(fresh);
@@ -87,21 +94,26 @@ enum First {
     Record(SourceRecord, bool),
     /// Woken without a record (a resend was queued): start over.
     Again,
+    /// Nothing to send for the ping interval: send a PING, start over.
+    Idle,
     /// The session is over: `true` drained, `false` cancelled.
     Done(bool),
 }
 
 /// The first record of the next request: a resend, else the queue's next;
-/// with nothing ready, flushes and waits. Holds `permit` for the record
+/// with nothing ready, flushes and waits (a PING is due after
+/// `ping_interval` of waiting: [`First::Idle`]). Holds `permit` for the record
 /// (forgotten once it has one, given back otherwise).
 async fn first_record<C: RequestCodec>(
     writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
+    cfg: &ConnConfig,
     queue: &async_channel::Receiver<SourceRecord>,
     cancel: &CancellationToken,
     permit: tokio::sync::SemaphorePermit<'_>,
 ) -> Result<First, ShipError> {
     let first = lock(&state.resend).pop_front();
+    let ping_interval = cfg.ship.ping_interval;
     let (first, fresh) = match first {
         Some(r) => (r, false),
         None => match queue.try_recv() {
@@ -118,6 +130,10 @@ async fn first_record<C: RequestCodec>(
                         }
                     },
                     _ = state.wake_writer.notified() => { drop(permit); return Ok(First::Again); }
+                    _ = tokio::time::sleep(ping_interval), if !ping_interval.is_zero() => {
+                        drop(permit);
+                        return Ok(First::Idle);
+                    }
                     _ = cancel.cancelled() => return Ok(First::Done(false)),
                 }
             }
