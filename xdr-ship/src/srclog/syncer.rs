@@ -44,6 +44,7 @@ pub(super) fn syncer(sh: &Shared) {
         let synced = sh.durable.borrow().next;
         if inner.next_seq > synced && inner.failed.is_none() {
             let (file, upto) = (inner.active.clone(), inner.next_seq);
+            let path = inner.segments.back().map(|s| s.path.clone());
             drop(inner);
             let r = file.sync_data();
             sh.syncs.fetch_add(1, Ordering::Relaxed);
@@ -51,8 +52,10 @@ pub(super) fn syncer(sh: &Shared) {
             match r {
                 Ok(()) => sh.durable.send_modify(|d| d.next = d.next.max(upto)),
                 Err(e) => {
-                    tracing::error!("source log: fdatasync failed: {e}; no more appends");
-                    inner.failed = Some(format!("fdatasync: {e}"));
+                    let path = path.unwrap_or_default();
+                    let why = format!("fdatasync of {}: {e}", path.display());
+                    tracing::error!("source log: {why}; no more appends");
+                    inner.failed = Some(why);
                     sh.durable.send_modify(|d| d.failed = true);
                 }
             }
