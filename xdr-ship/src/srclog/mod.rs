@@ -28,6 +28,11 @@
 //! - **Budget**: segments on disk may use at most `budget_bytes`; an append
 //!   that does not fit answers [`LogError::Busy`] (retryable) and writes
 //!   nothing. Nothing acknowledged is ever dropped to make room.
+//! - **Full disk**: an append that finds the filesystem full (`ENOSPC`,
+//!   `EDQUOT`) is cut off the file and answers [`LogError::DiskFull`]
+//!   (retryable, `Busy` on the ingest port); the log carries on once space
+//!   returns. Any other write or sync error fails the log for good and the
+//!   error log names the file.
 //!
 //! [`LogSource`] is the per-destination reader that implements
 //! [`crate::ship::Source`].
@@ -302,6 +307,14 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
     move |source| LogError::Io { what, source }
 }
 
+/// Whether `e` says the filesystem (or the quota) has no room.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -412,6 +425,13 @@ impl Log {
         let active_bytes = inner.segments.back().map_or(0, |s| s.bytes);
         if active_bytes > 0 && active_bytes + bytes > sh.cfg.segment_bytes {
             if let Err(e) = roll(&sh.cfg, &mut inner) {
+                if let LogError::DiskFull { reason } = &e {
+                    if !std::mem::replace(&mut inner.full, true) {
+                        tracing::warn!("source log: {reason}; answering Busy until space returns");
+                    }
+                    sh.busy.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
                 inner.failed = Some(e.to_string());
                 sh.durable.send_modify(|d| d.failed = true);
                 return Err(e);
@@ -426,10 +446,7 @@ impl Log {
         if let Err(e) = (&*inner.active).write_all(&buf) {
             let path = inner.segments.back().map(|s| s.path.clone());
             let path = path.unwrap_or_default();
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) {
+            if is_full(&e) {
                 // Cut what part got in (appends go to the end): the file
                 // ends at its last whole entry, and the same append may
                 // succeed once space returns.

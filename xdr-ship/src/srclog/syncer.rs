@@ -20,11 +20,16 @@ pub(super) fn roll(cfg: &LogConfig, inner: &mut Inner) -> Result<(), LogError> {
         .sync_data()
         .map_err(io_err("sync the closing segment"))?;
     let path = cfg.dir.join(segment_name(inner.next_seq));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(format!("create {}", path.display())))?;
+    let file = match OpenOptions::new().create_new(true).append(true).open(&path) {
+        Ok(f) => f,
+        // Nothing changed yet: the same append may roll once space returns.
+        Err(e) if super::is_full(&e) => {
+            return Err(LogError::DiskFull {
+                reason: format!("create {}: {e}", path.display()),
+            })
+        }
+        Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
+    };
     sync_dir(&cfg.dir)?;
     inner.active = Arc::new(file);
     inner.segments.push_back(SegmentInfo {
