@@ -420,7 +420,13 @@ fn a_store_that_acknowledges_before_fdatasync_is_caught_losing_writes() {
         "the durable checkpoint is at {past}, before the arming point"
     );
     rig.start();
-    let (acked, found) = finish(&mut rig, load, "broken store", 1, report.bytes_dropped);
+    let (acked, found) = finish(
+        &mut rig,
+        load,
+        "broken store (must lose)",
+        1,
+        report.bytes_dropped,
+    );
     assert_eq!(acked, rig.n, "every write must have been acknowledged");
     // Every record before the durable checkpoint was acknowledged by the
     // store and never synced, and is never sent again.

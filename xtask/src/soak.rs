@@ -1,5 +1,7 @@
 //! `cargo xtask soak`: the fault tests of `tests/tests/faults.rs`, longer:
-//! 20 kills per kill test (or `--kills`) and a longer link outage, then the
+//! 20 kills per kill test (or `--kills`) and a longer link outage, the
+//! power-cut tests (`tests/tests/power.rs`) with [`SOAK_POWER_CUTS`] cuts,
+//! and the full-disk and EIO tests (`tests/tests/disk_full.rs`), then the
 //! figures every test printed, gathered in one table for the note.
 //!
 //! Why the same tests and not a separate harness: the soak then proves
@@ -16,7 +18,8 @@ use anyhow::{bail, Context, Result};
 const SOAK_POWER_CUTS: u64 = 50;
 
 /// Runs the fault tests with `kills` kills and an outage of `outage_s`,
-/// then the power-cut tests with [`SOAK_POWER_CUTS`] cuts.
+/// then the power-cut tests with [`SOAK_POWER_CUTS`] cuts (or
+/// `XDR_POWER_CUTS`), then the disk tests.
 pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
     if !super::is_root() {
         bail!("the soak kills processes in network namespaces and needs root: run it as root");
@@ -25,17 +28,31 @@ pub fn soak(bin: &std::path::Path, kills: u64, outage_s: u64) -> Result<()> {
     let faults = run_test(bin, "faults", kills, outage_s, &mut figures);
     let power = run_test(bin, "power", kills, outage_s, &mut figures);
     let sites = two_sites(&mut figures);
-    println!("\n=== soak figures ({kills} kills per kill test, {outage_s} s outage, {SOAK_POWER_CUTS} power cuts)");
+    let disk = run_test(bin, "disk_full", kills, outage_s, &mut figures);
+    println!(
+        "\n=== soak figures ({kills} kills per kill test, {outage_s} s outage, {} power cuts)",
+        power_cuts()
+    );
     for f in &figures {
         println!("{f}");
     }
     faults?;
     power?;
     sites?;
+    disk?;
     if figures.is_empty() {
         bail!("the fault tests printed no figures");
     }
     Ok(())
+}
+
+/// The power cuts of a soak: `XDR_POWER_CUTS` if set (a shorter rehearsal),
+/// else [`SOAK_POWER_CUTS`].
+fn power_cuts() -> u64 {
+    std::env::var("XDR_POWER_CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SOAK_POWER_CUTS)
 }
 
 /// Runs one test file, gathering its `figures` lines.
@@ -50,7 +67,7 @@ fn run_test(
     cmd.env("XDR_SHIP_BIN", bin)
         .env("XDR_FAULT_KILLS", kills.to_string())
         .env("XDR_FAULT_OUTAGE_S", outage_s.to_string())
-        .env("XDR_POWER_CUTS", SOAK_POWER_CUTS.to_string())
+        .env("XDR_POWER_CUTS", power_cuts().to_string())
         .args([
             "test",
             "-p",

@@ -55,6 +55,10 @@ impl Sink for Store {
                     };
                     Applied::Refused(code, format!("write {index}: {reason}"))
                 }
+                // A full disk: retryable, and the shipper backs off.
+                Err(e @ StoreError::Full { .. }) => {
+                    Applied::Refused(ResultCode::Busy, format!("store: {e}"))
+                }
                 Err(e) if !e.is_retryable() => {
                     Applied::Refused(ResultCode::BadRequest, format!("store: {e}"))
                 }

@@ -51,7 +51,9 @@ impl Sink for LogSink {
             let n = writes.len();
             match log.append(&writes).await {
                 Ok(_) => Applied::PerWrite(vec![ResultCode::Ok; n]),
-                Err(e @ LogError::Busy { .. }) => Applied::Refused(ResultCode::Busy, e.to_string()),
+                Err(e @ (LogError::Busy { .. } | LogError::DiskFull { .. })) => {
+                    Applied::Refused(ResultCode::Busy, e.to_string())
+                }
                 Err(e @ LogError::TooLarge { .. }) => {
                     Applied::Refused(ResultCode::RecordTooLarge, e.to_string())
                 }

@@ -28,6 +28,11 @@
 //! - **Budget**: segments on disk may use at most `budget_bytes`; an append
 //!   that does not fit answers [`LogError::Busy`] (retryable) and writes
 //!   nothing. Nothing acknowledged is ever dropped to make room.
+//! - **Full disk**: an append that finds the filesystem full (`ENOSPC`,
+//!   `EDQUOT`) is cut off the file and answers [`LogError::DiskFull`]
+//!   (retryable, `Busy` on the ingest port); the log carries on once space
+//!   returns. Any other write or sync error fails the log for good and the
+//!   error log names the file.
 //!
 //! [`LogSource`] is the per-destination reader that implements
 //! [`crate::ship::Source`].
@@ -110,6 +115,13 @@ pub enum LogError {
         /// The budget.
         budget: u64,
     },
+    /// The filesystem under the log has no room: nothing of the append was
+    /// kept; retry once space is freed (answered `Busy`).
+    #[error("the disk under the source log is full ({reason}): retry once space is freed")]
+    DiskFull {
+        /// The failed operation, with its file.
+        reason: String,
+    },
     /// The append can never fit the budget.
     #[error("append of {bytes} bytes exceeds the source log's whole budget of {budget} bytes")]
     TooLarge {
@@ -141,7 +153,7 @@ pub enum LogError {
 impl LogError {
     /// Whether the same append may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LogError::Busy { .. })
+        matches!(self, LogError::Busy { .. } | LogError::DiskFull { .. })
     }
 }
 
@@ -238,6 +250,8 @@ struct Inner {
     next_seq: u64,
     used_bytes: u64,
     failed: Option<String>,
+    /// The last append found the disk full (logged once per episode).
+    full: bool,
     sealed: bool,
     shutdown: bool,
     destinations: Vec<Arc<Destination>>,
@@ -294,6 +308,14 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
     move |source| LogError::Io { what, source }
 }
 
+/// Whether `e` says the filesystem (or the quota) has no room.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -330,6 +352,7 @@ impl Log {
                 next_seq,
                 used_bytes,
                 failed: None,
+                full: false,
                 sealed: false,
                 shutdown: false,
                 destinations: Vec::new(),
@@ -403,6 +426,13 @@ impl Log {
         let active_bytes = inner.segments.back().map_or(0, |s| s.bytes);
         if active_bytes > 0 && active_bytes + bytes > sh.cfg.segment_bytes {
             if let Err(e) = roll(&sh.cfg, &mut inner) {
+                if let LogError::DiskFull { reason } = &e {
+                    if !std::mem::replace(&mut inner.full, true) {
+                        tracing::warn!("source log: {reason}; answering Busy until space returns");
+                    }
+                    sh.busy.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
                 inner.failed = Some(e.to_string());
                 sh.durable.send_modify(|d| d.failed = true);
                 return Err(e);
@@ -415,13 +445,35 @@ impl Log {
             segment::encode(&mut buf, start + i as u64, now, w);
         }
         if let Err(e) = (&*inner.active).write_all(&buf) {
+            let path = inner.segments.back().map(|s| s.path.clone());
+            let path = path.unwrap_or_default();
+            if is_full(&e) {
+                // Cut what part got in (appends go to the end): the file
+                // ends at its last whole entry, and the same append may
+                // succeed once space returns.
+                let before = inner.segments.back().map_or(0, |s| s.bytes);
+                if inner.active.set_len(before).is_ok() {
+                    if !std::mem::replace(&mut inner.full, true) {
+                        tracing::warn!(
+                            "source log: write to {}: {e}; answering Busy until space returns",
+                            path.display()
+                        );
+                    }
+                    sh.busy.fetch_add(1, Ordering::Relaxed);
+                    return Err(LogError::DiskFull {
+                        reason: format!("write to {}: {e}", path.display()),
+                    });
+                }
+            }
             // Part of it may be in the file: only a reopen (which cuts the
             // torn tail) can say what the log holds now.
-            let why = format!("write to the active segment: {e}");
+            let why = format!("write to {}: {e}", path.display());
+            tracing::error!("source log: {why}; no more appends");
             inner.failed = Some(why.clone());
             sh.durable.send_modify(|d| d.failed = true);
             return Err(LogError::Failed(why));
         }
+        inner.full = false;
         inner.next_seq = start + writes.len() as u64;
         inner.used_bytes += bytes;
         if let Some(s) = inner.segments.back_mut() {

@@ -20,11 +20,16 @@ pub(super) fn roll(cfg: &LogConfig, inner: &mut Inner) -> Result<(), LogError> {
         .sync_data()
         .map_err(io_err("sync the closing segment"))?;
     let path = cfg.dir.join(segment_name(inner.next_seq));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(format!("create {}", path.display())))?;
+    let file = match OpenOptions::new().create_new(true).append(true).open(&path) {
+        Ok(f) => f,
+        // Nothing changed yet: the same append may roll once space returns.
+        Err(e) if super::is_full(&e) => {
+            return Err(LogError::DiskFull {
+                reason: format!("create {}: {e}", path.display()),
+            })
+        }
+        Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
+    };
     sync_dir(&cfg.dir)?;
     inner.active = Arc::new(file);
     inner.segments.push_back(SegmentInfo {
@@ -44,6 +49,7 @@ pub(super) fn syncer(sh: &Shared) {
         let synced = sh.durable.borrow().next;
         if inner.next_seq > synced && inner.failed.is_none() {
             let (file, upto) = (inner.active.clone(), inner.next_seq);
+            let path = inner.segments.back().map(|s| s.path.clone());
             drop(inner);
             let r = file.sync_data();
             sh.syncs.fetch_add(1, Ordering::Relaxed);
@@ -51,8 +57,10 @@ pub(super) fn syncer(sh: &Shared) {
             match r {
                 Ok(()) => sh.durable.send_modify(|d| d.next = d.next.max(upto)),
                 Err(e) => {
-                    tracing::error!("source log: fdatasync failed: {e}; no more appends");
-                    inner.failed = Some(format!("fdatasync: {e}"));
+                    let path = path.unwrap_or_default();
+                    let why = format!("fdatasync of {}: {e}", path.display());
+                    tracing::error!("source log: {why}; no more appends");
+                    inner.failed = Some(why);
                     sh.durable.send_modify(|d| d.failed = true);
                 }
             }

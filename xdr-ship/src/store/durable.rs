@@ -432,6 +432,7 @@ impl DurableStore {
             max_batch_writes: tuning.max_batch_writes.max(1),
             inflight: Arc::clone(&inflight),
             buf: Vec::new(),
+            full: false,
             #[cfg(test)]
             gate: tuning.gate.clone(),
         };

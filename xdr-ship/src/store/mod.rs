@@ -295,6 +295,13 @@ pub enum StoreError {
         path.display()
     )]
     Poisoned { path: PathBuf, reason: String },
+    /// The filesystem has no room: nothing of the batch was kept; the same
+    /// writes may succeed once space is freed (answered `Busy`).
+    #[error(
+        "the disk under the store at {} is full ({reason}); retry once space is freed",
+        path.display()
+    )]
+    Full { path: PathBuf, reason: String },
     #[error("starting store thread {name}: {source}")]
     Thread {
         name: String,

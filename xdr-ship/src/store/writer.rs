@@ -12,9 +12,17 @@
 //! Why a separate committer: an fdatasync takes 0.3–4 ms; while it runs the
 //! writer keeps appending the next group (fjall held its journal lock
 //! during the sync, so its workers could not).
+//!
+//! A full filesystem (`ENOSPC`, `EDQUOT`) is not a failure: the writer cuts
+//! whatever part of the batch reached the file, takes back the batch's
+//! index changes, and answers [`StoreError::Full`] (the receiver answers
+//! `Busy`), so that the same writes succeed once space returns, with no
+//! reopen. Any other I/O error (`EIO`) poisons the store: after it nothing
+//! is acknowledged, and the log says which file failed and why.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{ErrorKind, Write as _};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -47,6 +55,46 @@ fn broken_ack_before_fsync() -> bool {
         on
     });
     *BROKEN
+}
+
+/// Why a batch was not appended.
+pub(super) enum BatchError {
+    /// The store is poisoned (by this batch or an earlier one).
+    Failed(StoreFailed),
+    /// The filesystem is full: the file and the index are as before the
+    /// batch, whose writes may succeed once space returns.
+    Full(String),
+}
+
+impl From<StoreFailed> for BatchError {
+    fn from(f: StoreFailed) -> Self {
+        BatchError::Failed(f)
+    }
+}
+
+impl BatchError {
+    fn to_error(&self, path: &Path) -> StoreError {
+        match self {
+            BatchError::Failed(f) => f.to_error(path),
+            BatchError::Full(reason) => StoreError::Full {
+                path: path.to_owned(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// Whether `e` says the filesystem (or the quota) has no room.
+pub(super) fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
+/// One index change of a batch, taken back if its append finds the disk
+/// full: the key's place in the batch, its slot before, its new place.
+struct Undo {
+    at: (usize, usize),
+    prev: Option<Slot>,
+    new: Loc,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>;
@@ -109,6 +157,8 @@ pub(super) struct Writer {
     pub inflight: Arc<AtomicUsize>,
     /// Reused buffer of one batch's entries.
     pub buf: Vec<u8>,
+    /// The last batch found the disk full (logged once per episode).
+    pub full: bool,
     #[cfg(test)]
     pub gate: Option<Arc<parking_lot::RwLock<()>>>,
 }
@@ -183,7 +233,7 @@ impl Writer {
 
     /// LWW-check every write against the index, point the index at the
     /// winners' new places and append them with one `write`.
-    fn append_applies(&mut self, jobs: &[Job]) -> Result<Vec<Vec<ApplyOutcome>>, StoreFailed> {
+    fn append_applies(&mut self, jobs: &[Job]) -> Result<Vec<Vec<ApplyOutcome>>, BatchError> {
         let upper: u64 = jobs
             .iter()
             .flat_map(|j| &j.writes)
@@ -193,10 +243,11 @@ impl Writer {
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
         let mut all = Vec::with_capacity(jobs.len());
+        let mut undo = Vec::new();
         let (mut applied, mut lost) = (0u64, 0u64);
-        for job in jobs {
+        for (j, job) in jobs.iter().enumerate() {
             let mut outcomes = Vec::with_capacity(job.writes.len());
-            for w in &job.writes {
+            for (i, w) in job.writes.iter().enumerate() {
                 let loc = Loc {
                     segment: seg.id,
                     offset: base + self.buf.len() as u64,
@@ -206,11 +257,16 @@ impl Writer {
                     stamp: Stamp::of(w),
                     loc,
                 };
-                let wins = {
+                let won = {
                     let mut index = stripes[shard_of(&w.key, stripes.len())].lock();
                     wins(&mut index, &w.key, slot, &segments)
                 };
-                if wins {
+                if let Some(prev) = won {
+                    undo.push(Undo {
+                        at: (j, i),
+                        prev,
+                        new: loc,
+                    });
                     encode_entry(&mut self.buf, w);
                     seg.live.fetch_add(loc.len, Ordering::Relaxed);
                     applied += 1;
@@ -223,7 +279,10 @@ impl Writer {
             all.push(outcomes);
         }
         drop(segments);
-        self.write_out(&seg)?;
+        if let Err(e) = self.write_out(&seg) {
+            self.take_back(&e, &undo, |(j, i)| &jobs[j].writes[i].key[..]);
+            return Err(e);
+        }
         self.shared.applied.fetch_add(applied, Ordering::Relaxed);
         self.shared.lost_conflict.fetch_add(lost, Ordering::Relaxed);
         Ok(all)
@@ -248,12 +307,13 @@ impl Writer {
         }
     }
 
-    fn append_moves(&mut self, moves: &[Moved]) -> Result<(), StoreFailed> {
+    fn append_moves(&mut self, moves: &[Moved]) -> Result<(), BatchError> {
         let upper: u64 = moves.iter().map(|m| m.raw.len() as u64).sum();
         let (seg, base) = self.begin_batch(upper)?;
         let stripes = &self.shared.stripes;
         let segments = self.shared.segments.read();
-        for m in moves {
+        let mut undo = Vec::new();
+        for (i, m) in moves.iter().enumerate() {
             let mut index = stripes[shard_of(&m.key, stripes.len())].lock();
             let Some(slot) = index.get_mut(&m.key[..]) else {
                 continue;
@@ -266,18 +326,61 @@ impl Writer {
                 offset: base + self.buf.len() as u64,
                 len: m.raw.len() as u64,
             };
+            undo.push(Undo {
+                at: (i, 0),
+                prev: Some(*slot),
+                new: loc,
+            });
             release(&segments, slot.loc);
             slot.loc = loc;
             seg.live.fetch_add(loc.len, Ordering::Relaxed);
             self.buf.extend_from_slice(&m.raw);
         }
         drop(segments);
-        self.write_out(&seg)
+        let written = self.write_out(&seg);
+        if let Err(e) = &written {
+            self.take_back(e, &undo, |(i, _)| &moves[i].key[..]);
+        }
+        written
+    }
+
+    /// After a batch found the disk full: points every key of `undo` (newest
+    /// change first) back where it was, if nothing changed it since.
+    fn take_back<'k>(
+        &self,
+        e: &BatchError,
+        undo: &[Undo],
+        key: impl Fn((usize, usize)) -> &'k [u8],
+    ) {
+        if !matches!(e, BatchError::Full(_)) {
+            return; // poisoned: nothing will read the index again
+        }
+        let stripes = &self.shared.stripes;
+        let segments = self.shared.segments.read();
+        for u in undo.iter().rev() {
+            let k = key(u.at);
+            let mut index = stripes[shard_of(k, stripes.len())].lock();
+            if !index.get(k).is_some_and(|s| s.loc == u.new) {
+                continue;
+            }
+            match u.prev {
+                Some(prev) => {
+                    if let Some(s) = segments.get(&prev.loc.segment) {
+                        s.live.fetch_add(prev.loc.len, Ordering::Relaxed);
+                    }
+                    index.insert(Box::from(k), prev);
+                }
+                None => {
+                    index.remove(k);
+                }
+            }
+            release(&segments, u.new);
+        }
     }
 
     /// The start of every batch: refuse if the store failed, make room for
     /// `upper` bytes, empty the buffer; the active segment and its length.
-    fn begin_batch(&mut self, upper: u64) -> Result<(Arc<Segment>, u64), StoreFailed> {
+    fn begin_batch(&mut self, upper: u64) -> Result<(Arc<Segment>, u64), BatchError> {
         self.shared.check_failed()?;
         self.make_room(upper)?;
         self.buf.clear();
@@ -289,7 +392,7 @@ impl Writer {
     /// Starts a new segment when `upper` more bytes would overflow the
     /// active one (a non-empty one: a record larger than a segment gets a
     /// segment of its own).
-    fn make_room(&mut self, upper: u64) -> Result<(), StoreFailed> {
+    fn make_room(&mut self, upper: u64) -> Result<(), BatchError> {
         let len = self.active.len.load(Ordering::Relaxed);
         if len == 0 || len + upper <= self.segment_bytes {
             return Ok(());
@@ -299,7 +402,11 @@ impl Writer {
         if let Err(e) = self.active.file.sync_data() {
             return Err(self
                 .shared
-                .fail(format!("fdatasync of a full segment: {e}")));
+                .fail(format!(
+                    "fdatasync of the full segment {}: {e}",
+                    self.active.path.display()
+                ))
+                .into());
         }
         let id = self
             .active
@@ -308,7 +415,13 @@ impl Writer {
             .ok_or_else(|| self.shared.fail("segment ids exhausted".into()))?;
         let seg = match create_segment(&self.shared.path, id) {
             Ok(seg) => Arc::new(seg),
-            Err(e) => return Err(self.shared.fail(e.to_string())),
+            Err(StoreError::Open { path, source }) if is_full(&source) => {
+                // Half made (its directory entry not synced): gone, so that
+                // the next try can create it again.
+                let _ = std::fs::remove_file(&path);
+                return Err(self.note_full(format!("create {}: {source}", path.display())));
+            }
+            Err(e) => return Err(self.shared.fail(e.to_string()).into()),
         };
         self.shared.segments.write().insert(id, Arc::clone(&seg));
         *self.shared.active.lock() = (Arc::clone(&seg), self.written);
@@ -319,23 +432,56 @@ impl Writer {
 
     /// Writes the batch buffer to `seg` (the page cache) and publishes how
     /// far the file goes.
-    fn write_out(&mut self, seg: &Arc<Segment>) -> Result<(), StoreFailed> {
+    fn write_out(&mut self, seg: &Arc<Segment>) -> Result<(), BatchError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         if let Err(e) = (&seg.file).write_all(&self.buf) {
+            if is_full(&e) {
+                // Cut what part of the batch got in: the file ends where
+                // the last acknowledged entry ends (appends go to the end).
+                let base = seg.len.load(Ordering::Relaxed);
+                if let Err(cut) = seg.file.set_len(base) {
+                    return Err(self
+                        .shared
+                        .fail(format!(
+                            "cutting a partial append off {} after {e}: {cut}",
+                            seg.path.display()
+                        ))
+                        .into());
+                }
+                return Err(self.note_full(format!("write to {}: {e}", seg.path.display())));
+            }
             // Part of it may be in the file, and the index points at all of
             // it: only a reopen (which cuts a torn tail) can say what the
             // store holds now.
             return Err(self
                 .shared
-                .fail(format!("write to the active segment: {e}")));
+                .fail(format!("write to {}: {e}", seg.path.display()))
+                .into());
+        }
+        if std::mem::take(&mut self.full) {
+            tracing::info!(
+                "store at {}: space again, writing",
+                self.shared.path.display()
+            );
         }
         let n = self.buf.len() as u64;
         seg.len.fetch_add(n, Ordering::Release);
         self.written += n;
         *self.shared.active.lock() = (Arc::clone(seg), self.written);
         Ok(())
+    }
+
+    /// The disk is full: says so once per episode; the batch answers Busy.
+    fn note_full(&mut self, reason: String) -> BatchError {
+        if !std::mem::replace(&mut self.full, true) {
+            tracing::warn!(
+                "store at {}: {reason}; answering Busy until space returns",
+                self.shared.path.display()
+            );
+        }
+        BatchError::Full(reason)
     }
 
     fn finish(&self, job: Job, outcomes: Vec<ApplyOutcome>) {
@@ -365,25 +511,24 @@ impl Writer {
     }
 }
 
-/// The LWW decision for one write: true (and the index updated, the old
-/// place released) when `slot`'s stamp is newer than the stored one or the
-/// key is new.
+/// The LWW decision for one write: `Some(slot before)` (and the index
+/// updated, the old place released) when `slot`'s stamp is newer than the
+/// stored one or the key is new; `None` when it loses.
 fn wins(
     index: &mut VersionIndex,
     key: &[u8],
     slot: Slot,
     segments: &BTreeMap<u32, Arc<Segment>>,
-) -> bool {
+) -> Option<Option<Slot>> {
     match index.get_mut(key) {
         Some(stored) if slot.stamp > stored.stamp => {
             release(segments, stored.loc);
-            *stored = slot;
-            true
+            Some(Some(std::mem::replace(stored, slot)))
         }
-        Some(_) => false,
+        Some(_) => None,
         None => {
             index.insert(Box::from(key), slot);
-            true
+            Some(None)
         }
     }
 }
@@ -464,7 +609,8 @@ impl Committer {
                 synced.map_err(|e| {
                     // After a failed fdatasync a retried one proves nothing
                     // (the kernel may have dropped the dirty pages).
-                    self.shared.fail(format!("fdatasync: {e}"))
+                    self.shared
+                        .fail(format!("fdatasync of {}: {e}", seg.path.display()))
                 })
             }
         };
