@@ -31,6 +31,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `fusermount3`: lossyfs (the power-cut tests' filesystem) mounts with
     // it when a direct mount(2) is refused.
     "fuse3",
+    // `prometheus` and `promtool`: a real server scrapes `ship --metrics`
+    // and `recv --metrics` in its test, and checks the shipped rules.
+    "prometheus",
 ];
 
 /// Rust components the kernel build and `lint` need.

@@ -325,11 +325,24 @@ impl Sink for PromMetrics {
     }
 }
 
+/// What a scrape gets: the shipper's [`PromMetrics`] or the receiver's
+/// [`crate::server::metrics::RecvMetrics`], served by the same [`serve`].
+pub trait Exposition: Clone + Send + Sync + 'static {
+    /// The text exposition, as a scrape gets it.
+    fn encode(&self) -> String;
+}
+
+impl Exposition for PromMetrics {
+    fn encode(&self) -> String {
+        PromMetrics::encode(self)
+    }
+}
+
 /// Binds `addr` now (so a bad address fails before shipping starts) and
 /// serves `GET /metrics` from `metrics` until `cancel`.
-pub async fn serve(
+pub async fn serve<E: Exposition>(
     addr: SocketAddr,
-    metrics: PromMetrics,
+    metrics: E,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), MetricsError> {
     let listener = TcpListener::bind(addr)
@@ -379,7 +392,10 @@ pub async fn serve(
     Ok((local, task))
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, metrics: &PromMetrics) -> Response<Full<Bytes>> {
+fn respond<E: Exposition>(
+    req: &Request<hyper::body::Incoming>,
+    metrics: &E,
+) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
