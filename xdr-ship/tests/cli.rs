@@ -1,5 +1,5 @@
 //! The binary as a shell user meets it: what it does when its stdout goes
-//! away (`| head`).
+//! away (`| head`), and how `recv --config FILE` reads its settings.
 use std::{
     io::Read,
     path::PathBuf,
@@ -83,5 +83,100 @@ fn version_says_whether_the_kernel_programs_are_embedded_and_the_tcp_probe_path(
     assert!(
         text.contains(&format!("tcp_probe on this kernel: {path}")),
         "{text}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("xdr-ship-cli-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+/// The first line `recv` prints (its listening line), then it is killed.
+fn recv_listening_line(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .arg("recv")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn recv");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    line.expect("recv printed no listening line within 20 s")
+}
+
+#[test]
+fn recv_takes_its_settings_from_the_config_file() {
+    let port = free_port();
+    let cfg = write_config(
+        "recv-ok",
+        &format!("listen = \"127.0.0.1:{port}\"\nmemory = true\n\n[limits]\nrcvbuf = \"1MiB\"\n"),
+    );
+    let line = recv_listening_line(&["--config", cfg.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_file(&cfg);
+    assert!(
+        line.starts_with(&format!("recv: listening on 127.0.0.1:{port} ")),
+        "{line}"
+    );
+    assert!(line.contains("memory"), "{line}");
+}
+
+#[test]
+fn a_recv_flag_overrides_the_config_file() {
+    let (in_file, on_flag) = (free_port(), free_port());
+    let cfg = write_config(
+        "recv-override",
+        &format!("listen = \"127.0.0.1:{in_file}\"\nmemory = true\n"),
+    );
+    let line = recv_listening_line(&[
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--listen",
+        &format!("127.0.0.1:{on_flag}"),
+    ]);
+    let _ = std::fs::remove_file(&cfg);
+    assert!(
+        line.starts_with(&format!("recv: listening on 127.0.0.1:{on_flag} ")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_bad_key_in_the_recv_config_is_an_error_naming_the_key_and_its_line() {
+    let cfg = write_config(
+        "recv-bad",
+        "memory = true\n\n[limits]\nmax-conections = 4\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["recv", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run recv");
+    let _ = std::fs::remove_file(&cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "recv accepted a bad key: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}: line 4, key `max-conections`", cfg.display())),
+        "{stderr}"
     );
 }

@@ -42,6 +42,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The sender-buffer verdict test's sender (a socket with a small
     // SO_SNDBUF, which iperf3 -w cannot give one end alone).
     "python3",
+    // `prometheus` and `promtool`: a real server scrapes `ship --metrics`
+    // and `recv --metrics` in its test, and checks the shipped rules.
+    "prometheus",
 ];
 
 /// Rust components the kernel build and `lint` need.

@@ -9,50 +9,59 @@ use std::{
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use xdr_ship::{
-    server::{self, ServerConfig, ServerStats},
+    server::{self, metrics::RecvMetrics, ServerConfig, ServerStats},
     store::{Durability, Store, StoreConfig},
     tls,
 };
 
 /// Receive writes and apply them, last-writer-wins, to a store.
+///
+/// Every setting may come from `--config FILE` (TOML); a flag given on the
+/// command line overrides the file, and what neither sets takes the
+/// default shown here.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("where").required(true).args(["store", "memory"])))]
+#[command(group(clap::ArgGroup::new("where").args(["store", "memory"])))]
 pub struct Args {
-    /// Address to listen on (loopback unless told otherwise).
-    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
-    listen: SocketAddr,
+    /// Read the settings from this TOML file (flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (loopback unless told otherwise) [default: 127.0.0.1:3000].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Directory of the durable store.
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
     /// Keep records in memory only.
     #[arg(long)]
     memory: bool,
-    /// When to acknowledge: after an fdatasync (group commit) or once in the OS.
-    #[arg(long, value_enum, default_value_t = Durability::Sync)]
-    durability: Durability,
-    /// SO_RCVBUF of every connection (the seed's receiver used 15 MiB).
-    #[arg(long, default_value = "15MiB", value_parser = super::parse_size, value_name = "SIZE")]
-    rcvbuf: usize,
-    /// Connections served at once.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    max_connections: usize,
-    /// Requests one connection may have unanswered.
-    #[arg(long, default_value_t = 65_536, value_name = "N")]
-    max_in_flight: u32,
-    /// Time a new connection has to say HELLO (TLS handshake included).
-    #[arg(long, default_value = "10s", value_parser = super::parse_duration, value_name = "DURATION")]
-    handshake_timeout: Duration,
+    /// When to acknowledge: after an fdatasync (group commit) or once in
+    /// the OS [default: sync].
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
+    /// SO_RCVBUF of every connection (the seed's receiver used 15 MiB) [default: 15MiB].
+    #[arg(long, value_parser = super::parse_size, value_name = "SIZE")]
+    rcvbuf: Option<usize>,
+    /// Connections served at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Requests one connection may have unanswered [default: 65536].
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<u32>,
+    /// Time a new connection has to say HELLO (TLS handshake included) [default: 10s].
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    handshake_timeout: Option<Duration>,
     /// Close a connection that sends no complete frame for this long while
-    /// none of its requests is being processed (also ends half-sent frames).
-    #[arg(long, default_value = "5m", value_parser = super::parse_duration, value_name = "DURATION")]
-    idle_timeout: Duration,
+    /// none of its requests is being processed (also ends half-sent frames)
+    /// [default: 5m].
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    idle_timeout: Option<Duration>,
     /// Wait this long before applying each request (makes the destination
     /// the bottleneck on purpose).
     #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
     apply_delay: Option<Duration>,
-    /// Time between status lines.
-    #[arg(long, default_value = "1s", value_parser = super::parse_duration, value_name = "DURATION")]
-    interval: Duration,
+    /// Time between status lines [default: 1s].
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    interval: Option<Duration>,
     /// Status lines as JSON.
     #[arg(long)]
     json: bool,
@@ -63,7 +72,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Require a client certificate chaining to this CA (mutual TLS).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// Require this pre-shared token (the file's content) in every HELLO.
     #[arg(long, value_name = "FILE")]
@@ -80,10 +89,108 @@ pub struct Args {
     /// Limits of the read-only RESP port.
     #[command(flatten)]
     resp_limits: xdr_ship::resp::RespLimitArgs,
+    /// Serve Prometheus text at `http://ADDR/metrics` (updated every
+    /// --interval).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+const DEFAULT_RCVBUF: usize = 15 << 20;
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+const DEFAULT_MAX_IN_FLIGHT: u32 = 65_536;
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The settings in force: each flag, else the file's value, else the default.
+#[derive(Debug)]
+struct Settings {
+    listen: SocketAddr,
+    store: Option<PathBuf>,
+    durability: Durability,
+    rcvbuf: usize,
+    max_connections: usize,
+    max_in_flight: u32,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    apply_delay: Option<Duration>,
+    interval: Duration,
+    json: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    insecure: bool,
+    metrics: Option<SocketAddr>,
 }
 
 impl Args {
-    /// The durable store at `--store`, or one in memory.
+    /// Flags over the `--config` file over the defaults.
+    fn settings(self) -> anyhow::Result<Settings> {
+        let f = match &self.config {
+            Some(path) => server::config::load(path)?,
+            None => server::config::RecvFileConfig::default(),
+        };
+        // A flag for the store or memory overrides both of the file's.
+        let (store, memory) = if self.store.is_some() || self.memory {
+            (self.store, self.memory)
+        } else {
+            (f.store, f.memory.unwrap_or(false))
+        };
+        anyhow::ensure!(
+            store.is_some() || memory,
+            "recv needs a store: give --store PATH or --memory (or store/memory in --config)"
+        );
+        // TLS files come as a set: flags replace the file's set.
+        let (tls_cert, tls_key, tls_ca) = if self.tls_cert.is_some() {
+            (self.tls_cert, self.tls_key, self.tls_ca.or(f.tls_ca))
+        } else {
+            (f.tls_cert, f.tls_key, self.tls_ca.or(f.tls_ca))
+        };
+        anyhow::ensure!(
+            tls_ca.is_none() || tls_cert.is_some(),
+            "a client CA (--tls-ca) needs a certificate and key (--tls-cert, --tls-key)"
+        );
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default")),
+            store,
+            durability: self.durability.or(f.durability).unwrap_or_default(),
+            rcvbuf: self.rcvbuf.or(f.rcvbuf).unwrap_or(DEFAULT_RCVBUF),
+            max_connections: self
+                .max_connections
+                .or(f.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_in_flight: self
+                .max_in_flight
+                .or(f.max_in_flight)
+                .unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            handshake_timeout: self
+                .handshake_timeout
+                .or(f.handshake_timeout)
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            idle_timeout: self
+                .idle_timeout
+                .or(f.idle_timeout)
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            apply_delay: self.apply_delay,
+            interval: self.interval.or(f.interval).unwrap_or(DEFAULT_INTERVAL),
+            json: self.json || f.json.unwrap_or(false),
+            tls_cert,
+            tls_key,
+            tls_ca,
+            token_file: self.token_file.or(f.token_file),
+            insecure: self.insecure || f.insecure.unwrap_or(false),
+            metrics: self.metrics.or(f.metrics),
+        })
+    }
+}
+
+impl Settings {
+    /// The durable store at `store`, or one in memory.
     fn open_store(&self) -> anyhow::Result<Store> {
         Ok(match &self.store {
             Some(path) => {
@@ -96,7 +203,7 @@ impl Args {
         })
     }
 
-    /// The server's limits, TLS and token from the flags.
+    /// The server's limits, TLS and token.
     fn server_config(&self) -> anyhow::Result<ServerConfig> {
         Ok(ServerConfig {
             rcvbuf: Some(self.rcvbuf),
@@ -122,6 +229,8 @@ impl Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (listen_resp, resp_limits) = (args.listen_resp, args.resp_limits.clone());
+    let args = args.settings()?;
     let store = args.open_store()?;
     let cfg = args.server_config()?;
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
@@ -147,6 +256,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let stats = Arc::new(ServerStats::default());
     let shutdown = CancellationToken::new();
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = RecvMetrics::new();
+            let (local, _task) =
+                xdr_ship::live::prometheus::serve(addr, m.clone(), shutdown.clone()).await?;
+            eprintln!("metrics: http://{local}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         store.clone(),
@@ -154,9 +273,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.clone(),
         shutdown.clone(),
     ));
-    let resp = match args.listen_resp {
+    let resp = match listen_resp {
         Some(addr) => {
-            let cfg = args.resp_limits.apply(xdr_ship::resp::RespConfig {
+            let cfg = resp_limits.apply(xdr_ship::resp::RespConfig {
                 token: match &args.token_file {
                     Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
                     None => None,
@@ -175,7 +294,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    print_status_until_ctrl_c(&stats, args.interval, args.json).await?;
+    let watched = Watched {
+        stats: &stats,
+        store: &store,
+        metrics: metrics.as_ref(),
+    };
+    print_status_until_ctrl_c(&watched, args.interval, args.json).await?;
     shutdown.cancel();
     server.await.context("server task")??;
     if let Some(task) = resp {
@@ -198,18 +322,30 @@ fn security(cfg: &ServerConfig) -> &'static str {
     }
 }
 
-/// A status line (or JSON object) every `interval` until Ctrl-C.
+/// What the status loop reads, and the exporter it feeds.
+struct Watched<'a> {
+    stats: &'a ServerStats,
+    store: &'a Store,
+    metrics: Option<&'a RecvMetrics>,
+}
+
+/// A status line (or JSON object) every `interval` until Ctrl-C; the
+/// exporter's series advance at the same tick.
 async fn print_status_until_ctrl_c(
-    stats: &ServerStats,
+    watched: &Watched<'_>,
     interval: Duration,
     json: bool,
 ) -> anyhow::Result<()> {
+    let stats = watched.stats;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let (mut last_applied, mut last_lost, mut last_at) = (0u64, 0u64, Instant::now());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        if let Some(m) = watched.metrics {
+            m.update(stats, watched.store);
         }
         let now = Instant::now();
         let dt = now.duration_since(last_at).as_secs_f64().max(1e-9);

@@ -13,9 +13,6 @@
 //! handler encodes them. Counters advance by the difference between two
 //! snapshots of cumulative counts, so a restart of the exporter never
 //! makes them go backwards.
-//!
-//! [`PromMetrics::new`] runs past 80 lines on purpose: it is the one table
-//! of every exported series (name, help, family), read top to bottom.
 use std::{
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
@@ -134,59 +131,7 @@ impl PromMetrics {
             softirq: Family::default(),
             last_counters: Arc::default(),
         };
-        // Per-destination gauges: name, help, series.
-        let gauges: [(&str, &str, &Family<Dest, GaugeF>); 11] = [
-            (
-                "throughput_records_per_second",
-                "Records acknowledged per second over the last interval",
-                &m.records_per_s,
-            ),
-            (
-                "throughput_bytes_per_second",
-                "Payload bytes acknowledged per second over the last interval",
-                &m.bytes_per_s,
-            ),
-            (
-                "inflight_records",
-                "Records sent and not yet answered",
-                &m.inflight,
-            ),
-            (
-                "inflight_bytes",
-                "Payload bytes sent and not yet answered",
-                &m.inflight_bytes,
-            ),
-            (
-                "outstanding_records",
-                "Records waiting at the source, not yet sent",
-                &m.outstanding,
-            ),
-            ("lag_seconds", "Age of the oldest unanswered record", &m.lag),
-            (
-                "connections_connected",
-                "Connections of the pool that are up",
-                &m.connected,
-            ),
-            (
-                "ack_latency_p50_seconds",
-                "Median time from send to answer over the last interval",
-                &m.latency_p50,
-            ),
-            (
-                "ack_latency_p99_seconds",
-                "99th percentile time from send to answer over the last interval",
-                &m.latency_p99,
-            ),
-            ("rtt_seconds", "Round trip the verdict uses", &m.rtt),
-            (
-                "bdp_bytes",
-                "Bandwidth-delay product the verdict uses",
-                &m.bdp,
-            ),
-        ];
-        for (name, help, family) in gauges {
-            r.register(name, help, family.clone());
-        }
+        m.register_gauges(&mut r);
         r.register(
             "limit_share_ratio",
             "Share of connection-time held back by each limit over the verdict window (sums to 1)",
@@ -206,6 +151,66 @@ impl PromMetrics {
         Self {
             registry: Arc::new(r),
             ..m
+        }
+    }
+
+    /// Registers the per-destination gauges: name, help, series.
+    fn register_gauges(&self, r: &mut Registry) {
+        let gauges: [(&str, &str, &Family<Dest, GaugeF>); 11] = [
+            (
+                "throughput_records_per_second",
+                "Records acknowledged per second over the last interval",
+                &self.records_per_s,
+            ),
+            (
+                "throughput_bytes_per_second",
+                "Payload bytes acknowledged per second over the last interval",
+                &self.bytes_per_s,
+            ),
+            (
+                "inflight_records",
+                "Records sent and not yet answered",
+                &self.inflight,
+            ),
+            (
+                "inflight_bytes",
+                "Payload bytes sent and not yet answered",
+                &self.inflight_bytes,
+            ),
+            (
+                "outstanding_records",
+                "Records waiting at the source, not yet sent",
+                &self.outstanding,
+            ),
+            (
+                "lag_seconds",
+                "Age of the oldest unanswered record",
+                &self.lag,
+            ),
+            (
+                "connections_connected",
+                "Connections of the pool that are up",
+                &self.connected,
+            ),
+            (
+                "ack_latency_p50_seconds",
+                "Median time from send to answer over the last interval",
+                &self.latency_p50,
+            ),
+            (
+                "ack_latency_p99_seconds",
+                "99th percentile time from send to answer over the last interval",
+                &self.latency_p99,
+            ),
+            ("rtt_seconds", "Round trip the verdict uses", &self.rtt),
+            (
+                "bdp_bytes",
+                "Bandwidth-delay product the verdict uses",
+                &self.bdp,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            r.register(name, help, family.clone());
         }
     }
 
@@ -325,11 +330,24 @@ impl Sink for PromMetrics {
     }
 }
 
+/// What a scrape gets: the shipper's [`PromMetrics`] or the receiver's
+/// [`crate::server::metrics::RecvMetrics`], served by the same [`serve`].
+pub trait Exposition: Clone + Send + Sync + 'static {
+    /// The text exposition, as a scrape gets it.
+    fn encode(&self) -> String;
+}
+
+impl Exposition for PromMetrics {
+    fn encode(&self) -> String {
+        PromMetrics::encode(self)
+    }
+}
+
 /// Binds `addr` now (so a bad address fails before shipping starts) and
 /// serves `GET /metrics` from `metrics` until `cancel`.
-pub async fn serve(
+pub async fn serve<E: Exposition>(
     addr: SocketAddr,
-    metrics: PromMetrics,
+    metrics: E,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), MetricsError> {
     let listener = TcpListener::bind(addr)
@@ -379,7 +397,10 @@ pub async fn serve(
     Ok((local, task))
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, metrics: &PromMetrics) -> Response<Full<Bytes>> {
+fn respond<E: Exposition>(
+    req: &Request<hyper::body::Incoming>,
+    metrics: &E,
+) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,

@@ -62,7 +62,9 @@ use std::{net::SocketAddr, sync::atomic::AtomicU64, time::Duration};
 use crate::wire::DEFAULT_MAX_FRAME;
 
 mod close;
+pub mod config;
 mod listen;
+pub mod metrics;
 mod session;
 pub mod sink;
 

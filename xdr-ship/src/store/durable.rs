@@ -275,6 +275,8 @@ pub(super) struct Shared {
     pub compactions: AtomicU64,
     pub apply_latency: Mutex<Histogram<u64>>,
     pub commit_latency: Mutex<Histogram<u64>>,
+    /// Writes acknowledged by each successful fdatasync (group commit size).
+    pub commit_writes: Mutex<Histogram<u64>>,
     /// The compactor's wake-up: `true` asks it to stop.
     compactor_stop: Mutex<bool>,
     compactor_wake: Condvar,
@@ -408,6 +410,7 @@ impl DurableStore {
             compactions: AtomicU64::new(0),
             apply_latency: Mutex::new(latency_histogram()?),
             commit_latency: Mutex::new(latency_histogram()?),
+            commit_writes: Mutex::new(latency_histogram()?),
             compactor_stop: Mutex::new(false),
             compactor_wake: Condvar::new(),
         });
@@ -610,6 +613,16 @@ impl DurableStore {
             stats.commit_latency_p99_us = Some(commit.value_at_quantile(0.99));
         }
         stats
+    }
+
+    /// Copies of the latency and group-commit histograms since open.
+    pub(crate) fn histograms(&self) -> super::StoreHistograms {
+        let sh = &self.shared;
+        super::StoreHistograms {
+            apply_latency_us: sh.apply_latency.lock().clone(),
+            commit_latency_us: sh.commit_latency.lock().clone(),
+            commit_writes: sh.commit_writes.lock().clone(),
+        }
     }
 
     pub(crate) async fn close(&self) -> Result<(), StoreError> {

@@ -248,6 +248,17 @@ pub struct StoreStats {
     pub compactions: u64,
 }
 
+/// The durable store's distributions since open, for an exporter.
+#[derive(Clone, Debug)]
+pub struct StoreHistograms {
+    /// From `apply` handing a job to its shard to the reply, microseconds.
+    pub apply_latency_us: hdrhistogram::Histogram<u64>,
+    /// One fdatasync of the active segment, microseconds.
+    pub commit_latency_us: hdrhistogram::Histogram<u64>,
+    /// Writes acknowledged by one fdatasync (the group commit's size).
+    pub commit_writes: hdrhistogram::Histogram<u64>,
+}
+
 /// Everything that can go wrong in the store. Paths say which store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -488,6 +499,15 @@ impl Store {
         match &*self.engine {
             Engine::Memory(m) => m.stats(),
             Engine::Durable(d) => d.stats(),
+        }
+    }
+
+    /// The durable store's histograms since open (`None` for the memory
+    /// store, which answers inline and never syncs).
+    pub fn histograms(&self) -> Option<StoreHistograms> {
+        match &*self.engine {
+            Engine::Memory(_) => None,
+            Engine::Durable(d) => Some(d.histograms()),
         }
     }
 

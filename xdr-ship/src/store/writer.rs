@@ -649,6 +649,9 @@ impl Committer {
             self.shared
                 .committed_writes
                 .fetch_add(writes, Ordering::Relaxed);
+            if writes > 0 {
+                self.shared.commit_writes.lock().saturating_record(writes);
+            }
         }
     }
 }
