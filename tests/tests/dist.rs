@@ -318,18 +318,6 @@ fn systemd_analyze_verify_accepts_both_units_unprivileged_and_hardened() {
     );
 }
 
-/// Whether this binary's `recv` takes `--config` (helper `prom`'s branch
-/// adds it; until it is merged the recv unit's test runs the same settings
-/// as today's flags).
-fn recv_takes_config(bin: &Path) -> bool {
-    let (ok, help, err) = run_bounded(
-        Command::new(bin).args(["recv", "--help"]),
-        Duration::from_secs(30),
-    );
-    assert!(ok, "recv --help failed: {err}");
-    help.contains("--config")
-}
-
 /// The recv unit's `ExecStart`, in `root`, listening on `listen`, with the
 /// package's own `recv.toml` (its address and store moved into the test).
 fn recv_exec_start(root: &Path, listen: SocketAddr) -> Vec<String> {
@@ -344,20 +332,11 @@ fn recv_exec_start(root: &Path, listen: SocketAddr) -> Vec<String> {
     );
     std::fs::write(&config, ours).expect("write recv.toml");
     let argv = unit.exec_start_in(root);
-    if recv_takes_config(Path::new(&argv[0])) {
-        return argv;
-    }
-    // TODO(merge with `prom`): drop this once `recv --config` is on main;
-    // until then the settings of recv.toml go in as today's flags.
-    let at = argv
-        .iter()
-        .position(|a| a == "--config")
-        .expect("the recv unit passes --config");
-    let mut today = argv[..at].to_vec();
-    today.extend(["--listen".to_owned(), listen.to_string()]);
-    today.extend(["--store".to_owned(), store.to_string_lossy().into_owned()]);
-    today.extend(argv[at + 2..].iter().cloned());
-    today
+    assert!(
+        argv.iter().any(|a| a == "--config"),
+        "the recv unit passes --config: {argv:?}"
+    );
+    argv
 }
 
 /// The source unit's `ExecStart`, in `root`, its ingest port on `listen`,
