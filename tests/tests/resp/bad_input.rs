@@ -59,6 +59,26 @@ impl Raw {
     }
 }
 
+/// A client the server serves (answers PING), retried while a place held
+/// by a client that just left (the port probe, a dropped client) is freed.
+fn served_client(port: u16) -> Raw {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let mut c = Raw::connect(port);
+        // A refused connection may be reset under the PING: not served.
+        let _ = c.tx.write_all(b"*1\r\n$4\r\nPING\r\n");
+        let mut line = String::new();
+        if c.rx.read_line(&mut line).is_ok() && line == "+PONG\r\n" {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no place freed within {REPLY_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether the server has neither answered nor closed `s` yet.
 fn nothing_to_read(s: &TcpStream) -> bool {
     s.set_nonblocking(true).unwrap();
@@ -179,7 +199,7 @@ fn a_flood_past_the_client_limit_is_refused_and_the_clients_in_carry_on() {
         super::free_port(),
         &["--resp-max-clients", &limit.to_string()],
     );
-    let mut inside: Vec<Raw> = (0..limit).map(|_| Raw::connect(port)).collect();
+    let mut inside: Vec<Raw> = (0..limit).map(|_| served_client(port)).collect();
     for (i, c) in inside.iter_mut().enumerate() {
         assert_eq!(c.set(&format!("in:{i}"), "1"), "+OK");
     }
@@ -195,16 +215,7 @@ fn a_flood_past_the_client_limit_is_refused_and_the_clients_in_carry_on() {
     }
     // A client that leaves frees its place.
     drop(inside.pop());
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    let mut late = loop {
-        let mut c = Raw::connect(port);
-        c.send(b"*1\r\n$4\r\nPING\r\n");
-        if c.line() == "+PONG" {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "the freed place never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut late = served_client(port);
     assert_eq!(late.set("late", "1"), "+OK");
     drop(node);
     for i in 0..limit {
