@@ -271,7 +271,11 @@ fn systemd_analyze_verify_accepts_both_units_unprivileged_and_hardened() {
     for name in UNITS {
         let unit = Unit::read(&root.0, name);
         assert_eq!(unit.user, "xdr-ship", "{name} must not run as root");
-        assert_eq!(unit.capabilities, ["bpf", "perfmon", "net_admin"], "{name}");
+        assert_eq!(
+            unit.capabilities,
+            ["bpf", "perfmon", "net_admin", "dac_read_search"],
+            "{name}"
+        );
         assert_eq!(
             unit.bounding, unit.capabilities,
             "{name}: no capability beyond these"
@@ -485,17 +489,16 @@ fn observe_shows_a_loopback_flow_without_root() {
     );
 }
 
-/// What fails today, exactly: observe as the service user says `eBPF
+/// The kernel programs load as the service user: observe's source is eBPF,
+/// not its netlink fallback. Why the unit holds `CAP_DAC_READ_SEARCH`
+/// beside `CAP_BPF`/`CAP_PERFMON`/`CAP_NET_ADMIN`: tracefs is root-only
+/// (mode 0700) on this kernel, and the classic tracepoints
+/// (`irq:softirq_*`, `tcp:tcp_retransmit_skb`, `sock:inet_sock_set_state`)
+/// need its `format` and `id` files; without it observe says `eBPF
 /// unavailable: tracefs at /sys/kernel/tracing is not readable by this
-/// user`. tracefs is root-only (mode 0700) on this kernel, and the classic
-/// tracepoints (`irq:softirq_*`, `tcp:tcp_retransmit_skb`,
-/// `sock:inet_sock_set_state`, and `tcp:tcp_probe`'s offsets) need its
-/// `format` and `id` files; no capability the unit holds bypasses file
-/// permissions. The fix is in the kernel crate: these programs as
-/// BTF-typed raw tracepoints (`tp_btf`, offsets from `/sys/kernel/btf`,
-/// which is world-readable), as `tcp_probe` already is.
+/// user`. It goes once those programs are BTF-typed raw tracepoints
+/// (offsets from the world-readable `/sys/kernel/btf`), as `tcp_probe` is.
 #[test]
-#[ignore = "fails until the tracepoints are tp_btf: tracefs is root-only here (see the doc comment)"]
 fn the_kernel_programs_load_without_root() {
     require_root();
     let root = unpack("dist-ebpf");
