@@ -180,3 +180,73 @@ fn a_bad_key_in_the_recv_config_is_an_error_naming_the_key_and_its_line() {
         "{stderr}"
     );
 }
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `ship --duration 3s --drain-timeout 2s` where nothing listens: the run
+/// ends by itself (not minutes later), fails with a reason, and says the
+/// 64 connections' identical failure once per few seconds, not 64 times a
+/// round.
+#[test]
+fn shipping_to_nothing_ends_within_its_duration_with_one_line_per_problem() {
+    let to = format!("127.0.0.1:{}", closed_port());
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["ship", "--to", &to, "--generate", "max,100,1000"])
+        .args(["--duration", "3s", "--drain-timeout", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xdr-ship");
+    // Bounded wait: a run that does not end is killed and fails the test.
+    let deadline = started + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ship --duration 3s to {to} was still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let elapsed = started.elapsed();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        elapsed < std::time::Duration::from_secs(15),
+        "took {elapsed:?}: {stderr}"
+    );
+    assert!(!status.success(), "exit {status:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("no connection to {to} could be opened")),
+        "{stderr}"
+    );
+    let connect_lines = stderr
+        .lines()
+        .filter(|l| l.contains("connect to") && l.contains("failed"))
+        .count();
+    assert!(
+        (1..=3).contains(&connect_lines),
+        "{connect_lines} connect-failure lines: {stderr}"
+    );
+    assert!(
+        stderr.contains(" connection)") || stderr.contains(" connections)"),
+        "the line says how many connections it affects: {stderr}"
+    );
+    let sndbuf_lines = stderr.lines().filter(|l| l.contains("SO_SNDBUF")).count();
+    assert!(
+        sndbuf_lines <= 3,
+        "{sndbuf_lines} SO_SNDBUF lines: {stderr}"
+    );
+}

@@ -123,6 +123,7 @@ struct Settings {
     token_file: Option<PathBuf>,
     insecure: bool,
     metrics: Option<SocketAddr>,
+    listen_resp: Option<SocketAddr>,
 }
 
 impl Args {
@@ -185,6 +186,7 @@ impl Args {
             token_file: self.token_file.or(f.token_file),
             insecure: self.insecure || f.insecure.unwrap_or(false),
             metrics: self.metrics.or(f.metrics),
+            listen_resp: self.listen_resp.or(f.listen_resp),
         })
     }
 }
@@ -229,8 +231,9 @@ impl Settings {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (listen_resp, resp_limits) = (args.listen_resp, args.resp_limits.clone());
+    let resp_limits = args.resp_limits.clone();
     let args = args.settings()?;
+    let listen_resp = args.listen_resp;
     let store = args.open_store()?;
     let cfg = args.server_config()?;
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;

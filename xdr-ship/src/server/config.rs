@@ -40,7 +40,8 @@ use toml::Spanned;
 use crate::store::Durability;
 
 /// What the file may hold, as the errors say it.
-pub const ACCEPTED: &str = "the recv config takes listen, store, memory, durability, metrics, \
+pub const ACCEPTED: &str =
+    "the recv config takes listen, store, memory, durability, metrics, listen-resp, \
      token-file, insecure, interval, json, [limits] rcvbuf, max-connections, max-in-flight, \
      handshake-timeout, idle-timeout, and [tls] cert, key, ca";
 
@@ -98,6 +99,8 @@ pub struct RecvFileConfig {
     pub durability: Option<Durability>,
     /// Prometheus exporter address.
     pub metrics: Option<SocketAddr>,
+    /// Read-only RESP port (`recv --listen-resp`).
+    pub listen_resp: Option<SocketAddr>,
     /// Pre-shared token file.
     pub token_file: Option<PathBuf>,
     /// Allow a non-loopback listen without authentication.
@@ -132,6 +135,7 @@ struct File {
     memory: Option<Spanned<bool>>,
     durability: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
+    listen_resp: Option<Spanned<String>>,
     token_file: Option<PathBuf>,
     insecure: Option<bool>,
     interval: Option<Spanned<String>>,
@@ -225,6 +229,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RecvFileConfig, RecvConfigError>
             })
             .transpose()?,
         metrics: addr("metrics", &file.metrics)?,
+        listen_resp: addr("listen-resp", &file.listen_resp)?,
         token_file: file.token_file,
         insecure: file.insecure,
         interval: duration("interval", &file.interval)?,
@@ -333,7 +338,7 @@ mod tests {
     fn every_setting_is_read_from_its_key() {
         let c = parse_str(
             "listen = \"0.0.0.0:3001\"\nstore = \"/var/lib/x\"\ndurability = \"os\"\n\
-             metrics = \"127.0.0.1:9465\"\ntoken-file = \"/etc/t\"\ninterval = \"2s\"\n\
+             metrics = \"127.0.0.1:9465\"\nlisten-resp = \"127.0.0.1:6380\"\ntoken-file = \"/etc/t\"\ninterval = \"2s\"\n\
              [limits]\nrcvbuf = \"1MiB\"\nmax-connections = 8\nmax-in-flight = 16\n\
              handshake-timeout = \"3s\"\nidle-timeout = \"1m\"\n\
              [tls]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/a\"\n",
@@ -343,6 +348,7 @@ mod tests {
         assert_eq!(c.store.as_deref(), Some(Path::new("/var/lib/x")));
         assert_eq!(c.durability, Some(Durability::Os));
         assert_eq!(c.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(c.listen_resp, Some("127.0.0.1:6380".parse().unwrap()));
         assert_eq!(c.token_file.as_deref(), Some(Path::new("/etc/t")));
         assert_eq!(c.interval, Some(Duration::from_secs(2)));
         assert_eq!(c.rcvbuf, Some(1 << 20));

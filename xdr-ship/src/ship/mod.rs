@@ -77,6 +77,18 @@ pub enum ShipError {
     /// common version): the run stops with the reason.
     #[error("{0}")]
     Rejected(String),
+    /// No connection to the destination could be opened for the whole run
+    /// (its `--duration` and drain), so nothing was shipped.
+    #[error(
+        "no connection to {addr} could be opened in {after:.1?} (the warnings above say why); \
+         nothing was shipped"
+    )]
+    Unreachable {
+        /// The destination.
+        addr: String,
+        /// How long the run tried.
+        after: Duration,
+    },
 }
 
 /// `--window W|auto`.
@@ -323,6 +335,18 @@ pub async fn run<S: Source>(
         dispatcher.abort();
     }
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
+    // Bounded by --duration and never connected with records waiting: say
+    // so as a failure (a run without a bound keeps retrying, as a source
+    // node must through a destination's outage).
+    let never_connected = !states
+        .iter()
+        .any(|s| s.ever_connected.load(Ordering::Relaxed));
+    if cfg.duration.is_some() && never_connected && !rx.is_empty() {
+        return Err(ShipError::Unreachable {
+            addr: cfg.to.clone(),
+            after: started.elapsed(),
+        });
+    }
     Ok(summary(&states, started, last))
 }
 
@@ -381,7 +405,10 @@ struct Pool<'a> {
 impl Pool<'_> {
     /// Until every connection is done: reports a snapshot every interval,
     /// runs the auto window, and once intake is over gives the records in
-    /// flight `drain_timeout` to be answered.
+    /// flight `drain_timeout` to be answered. With `--duration`, intake is
+    /// over when it has passed even if records are still waiting for a
+    /// connection (the destination unreachable): the run is bounded from
+    /// its start by `duration + drain_timeout`.
     async fn supervise(
         &self,
         tasks: &mut JoinSet<()>,
@@ -393,6 +420,7 @@ impl Pool<'_> {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let intake_until = cfg.duration.map(|d| tokio::time::Instant::now() + d);
         let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
             window::PoolWindow::new(
                 self.states.len(),
@@ -421,10 +449,10 @@ impl Pool<'_> {
                     self.conn_cancel.cancel();
                 }
             }
-            if drain_deadline.is_none()
-                && (self.queue.is_closed() || self.stop.is_cancelled())
+            let intake_over = (self.queue.is_closed() || self.stop.is_cancelled())
                 && self.queue.is_empty()
-            {
+                || intake_until.is_some_and(|t| tokio::time::Instant::now() >= t);
+            if drain_deadline.is_none() && intake_over {
                 drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
             }
         }

@@ -52,9 +52,16 @@ fn open_socket(cfg: &ConnConfig, state: &ConnState) -> Result<Socket, ShipError>
     .map_err(ShipError::Io)?;
     if let Some(bytes) = cfg.ship.sndbuf {
         let report = request_buffer(&socket, Buffer::Send, bytes).map_err(ShipError::Io)?;
+        // The same cap holds for every connection: said once, by the first,
+        // and again only if it reconnects after the repeat span.
         if let Some(w) = report.warning {
-            if state.id == 0 {
-                tracing::warn!("{w}");
+            if state.id == 0
+                && cfg
+                    .warnings
+                    .note(0, &w, std::time::Instant::now())
+                    .is_some()
+            {
+                tracing::warn!("{w} (every connection)");
             }
         }
     }

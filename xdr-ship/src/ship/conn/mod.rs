@@ -41,6 +41,7 @@ mod connect;
 mod reader;
 mod redis_session;
 mod request;
+mod warnings;
 mod writer;
 
 pub(crate) use request::RequestCodec;
@@ -95,6 +96,9 @@ pub(crate) struct ConnConfig {
     /// `--to redis://…`: the session speaks Redis instead of the native
     /// protocol.
     pub redis: Option<super::redis::RedisTarget>,
+    /// What the connections say about their failures, gathered (one line
+    /// per distinct problem).
+    pub warnings: Arc<warnings::Warnings>,
 }
 
 /// Most bytes of records packed into one BATCH request.
@@ -127,6 +131,7 @@ impl ConnConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
+            warnings: Arc::default(),
             report_acks,
             dead_letter,
             redis,
@@ -165,6 +170,8 @@ pub(crate) struct ConnState {
     /// reads by the snapshotter; always checked against `cookie`.
     fd: std::sync::atomic::AtomicI32,
     pub connected: AtomicBool,
+    /// A session was opened at least once in this run.
+    pub ever_connected: AtomicBool,
     window_limited: AtomicBool,
     table: Mutex<BTreeMap<u64, Pending>>,
     resend: Mutex<VecDeque<SourceRecord>>,
@@ -205,6 +212,7 @@ impl ConnState {
             cookie: AtomicU64::new(0),
             fd: std::sync::atomic::AtomicI32::new(-1),
             connected: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
             window_limited: AtomicBool::new(false),
             table: Mutex::new(BTreeMap::new()),
             resend: Mutex::new(VecDeque::new()),
@@ -377,11 +385,10 @@ pub(crate) async fn run(
         let (stream, fd, codec_max) = match connected {
             Ok(ok) => ok,
             Err(e) => {
-                tracing::warn!(
-                    conn = state.id,
-                    "connect to {} failed: {e}; retrying in {backoff:?}",
-                    cfg.addr
-                );
+                let problem = format!("connect to {} failed: {e}", cfg.addr);
+                if let Some(line) = cfg.warnings.note(state.id, &problem, Instant::now()) {
+                    tracing::warn!("{line}; retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => return,
@@ -393,6 +400,7 @@ pub(crate) async fn run(
         backoff = cfg.backoff_min;
         state.fd.store(fd, Ordering::Relaxed);
         state.connected.store(true, Ordering::Relaxed);
+        state.ever_connected.store(true, Ordering::Relaxed);
         let end = session(stream, codec_max, &state, &cfg, &queue, &acked, &cancel).await;
         state.connected.store(false, Ordering::Relaxed);
         state.fd.store(-1, Ordering::Relaxed);
