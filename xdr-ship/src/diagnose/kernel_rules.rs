@@ -37,6 +37,10 @@ use super::{
 /// second-long interval, and never to a new high by that much for long.
 pub const RAMP_GROWTH_RATIO: f64 = 1.25;
 
+/// In flight below this fraction of the congestion window means cwnd had
+/// room: time TCP counted as "busy" then was not spent at the window.
+pub const CWND_ROOM_RATIO: f64 = 0.8;
+
 /// The `TCP_INFO` of the connection with `cookie` in `sample`.
 fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
     sample
@@ -185,10 +189,22 @@ fn charge(
         return rate;
     }
     let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
+    let cwnd_bytes = f64::from(tb.cwnd_segments) * mss;
     let class = if tb.snd_wnd_bytes > 0
         && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes)
     {
         Limit::ReceiverWindow
+    } else if sndbuf > 0.0
+        && d_retrans == 0
+        && !standing_queue
+        && in_flight < CWND_ROOM_RATIO * cwnd_bytes
+    {
+        // The sender buffer bound part of the interval, and for the rest
+        // cwnd had room, the peer's window too, and no queue or loss says
+        // the link was full: what TCP had to send was what the buffer held
+        // (the kernel's sndbuf_limited timer counts only the moments the
+        // writer was blocked, not the whole time a small buffer holds it).
+        Limit::SenderBuffer
     } else {
         network_class(acc, b, (ta, tb), dt_us, peak_before, link_full)
     };

@@ -131,6 +131,29 @@ fn the_sndbuf_limited_timer_makes_it_sender_buffer() {
 }
 
 #[test]
+fn a_small_send_buffer_with_cwnd_room_is_the_sender_buffer_all_along() {
+    // As the lab's python3 sender with a 64 KiB SO_SNDBUF showed: the
+    // kernel's sndbuf_limited timer ran 42% of the time, cwnd (154) held
+    // three times what was in flight (47), and there was no queue or loss.
+    let s = Step {
+        sndbuf_us: 420_000,
+        cwnd: 154,
+        unacked: 47,
+        acked: 880_000,
+        ..steady()
+    };
+    let v = judge(&[s; 6]).shipper;
+    assert_eq!(v.limit, Limit::SenderBuffer, "{v:?}");
+    let share = |l: Limit| {
+        v.shares
+            .iter()
+            .find(|(k, _)| *k == l)
+            .map_or(0.0, |(_, p)| *p)
+    };
+    assert!(share(Limit::SenderBuffer) > 90.0, "{:?}", v.shares);
+}
+
+#[test]
 fn an_app_limited_flow_names_the_process() {
     let s = Step {
         app_limited: true,
