@@ -11,9 +11,10 @@
 //! - [`wire`]: the protocol between shipper and receiver: frames, messages,
 //!   the codec (`docs/protocol.md` is its specification).
 //! - [`ship`]: the pipelined shipper: a [`ship::Source`], the connection
-//!   pool, per-connection windows, the in-flight table, resend.
+//!   pool, the auto window, the in-flight table, resend; the destination's
+//!   protocol behind one request codec (native, or Redis in `ship::redis`).
 //! - [`server`]: the receiver's accept loop and connections (ordered and
-//!   unordered answers).
+//!   unordered answers), its TOML config and its Prometheus metrics.
 //! - [`store`]: the destination store, last-writer-wins, group commit.
 //! - [`metrics`]: the one snapshot type every output renders, its
 //!   headless line and JSON line.
@@ -38,9 +39,11 @@
 //!   formulas (BDP, Mathis) every stage quotes.
 //! - [`srclog`]: the durable source log: group-committed appends, segments,
 //!   per-destination checkpoints, reclaim, the disk budget; a
-//!   [`srclog::LogSource`] per destination.
-//! - [`resp`]: the source node's Redis front door: RESP2/3 commands from
-//!   any Redis client appended to the log, `+OK` once durable.
+//!   [`srclog::LogSource`] per destination; a site taking local and
+//!   shipped writes (two sites writing at once).
+//! - [`resp`]: Redis's protocol at both ends: the source node's front door
+//!   (commands from any Redis client appended to the log, `+OK` once
+//!   durable) and the destination's read-only door (GET, SCAN, …).
 //! - [`destinations`]: the source node's destinations, from `--to` and the
 //!   `--config` TOML, with errors naming file, line and key.
 pub mod destinations;
