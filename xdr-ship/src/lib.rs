@@ -59,6 +59,7 @@ pub mod ship;
 pub mod srclog;
 pub mod store;
 pub mod tls;
+mod toml_pos;
 pub mod tui;
 pub mod tune;
 pub mod units;

@@ -49,7 +49,8 @@ impl Drop for Scratch {
     }
 }
 
-fn wait_listening(addr: SocketAddr, within: Duration) -> Result<()> {
+/// Waits until something accepts connections on `addr`, for `within`.
+pub(crate) fn wait_listening(addr: SocketAddr, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {

@@ -8,13 +8,13 @@
 //! the door and the log's group commit alone (the log keeps every write
 //! until a destination takes it); shipping has its own rows.
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// SETs per redis-benchmark run (1 KB each: 200 MB into each log).
 const REQUESTS: u64 = 200_000;
@@ -34,18 +34,6 @@ impl Drop for Guard {
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_listening(port: u16) -> Result<()> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listening on {addr} after {START_TIMEOUT:?}")
 }
 
 /// `redis-benchmark -t set -d 1000 -P 64` against `port`: SET/s.
@@ -83,7 +71,7 @@ fn xdr_run(bin: &Path, dir: &Path) -> Result<f64> {
             .spawn()
             .context("starting the source node")?,
     );
-    wait_listening(port)?;
+    crate::bench::wait_listening(([127, 0, 0, 1], port).into(), START_TIMEOUT)?;
     benchmark(port)
 }
 
@@ -101,7 +89,7 @@ fn redis_run(dir: &Path, fsync: &str) -> Result<f64> {
             .spawn()
             .context("starting redis-server (cargo xtask setup installs it)")?,
     );
-    wait_listening(port)?;
+    crate::bench::wait_listening(([127, 0, 0, 1], port).into(), START_TIMEOUT)?;
     benchmark(port)
 }
 

@@ -35,6 +35,8 @@ use std::{
 };
 
 use serde::Deserialize;
+
+use crate::toml_pos::{key_on_line, line_of};
 use toml::Spanned;
 
 use crate::store::Durability;
@@ -310,20 +312,6 @@ fn size(v: &SizeValue) -> Result<usize, String> {
             .as_u64(),
     };
     usize::try_from(bytes).map_err(|_| "too large".to_owned())
-}
-
-/// The 1-based line holding byte `at` of `text`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1
-}
-
-/// The key of the `key = value` line holding byte `at`, if it is one.
-fn key_on_line(text: &str, at: usize) -> Option<String> {
-    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
 }
 
 #[cfg(test)]
