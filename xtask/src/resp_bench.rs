@@ -9,12 +9,14 @@
 //! until a destination takes it); shipping has its own rows.
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
+
+use crate::bench::{median, Scratch};
 
 /// SETs per redis-benchmark run (1 KB each: 200 MB into each log).
 const REQUESTS: u64 = 200_000;
@@ -93,22 +95,6 @@ fn redis_run(dir: &Path, fsync: &str) -> Result<f64> {
     benchmark(port)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// A fresh scratch directory under target/bench (removed by the caller).
-fn scratch(tag: &str) -> Result<PathBuf> {
-    let p = crate::root()
-        .join("target")
-        .join("bench")
-        .join(format!("{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-    Ok(p)
-}
-
 /// The three rows, `repeats` runs each (interleaved), medians and ratios.
 pub fn rows(bin: &Path, repeats: usize) -> Result<()> {
     let (mut xdr, mut always, mut never) = (Vec::new(), Vec::new(), Vec::new());
@@ -121,10 +107,8 @@ pub fn rows(bin: &Path, repeats: usize) -> Result<()> {
             (&mut always, &|d: &Path| redis_run(d, "always")),
             (&mut never, &|d: &Path| redis_run(d, "no")),
         ] {
-            let dir = scratch(&format!("resp-{i}"))?;
-            let v = f(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            runs.push(v?);
+            let dir = Scratch::new(&format!("resp-{i}"))?;
+            runs.push(f(&dir.0)?);
         }
     }
     let (x, a, n) = (median(&mut xdr), median(&mut always), median(&mut never));
