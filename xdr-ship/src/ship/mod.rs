@@ -420,6 +420,7 @@ impl Pool<'_> {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut drain_timed_out = false;
         let intake_until = cfg.duration.map(|d| tokio::time::Instant::now() + d);
         let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
             window::PoolWindow::new(
@@ -444,7 +445,10 @@ impl Pool<'_> {
                         auto.tick(self.states);
                     }
                 }
-                _ = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                _ = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !drain_timed_out => {
+                    // Once: the connections take a moment to see the cancel,
+                    // and a deadline in the past would fire on every pass.
+                    drain_timed_out = true;
                     tracing::warn!("drain timed out after {:?}; giving up on records still in flight", cfg.drain_timeout);
                     self.conn_cancel.cancel();
                 }
