@@ -23,18 +23,6 @@ pub struct Plan {
     pub phase_secs: u64,
 }
 
-impl Plan {
-    /// What the operator knows about the link, for the shipper's verdict:
-    /// `--rtt 156ms --link-rate 100MB`.
-    pub fn link_hints(&self) -> String {
-        format!(
-            "--rtt {}ms --link-rate {}",
-            self.rtt_ms,
-            self.bandwidth.trim_end_matches("/s")
-        )
-    }
-}
-
 /// What one shipping phase measured: medians over its steady seconds, and
 /// the shipper's last verdict line.
 #[derive(Debug, Default)]
@@ -42,6 +30,9 @@ pub struct Phase {
     pub throughput: f64,
     pub inflight: f64,
     pub mb_per_s: f64,
+    /// Seconds from the phase's start to its first interval at 90% of the
+    /// steady records/s (`None`: it never got there).
+    pub t90_s: Option<f64>,
     pub verdict: Option<String>,
 }
 
@@ -113,9 +104,7 @@ pub fn ship_phase_with(
         name,
         &format!("{bin_s} recv --listen 198.18.0.2:3000 --memory --insecure {recv_args}"),
         &format!(
-            "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s \
-             {} {args}",
-            plan.link_hints()
+            "{bin_s} ship --to 198.18.0.2:3000 --generate max,1000,1000000 --duration {secs}s {args}"
         ),
         echo,
     )
@@ -153,15 +142,21 @@ pub fn phase_from_lines(lines: &[String], warmup: usize) -> Phase {
     } else {
         &seed[..]
     };
+    let throughput = median(
+        steady
+            .iter()
+            .filter_map(|l| field(l, "throughput"))
+            .collect(),
+    );
     Phase {
-        throughput: median(
-            steady
-                .iter()
-                .filter_map(|l| field(l, "throughput"))
-                .collect(),
-        ),
+        throughput,
         inflight: median(steady.iter().filter_map(|l| field(l, "inflight")).collect()),
         mb_per_s: median(steady.iter().filter_map(|l| mb_per_s(l)).collect()),
+        t90_s: seed
+            .iter()
+            .position(|l| field(l, "throughput").is_some_and(|t| t >= 0.9 * throughput))
+            .filter(|_| throughput > 0.0)
+            .map(|i| (i + 1) as f64 * LINE_INTERVAL_S),
         verdict: lines
             .iter()
             .rev()
@@ -169,6 +164,9 @@ pub fn phase_from_lines(lines: &[String], warmup: usize) -> Phase {
             .map(str::to_owned),
     }
 }
+
+/// The shipper's default interval between two seed lines.
+const LINE_INTERVAL_S: f64 = 1.0;
 
 /// iperf3's receiver goodput in MB/s from its JSON report.
 pub fn iperf3_goodput(lines: &[String]) -> Result<f64> {
@@ -257,6 +255,11 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
         "pipelined: {:.0}x the stop-and-wait rate (seed: 62 -> 103,798 records/s)",
         pipe.throughput / saw.throughput.max(1e-9)
     );
+    println!(
+        "pipelined, no tuning flags: 90% of its steady rate after {} (target: within 3 s)",
+        pipe.t90_s
+            .map_or_else(|| "never".to_owned(), |t| format!("{t:.0} s"))
+    );
     println!("\nwhat limits each phase (the shipper's own verdict):");
     for (name, p) in [("stop-and-wait x 10", &saw), ("pipelined x 64", &pipe)] {
         println!(
@@ -344,7 +347,6 @@ pub fn tui_phase(bin: &Path, plan: &Plan, secs: u64) -> Result<()> {
             "--duration",
         ])
         .arg(format!("{secs}s"))
-        .args(plan.link_hints().split(' '))
         .status()
         .context("starting the TUI in the near namespace")?;
     // SIGINT lets `lab up` tear its namespaces down itself.
@@ -409,6 +411,17 @@ mod tests {
         assert_eq!(p.throughput, 105.0);
         assert_eq!(p.inflight, 210.0);
         assert_eq!(p.mb_per_s, 10.5);
+    }
+
+    #[test]
+    fn a_phase_reaches_ninety_percent_at_its_first_line_that_high() {
+        // Steady median 105: the third line (100 ≥ 94.5) is the first at 90%.
+        let lines: Vec<String> = [1.0, 2.0, 100.0, 110.0, 90.0, 105.0]
+            .iter()
+            .map(|t| format!("throughput {t} : inflight 1 : outstanding 0 (delta 0/s) : 1.0 MB/s"))
+            .collect();
+        assert_eq!(phase_from_lines(&lines, 2).t90_s, Some(3.0));
+        assert_eq!(phase_from_lines(&[], 2).t90_s, None);
     }
 
     #[test]
