@@ -18,6 +18,18 @@ use xdr_tests::{xdr_ship_bin, TempDir};
 const MSS: u32 = 1448;
 const RTT_US: u32 = 156_000;
 const RECORD_BYTES: u64 = 1024;
+/// The verdict banner names one of the limits, in capitals.
+const LIMITS: [&str; 9] = [
+    "APPLICATION",
+    "BANDWIDTH",
+    "DESTINATION",
+    "RECEIVER WINDOW",
+    "SENDER BUFFER",
+    "LOSS",
+    "INTERRUPTS",
+    "IDLE",
+    "UNKNOWN",
+];
 
 /// Sample `k` of a shipper whose four connections spend 60% of their time
 /// held back by a 3 MB peer window, on a 100 MB/s link of 156 ms.
@@ -448,17 +460,6 @@ fn the_live_screen_of_a_real_shipper_shows_its_connections_and_a_verdict_and_q_s
     let tmux = Tmux::start("tui-live", 100, 30, &command);
     // The verdict banner names one of the limits, in capitals, once the
     // engine has two samples.
-    const LIMITS: [&str; 9] = [
-        "APPLICATION",
-        "BANDWIDTH",
-        "DESTINATION",
-        "RECEIVER WINDOW",
-        "SENDER BUFFER",
-        "LOSS",
-        "INTERRUPTS",
-        "IDLE",
-        "UNKNOWN",
-    ];
     let screen = tmux.wait_until("a verdict", Duration::from_secs(30), |s| {
         s.contains("connections (4)") && LIMITS.iter().any(|l| s.contains(l))
     });
@@ -467,4 +468,67 @@ fn the_live_screen_of_a_real_shipper_shows_its_connections_and_a_verdict_and_q_s
     tmux.keys("q");
     let screen = tmux.wait_for(&["tui exited 0"], Duration::from_secs(40));
     assert!(screen.contains("done: delivered"), "{screen}");
+}
+
+#[test]
+fn observe_on_the_live_screen_judges_a_flow_xdr_ship_did_not_make_and_q_stops_it() {
+    // iperf3 on loopback, rate-capped: a flow of a process we did not write.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let _server = xdr_tests::ChildGuard(
+        Command::new("iperf3")
+            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start iperf3 -s (install it: cargo xtask setup)"),
+    );
+    // Listening, as `ss` sees it (a probe connection would be iperf3's client).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(
+        &Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss runs")
+            .stdout,
+    )
+    .contains(&format!(":{port}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 -s never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _client = xdr_tests::ChildGuard(
+        Command::new("iperf3")
+            .args(["-c", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", "60", "-b", "20M"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start iperf3 -c"),
+    );
+    let command = format!(
+        "'{bin}' observe --tui --port {port} --no-ebpf; echo \"observe exited $?\"; sleep 600",
+        bin = xdr_ship_bin().display(),
+    );
+    let tmux = Tmux::start("observe-live", 100, 30, &command);
+    // Rate-capped well below what loopback carries: the sending process is
+    // the limit, and the verdict names it.
+    let screen = tmux.wait_until(
+        "a verdict for the iperf3 flow",
+        Duration::from_secs(30),
+        |s| s.contains(&format!("observe: port {port}")) && LIMITS.iter().any(|l| s.contains(l)),
+    );
+    println!("{screen}");
+    assert!(screen.contains("APPLICATION"), "{screen}");
+    assert!(
+        screen.contains("iperf3 (pid"),
+        "the process is named: {screen}"
+    );
+    tmux.keys("q");
+    tmux.wait_for(&["observe exited 0"], Duration::from_secs(20));
 }

@@ -1,5 +1,10 @@
 //! `xdr-ship observe`: the per-connection and per-CPU view for any
 //! process's TCP flows (iperf3, redis, a real XDR link).
+//!
+//! Why the same engine and screen as `ship`: a troubleshooting session
+//! compares a flow xdr-ship did not make with one it did; both are judged
+//! by one [`Diagnoser`] and shown by one screen (`--tui`), with the
+//! kernel half only here.
 use anyhow::Context;
 use xdr_ship::{
     diagnose::Diagnoser,
@@ -26,6 +31,10 @@ pub struct Args {
     /// The window the verdict judges over.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = super::parse_duration)]
     window: std::time::Duration,
+    /// Show the live screen `ship --tui` uses (the kernel half only)
+    /// instead of printing rows; `q` quits.
+    #[arg(long, conflicts_with = "json")]
+    tui: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -49,16 +58,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // The same engine `replay` runs over the recording, so both judge alike.
     let mut diagnoser = Diagnoser::new(args.window);
+    let mut judged = move || -> anyhow::Result<_> {
+        let mut report = flows.sample().context("sampling")?;
+        let sample = report.to_sample(started.elapsed(), &label);
+        if let Some(out) = &mut record {
+            out.write(&sample).context("--record")?;
+        }
+        diagnoser.push(sample.clone());
+        report.verdict = diagnoser.judge();
+        Ok((report, sample))
+    };
+    if args.tui {
+        return on_screen(&args.sampling, move || judged()).await;
+    }
     args.sampling
-        .run(|| {
-            let mut report = flows.sample().context("sampling")?;
-            let sample = report.to_sample(started.elapsed(), &label);
-            if let Some(out) = &mut record {
-                out.write(&sample).context("--record")?;
-            }
-            diagnoser.push(sample);
-            report.verdict = diagnoser.judge();
-            Ok(report)
-        })
+        .run(|| judged().map(|(report, _)| report))
         .await
+}
+
+/// `--tui`: every interval's sample and verdict to the live screen, until
+/// it is quit (`q`), `--count` samples, or Ctrl-C. The screen's feed is
+/// bounded and never waited on: a busy screen skips an update.
+async fn on_screen(
+    sampling: &super::Sampling,
+    mut next: impl FnMut() -> anyhow::Result<(xdr_ship::live::FlowReport, xdr_ship::diagnose::Sample)>,
+) -> anyhow::Result<()> {
+    let (stop, _cancel) = super::ctrl_c_tokens();
+    let screen = super::live::Screen::open(true, stop.clone()).context("opening the screen")?;
+    let feed = screen.sender();
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + sampling.interval,
+        sampling.interval,
+    );
+    let mut sent = 0u64;
+    while sampling.count.is_none_or(|n| sent < n) {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let (report, sample) = next()?;
+        let _ = feed.try_send(xdr_ship::tui::Update {
+            sample,
+            diagnosis: report.verdict,
+        });
+        sent += 1;
+    }
+    drop(feed);
+    screen.finish().await
 }
