@@ -69,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok((report, sample))
     };
     if args.tui {
-        return on_screen(&args.sampling, move || judged()).await;
+        return on_screen(&args.sampling, judged).await;
     }
     args.sampling
         .run(|| judged().map(|(report, _)| report))
