@@ -226,8 +226,11 @@ fn a_flood_on_the_steered_cpu_is_judged_interrupts_on_cpu_0_with_the_rps_remedy(
     let remedy = v["remedy"].as_str().unwrap_or_default();
     assert!(
         remedy.contains(&format!("(CPU {STEERED_CPU})"))
-            && remedy.contains(&format!("echo {} > /sys/class/net/", all_cpus_mask()))
-            && remedy.contains("/queues/rx-0/rps_cpus"),
+            && remedy.contains(&format!(
+                "for q in /sys/class/net/{}/queues/rx-*; do echo {} > $q/rps_cpus; done",
+                xdr_ship::lab::TUN_NAME,
+                all_cpus_mask()
+            )),
         "the remedy lacks the RPS line: {context}"
     );
     assert!(

@@ -107,6 +107,7 @@ fn sample(k: u64) -> Sample {
         },
         kernel: Vec::new(),
         owners: Vec::new(),
+        device: None,
     }
 }
 

@@ -38,6 +38,8 @@ pub(super) struct Context {
     /// had one.
     pub saturation: Option<Saturation>,
     pub saturated_intervals: usize,
+    /// The network device the flows use, if the samples say.
+    pub device: Option<String>,
     pub intervals: usize,
     /// The shipper's delivered rate over the window.
     pub observed: Rate,
@@ -128,6 +130,7 @@ impl Context {
             ordered: last.ship.mode == crate::wire::OrderingMode::Ordered.name(),
             saturation: worst,
             saturated_intervals,
+            device: samples.iter().rev().find_map(|s| s.device.clone()),
             intervals: samples.len() - 1,
             observed,
             idle: if kernel_only {

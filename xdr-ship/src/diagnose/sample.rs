@@ -113,6 +113,10 @@ pub struct Sample {
     /// For a kernel-only sample: who owns each flow (by cookie).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<FlowOwner>,
+    /// The network device the flows' packets use (the route to the peer),
+    /// for remedies that name a device's files; `None`: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Sample {
@@ -130,6 +134,7 @@ impl Sample {
             link,
             kernel: Vec::new(),
             owners: Vec::new(),
+            device: None,
         }
     }
 

@@ -127,6 +127,7 @@ struct World {
     outstanding: u64,
     link: LinkHints,
     softirq: Option<SoftirqReport>,
+    device: Option<String>,
 }
 
 impl World {
@@ -141,6 +142,7 @@ impl World {
                 bandwidth_bytes_per_s: Some(LINK),
             },
             softirq: None,
+            device: None,
         }
     }
 
@@ -177,6 +179,7 @@ impl World {
             link: self.link,
             kernel: Vec::new(),
             owners: Vec::new(),
+            device: self.device.clone(),
         }
     }
 
@@ -391,6 +394,20 @@ fn one_cpu_drowning_in_net_rx_is_interrupts() {
         v.remedy
     );
     assert!(v.remedy.contains("irqbalance"), "{}", v.remedy);
+}
+
+#[test]
+fn the_interrupts_remedy_names_the_device_the_flows_use() {
+    let mut w = World::new(vec![Flow::new().rate(20_000_000); 2]);
+    w.softirq = Some(softirq(&[(92.0, 92.0), (5.0, 1.0)]));
+    w.device = Some("eth1".to_owned());
+    let v = w.diagnose().shipper;
+    assert!(
+        v.remedy
+            .contains("for q in /sys/class/net/eth1/queues/rx-*; do echo 3 > $q/rps_cpus; done"),
+        "{}",
+        v.remedy
+    );
 }
 
 #[test]

@@ -156,6 +156,11 @@ impl FlowReport {
         };
         let mut sample = Sample::from_snapshot(ship, self.softirq.clone(), LinkHints::default());
         sample.kernel = self.conns.iter().filter_map(|c| c.kernel.clone()).collect();
+        sample.device = self
+            .conns
+            .iter()
+            .find_map(|c| c.remote)
+            .and_then(|r| crate::net::route::device_for(r.ip()));
         sample.owners = self
             .conns
             .iter()

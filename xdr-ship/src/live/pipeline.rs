@@ -73,6 +73,8 @@ pub struct Pipeline {
     softirq: SoftirqRates,
     diagnoser: Diagnoser,
     link: LinkHints,
+    /// The destination last looked up, and the device its route uses.
+    device: Option<(String, Option<String>)>,
 }
 
 impl Pipeline {
@@ -96,6 +98,7 @@ impl Pipeline {
             softirq: SoftirqRates::from(baseline),
             diagnoser,
             link: opts.link,
+            device: None,
         }
     }
 
@@ -107,6 +110,23 @@ impl Pipeline {
     /// The engine, for callers that judge more than one run.
     pub fn diagnoser_mut(&mut self) -> &mut Diagnoser {
         &mut self.diagnoser
+    }
+
+    /// The device the route to `destination` (`host:port`, or a
+    /// `redis://` URL) uses; looked up once per destination, not per
+    /// interval. A name that is not an address has none.
+    fn device_for(&mut self, destination: &str) -> Option<String> {
+        if let Some((dest, dev)) = &self.device {
+            if dest == destination {
+                return dev.clone();
+            }
+        }
+        let dev = crate::ship::redis::host_port(destination)
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .and_then(|a| crate::net::route::device_for(a.ip()));
+        self.device = Some((destination.to_owned(), dev.clone()));
+        dev
     }
 
     /// The sample of the interval that `snap` closes, and the verdict over
@@ -126,6 +146,7 @@ impl Pipeline {
             }
         };
         let mut sample = Sample::from_snapshot(snap.clone(), softirq, self.link);
+        sample.device = self.device_for(&snap.destination);
         match rows {
             Some(Ok(rows)) => sample.kernel = own_rows(snap, &rows),
             Some(Err(e)) => tracing::debug!("eBPF TCP read failed: {e}"),

@@ -172,6 +172,7 @@ fn sample(flows: &[Flow], k: u64) -> Sample {
         },
         kernel: Vec::new(),
         owners: Vec::new(),
+        device: None,
     }
 }
 

@@ -21,6 +21,15 @@ fn explain(i: &Inputs<'_>) -> Explained {
                 .iter()
                 .filter(|c| **c < 64)
                 .fold(0, |m, c| m | 1 << c);
+            let rps = match &ctx.device {
+                Some(dev) => format!(
+                    "for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done"
+                ),
+                None => format!(
+                    "echo {mask:x} > /sys/class/net/DEV/queues/rx-N/rps_cpus for each receive \
+                     queue of the device the flows arrive on"
+                ),
+            };
             (
                 format!(
                     "CPU {} in softirq {}{net_rx} while the other CPUs' median is {}",
@@ -30,9 +39,8 @@ fn explain(i: &Inputs<'_>) -> Explained {
                 ),
                 format!(
                     "one core drowns in softirq (CPU {}): spread IRQs (irqbalance, or \
-                     /proc/irq/<n>/smp_affinity), enable RPS/RFS (echo {mask:x} > \
-                     /sys/class/net/<dev>/queues/rx-0/rps_cpus, and each rx-N of a \
-                     multi-queue <dev>; sysctl -w net.core.rps_sock_flow_entries=32768), and use more connections so \
+                     /proc/irq/N/smp_affinity), enable RPS/RFS ({rps}; \
+                     sysctl -w net.core.rps_sock_flow_entries=32768), and use more connections so \
                      the flows hash onto more queues",
                     s.cpu
                 ),
