@@ -214,9 +214,13 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Window a connection starts with under `--window auto`.
 pub const AUTO_WINDOW_START: u64 = 64;
-/// Largest window auto sizing grows to, per connection (the receiver's
-/// default `max_in_flight` requests: a window of records never needs more).
-pub const AUTO_WINDOW_MAX: u64 = 1 << 16;
+/// Largest window auto sizing grows to, per connection, in records. Why
+/// this high: one connection of 100-byte records at 156 ms and 100 MB/s
+/// needs ~156K in flight (65,536, the cap before, held it at 58% of the
+/// line); memory is bounded by [`AUTO_WINDOW_MAX_INFLIGHT_BYTES`], not by
+/// this. The receiver's `max_in_flight` (65,536) counts requests, and a
+/// full window's records travel many to a request.
+pub const AUTO_WINDOW_MAX: u64 = 1 << 20;
 /// Most bytes the auto window keeps in flight, all connections together:
 /// 3 × the 39 MB that 250 MB/s needs at 156 ms, room for Startup's overshoot.
 pub const AUTO_WINDOW_MAX_INFLIGHT_BYTES: u64 = 128 << 20;
