@@ -337,7 +337,7 @@ pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
         saw.mb_per_s,
         100.0 * (saw.throughput / (10.0 / 0.156) - 1.0)
     );
-    Ok(())
+    crate::redis_lab::rows(bin, &plan, secs, &default)
 }
 
 /// The default lab run with TLS 1.3 on every connection.

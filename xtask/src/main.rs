@@ -17,6 +17,7 @@ mod dist;
 mod fuzz;
 mod links;
 mod probe_bench;
+mod redis_lab;
 mod resp_bench;
 mod setup;
 mod soak;
@@ -78,6 +79,10 @@ enum Cmd {
         /// Records per engine in each disk run.
         #[arg(long, default_value_t = 200_000, value_name = "N")]
         disk_records: u64,
+        /// Only the Redis destination rows on the lab (root): ship into a
+        /// far redis-server, against recv --memory and redis-benchmark.
+        #[arg(long)]
+        redis_only: bool,
         /// Only the link grid: iperf3 -P 8 / -P 1 and xdr-ship with its
         /// defaults on each link of issue #17's grid, back to back (root).
         #[arg(long)]
@@ -143,6 +148,7 @@ fn main() -> Result<()> {
             tls_only,
             disk_only,
             disk_records,
+            redis_only,
             links,
             link_seconds,
             only,
@@ -166,6 +172,13 @@ fn main() -> Result<()> {
             }
             if disk_only {
                 return disk::rows(&build(true)?, repeats.max(1), disk_records);
+            }
+            if redis_only {
+                if !is_root() {
+                    bail!("the Redis rows run on the WAN lab (network namespaces): run as root");
+                }
+                setup::ensure_packages(&["redis-server", "redis-tools"])?;
+                return redis_lab::only(&build(true)?, lab_seconds.max(15));
             }
             setup::ensure_packages(&["redis-server", "redis-tools"])?;
             bench::bench(repeats.max(1), seconds.max(1), lab_seconds)?;

@@ -52,7 +52,7 @@ fn benchmark(port: u16) -> Result<f64> {
 
 /// The figure of `SET: 61274.12 requests per second, p50=…` (the last one,
 /// after the `\r` progress lines).
-fn set_rate(text: &str) -> Option<f64> {
+pub(crate) fn set_rate(text: &str) -> Option<f64> {
     text.split(['\r', '\n'])
         .filter_map(|l| l.trim().strip_prefix("SET: "))
         .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())

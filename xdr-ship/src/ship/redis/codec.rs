@@ -34,9 +34,13 @@ impl RedisCodec {
 
     /// Appends the command for one write; returns its encoded length.
     pub fn encode_write(&self, dst: &mut BytesMut, w: &Write) -> Result<usize, ShipError> {
+        // The bytes this command added (the crate's return value is an
+        // offset into `dst`, which holds the commands before it too).
         let encode = |dst: &mut BytesMut, args: &[BorrowedFrame]| {
+            let before = dst.len();
             extend_encode_borrowed(dst, &BorrowedFrame::Array(args), false)
-                .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))
+                .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))?;
+            Ok(dst.len() - before)
         };
         let key = BorrowedFrame::BulkString(&w.key);
         match (self.lww, &w.value) {
@@ -204,6 +208,27 @@ mod tests {
                 c.class()
             }
             other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_counts_the_bytes_of_its_own_commands_only() {
+        let records: Vec<SourceRecord> = (0..3)
+            .map(|i| SourceRecord {
+                seq: i,
+                write: Write::put(format!("k{i}"), vec![b'v'; 1000], 1, 1),
+            })
+            .collect();
+        for lww in [true, false] {
+            let mut codec = RedisCodec::new(lww);
+            let mut dst = BytesMut::new();
+            let first = codec.encode_request(&mut dst, 1, &records).unwrap();
+            assert_eq!(first, dst.len(), "lww {lww}");
+            // A second request behind it in the same buffer: its own bytes.
+            let second = codec.encode_request(&mut dst, 2, &records).unwrap();
+            assert_eq!(second, first, "lww {lww}");
+            assert_eq!(dst.len(), 2 * first);
+            assert!(first > 3000 && first < 3600, "{first} bytes for 3 × 1 KB");
         }
     }
 
