@@ -156,9 +156,7 @@ fn destinations(
     config: Option<&Path>,
 ) -> anyhow::Result<Vec<Destination>> {
     destinations::resolve(base, to, config).map_err(|e| match e {
-        DestinationsError::Read { .. }
-        | DestinationsError::Syntax { .. }
-        | DestinationsError::Value { .. } => anyhow::anyhow!("--config {e}"),
+        DestinationsError::File(_) => anyhow::anyhow!("--config {e}"),
         e => e.into(),
     })
 }
