@@ -295,6 +295,33 @@ pub(super) struct Acc {
     pub acked_bytes: u64,
 }
 
+/// What one interval of a socket delivered, from its samples `ta` → `tb`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Delivery {
+    /// Bytes acknowledged.
+    pub acked: u64,
+    /// Segments retransmitted.
+    pub retrans: u32,
+    /// The segment size (at least 1), bytes.
+    pub mss: f64,
+    /// Segments sent: acknowledged bytes in segments plus retransmits.
+    pub segs: f64,
+}
+
+impl Delivery {
+    pub(super) fn between(ta: &TcpSample, tb: &TcpSample) -> Self {
+        let acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
+        let retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
+        let mss = f64::from(tb.mss_bytes.max(1));
+        Self {
+            acked,
+            retrans,
+            mss,
+            segs: acked as f64 / mss + f64::from(retrans),
+        }
+    }
+}
+
 impl Acc {
     /// Keeps the path-wide extremes one kernel sample shows: the largest
     /// peer window and delivery rate, the smallest (non-zero) min RTT.
@@ -305,6 +332,27 @@ impl Acc {
             .into_iter()
             .flatten()
             .min();
+    }
+
+    /// Adds what one interval of a socket delivered.
+    pub fn note_delivery(&mut self, d: &Delivery) {
+        self.retrans += u64::from(d.retrans);
+        self.segs += d.segs;
+        self.tcp_acked_bytes += d.acked;
+    }
+
+    /// Takes the connection's window figures from its last kernel sample
+    /// `t` (the one connection with TCP figures), with the cwnd's peak over
+    /// the window.
+    pub fn note_last_tcp(&mut self, t: &TcpSample, cwnd_peak: u32) {
+        self.tcp_conns = 1;
+        self.snd_wnd = f64::from(t.snd_wnd_bytes);
+        self.cwnd = f64::from(t.cwnd_segments);
+        self.cwnd_peak = f64::from(cwnd_peak);
+        self.mss = f64::from(t.mss_bytes);
+        self.srtt_us = f64::from(t.srtt_us);
+        self.unacked_bytes = f64::from(t.unacked_segments) * f64::from(t.mss_bytes);
+        self.notsent_bytes = f64::from(t.notsent_bytes);
     }
 
     /// Adds another connection's figures.
@@ -460,14 +508,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         }
     }
     if let (true, Some(t)) = (seen_tcp, last_tcp) {
-        acc.tcp_conns = 1;
-        acc.snd_wnd = f64::from(t.snd_wnd_bytes);
-        acc.cwnd = f64::from(t.cwnd_segments);
-        acc.cwnd_peak = f64::from(cwnd_peak);
-        acc.mss = f64::from(t.mss_bytes);
-        acc.srtt_us = f64::from(t.srtt_us);
-        acc.unacked_bytes = f64::from(t.unacked_segments) * f64::from(t.mss_bytes);
-        acc.notsent_bytes = f64::from(t.notsent_bytes);
+        acc.note_last_tcp(t, cwnd_peak);
     }
     acc
 }
@@ -493,13 +534,8 @@ fn charge_tcp_interval(
     acc.time_us[Limit::ReceiverWindow as usize] += rwnd;
     acc.time_us[Limit::SenderBuffer as usize] += sndbuf;
 
-    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
-    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
-    let mss = f64::from(tb.mss_bytes.max(1));
-    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
-    acc.retrans += u64::from(d_retrans);
-    acc.segs += d_segs;
-    acc.tcp_acked_bytes += d_acked;
+    let delivery = Delivery::between(ta, tb);
+    acc.note_delivery(&delivery);
 
     let srtt_us = f64::from(tb.srtt_us);
     let link_full = b
@@ -545,10 +581,12 @@ pub(super) fn network_class(
         acc.interrupted += 1;
         return Limit::Interrupts;
     }
-    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
-    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
-    let mss = f64::from(tb.mss_bytes.max(1));
-    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
+    let Delivery {
+        acked: d_acked,
+        retrans: d_retrans,
+        mss,
+        segs: d_segs,
+    } = Delivery::between(ta, tb);
     let srtt_us = f64::from(tb.srtt_us);
     let p = ratio(f64::from(d_retrans), d_segs);
     let collapsed = peak_before > 0
