@@ -22,9 +22,9 @@
 use crate::metrics::TcpSample;
 
 use super::{
+    acc::{Acc, Delivery},
     rules::{
-        network_class, ratio, Acc, Delivery, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO,
-        QUEUE_FULL_RTT_RATIO,
+        network_class, ratio, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO, QUEUE_FULL_RTT_RATIO,
     },
     Limit, Sample,
 };

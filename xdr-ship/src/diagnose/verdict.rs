@@ -5,9 +5,10 @@
 use crate::units;
 
 use super::{
+    acc::Acc,
     context::Context,
     limits::{ceilings, explain},
-    rules::{Acc, EVIDENCE_MIN_SHARE, N_LIMITS},
+    rules::{EVIDENCE_MIN_SHARE, N_LIMITS},
     Evidence, Limit, Rate, Scope, Verdict,
 };
 
