@@ -4,8 +4,9 @@
 //!
 //! Why in the library: the file is an interface of the product (operators
 //! keep it beside XDR's own configuration), so its rules are tested here,
-//! and a mistake in it comes back as a typed [`DestinationsError`] naming
-//! the file, the line and the key, not as a parser's dump.
+//! and a mistake in it comes back as a typed [`ConfigError`] (inside
+//! [`DestinationsError`]) naming the file, the line and the key, not as a
+//! parser's dump.
 //!
 //! Every destination starts from the command line's configuration (the
 //! shipping flags) and a table overrides only what it sets:
@@ -19,17 +20,14 @@
 //! mode = "unordered"           # or "ordered"
 //! max-throughput = 50000       # records/s
 //! ```
-use std::{
-    ops::Range,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::toml_pos::{key_on_line, line_of};
 use toml::Spanned;
 
 use crate::{
+    config_file::ConfigError,
     ship::{ShipConfig, WindowSetting},
     srclog::destination_name,
     wire::OrderingMode,
@@ -51,47 +49,10 @@ pub struct Destination {
 /// Why the destinations cannot be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum DestinationsError {
-    /// The file cannot be read.
-    #[error("{path}: cannot read: {source}", path = path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The file is not TOML, or a table has a key or a value it may not.
-    #[error(
-        "{path}: line {line}{key}: {message} ({ACCEPTED})",
-        path = path.display(),
-        key = key.as_ref().map(|k| format!(", key `{k}`")).unwrap_or_default()
-    )]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the mistake.
-        line: usize,
-        /// The key on that line, when there is one.
-        key: Option<String>,
-        /// What the parser said.
-        message: String,
-    },
-    /// A value of the right type that is out of range.
-    #[error(
-        "{path}: line {line}, key `{key}` of {address}: {reason}",
-        path = path.display()
-    )]
-    Value {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the value.
-        line: usize,
-        /// The key.
-        key: &'static str,
-        /// The destination's address.
-        address: String,
-        /// What is wrong with the value.
-        reason: String,
-    },
+    /// The file cannot be read, is not TOML, or a table has a key or a
+    /// value it may not.
+    #[error(transparent)]
+    File(#[from] ConfigError),
     /// Neither addresses nor a file.
     #[error("no destination: give --to ADDR (repeatable) or --config FILE")]
     Empty,
@@ -135,10 +96,7 @@ pub fn resolve(
 ) -> Result<Vec<Destination>, DestinationsError> {
     let mut out: Vec<Destination> = to.iter().map(|addr| from_address(base, addr)).collect();
     if let Some(path) = config {
-        let text = std::fs::read_to_string(path).map_err(|source| DestinationsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
         out.extend(parse(base, &text, path)?);
     }
     if out.is_empty() {
@@ -158,15 +116,8 @@ pub fn parse(
     text: &str,
     path: &Path,
 ) -> Result<Vec<Destination>, DestinationsError> {
-    let file: File = toml::from_str(text).map_err(|e| {
-        let at = e.span().map_or(0, |s| s.start);
-        DestinationsError::Syntax {
-            path: path.to_owned(),
-            line: line_of(text, at),
-            key: key_on_line(text, at),
-            message: e.message().trim_end().to_owned(),
-        }
-    })?;
+    let file: File =
+        toml::from_str(text).map_err(|e| ConfigError::syntax(text, path, ACCEPTED, &e))?;
     file.destination
         .into_iter()
         .map(|t| t.into_destination(base, text, path))
@@ -181,12 +132,14 @@ impl Table {
         path: &Path,
     ) -> Result<Destination, DestinationsError> {
         let mut d = from_address(base, &self.address);
-        let value_error = |key, span: Range<usize>, reason: String| DestinationsError::Value {
-            path: path.to_owned(),
-            line: line_of(text, span.start),
-            key,
-            address: self.address.clone(),
-            reason,
+        let value_error = |key, span, reason| {
+            DestinationsError::File(ConfigError::value(
+                text,
+                path,
+                (key, span),
+                Some(self.address.clone()),
+                reason,
+            ))
         };
         if let Some(n) = &self.connections {
             if *n.get_ref() == 0 {
@@ -259,7 +212,7 @@ mod tests {
     fn an_unknown_key_is_named_with_its_line() {
         let err = parse_str("[[destination]]\naddress = \"x:1\"\nspeed = 3\n").unwrap_err();
         match &err {
-            DestinationsError::Syntax { line, key, .. } => {
+            DestinationsError::File(ConfigError::Syntax { line, key, .. }) => {
                 assert_eq!((*line, key.as_deref()), (3, Some("speed")));
             }
             e => panic!("not a syntax error: {e}"),
@@ -284,11 +237,11 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DestinationsError::Value {
+                DestinationsError::File(ConfigError::Value {
                     line: 3,
                     key: "connections",
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -296,11 +249,11 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DestinationsError::Value {
+                DestinationsError::File(ConfigError::Value {
                     line: 4,
                     key: "window",
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -310,7 +263,10 @@ mod tests {
     fn a_missing_file_names_it() {
         let path = Path::new("/nonexistent/xdr-ship-destinations.toml");
         let err = resolve(&ShipConfig::new(""), &[], Some(path)).unwrap_err();
-        assert!(matches!(err, DestinationsError::Read { .. }), "{err}");
+        assert!(
+            matches!(err, DestinationsError::File(ConfigError::Read { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     }
 

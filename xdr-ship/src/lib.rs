@@ -45,7 +45,9 @@
 //!   (commands from any Redis client appended to the log, `+OK` once
 //!   durable) and the destination's read-only door (GET, SCAN, …).
 //! - [`destinations`]: the source node's destinations, from `--to` and the
-//!   `--config` TOML, with errors naming file, line and key.
+//!   `--config` TOML, with errors naming file, line and key; the
+//!   [`ConfigError`] it shares with `recv --config` lives in `config_file`.
+mod config_file;
 pub mod destinations;
 pub mod diagnose;
 pub mod lab;
@@ -59,8 +61,9 @@ pub mod ship;
 pub mod srclog;
 pub mod store;
 pub mod tls;
-mod toml_pos;
 pub mod tui;
 pub mod tune;
 pub mod units;
 pub mod wire;
+
+pub use config_file::ConfigError;

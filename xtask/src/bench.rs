@@ -452,21 +452,57 @@ impl TestPki {
 pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
     let bin = crate::build(true)?;
     let scratch = Scratch::new("bench")?;
-    let mut mem = Row::new("ship -> recv --memory (64 conns, auto window)");
-    let mut durable = Row::new("ship -> recv --store (durability sync)");
-    let mut redis = Row::new("redis-benchmark -t set -d 1000 -P 64");
-    let mut saw = Row::new("ship --stop-and-wait --connections 10");
-    let mut disk = Row::new("disk: 1 MiB writes + fdatasync (records/s)");
+    let mut rows = LoopbackRows::new();
     println!("xdr-ship bench: loopback, 1 KB records, {repeats} runs of {secs} s per row, rows interleaved\n");
     for i in 0..repeats {
-        let store = scratch.0.join(format!("store-{i}"));
+        rows.run_round(i, &bin, &scratch.0, secs)?;
+    }
+    rows.print_table();
+    if crate::is_root() {
+        crate::probe_bench::probe_overhead(&bin, repeats.max(5), secs)?;
+    } else {
+        println!("\n(probe overhead row needs root to attach eBPF)");
+    }
+    if lab_secs == 0 {
+        println!("\n(lab rows skipped: --lab-seconds 0)");
+    } else if crate::is_root() {
+        lab_rows(&bin, lab_secs)?;
+    } else {
+        println!("\n(lab rows need root for network namespaces: run as root)");
+    }
+    Ok(())
+}
+
+/// The loopback rows, measured in interleaved rounds.
+struct LoopbackRows {
+    mem: Row,
+    durable: Row,
+    redis: Row,
+    saw: Row,
+    disk: Row,
+}
+
+impl LoopbackRows {
+    fn new() -> Self {
+        Self {
+            mem: Row::new("ship -> recv --memory (64 conns, auto window)"),
+            durable: Row::new("ship -> recv --store (durability sync)"),
+            redis: Row::new("redis-benchmark -t set -d 1000 -P 64"),
+            saw: Row::new("ship --stop-and-wait --connections 10"),
+            disk: Row::new("disk: 1 MiB writes + fdatasync (records/s)"),
+        }
+    }
+
+    /// Round `i`: one run of every row, each with a fresh store in `scratch`.
+    fn run_round(&mut self, i: usize, bin: &Path, scratch: &Path, secs: u64) -> Result<()> {
+        let store = scratch.join(format!("store-{i}"));
         let store_arg = store.to_string_lossy().into_owned();
         let steps: [(&mut Row, Measure); 5] = [
             (
-                &mut mem,
+                &mut self.mem,
                 Box::new(|| {
                     ship_run(
-                        &bin,
+                        bin,
                         &["--memory"],
                         &["--generate", "max,1000,100000"],
                         3401,
@@ -474,12 +510,12 @@ pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
                     )
                 }),
             ),
-            (&mut redis, Box::new(|| redis_run(6401))),
+            (&mut self.redis, Box::new(|| redis_run(6401))),
             (
-                &mut durable,
+                &mut self.durable,
                 Box::new(|| {
                     ship_run(
-                        &bin,
+                        bin,
                         &["--store", &store_arg],
                         &["--generate", "max,1000,100000"],
                         3402,
@@ -488,10 +524,10 @@ pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
                 }),
             ),
             (
-                &mut saw,
+                &mut self.saw,
                 Box::new(|| {
                     ship_run(
-                        &bin,
+                        bin,
                         &["--memory"],
                         &[
                             "--generate",
@@ -506,8 +542,8 @@ pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
                 }),
             ),
             (
-                &mut disk,
-                Box::new(|| disk_run(&scratch.0).map(|bps| bps / RECORD_BYTES)),
+                &mut self.disk,
+                Box::new(|| disk_run(scratch).map(|bps| bps / RECORD_BYTES)),
             ),
         ];
         for (row, f) in steps {
@@ -516,21 +552,12 @@ pub fn bench(repeats: usize, secs: u64, lab_secs: u64) -> Result<()> {
             row.runs.push(v);
         }
         let _ = std::fs::remove_dir_all(&store);
+        Ok(())
     }
-    print_loopback_table(&mem, &redis, &durable, &saw, &disk);
-    if crate::is_root() {
-        crate::probe_bench::probe_overhead(&bin, repeats.max(5), secs)?;
-    } else {
-        println!("\n(probe overhead row needs root to attach eBPF)");
+
+    fn print_table(&self) {
+        print_loopback_table(&self.mem, &self.redis, &self.durable, &self.saw, &self.disk);
     }
-    if lab_secs == 0 {
-        println!("\n(lab rows skipped: --lab-seconds 0)");
-    } else if crate::is_root() {
-        lab_rows(&bin, lab_secs)?;
-    } else {
-        println!("\n(lab rows need root for network namespaces: run as root)");
-    }
-    Ok(())
 }
 
 /// The loopback rows' medians, their throughput and their ratios to the

@@ -219,19 +219,23 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
     })?;
     let pipe = phase_from_lines(&lines, 8);
 
+    print_summary(t0.elapsed().as_secs_f64(), rtt_s, iperf, &saw, &pipe);
+    Ok(())
+}
+
+/// The demo's closing table: both phases against the link, the
+/// stop-and-wait rate against 10 / RTT, and each phase's verdict.
+fn print_summary(elapsed_s: f64, rtt_s: f64, iperf: f64, saw: &Phase, pipe: &Phase) {
     let expected_saw = 10.0 / rtt_s;
     println!(
         "\nsummary ({:.0} s in all; medians of steady seconds)",
-        t0.elapsed().as_secs_f64()
+        elapsed_s
     );
     println!(
         "{:<26} {:>12} {:>10} {:>22} {:>9} {:>10}",
         "phase", "records/s", "inflight", "inflight/(thr x RTT)", "MB/s", "vs iperf3"
     );
-    for (name, p) in [
-        ("stop-and-wait x 10", &saw),
-        ("pipelined x 64, auto", &pipe),
-    ] {
+    for (name, p) in [("stop-and-wait x 10", saw), ("pipelined x 64, auto", pipe)] {
         println!(
             "{:<26} {:>12.0} {:>10.0} {:>22.2} {:>9.1} {:>9.1}%",
             name,
@@ -261,7 +265,7 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
             .map_or_else(|| "never".to_owned(), |t| format!("{t:.0} s"))
     );
     println!("\nwhat limits each phase (the shipper's own verdict):");
-    for (name, p) in [("stop-and-wait x 10", &saw), ("pipelined x 64", &pipe)] {
+    for (name, p) in [("stop-and-wait x 10", saw), ("pipelined x 64", pipe)] {
         println!(
             "  {name}: {}",
             p.verdict
@@ -269,7 +273,6 @@ pub fn demo(bin: &Path, plan: &Plan) -> Result<()> {
                 .unwrap_or("no verdict (phase too short)")
         );
     }
-    Ok(())
 }
 
 /// Asks on the terminal whether to watch a pipelined run on the live

@@ -470,6 +470,11 @@ fn print_table(rows: &[RowResult]) {
          delay line, in % of the 2 cores (near 100%: the box, not the tool, is the \
          limit); `!` marks a missed target."
     );
+    print_details(rows);
+}
+
+/// Each row's four runs, one line each.
+fn print_details(rows: &[RowResult]) {
     for r in rows {
         let detail = |name: &str, run: &Run| {
             println!(

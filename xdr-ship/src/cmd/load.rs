@@ -1,8 +1,6 @@
 //! `xdr-ship load`: a client load generator, like the seed's
 //! `benchmarks -w I,100 -o S:1000 -k N`: `--threads` writers, each with one
 //! write outstanding (or `--window` for asynchronous clients).
-use std::time::Duration;
-
 use xdr_ship::{
     metrics::fmt_us,
     ship::{self, GenerateSpec, Generator, ShipConfig, WindowSetting},
@@ -30,18 +28,8 @@ pub struct Args {
     /// Writes outstanding per writer (1: synchronous clients).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     window: u64,
-    /// Stop after this many writes.
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
-    /// Stop after this long.
-    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
-    duration: Option<Duration>,
-    /// Identity carried by every write.
-    #[arg(long, default_value_t = 1, value_name = "ID")]
-    source_id: u64,
-    /// Time between status lines.
-    #[arg(long, default_value = "1s", value_parser = super::parse_duration, value_name = "DURATION")]
-    interval: Duration,
+    #[command(flatten)]
+    bounds: super::shipping::RunBounds,
     /// Status lines as JSON.
     #[arg(long)]
     json: bool,
@@ -57,15 +45,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.mode = OrderingMode::Ordered;
     cfg.max_throughput = (args.rate > 0).then_some(args.rate);
     cfg.sndbuf = None;
-    cfg.duration = args.duration;
-    cfg.interval = args.interval;
+    args.bounds.apply(&mut cfg);
     args.security.apply(&mut cfg)?;
     let spec = GenerateSpec {
         rate: None,
         value_size: args.size,
         keys: args.keys,
     };
-    let source = Generator::new(spec, args.source_id, args.count);
+    let source = Generator::new(spec, args.bounds.source_id, args.bounds.count);
     let (stop, cancel) = super::ctrl_c_tokens();
     let json = args.json;
     let summary = ship::run(

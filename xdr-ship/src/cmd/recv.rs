@@ -237,38 +237,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = args.open_store()?;
     let cfg = args.server_config()?;
     let (listener, rcvbuf) = server::bind(args.listen, &cfg)?;
-    let kind = match &args.store {
-        Some(p) => format!("store {} (durability {})", p.display(), args.durability),
-        None => "memory".to_owned(),
-    };
-    let buf = rcvbuf.as_ref().map_or_else(String::new, |r| {
-        if r.autotuned {
-            format!(", SO_RCVBUF autotuned up to {}", r.effective)
-        } else {
-            format!(", SO_RCVBUF {}", r.effective)
-        }
-    });
-    println!(
-        "recv: listening on {} ({}), {kind}{buf}",
-        listener.local_addr()?,
-        security(&cfg)
-    );
-    if let Some(w) = rcvbuf.and_then(|r| r.warning) {
-        eprintln!("warning: {w}");
-    }
+    print_listening(&args, &listener, rcvbuf, &cfg)?;
 
     let stats = Arc::new(ServerStats::default());
     let shutdown = CancellationToken::new();
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let m = RecvMetrics::new();
-            let (local, _task) =
-                xdr_ship::live::prometheus::serve(addr, m.clone(), shutdown.clone()).await?;
-            eprintln!("metrics: http://{local}/metrics");
-            Some(m)
-        }
-        None => None,
-    };
+    let metrics = serve_metrics(args.metrics, &shutdown).await?;
     let server = tokio::spawn(server::serve(
         listener,
         store.clone(),
@@ -277,24 +250,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let resp = match listen_resp {
-        Some(addr) => {
-            let cfg = resp_limits.apply(xdr_ship::resp::RespConfig {
-                token: match &args.token_file {
-                    Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
-                    None => None,
-                },
-                ..Default::default()
-            });
-            let (bound, task) = xdr_ship::resp::read::start(
-                addr,
-                store.clone(),
-                cfg,
-                args.insecure,
-                shutdown.clone(),
-            )?;
-            println!("recv: RESP read-only on {bound}");
-            Some(task)
-        }
+        Some(addr) => Some(start_resp(addr, &args, resp_limits, &store, &shutdown)?),
         None => None,
     };
     let watched = Watched {
@@ -311,6 +267,72 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     store.close().await.context("closing the store")?;
     println!("recv: stopped");
     Ok(())
+}
+
+/// The listening line (address, who may write, the store, the receive
+/// buffer) and the buffer's warning, if any.
+fn print_listening(
+    args: &Settings,
+    listener: &tokio::net::TcpListener,
+    rcvbuf: Option<xdr_ship::net::BufferReport>,
+    cfg: &ServerConfig,
+) -> anyhow::Result<()> {
+    let kind = match &args.store {
+        Some(p) => format!("store {} (durability {})", p.display(), args.durability),
+        None => "memory".to_owned(),
+    };
+    let buf = rcvbuf.as_ref().map_or_else(String::new, |r| {
+        if r.autotuned {
+            format!(", SO_RCVBUF autotuned up to {}", r.effective)
+        } else {
+            format!(", SO_RCVBUF {}", r.effective)
+        }
+    });
+    println!(
+        "recv: listening on {} ({}), {kind}{buf}",
+        listener.local_addr()?,
+        security(cfg)
+    );
+    if let Some(w) = rcvbuf.and_then(|r| r.warning) {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// `--metrics ADDR`: the exporter, serving until `shutdown`.
+async fn serve_metrics(
+    addr: Option<SocketAddr>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<RecvMetrics>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let m = RecvMetrics::new();
+    let (local, _task) =
+        xdr_ship::live::prometheus::serve(addr, m.clone(), shutdown.clone()).await?;
+    eprintln!("metrics: http://{local}/metrics");
+    Ok(Some(m))
+}
+
+/// `--listen-resp ADDR`: the store's read-only RESP door, until `shutdown`.
+fn start_resp(
+    addr: SocketAddr,
+    args: &Settings,
+    limits: xdr_ship::resp::RespLimitArgs,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let cfg = limits.apply(xdr_ship::resp::RespConfig {
+        token: match &args.token_file {
+            Some(path) => Some(tls::Token::new(&tls::read_token_file(path)?)),
+            None => None,
+        },
+        ..Default::default()
+    });
+    let (bound, task) =
+        xdr_ship::resp::read::start(addr, store.clone(), cfg, args.insecure, shutdown.clone())?;
+    println!("recv: RESP read-only on {bound}");
+    Ok(task)
 }
 
 /// Who may write, in the listening line.

@@ -1,12 +1,11 @@
 //! `xdr-ship ship` (and `xdr-ship tui`): the pipelined shipper, from an
 //! in-process generator, or through the source node's log (`--log`,
 //! `cmd/ingest.rs`).
-use std::time::Duration;
 
 use super::{
     ingest::{self, Shown, SourceNode},
     live::{Live, Print, Screen},
-    shipping::{print_banner, print_summary, ShippingArgs},
+    shipping::{print_banner, print_summary, RunBounds, ShippingArgs},
 };
 use xdr_ship::ship::{self, GenerateSpec, Generator, ShipConfig};
 use xdr_ship::tui::Update;
@@ -26,21 +25,8 @@ pub struct Args {
     /// key space); with --log it goes through the log.
     #[arg(long, value_name = "RATE,SIZE,KEYS")]
     generate: Option<GenerateSpec>,
-    /// Stop after this many records.
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
-    /// Stop taking new records after this long.
-    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
-    duration: Option<Duration>,
-    /// Identity of this source node, carried by every write.
-    #[arg(long, default_value_t = 1, value_name = "ID")]
-    source_id: u64,
-    /// Time between status lines.
-    #[arg(long, default_value = "1s", value_parser = super::parse_duration, value_name = "DURATION")]
-    interval: Duration,
-    /// How long to wait for answers once intake stops.
-    #[arg(long, default_value = "30s", value_parser = super::parse_duration, value_name = "DURATION")]
-    drain_timeout: Duration,
+    #[command(flatten)]
+    bounds: RunBounds,
     /// Status lines as JSON (one object per line, per-connection detail and
     /// the verdict included).
     #[arg(long)]
@@ -62,10 +48,8 @@ impl Args {
         let mut cfg = self
             .shipping
             .to_config(self.to.first().map_or("", String::as_str))?;
-        cfg.source_id = self.source_id;
-        cfg.duration = self.duration;
-        cfg.drain_timeout = self.drain_timeout;
-        cfg.interval = self.interval;
+        cfg.source_id = self.bounds.source_id;
+        self.bounds.apply(&mut cfg);
         cfg.dead_letter.clone_from(&self.source.dead_letter);
         Ok(if self.stop_and_wait {
             cfg.stop_and_wait()
@@ -82,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             base: cfg,
             to: &args.to,
             generate: args.generate,
-            count: args.count,
+            count: args.bounds.count,
             log: &args.source,
             shown: Shown {
                 json: args.json,
@@ -97,7 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "nothing to ship: give --generate RATE,SIZE,KEYS, or --log DIR with --listen ADDR or --from FILE"
         );
     };
-    let source = Generator::new(generate, args.source_id, args.count);
+    let source = Generator::new(generate, args.bounds.source_id, args.bounds.count);
     if !args.json {
         print_banner(None, &cfg, &xdr_ship::ship::Source::describe(&source));
     }

@@ -4,11 +4,45 @@
 //! command prints about a run (its opening and closing lines).
 //!
 //! Why one struct: a new shipping flag is one field here and one line in
-//! [`ShippingArgs::to_config`], whichever command ships.
+//! [`ShippingArgs::to_config`], whichever command ships. [`RunBounds`] is
+//! the same for what bounds a run (count, duration, drain), shared by
+//! `ship` and `load`.
+use std::time::Duration;
+
 use xdr_ship::{
     ship::{ShipConfig, ShipSummary, WindowSetting},
     wire::OrderingMode,
 };
+
+/// What bounds a run and paces its status lines: the flags `ship`, `tui`
+/// and `load` share.
+#[derive(clap::Args, Debug)]
+pub struct RunBounds {
+    /// Stop after this many records.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop taking new records after this long.
+    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// How long to wait for answers once intake stops.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// Identity of this source, carried by every write.
+    #[arg(long, default_value_t = 1, value_name = "ID")]
+    pub source_id: u64,
+    /// Time between status lines.
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+}
+
+impl RunBounds {
+    /// Sets the run's duration, drain timeout and status interval.
+    pub fn apply(&self, cfg: &mut ShipConfig) {
+        cfg.duration = self.duration;
+        cfg.drain_timeout = self.drain_timeout;
+        cfg.interval = self.interval;
+    }
+}
 
 /// How records are shipped to a destination.
 #[derive(clap::Args, Debug)]

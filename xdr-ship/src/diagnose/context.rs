@@ -62,53 +62,13 @@ impl Context {
         let span = last.at.saturating_sub(first.at);
         let span_s = span.as_secs_f64();
         let (rtt_us, rtt_source) = path_rtt(samples);
-        let delivered = last
-            .ship
-            .counters
-            .delivered()
-            .saturating_sub(first.ship.counters.delivered());
-        let acked = last
-            .ship
-            .counters
-            .acked_bytes
-            .saturating_sub(first.ship.counters.acked_bytes);
-        let observed = Rate {
-            bytes_per_s: ratio(acked as f64, span_s),
-            records_per_s: ratio(delivered as f64, span_s),
-        };
+        let (delivered, acked) = delivered_and_acked(first, last);
         let kernel_only = last.kernel_only();
-        let observed = if kernel_only {
-            Rate {
-                bytes_per_s: ratio(kernel_acked(first, last) as f64, span_s),
-                records_per_s: 0.0,
-            }
-        } else {
-            observed
-        };
+        let observed = observed_rate(first, last, span_s, kernel_only);
         let link_bps = last.link.bandwidth_bytes_per_s.filter(|b| *b > 0);
-        let path_max = largest_delivery_rate(samples);
-        let (bdp_bytes, bdp_from_link, bdp_source) = match (link_bps, rtt_us) {
-            (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true, "link"),
-            (None, Some(r)) if path_max > 0.0 => (
-                Some(units::bdp_bytes_f64(path_max, r)),
-                false,
-                "largest delivery rate the path has shown",
-            ),
-            (None, Some(r)) if observed.bytes_per_s > 0.0 => (
-                Some(units::bdp_bytes_f64(observed.bytes_per_s, r)),
-                false,
-                "observed rate",
-            ),
-            _ => (None, false, "unknown"),
-        };
-        let saturations: Vec<Saturation> = samples[1..]
-            .iter()
-            .filter_map(|s| s.softirq.as_ref().and_then(saturation))
-            .collect();
-        let saturated_intervals = saturations.len();
-        let worst = saturations
-            .into_iter()
-            .max_by(|a, b| a.si_pct.total_cmp(&b.si_pct));
+        let (bdp_bytes, bdp_from_link, bdp_source) =
+            bdp_estimate(link_bps, rtt_us, largest_delivery_rate(samples), observed);
+        let (worst, saturated_intervals) = worst_saturation(samples);
         let latency = samples
             .iter()
             .rev()
@@ -197,6 +157,76 @@ impl Context {
             _ => format!("RTT {rtt} ({})", self.rtt_source),
         }
     }
+}
+
+/// Records delivered and bytes acknowledged between `first` and `last`.
+fn delivered_and_acked(first: &Sample, last: &Sample) -> (u64, u64) {
+    let delivered = last
+        .ship
+        .counters
+        .delivered()
+        .saturating_sub(first.ship.counters.delivered());
+    let acked = last
+        .ship
+        .counters
+        .acked_bytes
+        .saturating_sub(first.ship.counters.acked_bytes);
+    (delivered, acked)
+}
+
+/// The rate between `first` and `last`: the shipper's acknowledgements,
+/// or the kernel's acked bytes when only the kernel is read.
+fn observed_rate(first: &Sample, last: &Sample, span_s: f64, kernel_only: bool) -> Rate {
+    if kernel_only {
+        return Rate {
+            bytes_per_s: ratio(kernel_acked(first, last) as f64, span_s),
+            records_per_s: 0.0,
+        };
+    }
+    let (delivered, acked) = delivered_and_acked(first, last);
+    Rate {
+        bytes_per_s: ratio(acked as f64, span_s),
+        records_per_s: ratio(delivered as f64, span_s),
+    }
+}
+
+/// The BDP, whether it is from the operator's link rate, and its source:
+/// the link, else the largest delivery rate the path has shown, else the
+/// observed rate.
+fn bdp_estimate(
+    link_bps: Option<u64>,
+    rtt_us: Option<u64>,
+    path_max: f64,
+    observed: Rate,
+) -> (Option<u64>, bool, &'static str) {
+    match (link_bps, rtt_us) {
+        (Some(l), Some(r)) => (Some(units::bdp_bytes(l, r)), true, "link"),
+        (None, Some(r)) if path_max > 0.0 => (
+            Some(units::bdp_bytes_f64(path_max, r)),
+            false,
+            "largest delivery rate the path has shown",
+        ),
+        (None, Some(r)) if observed.bytes_per_s > 0.0 => (
+            Some(units::bdp_bytes_f64(observed.bytes_per_s, r)),
+            false,
+            "observed rate",
+        ),
+        _ => (None, false, "unknown"),
+    }
+}
+
+/// The worst softirq saturation of the intervals, and how many were
+/// saturated.
+fn worst_saturation(samples: &[&Sample]) -> (Option<Saturation>, usize) {
+    let saturations: Vec<Saturation> = samples[1..]
+        .iter()
+        .filter_map(|s| s.softirq.as_ref().and_then(saturation))
+        .collect();
+    let n = saturations.len();
+    let worst = saturations
+        .into_iter()
+        .max_by(|a, b| a.si_pct.total_cmp(&b.si_pct));
+    (worst, n)
 }
 
 /// Bytes the kernel saw acknowledged between `first` and `last`, summed

@@ -22,9 +22,9 @@
 use crate::metrics::TcpSample;
 
 use super::{
+    acc::{Acc, Delivery},
     rules::{
-        network_class, ratio, Acc, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO,
-        QUEUE_FULL_RTT_RATIO,
+        network_class, ratio, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO, QUEUE_FULL_RTT_RATIO,
     },
     Limit, Sample,
 };
@@ -111,15 +111,8 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
         rate_peak = Some(tb.bytes_acked as f64 / (dt_us / 1e6));
     }
     if let Some(t) = last {
-        acc.tcp_conns = 1;
-        acc.snd_wnd = f64::from(t.snd_wnd_bytes);
-        acc.cwnd = f64::from(t.cwnd_segments);
-        acc.cwnd_peak = f64::from(cwnd_peak);
+        acc.note_last_tcp(t, cwnd_peak);
         acc.ssthresh = f64::from(t.ssthresh_segments);
-        acc.mss = f64::from(t.mss_bytes);
-        acc.srtt_us = f64::from(t.srtt_us);
-        acc.unacked_bytes = f64::from(t.unacked_segments) * f64::from(t.mss_bytes);
-        acc.notsent_bytes = f64::from(t.notsent_bytes);
     }
     acc.acked_bytes = acc.tcp_acked_bytes;
     acc
@@ -150,13 +143,14 @@ fn charge(
     (peak_before, rate_peak_before): (u32, f64),
 ) -> f64 {
     let busy = (tb.busy_us.saturating_sub(ta.busy_us) as f64).min(dt_us);
-    let d_acked = tb.bytes_acked.saturating_sub(ta.bytes_acked);
-    let d_retrans = tb.total_retrans.saturating_sub(ta.total_retrans);
-    let mss = f64::from(tb.mss_bytes.max(1));
-    let d_segs = d_acked as f64 / mss + f64::from(d_retrans);
-    acc.retrans += u64::from(d_retrans);
-    acc.segs += d_segs;
-    acc.tcp_acked_bytes += d_acked;
+    let delivery = Delivery::between(ta, tb);
+    acc.note_delivery(&delivery);
+    let Delivery {
+        acked: d_acked,
+        retrans: d_retrans,
+        mss,
+        ..
+    } = delivery;
     let rate = ratio(d_acked as f64, dt_us / 1e6);
     if d_acked == 0 && busy <= 0.0 {
         acc.time_us[Limit::Idle as usize] += dt_us;

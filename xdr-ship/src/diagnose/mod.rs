@@ -23,7 +23,9 @@
 //! interval and attributes every microsecond of every connection to one
 //! [`Limit`] (the table is in [`rules`]; each threshold is a constant there
 //! with its reason). What each limit says (name, headline, evidence,
-//! remedy, ceiling) lives in one file per class under `limits/`. The shipper's shares are the connections' summed:
+//! remedy, ceiling) lives in one file per class under `limits/`; the
+//! figures both walks accumulate per connection, in `acc.rs`. The shipper's
+//! shares are the connections' summed:
 //! shares of connection-time. Pure logic: no I/O, no clock; samples carry
 //! their own time, so a recording replays to the same verdict.
 //!
@@ -36,6 +38,7 @@
 //! is per shipper, not per connection; a BBR flow in ProbeRTT (cwnd 4 for
 //! 200 ms every 10 s) that retransmits in the same interval can read as a
 //! collapsing cwnd.
+mod acc;
 mod context;
 mod kernel_rules;
 mod limits;
@@ -332,7 +335,7 @@ impl Diagnoser {
         }
         let last = samples.last()?;
         let span_s = ctx.span.as_secs_f64();
-        let mut all = rules::Acc::default();
+        let mut all = acc::Acc::default();
         let mut connections = Vec::with_capacity(last.ship.connections.len());
         for c in &last.ship.connections {
             let acc = if ctx.kernel_only {

@@ -5,9 +5,10 @@
 use crate::units;
 
 use super::{
+    acc::Acc,
     context::Context,
     limits::{ceilings, explain},
-    rules::{Acc, EVIDENCE_MIN_SHARE, N_LIMITS},
+    rules::{EVIDENCE_MIN_SHARE, N_LIMITS},
     Evidence, Limit, Rate, Scope, Verdict,
 };
 
@@ -29,37 +30,7 @@ pub(super) fn build(
         }
     };
     if ctx.idle || scope_idle {
-        return Verdict {
-            scope,
-            limit: Limit::Idle,
-            shares: vec![(Limit::Idle, 100.0)],
-            headline: if ctx.kernel_only {
-                "the flow carried nothing".to_owned()
-            } else {
-                "nothing shipped, in flight or outstanding".to_owned()
-            },
-            evidence: vec![Evidence {
-                limit: Some(Limit::Idle),
-                text: if ctx.kernel_only {
-                    format!(
-                        "nothing acknowledged and nothing in flight in {}",
-                        units::secs(ctx.span.as_secs_f64())
-                    )
-                } else {
-                    format!(
-                        "no record delivered in {}; none in flight; none outstanding",
-                        units::secs(ctx.span.as_secs_f64())
-                    )
-                },
-            }],
-            remedy: if ctx.kernel_only {
-                "nothing to do: the process sent nothing on this flow".to_owned()
-            } else {
-                "nothing to do: the source has nothing to ship".to_owned()
-            },
-            observed,
-            ceilings: Vec::new(),
-        };
+        return idle(scope, ctx, observed);
     }
     let shares = shares(&acc.time_us);
     let top = shares.first().copied().unwrap_or((Limit::Unknown, 100.0));
@@ -94,6 +65,41 @@ pub(super) fn build(
         remedy: top.remedy,
         ceilings: ceilings(acc, ctx, &observed),
         observed,
+    }
+}
+
+/// The verdict of a scope that carried nothing.
+fn idle(scope: Scope, ctx: &Context, observed: Rate) -> Verdict {
+    Verdict {
+        scope,
+        limit: Limit::Idle,
+        shares: vec![(Limit::Idle, 100.0)],
+        headline: if ctx.kernel_only {
+            "the flow carried nothing".to_owned()
+        } else {
+            "nothing shipped, in flight or outstanding".to_owned()
+        },
+        evidence: vec![Evidence {
+            limit: Some(Limit::Idle),
+            text: if ctx.kernel_only {
+                format!(
+                    "nothing acknowledged and nothing in flight in {}",
+                    units::secs(ctx.span.as_secs_f64())
+                )
+            } else {
+                format!(
+                    "no record delivered in {}; none in flight; none outstanding",
+                    units::secs(ctx.span.as_secs_f64())
+                )
+            },
+        }],
+        remedy: if ctx.kernel_only {
+            "nothing to do: the process sent nothing on this flow".to_owned()
+        } else {
+            "nothing to do: the source has nothing to ship".to_owned()
+        },
+        observed,
+        ceilings: Vec::new(),
     }
 }
 

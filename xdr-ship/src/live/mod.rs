@@ -18,7 +18,8 @@
 //! - [`flows`]: any process's flows (netlink + eBPF), what `observe` prints
 //!   and records.
 //! - [`sink`]: the outputs as sinks of one [`sink::Frame`] stream (line,
-//!   JSON, recording, TUI feed); [`prometheus`] is the `/metrics` sink.
+//!   JSON, recording, TUI feed); [`prometheus`] is the `/metrics` sink,
+//!   [`text_format`] the format a scrape negotiates.
 //! - [`record`]: the one recording writer.
 //!
 //! Below it: [`crate::probe`] (kernel readers, no judgement) and
@@ -31,6 +32,7 @@ pub mod pipeline;
 pub mod prometheus;
 pub mod record;
 pub mod sink;
+pub mod text_format;
 
 pub use flows::{FlowOptions, FlowReport, FlowSampler};
 pub use join::{join, JoinedConn};

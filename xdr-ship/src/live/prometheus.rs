@@ -31,7 +31,10 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::sink::{Frame, Sink};
+use super::{
+    sink::{Frame, Sink},
+    text_format::TextFormat,
+};
 use crate::{
     diagnose::{Diagnosis, Limit},
     metrics::{Counters, ShipSnapshot},
@@ -307,7 +310,7 @@ impl PromMetrics {
         last.insert(destination.to_owned(), *now);
     }
 
-    /// The text exposition, as a scrape gets it.
+    /// The OpenMetrics text exposition ([`TextFormat`] renders a scrape's).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -333,7 +336,8 @@ impl Sink for PromMetrics {
 /// What a scrape gets: the shipper's [`PromMetrics`] or the receiver's
 /// [`crate::server::metrics::RecvMetrics`], served by the same [`serve`].
 pub trait Exposition: Clone + Send + Sync + 'static {
-    /// The text exposition, as a scrape gets it.
+    /// The OpenMetrics text exposition (a scrape gets it in the format it
+    /// negotiates, [`TextFormat`]).
     fn encode(&self) -> String;
 }
 
@@ -344,7 +348,8 @@ impl Exposition for PromMetrics {
 }
 
 /// Binds `addr` now (so a bad address fails before shipping starts) and
-/// serves `GET /metrics` from `metrics` until `cancel`.
+/// serves `GET /metrics` from `metrics` until `cancel`, as Prometheus text
+/// 0.0.4 unless the scraper's `Accept` asks for OpenMetrics.
 pub async fn serve<E: Exposition>(
     addr: SocketAddr,
     metrics: E,
@@ -402,11 +407,18 @@ fn respond<E: Exposition>(
     metrics: &E,
 ) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        (&hyper::Method::GET, "/metrics") => {
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = TextFormat::negotiate(accept);
+            (
+                StatusCode::OK,
+                format.content_type(),
+                format.render(metrics.encode()),
+            )
+        }
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
@@ -472,6 +484,19 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_classic_exposition_names_the_records_counter_by_its_sample() {
+        let m = PromMetrics::new();
+        m.update(&snapshot(5), None, None);
+        let text = TextFormat::Classic.render(m.encode());
+        assert!(
+            text.contains("# HELP xdr_ship_records_total Records answered, by outcome.\n")
+                && text.contains("# TYPE xdr_ship_records_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
     }
 
     #[test]

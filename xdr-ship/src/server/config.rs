@@ -5,8 +5,8 @@
 //!
 //! Why in the library, with typed errors: like the source node's
 //! destinations file, this file is an interface of the product; a mistake
-//! in it comes back as a [`RecvConfigError`] naming the file, the line and
-//! the key, not as a parser's dump.
+//! in it comes back as a [`ConfigError`] (the one the destinations file
+//! uses too) naming the file, the line and the key, not as a parser's dump.
 //!
 //! ```toml
 //! listen = "0.0.0.0:3000"
@@ -36,9 +36,9 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::toml_pos::{key_on_line, line_of};
 use toml::Spanned;
 
+pub use crate::config_file::ConfigError;
 use crate::store::Durability;
 
 /// What the file may hold, as the errors say it.
@@ -46,47 +46,6 @@ pub const ACCEPTED: &str =
     "the recv config takes listen, store, memory, durability, metrics, listen-resp, \
      token-file, insecure, interval, json, [limits] rcvbuf, max-connections, max-in-flight, \
      handshake-timeout, idle-timeout, and [tls] cert, key, ca";
-
-/// Why the file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RecvConfigError {
-    /// The file cannot be read.
-    #[error("{path}: cannot read: {source}", path = path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// Not TOML, an unknown key, or a value of the wrong type.
-    #[error(
-        "{path}: line {line}{key}: {message} ({ACCEPTED})",
-        path = path.display(),
-        key = key.as_ref().map(|k| format!(", key `{k}`")).unwrap_or_default()
-    )]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the mistake.
-        line: usize,
-        /// The key on that line, when there is one.
-        key: Option<String>,
-        /// What the parser said.
-        message: String,
-    },
-    /// A value of the right type that does not parse or is out of range.
-    #[error("{path}: line {line}, key `{key}`: {reason}", path = path.display())]
-    Value {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the value.
-        line: usize,
-        /// The key.
-        key: &'static str,
-        /// What is wrong with the value.
-        reason: String,
-    },
-}
 
 /// The file's settings; `None` where it says nothing.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -173,36 +132,93 @@ enum SizeValue {
 }
 
 /// Reads and checks the file at `path`.
-pub fn load(path: &Path) -> Result<RecvFileConfig, RecvConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RecvConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+pub fn load(path: &Path) -> Result<RecvFileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
     parse(&text, path)
 }
 
 /// The settings of a file's `text` (`path` labels errors).
-pub fn parse(text: &str, path: &Path) -> Result<RecvFileConfig, RecvConfigError> {
-    let file: File = toml::from_str(text).map_err(|e| {
-        let at = e.span().map_or(0, |s| s.start);
-        RecvConfigError::Syntax {
-            path: path.to_owned(),
-            line: line_of(text, at),
-            key: key_on_line(text, at),
-            message: e.message().trim_end().to_owned(),
-        }
-    })?;
-    let bad = |key: &'static str, span: Range<usize>, reason: String| RecvConfigError::Value {
-        path: path.to_owned(),
-        line: line_of(text, span.start),
-        key,
-        reason,
-    };
-    let addr = |key, v: &Option<Spanned<String>>| -> Result<Option<SocketAddr>, RecvConfigError> {
+pub fn parse(text: &str, path: &Path) -> Result<RecvFileConfig, ConfigError> {
+    let file: File =
+        toml::from_str(text).map_err(|e| ConfigError::syntax(text, path, ACCEPTED, &e))?;
+    let at = Values { text, path };
+    let mut out = at.top_level(&file)?;
+    out.store = file.store;
+    out.token_file = file.token_file;
+    if let Some(m) = file.memory.filter(|m| *m.get_ref() && out.store.is_some()) {
+        return Err(at.bad(
+            "memory",
+            m.span(),
+            "the file sets both store and memory = true: choose one".to_owned(),
+        ));
+    }
+    if let Some(l) = file.limits {
+        at.limits(&l, &mut out)?;
+    }
+    if let Some(t) = file.tls {
+        tls(&at, t, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Checks the values of one file's `text`, naming `path` and the line.
+struct Values<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Values<'_> {
+    /// The value of `key` at `span` is wrong for `reason`.
+    fn bad(&self, key: &'static str, span: Range<usize>, reason: String) -> ConfigError {
+        ConfigError::value(self.text, self.path, (key, span), None, reason)
+    }
+
+    /// The settings outside the tables (but the paths, taken as they are).
+    fn top_level(&self, file: &File) -> Result<RecvFileConfig, ConfigError> {
+        Ok(RecvFileConfig {
+            listen: self.addr("listen", &file.listen)?,
+            memory: file.memory.as_ref().map(|m| *m.get_ref()),
+            durability: file
+                .durability
+                .as_ref()
+                .map(|s| {
+                    s.get_ref()
+                        .parse::<Durability>()
+                        .map_err(|e| self.bad("durability", s.span(), e.to_string()))
+                })
+                .transpose()?,
+            metrics: self.addr("metrics", &file.metrics)?,
+            listen_resp: self.addr("listen-resp", &file.listen_resp)?,
+            insecure: file.insecure,
+            interval: self.duration("interval", &file.interval)?,
+            json: file.json,
+            ..RecvFileConfig::default()
+        })
+    }
+
+    /// The `[limits]` table into `out`.
+    fn limits(&self, l: &Limits, out: &mut RecvFileConfig) -> Result<(), ConfigError> {
+        out.rcvbuf = l
+            .rcvbuf
+            .as_ref()
+            .map(|s| size(s.get_ref()).map_err(|reason| self.bad("rcvbuf", s.span(), reason)))
+            .transpose()?;
+        out.max_connections = self.at_least_one("max-connections", &l.max_connections)?;
+        out.max_in_flight = self.at_least_one("max-in-flight", &l.max_in_flight)?;
+        out.handshake_timeout = self.duration("handshake-timeout", &l.handshake_timeout)?;
+        out.idle_timeout = self.duration("idle-timeout", &l.idle_timeout)?;
+        Ok(())
+    }
+
+    fn addr(
+        &self,
+        key: &'static str,
+        v: &Option<Spanned<String>>,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
         v.as_ref()
             .map(|s| {
                 s.get_ref().parse::<SocketAddr>().map_err(|e| {
-                    bad(
+                    self.bad(
                         key,
                         s.span(),
                         format!("{e}; expected HOST:PORT such as 0.0.0.0:3000"),
@@ -210,87 +226,48 @@ pub fn parse(text: &str, path: &Path) -> Result<RecvFileConfig, RecvConfigError>
                 })
             })
             .transpose()
-    };
-    let duration =
-        |key, v: &Option<Spanned<String>>| -> Result<Option<Duration>, RecvConfigError> {
-            v.as_ref()
-                .map(|s| parse_duration(s.get_ref()).map_err(|reason| bad(key, s.span(), reason)))
-                .transpose()
-        };
-    let mut out = RecvFileConfig {
-        listen: addr("listen", &file.listen)?,
-        store: file.store,
-        memory: file.memory.as_ref().map(|m| *m.get_ref()),
-        durability: file
-            .durability
-            .as_ref()
-            .map(|s| {
-                s.get_ref()
-                    .parse::<Durability>()
-                    .map_err(|e| bad("durability", s.span(), e.to_string()))
-            })
-            .transpose()?,
-        metrics: addr("metrics", &file.metrics)?,
-        listen_resp: addr("listen-resp", &file.listen_resp)?,
-        token_file: file.token_file,
-        insecure: file.insecure,
-        interval: duration("interval", &file.interval)?,
-        json: file.json,
-        ..RecvFileConfig::default()
-    };
-    if let Some(m) = file.memory.filter(|m| *m.get_ref() && out.store.is_some()) {
-        return Err(bad(
-            "memory",
-            m.span(),
-            "the file sets both store and memory = true: choose one".to_owned(),
-        ));
     }
-    if let Some(l) = file.limits {
-        out.rcvbuf = l
-            .rcvbuf
-            .as_ref()
-            .map(|s| size(s.get_ref()).map_err(|reason| bad("rcvbuf", s.span(), reason)))
-            .transpose()?;
-        out.max_connections = at_least_one("max-connections", &l.max_connections, &bad)?;
-        out.max_in_flight = at_least_one("max-in-flight", &l.max_in_flight, &bad)?;
-        out.handshake_timeout = duration("handshake-timeout", &l.handshake_timeout)?;
-        out.idle_timeout = duration("idle-timeout", &l.idle_timeout)?;
+
+    fn duration(
+        &self,
+        key: &'static str,
+        v: &Option<Spanned<String>>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        v.as_ref()
+            .map(|s| parse_duration(s.get_ref()).map_err(|reason| self.bad(key, s.span(), reason)))
+            .transpose()
     }
-    if let Some(t) = file.tls {
-        match (&t.cert, &t.key) {
-            (Some(c), None) => {
-                return Err(bad(
-                    "cert",
-                    c.span(),
-                    "[tls] needs key beside cert".to_owned(),
-                ))
+
+    fn at_least_one<T: Copy + PartialEq + From<u8>>(
+        &self,
+        key: &'static str,
+        v: &Option<Spanned<T>>,
+    ) -> Result<Option<T>, ConfigError> {
+        match v {
+            Some(s) if *s.get_ref() == T::from(0) => {
+                Err(self.bad(key, s.span(), "must be ≥ 1".to_owned()))
             }
-            (None, Some(k)) => {
-                return Err(bad(
-                    "key",
-                    k.span(),
-                    "[tls] needs cert beside key".to_owned(),
-                ))
-            }
-            _ => {}
+            Some(s) => Ok(Some(*s.get_ref())),
+            None => Ok(None),
         }
-        out.tls_cert = t.cert.map(Spanned::into_inner);
-        out.tls_key = t.key.map(Spanned::into_inner);
-        out.tls_ca = t.ca;
     }
-    Ok(out)
 }
 
-fn at_least_one<T: Copy + PartialEq + From<u8>>(
-    key: &'static str,
-    v: &Option<Spanned<T>>,
-    bad: &impl Fn(&'static str, Range<usize>, String) -> RecvConfigError,
-) -> Result<Option<T>, RecvConfigError> {
-    match v {
-        Some(s) if *s.get_ref() == T::from(0) => Err(bad(key, s.span(), "must be ≥ 1".to_owned())),
-        Some(s) => Ok(Some(*s.get_ref())),
-        None => Ok(None),
+/// The `[tls]` table into `out`: cert and key come together.
+fn tls(at: &Values<'_>, t: Tls, out: &mut RecvFileConfig) -> Result<(), ConfigError> {
+    match (&t.cert, &t.key) {
+        (Some(c), None) => {
+            return Err(at.bad("cert", c.span(), "[tls] needs key beside cert".to_owned()))
+        }
+        (None, Some(k)) => {
+            return Err(at.bad("key", k.span(), "[tls] needs cert beside key".to_owned()))
+        }
+        _ => {}
     }
+    out.tls_cert = t.cert.map(Spanned::into_inner);
+    out.tls_key = t.key.map(Spanned::into_inner);
+    out.tls_ca = t.ca;
+    Ok(())
 }
 
 /// A duration such as `10s` or `5m`, longer than zero (the flags' rule).
@@ -318,7 +295,7 @@ fn size(v: &SizeValue) -> Result<usize, String> {
 mod tests {
     use super::*;
 
-    fn parse_str(text: &str) -> Result<RecvFileConfig, RecvConfigError> {
+    fn parse_str(text: &str) -> Result<RecvFileConfig, ConfigError> {
         parse(text, Path::new("recv.toml"))
     }
 
@@ -355,7 +332,7 @@ mod tests {
     fn an_unknown_key_is_named_with_its_line() {
         let err = parse_str("listen = \"127.0.0.1:3000\"\n\nspeed = 3\n").unwrap_err();
         match &err {
-            RecvConfigError::Syntax { line, key, .. } => {
+            ConfigError::Syntax { line, key, .. } => {
                 assert_eq!((*line, key.as_deref()), (3, Some("speed")));
             }
             e => panic!("not a syntax error: {e}"),
@@ -380,7 +357,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 2,
                     key: "durability",
                     ..
@@ -392,7 +369,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 3,
                     key: "idle-timeout",
                     ..
@@ -404,7 +381,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 1,
                     key: "listen",
                     ..
@@ -420,7 +397,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 2,
                     key: "max-in-flight",
                     ..
@@ -446,7 +423,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 2,
                     key: "memory",
                     ..
@@ -463,7 +440,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RecvConfigError::Value {
+                ConfigError::Value {
                     line: 2,
                     key: "cert",
                     ..

@@ -271,26 +271,12 @@ pub async fn run<S: Source>(
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
     let addr = resolve(&cfg.to).await?;
-    let dead_letter = match &cfg.dead_letter {
-        Some(path) => Some(Arc::new(
-            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
-        )),
-        None => None,
-    };
     let started = Instant::now();
     let window = match cfg.window {
         WindowSetting::Fixed(w) => w,
         WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
     };
-    let conn_cfg = Arc::new(ConnConfig::new(
-        &cfg,
-        addr,
-        source.wants_acks(),
-        dead_letter,
-    ));
-    // A certificate or token the receiver refuses fails every retry the
-    // same way: report it now rather than reconnect forever.
-    conn::preflight(&conn_cfg).await?;
+    let conn_cfg = connection_config(&cfg, addr, source.wants_acks()).await?;
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
@@ -328,16 +314,7 @@ pub async fn run<S: Source>(
     };
     pool.supervise(&mut tasks, &mut snapper, window, report)
         .await;
-    // The connections are done and have dropped their ack senders: the
-    // dispatcher hands the last acknowledgements to the source (a log's
-    // checkpoint must see them) and ends. Bounded, in case it is stuck.
-    let mut dispatcher = dispatcher;
-    if tokio::time::timeout(DISPATCHER_FINISH_TIMEOUT, &mut dispatcher)
-        .await
-        .is_err()
-    {
-        dispatcher.abort();
-    }
+    finish_dispatcher(dispatcher).await;
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
     // Bounded by --duration and never connected with records waiting: say
     // so as a failure (a run without a bound keeps retrying, as a source
@@ -352,6 +329,38 @@ pub async fn run<S: Source>(
         });
     }
     Ok(summary(&states, started, last))
+}
+
+/// What every connection of the run shares, once the receiver has
+/// accepted the run's certificate or token: a credential it refuses fails
+/// every retry the same way, so it is reported now rather than
+/// reconnected forever.
+async fn connection_config(
+    cfg: &ShipConfig,
+    addr: SocketAddr,
+    wants_acks: bool,
+) -> Result<Arc<ConnConfig>, ShipError> {
+    let dead_letter = match &cfg.dead_letter {
+        Some(path) => Some(Arc::new(
+            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
+        )),
+        None => None,
+    };
+    let conn_cfg = Arc::new(ConnConfig::new(cfg, addr, wants_acks, dead_letter));
+    conn::preflight(&conn_cfg).await?;
+    Ok(conn_cfg)
+}
+
+/// The connections are done and have dropped their ack senders: the
+/// dispatcher hands the last acknowledgements to the source (a log's
+/// checkpoint must see them) and ends. Bounded, in case it is stuck.
+async fn finish_dispatcher(mut dispatcher: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(DISPATCHER_FINISH_TIMEOUT, &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
 }
 
 /// One task per connection, each taking records from `queue`.

@@ -270,6 +270,64 @@ struct Shared {
     persisting: Mutex<()>,
 }
 
+/// Whether the log takes `bytes` more: not failed or closed, within the
+/// disk budget (a busy answer is counted).
+fn admit(sh: &Shared, inner: &Inner, bytes: u64) -> Result<(), LogError> {
+    if let Some(why) = &inner.failed {
+        return Err(LogError::Failed(why.clone()));
+    }
+    if inner.sealed || inner.shutdown {
+        return Err(LogError::Closed);
+    }
+    if bytes > sh.cfg.budget_bytes {
+        return Err(LogError::TooLarge {
+            bytes,
+            budget: sh.cfg.budget_bytes,
+        });
+    }
+    if inner.used_bytes + bytes > sh.cfg.budget_bytes {
+        sh.busy.fetch_add(1, Ordering::Relaxed);
+        return Err(LogError::Busy {
+            used: inner.used_bytes,
+            budget: sh.cfg.budget_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// A write to the active segment failed with `e`. A full disk cuts what
+/// part got in and answers DiskFull (the same append may succeed once
+/// space returns); anything else fails the log.
+fn write_failed(sh: &Shared, inner: &mut Inner, e: &std::io::Error) -> LogError {
+    let path = inner.segments.back().map(|s| s.path.clone());
+    let path = path.unwrap_or_default();
+    if is_full(e) {
+        // Cut what part got in (appends go to the end): the file
+        // ends at its last whole entry, and the same append may
+        // succeed once space returns.
+        let before = inner.segments.back().map_or(0, |s| s.bytes);
+        if inner.active.set_len(before).is_ok() {
+            if !std::mem::replace(&mut inner.full, true) {
+                tracing::warn!(
+                    "source log: write to {}: {e}; answering Busy until space returns",
+                    path.display()
+                );
+            }
+            sh.busy.fetch_add(1, Ordering::Relaxed);
+            return LogError::DiskFull {
+                reason: format!("write to {}: {e}", path.display()),
+            };
+        }
+    }
+    // Part of it may be in the file: only a reopen (which cuts the
+    // torn tail) can say what the log holds now.
+    let why = format!("write to {}: {e}", path.display());
+    tracing::error!("source log: {why}; no more appends");
+    inner.failed = Some(why.clone());
+    sh.durable.send_modify(|d| d.failed = true);
+    LogError::Failed(why)
+}
+
 /// Locks `m`, recovering the data if a panicking holder poisoned it: every
 /// critical section leaves `Inner` consistent at each step.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -400,26 +458,8 @@ impl Log {
     pub fn append_unsynced(&self, writes: &[Write]) -> Result<Range<u64>, LogError> {
         let sh = self.shared();
         let mut inner = lock(&sh.inner);
-        if let Some(why) = &inner.failed {
-            return Err(LogError::Failed(why.clone()));
-        }
-        if inner.sealed || inner.shutdown {
-            return Err(LogError::Closed);
-        }
         let bytes: u64 = writes.iter().map(|w| segment::entry_len(w) as u64).sum();
-        if bytes > sh.cfg.budget_bytes {
-            return Err(LogError::TooLarge {
-                bytes,
-                budget: sh.cfg.budget_bytes,
-            });
-        }
-        if inner.used_bytes + bytes > sh.cfg.budget_bytes {
-            sh.busy.fetch_add(1, Ordering::Relaxed);
-            return Err(LogError::Busy {
-                used: inner.used_bytes,
-                budget: sh.cfg.budget_bytes,
-            });
-        }
+        admit(sh, &inner, bytes)?;
         if writes.is_empty() {
             return Ok(inner.next_seq..inner.next_seq);
         }
@@ -445,33 +485,7 @@ impl Log {
             segment::encode(&mut buf, start + i as u64, now, w);
         }
         if let Err(e) = (&*inner.active).write_all(&buf) {
-            let path = inner.segments.back().map(|s| s.path.clone());
-            let path = path.unwrap_or_default();
-            if is_full(&e) {
-                // Cut what part got in (appends go to the end): the file
-                // ends at its last whole entry, and the same append may
-                // succeed once space returns.
-                let before = inner.segments.back().map_or(0, |s| s.bytes);
-                if inner.active.set_len(before).is_ok() {
-                    if !std::mem::replace(&mut inner.full, true) {
-                        tracing::warn!(
-                            "source log: write to {}: {e}; answering Busy until space returns",
-                            path.display()
-                        );
-                    }
-                    sh.busy.fetch_add(1, Ordering::Relaxed);
-                    return Err(LogError::DiskFull {
-                        reason: format!("write to {}: {e}", path.display()),
-                    });
-                }
-            }
-            // Part of it may be in the file: only a reopen (which cuts the
-            // torn tail) can say what the log holds now.
-            let why = format!("write to {}: {e}", path.display());
-            tracing::error!("source log: {why}; no more appends");
-            inner.failed = Some(why.clone());
-            sh.durable.send_modify(|d| d.failed = true);
-            return Err(LogError::Failed(why));
+            return Err(write_failed(sh, &mut inner, &e));
         }
         inner.full = false;
         inner.next_seq = start + writes.len() as u64;

@@ -71,8 +71,11 @@
 //! running during the measurement). Before, with fjall: 0.14–0.27× of a 453–1,145 MB/s disk and
 //! 0.58× = 113.6K records/s of a 202 MB/s one.
 //!
-//! Why this module is over 600 lines: most of it is this documentation;
-//! the code is split already (writer.rs, compact.rs, recover.rs, vlog.rs).
+//! Layout: this file holds the shared state, the apply path and close;
+//! `durable/open.rs` builds the state from a recovered directory and
+//! starts the threads, `durable/read.rs` answers reads, digests and
+//! stats. The threads' work is in writer.rs, compact.rs, recover.rs and
+//! vlog.rs beside it.
 //!
 //! # Files
 //!
@@ -132,12 +135,14 @@
 //! disk (a retried fdatasync proves nothing). Nothing that failed was
 //! acked.
 
+mod open;
+mod read;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -148,15 +153,10 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::wire::Write;
 
-use super::compact::Compactor;
-use super::record::{decode, shard_of, DigestAcc, Stamp};
-use super::recover::{lock_dir, recover};
-use super::vlog::{parse_entry, segment_name};
-use super::writer::{Committer, Job, Msg, Writer};
-use super::{
-    key_hex, ApplyOutcome, Durability, StoreConfig, StoreDigest, StoreError, StoreStats,
-    StoredRecord,
-};
+use super::record::Stamp;
+use super::vlog::segment_name;
+use super::writer::{Job, Msg};
+use super::{key_hex, ApplyOutcome, Durability, StoreError};
 
 /// Where an entry is: segment id, byte offset, entry length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,14 +175,6 @@ pub(super) struct Slot {
 
 /// One stripe of the version index.
 pub(super) type VersionIndex = HashMap<Box<[u8]>, Slot, Xxh3Builder>;
-
-/// Highest latency the histograms resolve: one hour, in microseconds.
-const LATENCY_MAX_US: u64 = 3_600_000_000;
-/// How long `get` waits for the writer to finish writing an entry the
-/// index already points at (it is mid-`write`; microseconds in practice).
-const GET_WAIT: Duration = Duration::from_secs(5);
-/// Pause between two looks at such an entry.
-const GET_RETRY: Duration = Duration::from_micros(50);
 
 /// Internal knobs. Not part of [`StoreConfig`] because nobody should need
 /// to turn them; tests shrink them to make bounds and compaction
@@ -336,20 +328,8 @@ pub(crate) struct DurableStore {
     threads: tokio::sync::Mutex<Option<Threads>>,
 }
 
-fn latency_histogram() -> Result<Histogram<u64>, StoreError> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2)
-        .map_err(|e| StoreError::Config(format!("latency histogram: {e}")))
-}
-
 pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(f)
-        .map_err(|source| StoreError::Thread { name, source })
 }
 
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -380,88 +360,6 @@ pub(super) fn create_segment(dir: &Path, id: u32) -> Result<Segment, StoreError>
 }
 
 impl DurableStore {
-    pub(crate) fn open(cfg: &StoreConfig, tuning: Tuning) -> Result<Self, StoreError> {
-        let path = cfg
-            .path
-            .clone()
-            .ok_or_else(|| StoreError::Config("a durable store needs a path".into()))?;
-        if cfg.shards == 0 {
-            return Err(StoreError::Config("shards must be at least 1".into()));
-        }
-        crate::srclog::segment::create_dir_durable(&path).map_err(|source| {
-            StoreError::CreateDir {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        let lock = lock_dir(&path)?;
-        let recovered = recover(&path, cfg.shards)?;
-        let active = Arc::clone(recovered.segments.values().next_back().expect("a segment"));
-        let shared = Arc::new(Shared {
-            path: path.clone(),
-            stripes: recovered.stripes.into_iter().map(Mutex::new).collect(),
-            segments: RwLock::new(recovered.segments),
-            active: Mutex::new((Arc::clone(&active), 0)),
-            failed: Mutex::new(None),
-            applied: AtomicU64::new(0),
-            lost_conflict: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
-            committed_writes: AtomicU64::new(0),
-            compactions: AtomicU64::new(0),
-            apply_latency: Mutex::new(latency_histogram()?),
-            commit_latency: Mutex::new(latency_histogram()?),
-            commit_writes: Mutex::new(latency_histogram()?),
-            compactor_stop: Mutex::new(false),
-            compactor_wake: Condvar::new(),
-        });
-        let inflight = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = mpsc::channel(tuning.queue_depth.max(1));
-        let (commit_tx, commit_rx) = std_mpsc::sync_channel(tuning.commit_queue_depth.max(1));
-        let committer = Committer {
-            rx: commit_rx,
-            shared: Arc::clone(&shared),
-            delay: cfg.group_commit_delay,
-            max_group: tuning.max_group_jobs.max(1),
-            inflight: Arc::clone(&inflight),
-        };
-        let writer = Writer {
-            shared: Arc::clone(&shared),
-            rx,
-            commit_tx,
-            durability: cfg.durability,
-            active,
-            written: 0,
-            segment_bytes: tuning.segment_bytes.max(1),
-            max_batch_writes: tuning.max_batch_writes.max(1),
-            inflight: Arc::clone(&inflight),
-            buf: Vec::new(),
-            full: false,
-            #[cfg(test)]
-            gate: tuning.gate.clone(),
-        };
-        let compactor = Compactor {
-            shared: Arc::clone(&shared),
-            tx: tx.clone(),
-            interval: tuning.compact_interval,
-            live_ratio: tuning.compact_live_ratio,
-        };
-        let threads = Threads {
-            committer: spawn("store-commit".into(), move || committer.run())?,
-            writer: spawn("store-write".into(), move || writer.run())?,
-            compactor: spawn("store-compact".into(), move || compactor.run())?,
-        };
-        Ok(DurableStore {
-            path,
-            durability: cfg.durability,
-            shared,
-            tx,
-            inflight,
-            closed: AtomicBool::new(false),
-            lock: Mutex::new(Some(lock)),
-            threads: tokio::sync::Mutex::new(Some(threads)),
-        })
-    }
-
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -486,143 +384,6 @@ impl DurableStore {
         // A dropped reply means the writer exited before answering: the
         // store was closed (or a thread died, which `close` reports).
         rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
-        let deadline = Instant::now() + GET_WAIT;
-        loop {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(StoreError::Closed);
-            }
-            if let Some(found) = self.try_get(key)? {
-                return Ok(found);
-            }
-            // The index points at an entry still being written.
-            if let Err(failed) = self.shared.check_failed() {
-                return Err(failed.to_error(&self.path));
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    key: key_hex(key),
-                    reason: format!("its entry was not written within {GET_WAIT:?}"),
-                });
-            }
-            std::thread::sleep(GET_RETRY);
-        }
-    }
-
-    /// `Some(answer)`, or `None` while the writer has not yet written the
-    /// entry the index points at.
-    fn try_get(&self, key: &[u8]) -> Result<Option<Option<StoredRecord>>, StoreError> {
-        let stripes = &self.shared.stripes;
-        // Held while reading: the entry cannot be moved (and its segment
-        // deleted) by the compactor meanwhile.
-        let index = stripes[shard_of(key, stripes.len())].lock();
-        let Some(slot) = index.get(key).copied() else {
-            return Ok(Some(None));
-        };
-        let Some(seg) = self.shared.segments.read().get(&slot.loc.segment).cloned() else {
-            return Ok(None);
-        };
-        if seg.len.load(Ordering::Acquire) < slot.loc.offset + slot.loc.len {
-            return Ok(None);
-        }
-        let mut raw = vec![0u8; slot.loc.len as usize];
-        seg.file
-            .read_exact_at(&mut raw, slot.loc.offset)
-            .map_err(|source| StoreError::Read {
-                path: seg.path.clone(),
-                source,
-            })?;
-        drop(index);
-        let (_, rec) = parse_entry(&raw).map_err(|e| corrupt(&seg.path, key, e))?;
-        let record = decode(rec).map_err(|e| corrupt(&seg.path, key, e))?;
-        Ok(Some(Some(record)))
-    }
-
-    pub(crate) fn stripe_count(&self) -> usize {
-        self.shared.stripes.len()
-    }
-
-    pub(crate) fn live_keys(&self, stripe: usize) -> Result<Vec<Box<[u8]>>, StoreError> {
-        let Some(stripe) = self.shared.stripes.get(stripe) else {
-            return Ok(Vec::new());
-        };
-        let keys: Vec<Box<[u8]>> = stripe.lock().keys().cloned().collect();
-        let mut live = Vec::with_capacity(keys.len());
-        for key in keys {
-            if matches!(self.get(&key)?, Some(r) if !r.is_tombstone()) {
-                live.push(key);
-            }
-        }
-        Ok(live)
-    }
-
-    pub(crate) fn digest(&self) -> Result<StoreDigest, StoreError> {
-        let mut acc = DigestAcc::default();
-        for stripe in self.shared.stripes.iter() {
-            let keys: Vec<Box<[u8]>> = stripe.lock().keys().cloned().collect();
-            for key in keys {
-                let Some(r) = self.get(&key)? else { continue };
-                let stamp = Stamp::of_record(&r);
-                acc.add(&key, r.value.as_deref(), stamp);
-            }
-        }
-        Ok(acc.finish())
-    }
-
-    pub(crate) fn stats(&self) -> StoreStats {
-        let sh = &self.shared;
-        let commits = sh.commits.load(Ordering::Relaxed);
-        let committed_writes = sh.committed_writes.load(Ordering::Relaxed);
-        let (mut segments, mut disk_bytes, mut live_bytes) = (0, 0, 0);
-        for s in sh.segments.read().values() {
-            segments += 1;
-            disk_bytes += s.len.load(Ordering::Relaxed);
-            live_bytes += s.live.load(Ordering::Relaxed);
-        }
-        let mut stats = StoreStats {
-            engine: "vlog",
-            durability: Some(self.durability),
-            shards: sh.stripes.len(),
-            applied: sh.applied.load(Ordering::Relaxed),
-            lost_conflict: sh.lost_conflict.load(Ordering::Relaxed),
-            commits,
-            committed_writes,
-            writes_per_commit: if commits == 0 {
-                0.0
-            } else {
-                committed_writes as f64 / commits as f64
-            },
-            queued_jobs: self.tx.max_capacity() - self.tx.capacity(),
-            segments,
-            disk_bytes,
-            live_bytes,
-            compactions: sh.compactions.load(Ordering::Relaxed),
-            ..StoreStats::default()
-        };
-        let latency = sh.apply_latency.lock();
-        if !latency.is_empty() {
-            stats.apply_latency_p50_us = Some(latency.value_at_quantile(0.5));
-            stats.apply_latency_p99_us = Some(latency.value_at_quantile(0.99));
-        }
-        let commit = sh.commit_latency.lock();
-        if !commit.is_empty() {
-            stats.commit_latency_p50_us = Some(commit.value_at_quantile(0.5));
-            stats.commit_latency_p99_us = Some(commit.value_at_quantile(0.99));
-        }
-        stats
-    }
-
-    /// Copies of the latency and group-commit histograms since open.
-    pub(crate) fn histograms(&self) -> super::StoreHistograms {
-        let sh = &self.shared;
-        super::StoreHistograms {
-            apply_latency_us: sh.apply_latency.lock().clone(),
-            commit_latency_us: sh.commit_latency.lock().clone(),
-            commit_writes: sh.commit_writes.lock().clone(),
-        }
     }
 
     pub(crate) async fn close(&self) -> Result<(), StoreError> {

@@ -614,7 +614,23 @@ impl Committer {
                 })
             }
         };
-        let mut writes = 0u64;
+        // Counted before anyone is answered: a caller that reads the stats
+        // after its answer sees its writes committed.
+        let writes: u64 = group
+            .iter()
+            .map(|p| match &p.waiter {
+                Waiter::Apply { outcomes, .. } => outcomes.len() as u64,
+                Waiter::Move(_) => 0,
+            })
+            .sum();
+        if result.is_ok() {
+            self.shared
+                .committed_writes
+                .fetch_add(writes, Ordering::Relaxed);
+            if writes > 0 {
+                self.shared.commit_writes.lock().saturating_record(writes);
+            }
+        }
         let mut latency = self.shared.apply_latency.lock();
         for p in group.drain(..) {
             debug_assert!(p.end <= upto, "a waiter past what the sync covers");
@@ -624,7 +640,6 @@ impl Committer {
                     outcomes,
                     started,
                 } => {
-                    writes += outcomes.len() as u64;
                     let answer = match &result {
                         Ok(()) => {
                             latency.saturating_record(micros(started.elapsed()).max(1));
@@ -645,13 +660,5 @@ impl Committer {
             }
         }
         drop(latency);
-        if result.is_ok() {
-            self.shared
-                .committed_writes
-                .fetch_add(writes, Ordering::Relaxed);
-            if writes > 0 {
-                self.shared.commit_writes.lock().saturating_record(writes);
-            }
-        }
     }
 }

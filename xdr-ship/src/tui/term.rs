@@ -112,6 +112,54 @@ fn toggle_record(rec: &mut Recorder, app: &mut App) {
     }
 }
 
+/// Polls `feed` into `batch` and pushes what came into `app` (and the
+/// recording); its state, and whether anything came.
+fn take_updates(
+    feed: &mut impl Feed,
+    app: &mut App,
+    rec: &mut Recorder,
+    batch: &mut Vec<Update>,
+) -> (FeedState, bool) {
+    let state = feed.poll(Instant::now(), batch);
+    let updated = !batch.is_empty();
+    for u in batch.drain(..) {
+        if let Err(e) = rec.write(&u.sample) {
+            app.set_recording(None);
+            app.set_notice(Some(e.to_string()));
+        }
+        app.push(u);
+    }
+    (state, updated)
+}
+
+/// What a terminal event asks of the loop.
+enum Step {
+    /// The user quit.
+    Quit,
+    /// The screen must be drawn again.
+    Redraw,
+    /// Nothing changed.
+    Nothing,
+}
+
+/// A key goes to the app (and what it asks for to the recorder or the
+/// feed); a resize redraws.
+fn handle_event(event: Event, feed: &mut impl Feed, app: &mut App, rec: &mut Recorder) -> Step {
+    match event {
+        Event::Key(key) if key.kind != KeyEventKind::Release => {
+            match app.handle_key(key) {
+                Action::Quit => return Step::Quit,
+                Action::ToggleRecord => toggle_record(rec, app),
+                a @ (Action::TogglePlay | Action::Seek(_)) => feed.act(a, Instant::now(), app),
+                Action::None => {}
+            }
+            Step::Redraw
+        }
+        Event::Resize(..) => Step::Redraw,
+        _ => Step::Nothing,
+    }
+}
+
 /// The loop behind [`run`] and the replay.
 pub(crate) fn run_feed(
     mut feed: impl Feed,
@@ -129,15 +177,8 @@ pub(crate) fn run_feed(
     let mut ended = false;
     let mut batch = Vec::new();
     let quit_by_user = loop {
-        let state = feed.poll(Instant::now(), &mut batch);
-        for u in batch.drain(..) {
-            if let Err(e) = rec.write(&u.sample) {
-                app.set_recording(None);
-                app.set_notice(Some(e.to_string()));
-            }
-            app.push(u);
-            dirty = true;
-        }
+        let (state, updated) = take_updates(&mut feed, &mut app, &mut rec, &mut batch);
+        dirty |= updated;
         feed.sync(&mut app);
         match (state, ended) {
             (FeedState::Ended, false) => {
@@ -166,20 +207,10 @@ pub(crate) fn run_feed(
         if !event::poll(wait)? {
             continue;
         }
-        match event::read()? {
-            Event::Key(key) if key.kind != KeyEventKind::Release => {
-                dirty = true;
-                match app.handle_key(key) {
-                    Action::Quit => break true,
-                    Action::ToggleRecord => toggle_record(&mut rec, &mut app),
-                    a @ (Action::TogglePlay | Action::Seek(_)) => {
-                        feed.act(a, Instant::now(), &mut app)
-                    }
-                    Action::None => {}
-                }
-            }
-            Event::Resize(..) => dirty = true,
-            _ => {}
+        match handle_event(event::read()?, &mut feed, &mut app, &mut rec) {
+            Step::Quit => break true,
+            Step::Redraw => dirty = true,
+            Step::Nothing => {}
         }
     };
     let stopped = rec.stop();

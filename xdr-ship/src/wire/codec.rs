@@ -357,78 +357,17 @@ impl WireCodec {
             request_id: h.request_id,
         };
         let body = match h.frame_type {
-            FrameType::Hello => {
-                let hello = Hello {
-                    min_version: r.u8("min_version")?,
-                    max_version: r.u8("max_version")?,
-                    mode: r.mode()?,
-                    source_id: r.u64("source_id")?,
-                    client_name: r.short_str("client_name")?,
-                    credentials: r.short_bytes("credentials")?,
-                };
-                // Bytes after the v1 fields are extension room for later
-                // versions and are ignored (docs/protocol.md §6).
-                Message::Hello(hello)
-            }
-            FrameType::HelloOk => Message::HelloOk(HelloOk {
-                version: r.u8("version")?,
-                mode: r.mode()?,
-                max_frame: r.u32("max_frame")?,
-                max_in_flight: r.u32("max_in_flight")?,
-            }),
+            FrameType::Hello => Message::Hello(r.hello()?),
+            FrameType::HelloOk => Message::HelloOk(r.hello_ok()?),
             FrameType::Write => {
                 let w = r.write()?;
                 r.finish()?;
                 Message::Write(w)
             }
-            FrameType::Batch => {
-                let count = r.u32("count")? as usize;
-                // Never trust `count` for the allocation: each write takes at
-                // least WRITE_RECORD_FIXED_LEN bytes of what is actually here.
-                let mut writes =
-                    Vec::with_capacity(count.min(r.buf.len() / WRITE_RECORD_FIXED_LEN));
-                for _ in 0..count {
-                    writes.push(r.write()?);
-                }
-                r.finish()?;
-                Message::Batch(writes)
-            }
-            FrameType::Ack => {
-                let ack = match r.u8("form")? {
-                    ACK_FORM_ALL => {
-                        let code = ResultCode::from_u8(r.u8("code")?);
-                        if !code.is_success() {
-                            return Err(r.malformed(format!(
-                                "uniform ACK carries non-success code {code} (must be a NACK)"
-                            )));
-                        }
-                        Ack::All(code)
-                    }
-                    ACK_FORM_PER_WRITE => {
-                        let n = r.u32("count")? as usize;
-                        let codes = r.bytes(n, "codes")?;
-                        Ack::PerWrite(codes.iter().map(|&b| ResultCode::from_u8(b)).collect())
-                    }
-                    other => return Err(r.malformed(format!("unknown ACK form {other}"))),
-                };
-                r.finish()?;
-                Message::Ack(ack)
-            }
-            FrameType::Nack => {
-                let code = ResultCode::from_u8(r.u8("code")?);
-                if code.is_success() {
-                    return Err(r.malformed(format!("NACK carries success code {code}")));
-                }
-                let message = r.short_str("message")?;
-                r.finish()?;
-                Message::Nack(Nack { code, message })
-            }
-            FrameType::Goodbye => {
-                let code = ResultCode::from_u8(r.u8("code")?);
-                let message = r.short_str("message")?;
-                r.finish()?;
-                Message::Goodbye(Goodbye { code, message })
-            }
+            FrameType::Batch => Message::Batch(r.batch()?),
+            FrameType::Ack => Message::Ack(r.ack()?),
+            FrameType::Nack => Message::Nack(r.nack()?),
+            FrameType::Goodbye => Message::Goodbye(r.goodbye()?),
             FrameType::Ping => {
                 r.finish()?;
                 Message::Ping
@@ -772,6 +711,84 @@ impl Reader {
 
     /// Reject trailing bytes: in v1 every payload has an exact length
     /// (except HELLO/HELLO_OK, which never call this).
+    /// A HELLO body. Bytes after the v1 fields are extension room for
+    /// later versions and are ignored (docs/protocol.md §6).
+    fn hello(&mut self) -> Result<Hello, WireError> {
+        Ok(Hello {
+            min_version: self.u8("min_version")?,
+            max_version: self.u8("max_version")?,
+            mode: self.mode()?,
+            source_id: self.u64("source_id")?,
+            client_name: self.short_str("client_name")?,
+            credentials: self.short_bytes("credentials")?,
+        })
+    }
+
+    /// A HELLO_OK body.
+    fn hello_ok(&mut self) -> Result<HelloOk, WireError> {
+        Ok(HelloOk {
+            version: self.u8("version")?,
+            mode: self.mode()?,
+            max_frame: self.u32("max_frame")?,
+            max_in_flight: self.u32("max_in_flight")?,
+        })
+    }
+
+    /// A BATCH body: the count, then that many writes, nothing after.
+    fn batch(mut self) -> Result<Vec<Write>, WireError> {
+        let count = self.u32("count")? as usize;
+        // Never trust `count` for the allocation: each write takes at
+        // least WRITE_RECORD_FIXED_LEN bytes of what is actually here.
+        let mut writes = Vec::with_capacity(count.min(self.buf.len() / WRITE_RECORD_FIXED_LEN));
+        for _ in 0..count {
+            writes.push(self.write()?);
+        }
+        self.finish()?;
+        Ok(writes)
+    }
+
+    /// An ACK body: uniform (success codes only) or one code per write.
+    fn ack(mut self) -> Result<Ack, WireError> {
+        let ack = match self.u8("form")? {
+            ACK_FORM_ALL => {
+                let code = ResultCode::from_u8(self.u8("code")?);
+                if !code.is_success() {
+                    return Err(self.malformed(format!(
+                        "uniform ACK carries non-success code {code} (must be a NACK)"
+                    )));
+                }
+                Ack::All(code)
+            }
+            ACK_FORM_PER_WRITE => {
+                let n = self.u32("count")? as usize;
+                let codes = self.bytes(n, "codes")?;
+                Ack::PerWrite(codes.iter().map(|&b| ResultCode::from_u8(b)).collect())
+            }
+            other => return Err(self.malformed(format!("unknown ACK form {other}"))),
+        };
+        self.finish()?;
+        Ok(ack)
+    }
+
+    /// A NACK body (its code must not be a success).
+    fn nack(mut self) -> Result<Nack, WireError> {
+        let code = ResultCode::from_u8(self.u8("code")?);
+        if code.is_success() {
+            return Err(self.malformed(format!("NACK carries success code {code}")));
+        }
+        let message = self.short_str("message")?;
+        self.finish()?;
+        Ok(Nack { code, message })
+    }
+
+    /// A GOODBYE body.
+    fn goodbye(mut self) -> Result<Goodbye, WireError> {
+        let code = ResultCode::from_u8(self.u8("code")?);
+        let message = self.short_str("message")?;
+        self.finish()?;
+        Ok(Goodbye { code, message })
+    }
+
     fn finish(self) -> Result<(), WireError> {
         if !self.buf.is_empty() {
             return Err(self.malformed(format!(

@@ -19,16 +19,7 @@ fn explain(i: &Inputs<'_>) -> Explained {
     let share = units::pct(i.pct);
     let min_rtt_s = acc.min_rtt_us.map_or(0.0, |r| f64::from(r) / 1e6);
     let queued = min_rtt_s > 0.0 && srtt_s >= QUEUE_RTT_RATIO * min_rtt_s;
-    let queue = if min_rtt_s > 0.0 && srtt_s > min_rtt_s {
-        format!(
-            "srtt {} > min_rtt {} (+{} queued at the bottleneck)",
-            units::secs(srtt_s),
-            units::secs(min_rtt_s),
-            units::secs(srtt_s - min_rtt_s)
-        )
-    } else {
-        format!("srtt {} (no queue building)", units::secs(srtt_s))
-    };
+    let queue = queue_text(srtt_s, min_rtt_s);
     let rate = ctx.observed.bytes_per_s;
     let link = ctx.link_bps.map(|l| l as f64);
     let of_link = link.map_or(String::new(), |l| {
@@ -46,7 +37,37 @@ fn explain(i: &Inputs<'_>) -> Explained {
     } else {
         "; no retransmits".to_owned()
     };
-    let remedy = match link {
+    let remedy = remedy(rate, link, queued, &queue);
+    Explained {
+        headline: format!("{}{of_link}; {queue}", units::rate(rate)),
+        evidence: format!(
+            "TCP sent at its congestion window {share} of the time; delivered {}{of_link}; \
+             largest delivery-rate sample {}; {queue}{retrans}",
+            units::rate(observed.bytes_per_s),
+            units::rate(acc.delivery_max)
+        ),
+        remedy,
+    }
+}
+
+/// The RTT evidence: the queue at the bottleneck, if one builds.
+fn queue_text(srtt_s: f64, min_rtt_s: f64) -> String {
+    if min_rtt_s > 0.0 && srtt_s > min_rtt_s {
+        format!(
+            "srtt {} > min_rtt {} (+{} queued at the bottleneck)",
+            units::secs(srtt_s),
+            units::secs(min_rtt_s),
+            units::secs(srtt_s - min_rtt_s)
+        )
+    } else {
+        format!("srtt {} (no queue building)", units::secs(srtt_s))
+    }
+}
+
+/// What to do at `rate`: a full link, a narrower bottleneck (`queued`),
+/// or a congestion window still opening; `link` when the operator gave it.
+fn remedy(rate: f64, link: Option<f64>, queued: bool, queue: &str) -> String {
+    match link {
         Some(l) if rate >= LINK_FULL_RATIO * l => format!(
             "the link is full at {} (of {}): more bandwidth, or --compress if values compress",
             units::rate(rate),
@@ -80,16 +101,6 @@ fn explain(i: &Inputs<'_>) -> Explained {
              --connections; --link-rate tells a full link from this",
             units::rate(rate)
         ),
-    };
-    Explained {
-        headline: format!("{}{of_link}; {queue}", units::rate(rate)),
-        evidence: format!(
-            "TCP sent at its congestion window {share} of the time; delivered {}{of_link}; \
-             largest delivery-rate sample {}; {queue}{retrans}",
-            units::rate(observed.bytes_per_s),
-            units::rate(acc.delivery_max)
-        ),
-        remedy,
     }
 }
 

@@ -20,13 +20,14 @@ mod receiver_window;
 mod sender_buffer;
 mod unknown;
 
-use super::{context::Context, rules::Acc, Ceiling, Limit, Rate};
+use super::{acc::Acc, context::Context, Ceiling, Limit, Rate};
 
 /// What each class file needs in scope.
 mod prelude {
     pub(super) use super::super::{
+        acc::Acc,
         context::{plural, Context},
-        rules::{ratio, Acc, LINK_FULL_RATIO, QUEUE_RTT_RATIO, WINDOW_FULL_MAJORITY},
+        rules::{ratio, LINK_FULL_RATIO, QUEUE_RTT_RATIO, WINDOW_FULL_MAJORITY},
         Limit,
     };
     pub(super) use super::{Ceilings, Class, Explained, Inputs};
