@@ -82,6 +82,7 @@ impl Flow {
         let delivered = self.records_per_s * k;
         ConnSnapshot {
             id,
+            node: None,
             cookie: 1000 + id as u64,
             connected: true,
             inflight: self.inflight,

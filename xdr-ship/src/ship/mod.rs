@@ -15,6 +15,7 @@
 //! With `--window auto` the [`window`] controller looks at the pool every
 //! few milliseconds and sizes the pool's in-flight from the measured
 //! delivery rate × round trip, split over the connections that are up.
+mod cluster;
 pub(crate) mod conn;
 pub mod dead_letter;
 mod dispatch;
@@ -266,18 +267,13 @@ pub async fn run<S: Source>(
     stop: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
+    if let Some(target) = redis::cluster::ClusterTarget::parse(&cfg.to) {
+        return cluster::run(cfg, target, source, report, stop, cancel).await;
+    }
     let addr = resolve(&cfg.to).await?;
-    let dead_letter = match &cfg.dead_letter {
-        Some(path) => Some(Arc::new(
-            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
-        )),
-        None => None,
-    };
+    let dead_letter = open_dead_letter(&cfg)?;
     let started = Instant::now();
-    let window = match cfg.window {
-        WindowSetting::Fixed(w) => w,
-        WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
-    };
+    let window = initial_window(&cfg);
     let conn_cfg = Arc::new(ConnConfig::new(
         &cfg,
         addr,
@@ -294,19 +290,7 @@ pub async fn run<S: Source>(
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(ACK_QUEUE_ANSWERS);
     let shared = Shared::default();
     let conn_cancel = cancel.child_token();
-
-    let dispatcher = tokio::spawn(dispatch(
-        source,
-        tx,
-        ack_rx,
-        shared.clone(),
-        Pacing {
-            max_throughput: cfg.max_throughput,
-            deadline: cfg.duration.map(|d| started + d),
-        },
-        stop.clone(),
-        cancel.clone(),
-    ));
+    let dispatcher = spawn_dispatcher(&cfg, started, source, tx, ack_rx, &shared, &stop, &cancel);
 
     let states: Vec<Arc<ConnState>> = (0..cfg.connections.max(1))
         .map(|id| Arc::new(ConnState::new(id, window)))
@@ -324,16 +308,7 @@ pub async fn run<S: Source>(
     };
     pool.supervise(&mut tasks, &mut snapper, window, report)
         .await;
-    // The connections are done and have dropped their ack senders: the
-    // dispatcher hands the last acknowledgements to the source (a log's
-    // checkpoint must see them) and ends. Bounded, in case it is stuck.
-    let mut dispatcher = dispatcher;
-    if tokio::time::timeout(DISPATCHER_FINISH_TIMEOUT, &mut dispatcher)
-        .await
-        .is_err()
-    {
-        dispatcher.abort();
-    }
+    finish_dispatcher(dispatcher).await;
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
     // Bounded by --duration and never connected with records waiting: say
     // so as a failure (a run without a bound keeps retrying, as a source
@@ -348,6 +323,62 @@ pub async fn run<S: Source>(
         });
     }
     Ok(summary(&states, started, last))
+}
+
+/// The dead-letter file of `cfg`, opened.
+fn open_dead_letter(cfg: &ShipConfig) -> Result<Option<Arc<dead_letter::DeadLetter>>, ShipError> {
+    match &cfg.dead_letter {
+        Some(path) => Ok(Some(Arc::new(
+            dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The window every connection starts with.
+fn initial_window(cfg: &ShipConfig) -> u64 {
+    match cfg.window {
+        WindowSetting::Fixed(w) => w,
+        WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
+    }
+}
+
+/// Starts the dispatcher: the source into `tx`, acknowledgements back.
+#[allow(clippy::too_many_arguments)]
+fn spawn_dispatcher<S: Source>(
+    cfg: &ShipConfig,
+    started: Instant,
+    source: S,
+    tx: async_channel::Sender<SourceRecord>,
+    ack_rx: mpsc::Receiver<Vec<u64>>,
+    shared: &Shared,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(dispatch(
+        source,
+        tx,
+        ack_rx,
+        shared.clone(),
+        Pacing {
+            max_throughput: cfg.max_throughput,
+            deadline: cfg.duration.map(|d| started + d),
+        },
+        stop.clone(),
+        cancel.clone(),
+    ))
+}
+
+/// The connections are done and have dropped their ack senders: the
+/// dispatcher hands the last acknowledgements to the source (a log's
+/// checkpoint must see them) and ends. Bounded, in case it is stuck.
+async fn finish_dispatcher(mut dispatcher: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(DISPATCHER_FINISH_TIMEOUT, &mut dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher.abort();
+    }
 }
 
 /// One task per connection, each taking records from `queue`.
