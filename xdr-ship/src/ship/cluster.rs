@@ -285,13 +285,14 @@ impl Router {
         pending: &mut VecDeque<SourceRecord>,
         held: &mut Vec<SourceRecord>,
     ) -> Option<async_channel::Sender<SourceRecord>> {
-        while let Some(rec) = pending.pop_front() {
+        let mut unknown: Option<&str> = None;
+        let blocked = loop {
+            let Some(rec) = pending.pop_front() else {
+                break None;
+            };
             let owner = self.map.owner_of_key(&rec.write.key);
             let Some(queue) = self.queues.get(owner) else {
-                tracing::warn!(
-                    "slot {} is on {owner}, a node that joined after the start: its records wait",
-                    redis::cluster::key_slot(&rec.write.key)
-                );
+                unknown = Some(owner);
                 held.push(rec);
                 continue;
             };
@@ -299,12 +300,17 @@ impl Router {
                 Ok(()) => {}
                 Err(async_channel::TrySendError::Full(r)) => {
                     pending.push_front(r);
-                    return Some(queue.clone());
+                    break Some(queue.clone());
                 }
                 Err(async_channel::TrySendError::Closed(r)) => held.push(r),
             }
+        };
+        if let Some(owner) = unknown {
+            tracing::warn!(
+                "slots are on {owner}, a node that joined after the start: their records wait"
+            );
         }
-        None
+        blocked
     }
 
     /// A record back from a pool; `true` if it waits for a fresh map.
@@ -342,7 +348,8 @@ impl Router {
         let mut ask: Vec<String> = self.map.primaries().iter().map(|s| s.to_string()).collect();
         ask.extend(self.map.nodes.iter().cloned());
         ask.extend(self.seeds.iter().cloned());
-        ask.dedup();
+        let mut seen = std::collections::HashSet::new();
+        ask.retain(|a| seen.insert(a.clone()));
         match discover(&ask, self.ask.auth.as_deref()).await {
             Ok(map) => {
                 if map.primaries() != self.map.primaries() {
@@ -399,8 +406,9 @@ async fn ask(ctx: AskCtx, rec: SourceRecord, addr: String) {
     let _ = ctx.reroute.send(back).await;
 }
 
-/// One `ASK` exchange: AUTH, the function (a node that never had a pool
-/// session may not have it), `ASKING`, the write; the write's outcome.
+/// One `ASK` exchange: AUTH, the function (only if no pool has had a
+/// session with the node), `ASKING`, the write; the write's outcome. A
+/// short connection per record: `ASK` lasts only while a slot migrates.
 async fn ask_once(ctx: &AskCtx, rec: &SourceRecord, addr: &str) -> Result<Outcome, ClusterError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -413,7 +421,13 @@ async fn ask_once(ctx: &AskCtx, rec: &SourceRecord, addr: &str) -> Result<Outcom
         encode_command(&mut out, &args)?;
         n += 1;
     }
-    if ctx.lww {
+    // A node one of the pools has had a session with holds the function
+    // (loaded at connect, kept across restarts with persistence).
+    let loaded = ctx
+        .credit
+        .get(addr)
+        .is_some_and(|s| s.ever_connected.load(Ordering::Relaxed));
+    if ctx.lww && !loaded {
         encode_command(
             &mut out,
             &[

@@ -155,6 +155,26 @@ impl SlotMap {
         }
     }
 
+    /// Adds the nodes a `CLUSTER NODES` reply names (`CLUSTER SLOTS`
+    /// leaves out a replica that has not replicated anything yet, and a
+    /// failover may make it a primary).
+    pub fn add_nodes(&mut self, cluster_nodes: &str, default_host: &str) {
+        for line in cluster_nodes.lines() {
+            let Some(addr) = line.split_whitespace().nth(1) else {
+                continue;
+            };
+            let addr = addr.split(['@', ',']).next().unwrap_or("");
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                continue;
+            };
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                continue;
+            }
+            let host = if host.is_empty() { default_host } else { host };
+            self.index_of(format!("{host}:{port}"));
+        }
+    }
+
     /// `host:port` of the primary owning `slot`.
     pub fn owner(&self, slot: u16) -> &str {
         let i = self.owner[slot as usize % SLOTS] as usize;
@@ -296,7 +316,8 @@ pub async fn fetch_map(
             encode_command(&mut out, auth)?;
         }
         encode_command(&mut out, &[b"CLUSTER", b"SLOTS"])?;
-        let n = 1 + usize::from(auth.is_some());
+        encode_command(&mut out, &[b"CLUSTER", b"NODES"])?;
+        let n = 2 + usize::from(auth.is_some());
         let replies = exchange(stream, &out, n).await?;
         for r in &replies {
             if let BytesFrame::Error(e) = r {
@@ -305,7 +326,11 @@ pub async fn fetch_map(
         }
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        SlotMap::from_cluster_slots(&replies[n - 1], host)
+        let mut map = SlotMap::from_cluster_slots(&replies[n - 2], host)?;
+        if let BytesFrame::BulkString(nodes) = &replies[n - 1] {
+            map.add_nodes(&String::from_utf8_lossy(nodes), host);
+        }
+        Ok(map)
     };
     tokio::time::timeout(timeout, ask)
         .await
@@ -375,6 +400,20 @@ mod tests {
         assert_eq!(map.nodes.len(), 3, "the replica is known");
         map.moved(12182, "127.0.0.1:7003");
         assert_eq!(map.owner_of_key(b"foo"), "127.0.0.1:7003");
+    }
+
+    #[test]
+    fn cluster_nodes_adds_the_replicas_cluster_slots_leaves_out() {
+        let reply = BytesFrame::Array(vec![range(0, 16383, vec![node("127.0.0.1", 7000)])]);
+        let mut map = SlotMap::from_cluster_slots(&reply, "127.0.0.1").unwrap();
+        map.add_nodes(
+            "a1 127.0.0.1:7003@17003 slave b2 0 1 3 connected\n\
+             b2 127.0.0.1:7000@17000 myself,master - 0 1 1 connected 0-16383\n\
+             c3 :0@0 master,noaddr - 0 1 0 disconnected\n",
+            "127.0.0.1",
+        );
+        assert_eq!(map.nodes, ["127.0.0.1:7000", "127.0.0.1:7003"]);
+        assert_eq!(map.primaries(), ["127.0.0.1:7000"]);
     }
 
     #[test]
