@@ -533,3 +533,67 @@ async fn a_slot_migrated_key_by_key_mid_run_goes_through_ask_and_loses_nothing()
         assert_eq!(seq_of(v), Some(19600 + n), "{k}: the last write");
     }
 }
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `xdr-ship verify --json` of `log` against the cluster: exit status and
+/// the counts.
+fn verify(log: &TempDir, against: &str) -> (bool, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["verify", "--json", "--log"])
+        .arg(&log.0)
+        .args(["--against", against])
+        .output()
+        .unwrap();
+    let counts = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), counts)
+}
+
+#[test]
+fn the_cli_ships_a_log_to_the_cluster_and_verify_follows_the_slot_map() {
+    let cluster = Cluster::start();
+    let log = TempDir::new("cluster-log");
+    let door = free_port();
+    let _ship = Guard(
+        Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+            .args(["ship", "--log"])
+            .arg(&log.0)
+            .args(["--listen-resp", &format!("127.0.0.1:{door}")])
+            .args(["--to", &cluster.seed(), "--connections", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the source node's Redis door", || {
+        TcpStream::connect(("127.0.0.1", door)).is_ok()
+    });
+    let mut mset = vec!["MSET".to_owned()];
+    for k in 0..300 {
+        mset.extend([format!("user:{k}"), format!("v{k}")]);
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(cli(door, &mset), "OK");
+    wait_for("verify to find the copy whole", || {
+        verify(&log, &cluster.seed()).0
+    });
+    let (_, counts) = verify(&log, &cluster.seed());
+    assert_eq!(counts["matching"], 300, "{counts}");
+    assert_eq!(
+        counts["extra"], 0,
+        "the stamp keys are not extras: {counts}"
+    );
+    // Behind its back, on whichever primary holds it.
+    assert_eq!(cli(cluster.ports[0], &["-c", "DEL", "user:7"]), "1");
+    let (ok, counts) = verify(&log, &cluster.seed());
+    assert!(!ok, "verify exited 0 with a key missing: {counts}");
+    assert_eq!(counts["missing"], 1, "{counts}");
+}

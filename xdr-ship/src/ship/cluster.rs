@@ -476,34 +476,9 @@ pub(super) async fn run<S: super::Source>(
     stop: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<super::ShipSummary, ShipError> {
-    if cfg.tls.is_some() {
-        return Err(ShipError::Rejected(
-            "TLS towards a Redis Cluster is not supported yet: ship over redis-cluster:// in a private network".into(),
-        ));
-    }
-    let auth = auth_args(&cfg);
-    let map = discover(&target.seeds, auth.as_deref())
-        .await
-        .map_err(|e| ShipError::Refused(format!("no slot map from {}: {e}", cfg.to)))?;
-    tracing::info!(
-        "Redis Cluster: {} primaries ({}), {} nodes",
-        map.primaries().len(),
-        map.primaries().join(", "),
-        map.nodes.len()
-    );
+    let (map, base) = open_cluster(&cfg, &target, source.wants_acks()).await?;
     let started = Instant::now();
     let window = super::initial_window(&cfg);
-    let first = super::resolve(&format!("{}{}", redis::SCHEME, map.owner(0))).await?;
-    let mut base = ConnConfig::new(
-        &cfg,
-        first,
-        source.wants_acks(),
-        super::open_dead_letter(&cfg)?,
-    );
-    base.ship.to = format!("{}{}", redis::SCHEME, map.owner(0));
-    base.redis = redis::RedisTarget::parse(&base.ship.to, cfg.redis_lww);
-    super::conn::preflight(&base).await?;
-
     let reroute = reroute_channel();
     let link = ClusterLink {
         reroute: reroute.0.clone(),
@@ -529,19 +504,7 @@ pub(super) async fn run<S: super::Source>(
     let router = tokio::spawn(Router::new(parts, &pools, &cfg, report_acks).run());
     drop(link);
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for p in &pools {
-        for state in &p.states {
-            tasks.spawn(super::conn::run(
-                state.clone(),
-                p.cfg.clone(),
-                p.queue_rx.clone(),
-                ack_tx.clone(),
-                conn_cancel.clone(),
-            ));
-        }
-    }
-    drop(ack_tx);
+    let mut tasks = spawn_pools(&pools, ack_tx, &conn_cancel);
     let states: Vec<Arc<ConnState>> = pools
         .iter()
         .flat_map(|p| p.states.iter().cloned())
@@ -563,4 +526,59 @@ pub(super) async fn run<S: super::Source>(
     super::finish_dispatcher(dispatcher).await;
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
     Ok(super::summary(&states, started, last))
+}
+
+/// The cluster's slot map from a seed, and the connection settings every
+/// pool starts from, checked once against the primary of slot 0 (a
+/// password Redis refuses ends the run here).
+async fn open_cluster(
+    cfg: &ShipConfig,
+    target: &redis::cluster::ClusterTarget,
+    report_acks: bool,
+) -> Result<(SlotMap, ConnConfig), ShipError> {
+    if cfg.tls.is_some() {
+        return Err(ShipError::Rejected(
+            "TLS towards a Redis Cluster is not supported yet: ship over redis-cluster:// \
+             in a private network"
+                .into(),
+        ));
+    }
+    let auth = auth_args(cfg);
+    let map = discover(&target.seeds, auth.as_deref())
+        .await
+        .map_err(|e| ShipError::Refused(format!("no slot map from {}: {e}", cfg.to)))?;
+    tracing::info!(
+        "Redis Cluster: {} primaries ({}), {} nodes",
+        map.primaries().len(),
+        map.primaries().join(", "),
+        map.nodes.len()
+    );
+    let to = format!("{}{}", redis::SCHEME, map.owner(0));
+    let first = super::resolve(&to).await?;
+    let mut base = ConnConfig::new(cfg, first, report_acks, super::open_dead_letter(cfg)?);
+    base.ship.to = to;
+    base.redis = redis::RedisTarget::parse(&base.ship.to, cfg.redis_lww);
+    super::conn::preflight(&base).await?;
+    Ok((map, base))
+}
+
+/// One task per connection of every pool, each on its pool's queue.
+fn spawn_pools(
+    pools: &[NodePool],
+    acked: mpsc::Sender<Vec<u64>>,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in pools {
+        for state in &p.states {
+            tasks.spawn(super::conn::run(
+                state.clone(),
+                p.cfg.clone(),
+                p.queue_rx.clone(),
+                acked.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
+    tasks
 }
