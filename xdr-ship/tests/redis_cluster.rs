@@ -442,6 +442,7 @@ async fn a_slot_range_migrated_mid_run_loses_nothing() {
     .await
     .unwrap();
     assert!(resharded.success(), "redis-cli --cluster reshard failed");
+    assert!(!run.is_finished(), "the migration ended before the run");
     let summary = run.await.unwrap();
     assert_eq!(summary.counters.abandoned, 0);
     assert_eq!(summary.unanswered, 0);
@@ -465,6 +466,7 @@ async fn a_primary_killed_mid_run_loses_no_acknowledged_record() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = cluster.primaries()[0];
     cluster.kill(victim);
+    assert!(!run.is_finished(), "the primary died before the run ended");
     let alive = cluster.alive();
     tokio::task::spawn_blocking(move || {
         wait_for("a replica to take over", || {
@@ -522,6 +524,7 @@ async fn a_slot_migrated_key_by_key_mid_run_goes_through_ask_and_loses_nothing()
     tokio::task::spawn_blocking(move || migrate_slot(slot, src, dst, &all))
         .await
         .unwrap();
+    assert!(!run.is_finished(), "the migration ended before the run");
     let summary = run.await.unwrap();
     assert_eq!(summary.counters.abandoned, 0);
     assert_eq!(summary.unanswered, 0);

@@ -892,7 +892,7 @@ fn the_report_names_the_node_of_each_connection_group() {
     let mut flow = Flow::new().rate(99_328_000);
     flow.srtt_us = 180_000;
     flow.notsent = 4_000_000;
-    let world = World::new(vec![flow.clone(), flow]);
+    let world = World::new(vec![flow, flow]);
     let mut d = Diagnoser::new(Duration::from_secs(10));
     for k in 0..SAMPLES {
         let mut s = world.sample(k);

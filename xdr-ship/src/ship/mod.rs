@@ -15,6 +15,12 @@
 //! With `--window auto` the [`window`] controller looks at the pool every
 //! few milliseconds and sizes the pool's in-flight from the measured
 //! delivery rate × round trip, split over the connections that are up.
+//!
+//! Towards `redis-cluster://SEED`, `cluster` runs one such pool per
+//! cluster node behind a router that sends each record to the primary
+//! owning its key's slot (and follows `MOVED`, `ASK` and failovers); the
+//! dispatcher, the snapshots and the auto window see all the pools' connections as
+//! one pool.
 mod cluster;
 pub(crate) mod conn;
 pub mod dead_letter;
