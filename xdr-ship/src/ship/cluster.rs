@@ -582,3 +582,117 @@ fn spawn_pools(
     }
     tasks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Write;
+    use redis_protocol::resp2::types::BytesFrame;
+
+    /// Slots 0–8191 on `a:1`, 8192–16383 on `b:2`.
+    fn two_node_map() -> SlotMap {
+        let node = |h: &str, p| {
+            BytesFrame::Array(vec![
+                BytesFrame::BulkString(h.as_bytes().to_vec().into()),
+                BytesFrame::Integer(p),
+            ])
+        };
+        let reply = BytesFrame::Array(vec![
+            BytesFrame::Array(vec![
+                BytesFrame::Integer(0),
+                BytesFrame::Integer(8191),
+                node("a", 1),
+            ]),
+            BytesFrame::Array(vec![
+                BytesFrame::Integer(8192),
+                BytesFrame::Integer(16383),
+                node("b", 2),
+            ]),
+        ]);
+        SlotMap::from_cluster_slots(&reply, "a").unwrap()
+    }
+
+    fn router(
+        queues: Vec<(&str, async_channel::Sender<SourceRecord>)>,
+    ) -> (Router, mpsc::Sender<Reroute>) {
+        let (reroute_tx, reroute) = reroute_channel();
+        let (acked, _) = mpsc::channel(1);
+        let (_, main) = async_channel::bounded(1);
+        let unsettled = Arc::new(AtomicU64::new(0));
+        let router = Router {
+            map: two_node_map(),
+            seeds: Vec::new(),
+            queues: queues.into_iter().map(|(a, q)| (a.to_owned(), q)).collect(),
+            main,
+            reroute,
+            unsettled: unsettled.clone(),
+            ask: AskCtx {
+                auth: None,
+                lww: true,
+                reroute: reroute_tx.clone(),
+                acked,
+                report_acks: false,
+                unsettled,
+                credit: Arc::default(),
+                slots: Arc::new(Semaphore::new(1)),
+            },
+            cancel: CancellationToken::new(),
+        };
+        (router, reroute_tx)
+    }
+
+    fn rec(seq: u64, key: &'static str) -> SourceRecord {
+        SourceRecord {
+            seq,
+            write: Write::put(key, "v", seq, 1),
+        }
+    }
+
+    #[test]
+    fn records_go_to_their_slots_owner_and_follow_moved() {
+        let (a, a_rx) = async_channel::bounded(4);
+        let (b, b_rx) = async_channel::bounded(4);
+        let (mut router, _) = router(vec![("a:1", a), ("b:2", b)]);
+        let mut pending: VecDeque<SourceRecord> = [rec(0, "foo"), rec(1, "bar")].into();
+        let mut held = Vec::new();
+        assert!(router.flush(&mut pending, &mut held).is_none());
+        // foo is slot 12182, bar slot 5061.
+        assert_eq!(b_rx.try_recv().unwrap().seq, 0);
+        assert_eq!(a_rx.try_recv().unwrap().seq, 1);
+        let moved = Redirect::Moved {
+            slot: 12182,
+            addr: "a:1".into(),
+        };
+        let waits = router.take_back(
+            Reroute::Redirected(rec(0, "foo"), moved),
+            &mut pending,
+            &mut held,
+        );
+        assert!(!waits, "MOVED needs no fresh map");
+        router.flush(&mut pending, &mut held);
+        assert_eq!(a_rx.try_recv().unwrap().seq, 0, "foo follows MOVED");
+        assert!(b_rx.is_empty() && held.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_blocks_and_a_lost_nodes_records_wait_for_a_new_map() {
+        let (a, _a_rx) = async_channel::bounded(1);
+        let (mut router, _) = router(vec![("a:1", a)]);
+        let mut pending: VecDeque<SourceRecord> =
+            [rec(0, "bar"), rec(1, "bar"), rec(2, "foo")].into();
+        let mut held = Vec::new();
+        assert!(
+            router.flush(&mut pending, &mut held).is_some(),
+            "a:1 is full"
+        );
+        assert_eq!(pending.len(), 2, "the rest stays pending, in order");
+        assert_eq!(pending[0].seq, 1);
+        let waits = router.take_back(
+            Reroute::Stranded(vec![rec(3, "foo")]),
+            &mut pending,
+            &mut held,
+        );
+        assert!(waits, "a stranded record waits for a fresh map");
+        assert_eq!(held.len(), 1);
+    }
+}
