@@ -56,6 +56,7 @@ fn sample(k: u64) -> Sample {
         let us = k * 1_000_000;
         let c = ConnSnapshot {
             id,
+            node: None,
             cookie: 1000 + id as u64,
             connected: true,
             inflight: 1500,

@@ -12,7 +12,8 @@
 //!   the codec (`docs/protocol.md` is its specification).
 //! - [`ship`]: the pipelined shipper: a [`ship::Source`], the connection
 //!   pool, the auto window, the in-flight table, resend; the destination's
-//!   protocol behind one request codec (native, or Redis in `ship::redis`).
+//!   protocol behind one request codec (native, or Redis in `ship::redis`);
+//!   a Redis Cluster as a pool per node behind a slot router.
 //! - [`server`]: the receiver's accept loop and connections (ordered and
 //!   unordered answers), its TOML config and its Prometheus metrics.
 //! - [`store`]: the destination store, last-writer-wins, group commit.

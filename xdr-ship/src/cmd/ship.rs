@@ -13,7 +13,9 @@ use xdr_ship::tui::Update;
 /// Ship records to a destination, many in flight per connection.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Destination `host:port`; repeat for several (they need --log).
+    /// Destination `host:port` (a receiver), `redis://HOST:PORT`,
+    /// `rediss://…` or `redis-cluster://SEED[,SEED…]`; repeat for several
+    /// (they need --log).
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     to: Vec<String>,
     #[command(flatten)]

@@ -9,7 +9,9 @@
 //!
 //! Why pipelined GETs and not MGET: GETs in flight on one connection cost
 //! one round trip per batch like MGET, and they also work against a Redis
-//! Cluster node (an MGET across slots is refused). Only keys still in the
+//! Cluster node (an MGET across slots is refused). Against
+//! `redis-cluster://SEED` each primary is asked for the keys its slots
+//! hold, and SCANned for extras, by the cluster's `CLUSTER SLOTS` map. Only keys still in the
 //! log are known: segments the log has already trimmed are not verified.
 use std::{
     collections::HashMap,
@@ -22,7 +24,10 @@ use std::{
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::{self, types::BytesFrame};
-use xdr_ship::srclog::segment::{parse_segment_name, SegmentReader};
+use xdr_ship::{
+    ship::redis::cluster::{ClusterTarget, SlotMap},
+    srclog::segment::{parse_segment_name, SegmentReader},
+};
 
 /// GETs written before their replies are read.
 const PIPELINE_DEPTH: usize = 1024;
@@ -38,7 +43,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     log: PathBuf,
     /// The destination: `redis://HOST:PORT` (`recv --listen-resp`, or any
-    /// Redis server).
+    /// Redis server), or `redis-cluster://SEED` (every primary, by the
+    /// cluster's slot map).
     #[arg(long, value_name = "URL")]
     against: String,
     /// Only keys starting with PREFIX (on both sides).
@@ -95,37 +101,95 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn verify(args: &Args) -> anyhow::Result<Differences> {
     let prefix = args.prefix.as_deref().unwrap_or("").as_bytes();
     let log = newest_writes(&args.log, prefix)?;
-    let mut dest = Resp::connect(&args.against)?;
-    if let Some(path) = &args.password_file {
-        let password =
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let password = password.trim_ascii_end().to_vec();
-        dest.call(&[&b"AUTH"[..], &password[..]])?;
-    }
+    let password = match &args.password_file {
+        Some(path) => {
+            let p = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(p.trim_ascii_end().to_vec())
+        }
+        None => None,
+    };
+    let mut dest = Destination::open(&args.against, password.as_deref())?;
     let mut d = Differences {
         log_keys: log.len() as u64,
         ..Differences::default()
     };
-    let keys: Vec<&Vec<u8>> = log.keys().collect();
-    for batch in keys.chunks(PIPELINE_DEPTH) {
-        let values = dest.get_pipelined(batch)?;
-        for (key, held) in batch.iter().zip(values) {
-            match (&log[*key], held) {
-                (Some(v), Some(h)) if v[..] == h[..] => d.matching += 1,
-                (None, None) => d.matching += 1,
-                (Some(_), None) => d.missing += 1,
-                (_, Some(_)) => d.stale += 1,
+    let mut by_node: Vec<Vec<&Vec<u8>>> = vec![Vec::new(); dest.nodes.len()];
+    for key in log.keys() {
+        by_node[dest.node_of(key)].push(key);
+    }
+    for (node, keys) in dest.nodes.iter_mut().zip(&by_node) {
+        for batch in keys.chunks(PIPELINE_DEPTH) {
+            let values = node.get_pipelined(batch)?;
+            for (key, held) in batch.iter().zip(values) {
+                match (&log[*key], held) {
+                    (Some(v), Some(h)) if v[..] == h[..] => d.matching += 1,
+                    (None, None) => d.matching += 1,
+                    (Some(_), None) => d.missing += 1,
+                    (_, Some(_)) => d.stale += 1,
+                }
             }
         }
     }
     let mut pattern = glob_escape(prefix);
     pattern.push(b'*');
-    dest.scan(&pattern, |key| {
-        if key.starts_with(prefix) && !log.contains_key(key) {
-            d.extra += 1;
-        }
-    })?;
+    for node in &mut dest.nodes {
+        node.scan(&pattern, |key| {
+            // The last-writer-wins stamps are the shipper's, not the log's.
+            let stamp = key.starts_with(xdr_ship::ship::redis::META_PREFIX);
+            if key.starts_with(prefix) && !stamp && !log.contains_key(key) {
+                d.extra += 1;
+            }
+        })?;
+    }
     Ok(d)
+}
+
+/// The destination's nodes: one Redis, or every primary of a Redis
+/// Cluster (`redis-cluster://SEED`) with the slot map that says which
+/// node holds a key. SCAN and GET go to each primary for its own keys.
+struct Destination {
+    nodes: Vec<Resp>,
+    /// The cluster's map and its primaries in `nodes` order.
+    cluster: Option<(SlotMap, Vec<String>)>,
+}
+
+impl Destination {
+    fn open(url: &str, password: Option<&[u8]>) -> anyhow::Result<Self> {
+        let Some(target) = ClusterTarget::parse(url) else {
+            let mut node = Resp::connect(url)?;
+            node.auth(password)?;
+            return Ok(Self {
+                nodes: vec![node],
+                cluster: None,
+            });
+        };
+        let seed = &target.seeds[0];
+        let mut first = Resp::connect(&format!("redis://{seed}"))?;
+        first.auth(password)?;
+        let slots = first.call(&[&b"CLUSTER"[..], &b"SLOTS"[..]])?;
+        let host = seed.rsplit_once(':').map_or(seed.as_str(), |(h, _)| h);
+        let map = SlotMap::from_cluster_slots(&slots, host)
+            .with_context(|| format!("the slot map of {url}"))?;
+        let primaries: Vec<String> = map.primaries().iter().map(|p| p.to_string()).collect();
+        let mut nodes = Vec::with_capacity(primaries.len());
+        for p in &primaries {
+            let mut node = Resp::connect(&format!("redis://{p}"))?;
+            node.auth(password)?;
+            nodes.push(node);
+        }
+        Ok(Self {
+            nodes,
+            cluster: Some((map, primaries)),
+        })
+    }
+
+    /// Index in `nodes` of the node holding `key`.
+    fn node_of(&self, key: &[u8]) -> usize {
+        self.cluster.as_ref().map_or(0, |(map, primaries)| {
+            let owner = map.owner_of_key(key);
+            primaries.iter().position(|p| p == owner).unwrap_or(0)
+        })
+    }
 }
 
 /// `s` with Redis's glob characters escaped.
@@ -237,6 +301,13 @@ impl Resp {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    fn auth(&mut self, password: Option<&[u8]>) -> anyhow::Result<()> {
+        if let Some(password) = password {
+            self.call(&[&b"AUTH"[..], password])?;
+        }
+        Ok(())
     }
 
     fn call(&mut self, words: &[&[u8]]) -> anyhow::Result<BytesFrame> {

@@ -201,6 +201,11 @@ pub struct Diagnosis {
     pub shipper: Verdict,
     /// One per connection in the newest sample, in its order.
     pub connections: Vec<Verdict>,
+    /// The node each connection ships to, by connection id, where the
+    /// destination has several (a Redis Cluster's primaries): the report
+    /// names the node of each group, so a slow primary is named.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<usize, String>,
 }
 
 impl Diagnosis {
@@ -375,6 +380,12 @@ impl Diagnoser {
             bdp_bytes: ctx.bdp_bytes,
             shipper,
             connections,
+            nodes: last
+                .ship
+                .connections
+                .iter()
+                .filter_map(|c| Some((c.id, c.node.clone()?)))
+                .collect(),
         })
     }
 }

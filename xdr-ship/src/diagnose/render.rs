@@ -118,12 +118,31 @@ impl Diagnosis {
                 let label = if ids.len() == 1 { "conn" } else { "conns" };
                 let _ = writeln!(
                     out,
-                    "  {limit} ({range}): {label} {} — e.g. {headline}",
-                    id_ranges(&ids)
+                    "  {limit} ({range}): {label} {}{} — e.g. {headline}",
+                    id_ranges(&ids),
+                    self.nodes_of(&ids)
                 );
             }
         }
         out
+    }
+}
+
+impl Diagnosis {
+    /// ` on NODE, NODE` for connections that ship to named nodes (a Redis
+    /// Cluster's primaries), empty otherwise.
+    fn nodes_of(&self, ids: &[usize]) -> String {
+        let mut nodes: Vec<&str> = ids
+            .iter()
+            .filter_map(|id| self.nodes.get(id).map(String::as_str))
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", nodes.join(", "))
+        }
     }
 }
 

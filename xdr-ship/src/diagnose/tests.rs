@@ -82,6 +82,7 @@ impl Flow {
         let delivered = self.records_per_s * k;
         ConnSnapshot {
             id,
+            node: None,
             cookie: 1000 + id as u64,
             connected: true,
             inflight: self.inflight,
@@ -901,4 +902,29 @@ fn the_recorded_156ms_demo_at_the_link_rate_is_bandwidth_not_application() {
         "{:?}",
         d.shipper.shares
     );
+}
+
+#[test]
+fn the_report_names_the_node_of_each_connection_group() {
+    let mut flow = Flow::new().rate(99_328_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let world = World::new(vec![flow, flow]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = world.sample(k);
+        for c in &mut s.ship.connections {
+            c.node = Some(format!("127.0.0.1:{}", 7000 + c.id));
+        }
+        d.push(s);
+    }
+    let d = d.verdict().expect("a verdict");
+    assert_eq!(d.nodes.len(), 2);
+    let report = d.report();
+    assert!(
+        report.contains("conns 0–1 on 127.0.0.1:7000, 127.0.0.1:7001"),
+        "{report}"
+    );
+    let plain = World::new(vec![Flow::new().rate(99_328_000)]).diagnose();
+    assert!(plain.nodes.is_empty(), "{:?}", plain.nodes);
 }

@@ -159,6 +159,10 @@ impl From<&crate::net::TcpInfo> for TcpSample {
 pub struct ConnSnapshot {
     /// Index of the connection in its pool.
     pub id: usize,
+    /// The node it ships to, where a destination has several (a Redis
+    /// Cluster's primary, `host:port`); `None`: the one destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Kernel socket cookie of the current socket (0 while disconnected):
     /// the join key with the kernel probes.
     pub cookie: u64,

@@ -84,10 +84,18 @@ pub(super) async fn dispatch<S: Source>(
             Err(async_channel::TrySendError::Closed(_)) => break,
         };
         if let Some(record) = record {
-            tokio::select! {
-                r = tx.send(record) => if r.is_err() { break },
-                _ = stop.cancelled() => break,
-                _ = cancel.cancelled() => break,
+            if !send_taking_acks(
+                &tx,
+                record,
+                &mut acks,
+                &mut source,
+                &oldest_ms,
+                &stop,
+                &cancel,
+            )
+            .await
+            {
+                break;
             }
         }
         sent += 1;
@@ -101,6 +109,40 @@ pub(super) async fn dispatch<S: Source>(
             source.acked(s);
         }
         publish_lag(&source, &oldest_ms);
+    }
+}
+
+/// Waits for room in the full queue for `record`, handing the source the
+/// acknowledgements that arrive meanwhile; `false`: the queue closed, or
+/// stop or cancel. Why: the connections' readers wait for room in the
+/// bounded ack queue; if the dispatcher took no acks while it waits for
+/// room, readers stuck on a full ack queue would return no window
+/// permits, the writers would take nothing from the queue, and nobody
+/// would move again (a Redis Cluster's router, with one ack per `ASK`
+/// record, filled the ack queue this way).
+async fn send_taking_acks<S: Source>(
+    tx: &async_channel::Sender<SourceRecord>,
+    record: SourceRecord,
+    acks: &mut mpsc::Receiver<Vec<u64>>,
+    source: &mut S,
+    oldest_ms: &AtomicU64,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> bool {
+    let send = tx.send(record);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            r = &mut send => return r.is_ok(),
+            Some(seqs) = acks.recv() => {
+                for s in seqs {
+                    source.acked(s);
+                }
+                publish_lag(source, oldest_ms);
+            }
+            _ = stop.cancelled() => return false,
+            _ = cancel.cancelled() => return false,
+        }
     }
 }
 

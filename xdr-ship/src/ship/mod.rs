@@ -15,6 +15,13 @@
 //! With `--window auto` the [`window`] controller looks at the pool every
 //! few milliseconds and sizes the pool's in-flight from the measured
 //! delivery rate × round trip, split over the connections that are up.
+//!
+//! Towards `redis-cluster://SEED`, `cluster` runs one such pool per
+//! cluster node behind a router that sends each record to the primary
+//! owning its key's slot (and follows `MOVED`, `ASK` and failovers); the
+//! dispatcher, the snapshots and the auto window see all the pools' connections as
+//! one pool.
+mod cluster;
 pub(crate) mod conn;
 pub mod dead_letter;
 mod dispatch;
@@ -270,13 +277,22 @@ pub async fn run<S: Source>(
     stop: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<ShipSummary, ShipError> {
+    if let Some(target) = redis::cluster::ClusterTarget::parse(&cfg.to) {
+        return cluster::run(cfg, target, source, report, stop, cancel).await;
+    }
     let addr = resolve(&cfg.to).await?;
+    let dead_letter = open_dead_letter(&cfg)?;
     let started = Instant::now();
-    let window = match cfg.window {
-        WindowSetting::Fixed(w) => w,
-        WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
-    };
-    let conn_cfg = connection_config(&cfg, addr, source.wants_acks()).await?;
+    let window = initial_window(&cfg);
+    let conn_cfg = Arc::new(ConnConfig::new(
+        &cfg,
+        addr,
+        source.wants_acks(),
+        dead_letter,
+    ));
+    // A certificate or token the receiver refuses fails every retry the
+    // same way: report it now rather than reconnect forever.
+    conn::preflight(&conn_cfg).await?;
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
@@ -284,19 +300,7 @@ pub async fn run<S: Source>(
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(ACK_QUEUE_ANSWERS);
     let shared = Shared::default();
     let conn_cancel = cancel.child_token();
-
-    let dispatcher = tokio::spawn(dispatch(
-        source,
-        tx,
-        ack_rx,
-        shared.clone(),
-        Pacing {
-            max_throughput: cfg.max_throughput,
-            deadline: cfg.duration.map(|d| started + d),
-        },
-        stop.clone(),
-        cancel.clone(),
-    ));
+    let dispatcher = spawn_dispatcher(&cfg, started, source, tx, ack_rx, &shared, &stop, &cancel);
 
     let states: Vec<Arc<ConnState>> = (0..cfg.connections.max(1))
         .map(|id| Arc::new(ConnState::new(id, window)))
@@ -331,24 +335,48 @@ pub async fn run<S: Source>(
     Ok(summary(&states, started, last))
 }
 
-/// What every connection of the run shares, once the receiver has
-/// accepted the run's certificate or token: a credential it refuses fails
-/// every retry the same way, so it is reported now rather than
-/// reconnected forever.
-async fn connection_config(
-    cfg: &ShipConfig,
-    addr: SocketAddr,
-    wants_acks: bool,
-) -> Result<Arc<ConnConfig>, ShipError> {
-    let dead_letter = match &cfg.dead_letter {
-        Some(path) => Some(Arc::new(
+/// The dead-letter file of `cfg`, opened.
+fn open_dead_letter(cfg: &ShipConfig) -> Result<Option<Arc<dead_letter::DeadLetter>>, ShipError> {
+    match &cfg.dead_letter {
+        Some(path) => Ok(Some(Arc::new(
             dead_letter::DeadLetter::open(path).map_err(ShipError::Io)?,
-        )),
-        None => None,
-    };
-    let conn_cfg = Arc::new(ConnConfig::new(cfg, addr, wants_acks, dead_letter));
-    conn::preflight(&conn_cfg).await?;
-    Ok(conn_cfg)
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The window every connection starts with.
+fn initial_window(cfg: &ShipConfig) -> u64 {
+    match cfg.window {
+        WindowSetting::Fixed(w) => w,
+        WindowSetting::Auto => AUTO_WINDOW_START.min(cfg.auto_window_max),
+    }
+}
+
+/// Starts the dispatcher: the source into `tx`, acknowledgements back.
+#[allow(clippy::too_many_arguments)]
+fn spawn_dispatcher<S: Source>(
+    cfg: &ShipConfig,
+    started: Instant,
+    source: S,
+    tx: async_channel::Sender<SourceRecord>,
+    ack_rx: mpsc::Receiver<Vec<u64>>,
+    shared: &Shared,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(dispatch(
+        source,
+        tx,
+        ack_rx,
+        shared.clone(),
+        Pacing {
+            max_throughput: cfg.max_throughput,
+            deadline: cfg.duration.map(|d| started + d),
+        },
+        stop.clone(),
+        cancel.clone(),
+    ))
 }
 
 /// The connections are done and have dropped their ack senders: the

@@ -65,7 +65,11 @@ impl Snapshotter {
             snap.inflight_bytes += c.inflight_bytes;
             snap.connected += usize::from(c.connected);
             snap.counters.add(&c.counters);
-            snap.connections.push(c);
+            // A Redis Cluster replica's pool that never had a record to
+            // send (no failover made it a primary) is no connection yet.
+            if s.node.is_none() || s.ever_connected.load(std::sync::atomic::Ordering::Relaxed) {
+                snap.connections.push(c);
+            }
         }
         snap.latency = Latency::from_histogram(&hist);
         snap.lag_ms = oldest.map_or(0, |t| now.duration_since(t).as_millis() as u64);

@@ -72,6 +72,7 @@ impl Flow {
         let us = k * 1_000_000;
         ConnSnapshot {
             id,
+            node: None,
             cookie: 1000 + id as u64,
             connected: true,
             inflight: self.inflight,

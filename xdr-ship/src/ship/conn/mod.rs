@@ -99,6 +99,21 @@ pub(crate) struct ConnConfig {
     /// What the connections say about their failures, gathered (one line
     /// per distinct problem).
     pub warnings: Arc<warnings::Warnings>,
+    /// `--to redis-cluster://…`: this pool is one primary's, and hands
+    /// records that belong elsewhere back to the router.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// How a pool of one Redis Cluster primary talks to the router
+/// (`ship::cluster`).
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterLink {
+    /// Records the pool cannot deliver where it is (`MOVED`, `ASK`, a
+    /// node that is gone) go back here to be routed again.
+    pub reroute: mpsc::Sender<super::cluster::Reroute>,
+    /// Records routed and not yet settled for good, all pools together:
+    /// the router closes the pools' queues only once it is 0.
+    pub unsettled: Arc<AtomicU64>,
 }
 
 /// Most bytes of records packed into one BATCH request.
@@ -135,6 +150,7 @@ impl ConnConfig {
             report_acks,
             dead_letter,
             redis,
+            cluster: None,
         }
     }
 }
@@ -158,6 +174,8 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct ConnState {
     pub id: usize,
+    /// The node this connection ships to, where there are several.
+    pub node: Option<Arc<str>>,
     /// Record permits: available = window − in flight.
     permits: Semaphore,
     /// The window now: permits handed out + available − `shrink_debt`.
@@ -206,6 +224,7 @@ impl ConnState {
     pub fn new(id: usize, window: u64) -> Self {
         Self {
             id,
+            node: None,
             permits: Semaphore::new(window as usize),
             window: AtomicU64::new(window),
             shrink_debt: AtomicU64::new(0),
@@ -224,6 +243,12 @@ impl ConnState {
             retry_pause: Mutex::new(RetryPause::default()),
             redis_reloaded: AtomicBool::new(false),
         }
+    }
+
+    /// The same state, shipping to `node` (named in its snapshots).
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = Some(node.into());
+        self
     }
 
     pub fn window(&self) -> u64 {
@@ -302,6 +327,7 @@ impl ConnState {
         let fd = self.fd.load(Ordering::Relaxed);
         ConnSnapshot {
             id: self.id,
+            node: self.node.as_deref().map(str::to_owned),
             cookie,
             tcp: crate::net::tcp_info_if_cookie(fd, cookie).map(|i| TcpSample::from(&i)),
             connected: self.connected.load(Ordering::Relaxed),
@@ -312,6 +338,18 @@ impl ConnState {
             counters: self.counters(),
             ..ConnSnapshot::default()
         }
+    }
+
+    /// A record this connection's node took on another path (a Redis
+    /// Cluster's `ASK`): counted as delivered here.
+    pub fn count_delivered(&self, lost_conflict: bool, bytes: u64) {
+        let mut c = lock(&self.counters);
+        if lost_conflict {
+            c.lost_conflict += 1;
+        } else {
+            c.success += 1;
+        }
+        c.acked_bytes += bytes;
     }
 
     fn push_resend(&self, records: impl IntoIterator<Item = SourceRecord>) {
@@ -368,7 +406,10 @@ enum SessionEnd {
 }
 
 /// Runs one connection until the source is drained and every record is
-/// answered, or until `cancel`. Reconnects with exponential backoff.
+/// answered, or until `cancel`. Reconnects with exponential backoff. A
+/// Redis Cluster primary's connection connects only once it has a record
+/// (a replica's pool waits for a failover to make it a primary), and a
+/// lost node's records go back to the router ([`strand`]).
 pub(crate) async fn run(
     state: Arc<ConnState>,
     cfg: Arc<ConnConfig>,
@@ -378,6 +419,12 @@ pub(crate) async fn run(
 ) {
     let mut backoff = cfg.backoff_min;
     loop {
+        if cfg.cluster.is_some()
+            && !state.has_resend()
+            && !wait_for_work(&state, &queue, &cancel).await
+        {
+            return;
+        }
         let connected = tokio::select! {
             c = connect(&cfg, &state) => c,
             _ = cancel.cancelled() => return,
@@ -389,6 +436,7 @@ pub(crate) async fn run(
                 if let Some(line) = cfg.warnings.note(state.id, &problem, Instant::now()) {
                     tracing::warn!("{line}; retrying");
                 }
+                strand(&state, &cfg, &queue).await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => return,
@@ -414,8 +462,55 @@ pub(crate) async fn run(
                     "connection to {} lost: {e}; {n} records in flight will be re-sent",
                     cfg.addr
                 );
+                strand(&state, &cfg, &queue).await;
             }
         }
+    }
+}
+
+/// A cluster pool's connection without a session waits for a record
+/// before it connects (kept as its first resend); `false`: the queue is
+/// closed (nothing more will come) or the run is cancelled.
+async fn wait_for_work(
+    state: &ConnState,
+    queue: &async_channel::Receiver<SourceRecord>,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        r = queue.recv() => match r {
+            Ok(r) => {
+                lock(&state.counters).shipped += 1;
+                state.push_resend([r]);
+                true
+            }
+            Err(_) => false,
+        },
+        _ = cancel.cancelled() => false,
+    }
+}
+
+/// Towards a Redis Cluster, a connection that lost its node (or cannot
+/// reach it) gives its resends and its pool's queued records back to the
+/// router, which asks the cluster where their slots went (a failover
+/// promotes a replica at another address) and routes them again: waiting
+/// here for a dead primary would hold them for good.
+async fn strand(
+    state: &ConnState,
+    cfg: &ConnConfig,
+    queue: &async_channel::Receiver<SourceRecord>,
+) {
+    let Some(cluster) = &cfg.cluster else {
+        return;
+    };
+    let mut records: Vec<SourceRecord> = lock(&state.resend).drain(..).collect();
+    while let Ok(r) = queue.try_recv() {
+        records.push(r);
+    }
+    if !records.is_empty() {
+        let _ = cluster
+            .reroute
+            .send(super::cluster::Reroute::Stranded(records))
+            .await;
     }
 }
 

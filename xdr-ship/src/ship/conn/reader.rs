@@ -13,7 +13,7 @@ use tokio_util::codec::FramedRead;
 
 use super::{lock, ConnConfig, ConnState, Pending, Rd};
 use crate::{
-    ship::{source::SourceRecord, ShipError},
+    ship::{redis::cluster::Redirect, source::SourceRecord, ShipError},
     wire::{Message, OrderingMode, ResultClass, ResultCode, WireCodec},
 };
 
@@ -33,7 +33,7 @@ pub(super) async fn read_loop(
         };
         let id = frame.request_id;
         let result = match frame.body {
-            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i), ""),
+            Message::Ack(ack) => settle(state, cfg, id, |i| ack.result_for(i), no_redirect, ""),
             Message::Nack(nack) => {
                 if nack.code.is_permanent() {
                     tracing::warn!(
@@ -43,7 +43,14 @@ pub(super) async fn read_loop(
                         nack.message
                     );
                 }
-                settle(state, cfg, id, |_| Some(nack.code), &nack.message)
+                settle(
+                    state,
+                    cfg,
+                    id,
+                    |_| Some(nack.code),
+                    no_redirect,
+                    &nack.message,
+                )
             }
             Message::Goodbye(g) => {
                 return ShipError::Refused(format!("receiver closed: {} {}", g.code, g.message))
@@ -54,7 +61,7 @@ pub(super) async fn read_loop(
                 other.frame_type()
             ))),
         };
-        match result {
+        match result.map(|s| s.delivered) {
             Ok(seqs) => {
                 if cfg.report_acks && !seqs.is_empty() && acked.send(seqs).await.is_err() {
                     return ShipError::Closed;
@@ -65,23 +72,45 @@ pub(super) async fn read_loop(
     }
 }
 
+/// What an answer settled.
+#[derive(Debug, Default)]
+pub(super) struct Settled {
+    /// Positions delivered (only if the source asked for them).
+    pub delivered: Vec<u64>,
+    /// Records another node must take (a Redis Cluster's `MOVED`, `ASK`):
+    /// they left this connection, uncounted, for the router.
+    pub redirected: Vec<(SourceRecord, Redirect)>,
+}
+
+/// For a destination that never redirects.
+pub(super) fn no_redirect(_: usize) -> Option<Redirect> {
+    None
+}
+
 /// Applies the answer to request `id`: counts outcomes, queues retryable
 /// records for a resend, returns the window permits; returns the delivered
-/// positions. Knows nothing of the wire: `code_of` gives each record's
-/// result, however the destination protocol spelled it.
+/// positions and the redirected records. Knows nothing of the wire:
+/// `code_of` gives each record's result, however the destination protocol
+/// spelled it, `redirect_of` whether it belongs to another node.
 pub(super) fn settle(
     state: &ConnState,
     cfg: &ConnConfig,
     id: u64,
     code_of: impl Fn(usize) -> Option<ResultCode>,
+    redirect_of: impl Fn(usize) -> Option<Redirect>,
     reason: &str,
-) -> Result<Vec<u64>, ShipError> {
+) -> Result<Settled, ShipError> {
     let (pending, drained) = take_answered(state, cfg, id)?;
     let n = pending.records.len() as u64;
     let latency_us = pending.sent_at.elapsed().as_micros() as u64;
     let _ = lock(&state.latency).record(latency_us.max(1));
     let bytes = pending.bytes;
-    let (delivered, retry) = count_outcomes(state, cfg, pending.records, code_of, reason);
+    let outcomes = Outcomes {
+        code_of,
+        redirect_of,
+        reason,
+    };
+    let (settled, retry) = count_outcomes(state, cfg, pending.records, &outcomes);
     if retry.is_empty() {
         lock(&state.counters).acked_bytes += bytes;
     }
@@ -104,7 +133,14 @@ pub(super) fn settle(
         }
         state.push_resend(retry);
     }
-    Ok(delivered)
+    Ok(settled)
+}
+
+/// How to read one answer's records.
+struct Outcomes<'a, C, R> {
+    code_of: C,
+    redirect_of: R,
+    reason: &'a str,
 }
 
 /// Takes request `id` out of the table (in ordered mode it must be the
@@ -138,21 +174,31 @@ fn take_answered(
 
 /// Counts each record's outcome, writes permanent refusals to the dead
 /// letter; returns the delivered positions (only if the source asked for
-/// them) and the records to resend.
-fn count_outcomes(
+/// them) with the redirected records, and the records to resend.
+fn count_outcomes<C, R>(
     state: &ConnState,
     cfg: &ConnConfig,
     records: Vec<SourceRecord>,
-    code_of: impl Fn(usize) -> Option<ResultCode>,
-    reason: &str,
-) -> (Vec<u64>, Vec<SourceRecord>) {
+    how: &Outcomes<'_, C, R>,
+) -> (Settled, Vec<SourceRecord>)
+where
+    C: Fn(usize) -> Option<ResultCode>,
+    R: Fn(usize) -> Option<Redirect>,
+{
     // Positions go back to the source only if it asked (a log's checkpoint):
     // no vector per answer otherwise.
     let mut delivered = Vec::with_capacity(if cfg.report_acks { records.len() } else { 0 });
+    let mut redirected = Vec::new();
     let mut retry = Vec::new();
     let mut c = lock(&state.counters);
+    let mut settled_for_good = 0;
     for (i, rec) in records.into_iter().enumerate() {
-        let code = code_of(i).unwrap_or(ResultCode::ProtocolViolation);
+        if let Some(r) = (how.redirect_of)(i) {
+            redirected.push((rec, r));
+            continue;
+        }
+        let code = (how.code_of)(i).unwrap_or(ResultCode::ProtocolViolation);
+        let reason = how.reason;
         match (code, code.class()) {
             (ResultCode::LostConflict, _) => c.lost_conflict += 1,
             (_, ResultClass::Success) => c.success += 1,
@@ -166,11 +212,21 @@ fn count_outcomes(
                 dead_letter(cfg, &rec, code, reason);
             }
         }
+        settled_for_good += 1;
         if cfg.report_acks {
             delivered.push(rec.seq);
         }
     }
-    (delivered, retry)
+    if let Some(cluster) = &cfg.cluster {
+        cluster
+            .unsettled
+            .fetch_sub(settled_for_good, Ordering::Relaxed);
+    }
+    let settled = Settled {
+        delivered,
+        redirected,
+    };
+    (settled, retry)
 }
 
 /// Keeps a permanently refused record in the dead-letter file, if any.

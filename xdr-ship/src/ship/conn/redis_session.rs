@@ -19,10 +19,16 @@ use redis_protocol::resp2::{
 use tokio::{io::AsyncWriteExt, sync::mpsc};
 use tokio_util::codec::FramedRead;
 
-use super::{lock, reader::settle, BoxIo, ConnConfig, ConnState, Rd};
+use super::{
+    lock,
+    reader::{settle, Settled},
+    BoxIo, ConnConfig, ConnState, Rd,
+};
 use crate::{
     ship::{
+        cluster::Reroute,
         redis::{
+            cluster::Redirect,
             codec::{outcome, Outcome, Replies},
             credentials, RedisTarget, LWW_LIBRARY,
         },
@@ -111,7 +117,9 @@ fn check_step(step: &str, reply: &BytesFrame) -> Result<(), ShipError> {
 }
 
 /// Reads replies until the connection fails; never returns success (the
-/// writer decides when the session is done).
+/// writer decides when the session is done). Towards a cluster, a
+/// redirect (`MOVED`, `ASK`, `READONLY`) takes its record out of this
+/// connection to the router.
 pub(super) async fn read_loop(
     reader: &mut FramedRead<Rd, Replies>,
     state: &ConnState,
@@ -119,6 +127,7 @@ pub(super) async fn read_loop(
     acked: &mpsc::Sender<Vec<u64>>,
 ) -> ShipError {
     let mut codes: Vec<ResultCode> = Vec::new();
+    let mut redirects: Vec<(usize, Redirect)> = Vec::new();
     let mut reason: Option<String> = None;
     loop {
         let reply = match reader.next().await {
@@ -132,14 +141,20 @@ pub(super) async fn read_loop(
         let Some((id, records)) = oldest else {
             return ShipError::Protocol("a Redis reply with nothing in flight".into());
         };
-        match reply_code(state, &reply) {
-            Ok((code, why)) => {
-                if reason.is_none() {
-                    reason = why;
-                }
-                codes.push(code);
+        match redirect(cfg, &reply) {
+            Some(r) => {
+                redirects.push((codes.len(), r));
+                codes.push(ResultCode::Ok);
             }
-            Err(e) => return e,
+            None => match reply_code(state, &reply) {
+                Ok((code, why)) => {
+                    if reason.is_none() {
+                        reason = why;
+                    }
+                    codes.push(code);
+                }
+                Err(e) => return e,
+            },
         }
         if codes.len() < records {
             continue;
@@ -148,17 +163,61 @@ pub(super) async fn read_loop(
         if codes.iter().any(|c| c.is_permanent()) {
             tracing::warn!(conn = state.id, "request {id} refused by Redis: {why}");
         }
-        let settled = settle(state, cfg, id, |i| codes.get(i).copied(), &why);
+        let redirect_of = |i: usize| {
+            redirects
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, r)| r.clone())
+        };
+        let settled = settle(state, cfg, id, |i| codes.get(i).copied(), redirect_of, &why);
         codes.clear();
+        redirects.clear();
         match settled {
-            Ok(seqs) => {
-                if cfg.report_acks && !seqs.is_empty() && acked.send(seqs).await.is_err() {
-                    return ShipError::Closed;
+            Ok(s) => {
+                if let Err(e) = hand_over(cfg, acked, s).await {
+                    return e;
                 }
             }
             Err(e) => return e,
         }
     }
+}
+
+/// The redirect a cluster node's error reply asks for, if any.
+fn redirect(cfg: &ConnConfig, reply: &BytesFrame) -> Option<Redirect> {
+    match reply {
+        BytesFrame::Error(e) if cfg.cluster.is_some() => Redirect::parse(e),
+        _ => None,
+    }
+}
+
+/// Gives the delivered positions to the dispatcher and the redirected
+/// records to the cluster's router.
+async fn hand_over(
+    cfg: &ConnConfig,
+    acked: &mpsc::Sender<Vec<u64>>,
+    settled: Settled,
+) -> Result<(), ShipError> {
+    let Settled {
+        delivered,
+        redirected,
+    } = settled;
+    if cfg.report_acks && !delivered.is_empty() && acked.send(delivered).await.is_err() {
+        return Err(ShipError::Closed);
+    }
+    if let Some(cluster) = &cfg.cluster {
+        for (rec, r) in redirected {
+            if cluster
+                .reroute
+                .send(Reroute::Redirected(rec, r))
+                .await
+                .is_err()
+            {
+                return Err(ShipError::Closed);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One reply's result code (and Redis's text for an error); `Err` ends the

@@ -189,7 +189,8 @@ pub(crate) fn error_outcome(text: &str) -> Outcome {
         "NOPERM" | "WRONGPASS" => ResultCode::AuthFailed,
         // The key holds another type: this record can never be written.
         "WRONGTYPE" => ResultCode::BadRequest,
-        // A cluster answered: a standalone destination cannot follow.
+        // A cluster answered a `redis://` destination, which cannot follow
+        // (towards `redis-cluster://` the reader takes redirects first).
         "MOVED" | "ASK" => ResultCode::Unsupported,
         _ => ResultCode::BadRequest,
     };

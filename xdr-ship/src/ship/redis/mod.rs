@@ -16,6 +16,7 @@
 //! `redis-protocol` crate) and maps Redis errors to result codes; the
 //! connection's `conn/redis_session.rs` opens a session (AUTH, FUNCTION LOAD) and
 //! reads the replies.
+pub mod cluster;
 pub(crate) mod codec;
 
 use std::sync::OnceLock;
