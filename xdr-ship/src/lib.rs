@@ -16,20 +16,24 @@
 //!   a Redis Cluster as a pool per node behind a slot router.
 //! - [`server`]: the receiver's accept loop and connections (ordered and
 //!   unordered answers), its TOML config and its Prometheus metrics.
-//! - [`store`]: the destination store, last-writer-wins, group commit.
+//! - [`store`]: the destination store, last-writer-wins, group commit
+//!   (`store::durable`: the writer; `durable/open.rs`, `durable/read.rs`).
 //! - [`metrics`]: the one snapshot type every output renders, its
 //!   headless line and JSON line.
 //! - [`tls`]: TLS 1.3 (rustls) for the links and the HELLO token: who may
 //!   talk to whom.
-//! - [`net`]: socket buffers (with the sysctl that caps them) and cookies.
+//! - [`net`]: socket buffers (with the sysctl that caps them) and cookies;
+//!   `net::route`: the device a peer's route uses (for remedies that name it).
 //! - [`probe`]: kernel-side eyes: the eBPF programs' loader and one map
 //!   reader per program kind, netlink `inet_diag`, and the `/proc`
 //!   fallback used when eBPF cannot load. Reads; never joins or judges.
 //! - [`live`]: the live pipeline: sample the kernel, join by socket cookie,
-//!   judge, and fan out to sinks (line, JSON, Prometheus, recording, TUI);
+//!   judge, and fan out to sinks (line, JSON, Prometheus in the classic text
+//!   format or OpenMetrics as asked, recording, TUI);
 //!   `observe`'s view of any process's flows.
 //! - [`diagnose`]: the verdict: what limits the throughput, its share,
-//!   evidence and exact fix. Pure: samples in, verdicts out.
+//!   evidence and exact fix. Pure: samples in, verdicts out; `diagnose::acc`
+//!   is the one accumulator both rule walks share.
 //! - [`tune`]: this host's sysctls, interrupts and RPS checked against a
 //!   link's BDP, and `--apply` to raise what limits it.
 //! - [`tui`]: the live screen (and `replay` of recordings): the verdict,
