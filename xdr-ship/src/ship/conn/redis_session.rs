@@ -12,10 +12,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use redis_protocol::resp2::{
-    encode::extend_encode_borrowed,
-    types::{BorrowedFrame, BytesFrame},
-};
+use redis_protocol::resp2::types::BytesFrame;
 use tokio::{io::AsyncWriteExt, sync::mpsc};
 use tokio_util::codec::FramedRead;
 
@@ -29,7 +26,7 @@ use crate::{
         cluster::Reroute,
         redis::{
             cluster::Redirect,
-            codec::{outcome, Outcome, Replies},
+            codec::{encode_command, outcome, Outcome, Replies},
             credentials, RedisTarget, LWW_LIBRARY,
         },
         ShipError,
@@ -47,10 +44,8 @@ pub(super) async fn handshake(
     let mut out = BytesMut::new();
     let mut steps: Vec<&'static str> = Vec::new();
     let mut encode = |args: &[&[u8]], step: &'static str| {
-        let frames: Vec<BorrowedFrame> =
-            args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
         steps.push(step);
-        extend_encode_borrowed(&mut out, &BorrowedFrame::Array(&frames), false)
+        encode_command(&mut out, args)
             .map(drop)
             .map_err(|e| ShipError::Protocol(format!("encoding {step}: {e}")))
     };

@@ -17,10 +17,7 @@
 use bytes::BytesMut;
 use redis_protocol::{
     redis_keyslot,
-    resp2::{
-        encode::extend_encode_borrowed,
-        types::{BorrowedFrame, BytesFrame, Resp2Frame},
-    },
+    resp2::types::{BytesFrame, Resp2Frame},
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -273,8 +270,7 @@ impl Redirect {
 
 /// Encodes one command.
 pub(crate) fn encode_command(out: &mut BytesMut, args: &[&[u8]]) -> Result<(), ClusterError> {
-    let frames: Vec<BorrowedFrame> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
-    extend_encode_borrowed(out, &BorrowedFrame::Array(&frames), false)
+    super::codec::encode_command(out, args)
         .map(drop)
         .map_err(|e| ClusterError::Shape(format!("encoding a command: {e}")))
 }

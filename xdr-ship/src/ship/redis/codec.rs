@@ -34,47 +34,50 @@ impl RedisCodec {
 
     /// Appends the command for one write; returns its encoded length.
     pub fn encode_write(&self, dst: &mut BytesMut, w: &Write) -> Result<usize, ShipError> {
-        // The bytes this command added (the crate's return value is an
-        // offset into `dst`, which holds the commands before it too).
-        let encode = |dst: &mut BytesMut, args: &[BorrowedFrame]| {
-            let before = dst.len();
-            extend_encode_borrowed(dst, &BorrowedFrame::Array(args), false)
-                .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))?;
-            Ok(dst.len() - before)
+        let encode = |dst: &mut BytesMut, args: &[&[u8]]| {
+            encode_command(dst, args)
+                .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))
         };
-        let key = BorrowedFrame::BulkString(&w.key);
         match (self.lww, &w.value) {
             (true, value) => {
                 let meta = meta_key(&w.key);
                 let stamp = stamp(w.version, w.source_id);
-                let head = [
-                    BorrowedFrame::BulkString(b"FCALL"),
-                    BorrowedFrame::BulkString(LWW_FUNCTION.as_bytes()),
-                    BorrowedFrame::BulkString(b"2"),
-                    key,
-                    BorrowedFrame::BulkString(&meta),
-                    BorrowedFrame::BulkString(&stamp),
+                let head: [&[u8]; 6] = [
+                    b"FCALL",
+                    LWW_FUNCTION.as_bytes(),
+                    b"2",
+                    &w.key,
+                    &meta,
+                    &stamp,
                 ];
                 match value {
                     Some(v) => {
                         let mut all = head.to_vec();
-                        all.push(BorrowedFrame::BulkString(v));
+                        all.push(v);
                         encode(dst, &all)
                     }
                     None => encode(dst, &head),
                 }
             }
-            (false, Some(v)) => encode(
-                dst,
-                &[
-                    BorrowedFrame::BulkString(b"SET"),
-                    key,
-                    BorrowedFrame::BulkString(v),
-                ],
-            ),
-            (false, None) => encode(dst, &[BorrowedFrame::BulkString(b"DEL"), key]),
+            (false, Some(v)) => encode(dst, &[b"SET", &w.key, v]),
+            (false, None) => encode(dst, &[b"DEL", &w.key]),
         }
     }
+}
+
+/// Appends one command (an array of bulk strings) to `dst`; returns the
+/// bytes it added. The one place commands are encoded: records, the
+/// session's handshake and the cluster's own commands. Why the length is
+/// measured here: the crate's return value is an offset into `dst`, which
+/// holds the commands before this one too.
+pub(crate) fn encode_command(
+    dst: &mut BytesMut,
+    args: &[&[u8]],
+) -> Result<usize, redis_protocol::error::RedisProtocolError> {
+    let before = dst.len();
+    let frames: Vec<BorrowedFrame> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+    extend_encode_borrowed(dst, &BorrowedFrame::Array(&frames), false)?;
+    Ok(dst.len() - before)
 }
 
 impl RequestCodec for RedisCodec {
