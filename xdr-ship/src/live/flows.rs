@@ -124,6 +124,9 @@ pub struct FlowReport {
     /// that judges, e.g. `observe`; from the second sample on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Diagnosis>,
+    /// The network device the route to the first connection's peer uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl FlowReport {
@@ -156,11 +159,7 @@ impl FlowReport {
         };
         let mut sample = Sample::from_snapshot(ship, self.softirq.clone(), LinkHints::default());
         sample.kernel = self.conns.iter().filter_map(|c| c.kernel.clone()).collect();
-        sample.device = self
-            .conns
-            .iter()
-            .find_map(|c| c.remote)
-            .and_then(|r| crate::net::route::device_for(r.ip()));
+        sample.device = self.device.clone();
         sample.owners = self
             .conns
             .iter()
@@ -183,6 +182,7 @@ pub struct FlowSampler {
     prev_info: HashMap<u64, TcpInfo>,
     softirq: SoftirqRates,
     prev_at: Option<Instant>,
+    devices: crate::net::route::DeviceCache,
 }
 
 impl FlowSampler {
@@ -199,6 +199,7 @@ impl FlowSampler {
             prev_info: HashMap::new(),
             softirq: SoftirqRates::default(),
             prev_at: None,
+            devices: Default::default(),
         }
     }
 
@@ -232,6 +233,10 @@ impl FlowSampler {
             r
         });
         self.prev_at = Some(now);
+        let device = conns
+            .iter()
+            .find_map(|c| c.remote)
+            .and_then(|r| self.devices.device_for(r.ip()));
         Ok(FlowReport {
             unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -246,6 +251,7 @@ impl FlowSampler {
             conns,
             softirq,
             verdict: None,
+            device,
         })
     }
 

@@ -73,8 +73,8 @@ pub struct Pipeline {
     softirq: SoftirqRates,
     diagnoser: Diagnoser,
     link: LinkHints,
-    /// The destination last looked up, and the device its route uses.
-    device: Option<(String, Option<String>)>,
+    /// The device the route to the destination uses, looked up once.
+    device: crate::net::route::DeviceCache,
 }
 
 impl Pipeline {
@@ -98,7 +98,7 @@ impl Pipeline {
             softirq: SoftirqRates::from(baseline),
             diagnoser,
             link: opts.link,
-            device: None,
+            device: Default::default(),
         }
     }
 
@@ -113,20 +113,12 @@ impl Pipeline {
     }
 
     /// The device the route to `destination` (`host:port`, or a
-    /// `redis://` URL) uses; looked up once per destination, not per
-    /// interval. A name that is not an address has none.
+    /// `redis://` URL) uses; a name that is not an address has none.
     fn device_for(&mut self, destination: &str) -> Option<String> {
-        if let Some((dest, dev)) = &self.device {
-            if dest == destination {
-                return dev.clone();
-            }
-        }
-        let dev = crate::ship::redis::host_port(destination)
+        let addr = crate::ship::redis::host_port(destination)
             .parse::<std::net::SocketAddr>()
-            .ok()
-            .and_then(|a| crate::net::route::device_for(a.ip()));
-        self.device = Some((destination.to_owned(), dev.clone()));
-        dev
+            .ok()?;
+        self.device.device_for(addr.ip())
     }
 
     /// The sample of the interval that `snap` closes, and the verdict over

@@ -28,6 +28,28 @@ pub fn device_for(peer: IpAddr) -> Option<String> {
     }
 }
 
+/// [`device_for`] remembered for the last peer asked about: a live view
+/// asks every interval, and its peer rarely changes.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceCache {
+    last: Option<(IpAddr, Option<String>)>,
+}
+
+impl DeviceCache {
+    /// The device for `peer`, read from the tables only when the peer is
+    /// not the one asked about last.
+    pub fn device_for(&mut self, peer: IpAddr) -> Option<String> {
+        match &self.last {
+            Some((ip, dev)) if *ip == peer => dev.clone(),
+            _ => {
+                let dev = device_for(peer);
+                self.last = Some((peer, dev.clone()));
+                dev
+            }
+        }
+    }
+}
+
 /// Longest-prefix match in `/proc/net/route`'s text (addresses and masks
 /// are hexadecimal in the kernel's byte order: little-endian here).
 fn best_v4(table: &str, ip: u32) -> Option<String> {
