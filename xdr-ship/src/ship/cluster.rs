@@ -525,16 +525,7 @@ pub(super) async fn run<S: super::Source>(
     let _ = router.await;
     super::finish_dispatcher(dispatcher).await;
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
-    let never_connected = !states
-        .iter()
-        .any(|s| s.ever_connected.load(Ordering::Relaxed));
-    if cfg.duration.is_some() && never_connected && !rx.is_empty() {
-        return Err(ShipError::Unreachable {
-            addr: cfg.to.clone(),
-            after: started.elapsed(),
-        });
-    }
-    Ok(super::summary(&states, started, last))
+    super::outcome(&cfg, &states, &rx, started, last)
 }
 
 /// The cluster's slot map from a seed, and the connection settings every

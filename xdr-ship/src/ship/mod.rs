@@ -320,19 +320,29 @@ pub async fn run<S: Source>(
         .await;
     finish_dispatcher(dispatcher).await;
     let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
-    // Bounded by --duration and never connected with records waiting: say
-    // so as a failure (a run without a bound keeps retrying, as a source
-    // node must through a destination's outage).
+    outcome(&cfg, &states, &rx, started, last)
+}
+
+/// How a pool's run ended. Bounded by --duration and never connected with
+/// records waiting: a failure (a run without a bound keeps retrying, as a
+/// source node must through a destination's outage); else the summary.
+fn outcome(
+    cfg: &ShipConfig,
+    states: &[Arc<ConnState>],
+    queue: &async_channel::Receiver<SourceRecord>,
+    started: Instant,
+    last: ShipSnapshot,
+) -> Result<ShipSummary, ShipError> {
     let never_connected = !states
         .iter()
         .any(|s| s.ever_connected.load(Ordering::Relaxed));
-    if cfg.duration.is_some() && never_connected && !rx.is_empty() {
+    if cfg.duration.is_some() && never_connected && !queue.is_empty() {
         return Err(ShipError::Unreachable {
             addr: cfg.to.clone(),
             after: started.elapsed(),
         });
     }
-    Ok(summary(&states, started, last))
+    Ok(summary(states, started, last))
 }
 
 /// The dead-letter file of `cfg`, opened.
