@@ -261,3 +261,24 @@ pub fn ship_across_lab_with(
         .collect();
     (snaps, summary)
 }
+
+/// Waits until a TCP socket listens on `port`, as `ss` run by `ss` (a plain
+/// `Command::new("ss")`, or one inside a lab namespace) sees it: a probe
+/// connection would be taken as a client by servers that accept one.
+pub fn wait_listening_ss(ss: impl Fn() -> Command, port: u16, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let out = ss()
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss runs");
+        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port}")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listened on :{port} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -487,23 +487,7 @@ fn observe_on_the_live_screen_judges_a_flow_xdr_ship_did_not_make_and_q_stops_it
             .spawn()
             .expect("start iperf3 -s (install it: cargo xtask setup)"),
     );
-    // Listening, as `ss` sees it (a probe connection would be iperf3's client).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(
-        &Command::new("ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .expect("ss runs")
-            .stdout,
-    )
-    .contains(&format!(":{port}"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "iperf3 -s never listened on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    xdr_tests::wait_listening_ss(|| Command::new("ss"), port, Duration::from_secs(10));
     let _client = xdr_tests::ChildGuard(
         Command::new("iperf3")
             .args(["-c", "127.0.0.1", "-p", &port.to_string()])

@@ -57,22 +57,7 @@ fn start_site(lab: &Lab, dir: &Path, i: usize, out: &Path) -> ChildGuard {
 
 /// Waits until something listens on `port` in `side`'s namespace.
 fn wait_listening(lab: &Lab, side: Side, port: u16) {
-    let until = Instant::now() + LIMIT;
-    loop {
-        let out = lab
-            .command(side, "ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .expect("ss runs");
-        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port}")) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "nothing listens on :{port} in {side:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    xdr_tests::wait_listening_ss(|| lab.command(side, "ss"), port, LIMIT);
 }
 
 /// The most records any JSON status line of `out` says were delivered.
