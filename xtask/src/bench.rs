@@ -261,11 +261,7 @@ impl Row {
 /// phase a median over its steady seconds (after `warmup` s).
 pub fn lab_rows(bin: &Path, secs: u64) -> Result<()> {
     use crate::demo::{iperf3_goodput, lab_run, phase_from_lines, ship_phase, Plan};
-    let plan = Plan {
-        rtt_ms: 156.0,
-        bandwidth: "100MB/s",
-        phase_secs: secs,
-    };
+    let plan = Plan::seed(secs);
     let quiet = |_: &str| false;
     println!("\nlab rows: 156 ms RTT, 100 MB/s line, 1 KB records, {secs} s per phase (steady seconds only)");
     let iperf_lines = lab_run(
@@ -394,11 +390,7 @@ fn tls_phase(bin: &Path, plan: &crate::demo::Plan, secs: u64) -> Result<crate::d
 /// the ratio (root: the lab makes network namespaces).
 pub fn tls_only(bin: &Path, secs: u64) -> Result<()> {
     use crate::demo::{phase_from_lines, ship_phase, Plan};
-    let plan = Plan {
-        rtt_ms: 156.0,
-        bandwidth: "100MB/s",
-        phase_secs: secs,
-    };
+    let plan = Plan::seed(secs);
     println!("\nTLS cost on the lab link: 156 ms RTT, 100 MB/s, 1 KB records, {secs} s per phase");
     let plain = phase_from_lines(&ship_phase(bin, &plan, "bench", "", secs, |_| false)?, 10);
     let tls = tls_phase(bin, &plan, secs)?;

@@ -23,6 +23,17 @@ pub struct Plan {
     pub phase_secs: u64,
 }
 
+impl Plan {
+    /// The seed's link: 156 ms, 100 MB/s, `phase_secs` per phase.
+    pub fn seed(phase_secs: u64) -> Self {
+        Self {
+            rtt_ms: 156.0,
+            bandwidth: "100MB/s",
+            phase_secs,
+        }
+    }
+}
+
 /// What one shipping phase measured: medians over its steady seconds, and
 /// the shipper's last verdict line.
 #[derive(Debug, Default)]
@@ -364,11 +375,7 @@ pub fn tui_phase(bin: &Path, plan: &Plan, secs: u64) -> Result<()> {
 
 /// Runs the demo with the defaults of the seed.
 pub fn run(bin: &Path, phase_secs: u64) -> Result<()> {
-    let plan = Plan {
-        rtt_ms: 156.0,
-        bandwidth: "100MB/s",
-        phase_secs,
-    };
+    let plan = Plan::seed(phase_secs);
     let mut r = demo(bin, &plan);
     if r.is_ok() && offer_tui() {
         r = tui_phase(bin, &plan, 120);

@@ -70,11 +70,7 @@ pub fn rows(bin: &Path, plan: &Plan, secs: u64, memory: &Phase) -> Result<()> {
 
 /// `bench --redis-only`: the same run's memory row, then the two Redis rows.
 pub fn only(bin: &Path, secs: u64) -> Result<()> {
-    let plan = Plan {
-        rtt_ms: 156.0,
-        bandwidth: "100MB/s",
-        phase_secs: secs,
-    };
+    let plan = Plan::seed(secs);
     println!("\nRedis rows: 156 ms RTT, 100 MB/s line, 1 KB records, {secs} s per run");
     let memory = phase_from_lines(
         &crate::demo::ship_phase(bin, &plan, "bench", "", secs, |_| false)?,
