@@ -17,7 +17,8 @@
 //! - [`server`]: the receiver's accept loop and connections (ordered and
 //!   unordered answers), its TOML config and its Prometheus metrics.
 //! - [`store`]: the destination store, last-writer-wins, group commit
-//!   (`store::durable`: the writer; `durable/open.rs`, `durable/read.rs`).
+//!   (`store::durable`: the engine; `writer.rs` appends, `committer.rs`
+//!   fdatasyncs and answers; `durable/open.rs`, `durable/read.rs`).
 //! - [`metrics`]: the one snapshot type every output renders, its
 //!   headless line and JSON line.
 //! - [`tls`]: TLS 1.3 (rustls) for the links and the HELLO token: who may

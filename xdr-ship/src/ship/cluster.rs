@@ -504,28 +504,23 @@ pub(super) async fn run<S: super::Source>(
     let router = tokio::spawn(Router::new(parts, &pools, &cfg, report_acks).run());
     drop(link);
 
-    let mut tasks = spawn_pools(&pools, ack_tx, &conn_cancel);
+    let tasks = spawn_pools(&pools, ack_tx, &conn_cancel);
     let states: Vec<Arc<ConnState>> = pools
         .iter()
         .flat_map(|p| p.states.iter().cloned())
         .collect();
     drop(pools);
-    let mut snapper = super::Snapshotter::new(&cfg, &states, started);
-    let pool = super::Pool {
-        cfg: &cfg,
-        states: &states,
-        queue: &rx,
-        shared: &shared,
-        stop: &stop,
-        conn_cancel: &conn_cancel,
+    let stop_router = async {
+        router.abort();
+        let _ = router.await;
     };
-    pool.supervise(&mut tasks, &mut snapper, window, report)
-        .await;
-    router.abort();
-    let _ = router.await;
-    super::finish_dispatcher(dispatcher).await;
-    let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
-    super::outcome(&cfg, &states, &rx, started, last)
+    let tokens = super::Tokens {
+        stop: &stop,
+        conns: &conn_cancel,
+    };
+    super::Pool::new(&cfg, &states, &rx, &shared, tokens)
+        .run_to_end(tasks, started, window, report, dispatcher, stop_router)
+        .await
 }
 
 /// The cluster's slot map from a seed, and the connection settings every

@@ -305,22 +305,15 @@ pub async fn run<S: Source>(
     let states: Vec<Arc<ConnState>> = (0..cfg.connections.max(1))
         .map(|id| Arc::new(ConnState::new(id, window)))
         .collect();
-    let mut tasks = spawn_connections(&states, &conn_cfg, &rx, ack_tx, &conn_cancel);
+    let tasks = spawn_connections(&states, &conn_cfg, &rx, ack_tx, &conn_cancel);
 
-    let mut snapper = Snapshotter::new(&cfg, &states, started);
-    let pool = Pool {
-        cfg: &cfg,
-        states: &states,
-        queue: &rx,
-        shared: &shared,
+    let tokens = Tokens {
         stop: &stop,
-        conn_cancel: &conn_cancel,
+        conns: &conn_cancel,
     };
-    pool.supervise(&mut tasks, &mut snapper, window, report)
-        .await;
-    finish_dispatcher(dispatcher).await;
-    let last = snapper.take(&states, shared.backlog.load(Ordering::Relaxed));
-    outcome(&cfg, &states, &rx, started, last)
+    Pool::new(&cfg, &states, &rx, &shared, tokens)
+        .run_to_end(tasks, started, window, report, dispatcher, async {})
+        .await
 }
 
 /// How a pool's run ended. Bounded by --duration and never connected with
@@ -449,11 +442,58 @@ struct Pool<'a> {
     states: &'a [Arc<ConnState>],
     queue: &'a async_channel::Receiver<SourceRecord>,
     shared: &'a Shared,
-    stop: &'a CancellationToken,
-    conn_cancel: &'a CancellationToken,
+    tokens: Tokens<'a>,
 }
 
-impl Pool<'_> {
+/// The two ways a pool's run is ended: intake stopped (the records in
+/// flight still get `drain_timeout`), and the connections cancelled.
+#[derive(Clone, Copy)]
+struct Tokens<'a> {
+    stop: &'a CancellationToken,
+    conns: &'a CancellationToken,
+}
+
+impl<'a> Pool<'a> {
+    fn new(
+        cfg: &'a ShipConfig,
+        states: &'a [Arc<ConnState>],
+        queue: &'a async_channel::Receiver<SourceRecord>,
+        shared: &'a Shared,
+        tokens: Tokens<'a>,
+    ) -> Self {
+        Pool {
+            cfg,
+            states,
+            queue,
+            shared,
+            tokens,
+        }
+    }
+
+    /// The pool's run from its connections' start to its outcome:
+    /// supervised until every connection is done, then `upstream` (what
+    /// stands between the dispatcher and the connections, such as the
+    /// cluster's router) stopped, the dispatcher finished, the last
+    /// snapshot taken and the ending judged. One ending for a single pool
+    /// and for a cluster's pools.
+    async fn run_to_end(
+        &self,
+        mut tasks: JoinSet<()>,
+        started: Instant,
+        window: u64,
+        report: impl FnMut(&ShipSnapshot),
+        dispatcher: tokio::task::JoinHandle<()>,
+        upstream: impl std::future::Future<Output = ()>,
+    ) -> Result<ShipSummary, ShipError> {
+        let mut snapper = Snapshotter::new(self.cfg, self.states, started);
+        self.supervise(&mut tasks, &mut snapper, window, report)
+            .await;
+        upstream.await;
+        finish_dispatcher(dispatcher).await;
+        let last = snapper.take(self.states, self.shared.backlog.load(Ordering::Relaxed));
+        outcome(self.cfg, self.states, self.queue, started, last)
+    }
+
     /// Until every connection is done: reports a snapshot every interval,
     /// runs the auto window, and once intake is over gives the records in
     /// flight `drain_timeout` to be answered. With `--duration`, intake is
@@ -501,10 +541,10 @@ impl Pool<'_> {
                     // and a deadline in the past would fire on every pass.
                     drain_timed_out = true;
                     tracing::warn!("drain timed out after {:?}; giving up on records still in flight", cfg.drain_timeout);
-                    self.conn_cancel.cancel();
+                    self.tokens.conns.cancel();
                 }
             }
-            let intake_over = (self.queue.is_closed() || self.stop.is_cancelled())
+            let intake_over = (self.queue.is_closed() || self.tokens.stop.is_cancelled())
                 && self.queue.is_empty()
                 || intake_until.is_some_and(|t| tokio::time::Instant::now() >= t);
             if drain_deadline.is_none() && intake_over {

@@ -44,6 +44,7 @@
 //! reads (the first is a point read, the second a full scan): call them from
 //! `spawn_blocking` on a hot async path.
 
+mod committer;
 mod compact;
 mod durable;
 mod measure;

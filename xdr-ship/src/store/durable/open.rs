@@ -13,9 +13,10 @@ use hdrhistogram::Histogram;
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::mpsc;
 
+use super::super::committer::Committer;
 use super::super::compact::Compactor;
 use super::super::recover::{lock_dir, recover};
-use super::super::writer::{Committer, Msg, Writer};
+use super::super::writer::{Msg, Writer};
 use super::super::{StoreConfig, StoreError};
 use super::{DurableStore, Segment, Shared, Threads, Tuning, VersionIndex};
 
