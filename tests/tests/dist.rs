@@ -271,11 +271,7 @@ fn systemd_analyze_verify_accepts_both_units_unprivileged_and_hardened() {
     for name in UNITS {
         let unit = Unit::read(&root.0, name);
         assert_eq!(unit.user, "xdr-ship", "{name} must not run as root");
-        assert_eq!(
-            unit.capabilities,
-            ["bpf", "perfmon", "net_admin", "dac_read_search"],
-            "{name}"
-        );
+        assert_eq!(unit.capabilities, ["bpf", "perfmon", "net_admin"], "{name}");
         assert_eq!(
             unit.bounding, unit.capabilities,
             "{name}: no capability beyond these"
@@ -490,14 +486,9 @@ fn observe_shows_a_loopback_flow_without_root() {
 }
 
 /// The kernel programs load as the service user: observe's source is eBPF,
-/// not its netlink fallback. Why the unit holds `CAP_DAC_READ_SEARCH`
-/// beside `CAP_BPF`/`CAP_PERFMON`/`CAP_NET_ADMIN`: tracefs is root-only
-/// (mode 0700) on this kernel, and the classic tracepoints
-/// (`irq:softirq_*`, `tcp:tcp_retransmit_skb`, `sock:inet_sock_set_state`)
-/// need its `format` and `id` files; without it observe says `eBPF
-/// unavailable: tracefs at /sys/kernel/tracing is not readable by this
-/// user`. It goes once those programs are BTF-typed raw tracepoints
-/// (offsets from the world-readable `/sys/kernel/btf`), as `tcp_probe` is.
+/// not its netlink fallback, with only `CAP_BPF`, `CAP_PERFMON` and
+/// `CAP_NET_ADMIN`: every program is a BTF-typed raw tracepoint, so the
+/// root-only tracefs (mode 0700 on this kernel) is never read.
 #[test]
 fn the_kernel_programs_load_without_root() {
     require_root();

@@ -100,6 +100,8 @@ fn a_loopback_connection_appears_under_its_cookie_with_what_tcp_info_says() {
     // These machines have BTF and tp_btf (DESIGN.md): the raw path is the
     // one in use, and it must see what the classic one sees.
     assert_eq!(progs.tcp_probe_path(), Some(&TcpProbePath::RawBtf));
+    // ... and so is every other program's: none needs tracefs.
+    assert_eq!(progs.classic_programs(), [] as [&str; 0]);
     a_loopback_connection_matches_tcp_info(progs);
 }
 
@@ -107,7 +109,7 @@ fn a_loopback_connection_appears_under_its_cookie_with_what_tcp_info_says() {
 fn the_classic_tracepoint_fallback_sees_the_same_as_the_raw_path() {
     require_root();
     let progs = KernelPrograms::load_with(ProbeOptions {
-        classic_tcp_probe: true,
+        classic_tracepoints: true,
         ..ProbeOptions::tcp([])
     })
     .expect("load");
@@ -118,6 +120,18 @@ fn the_classic_tracepoint_fallback_sees_the_same_as_the_raw_path() {
         ),
         "{:?}",
         progs.tcp_probe_path()
+    );
+    let mut classic = progs.classic_programs().to_vec();
+    classic.sort_unstable();
+    assert_eq!(
+        classic,
+        [
+            "inet_sock_set_state",
+            "softirq_entry",
+            "softirq_exit",
+            "tcp_probe",
+            "tcp_retransmit_skb"
+        ]
     );
     a_loopback_connection_matches_tcp_info(progs);
 }

@@ -42,6 +42,14 @@ pub const GLOBAL_SOFTIRQ_VEC_OFFSET: &str = "SOFTIRQ_VEC_OFFSET";
 pub const PROG_SOFTIRQ_ENTRY: &str = "softirq_entry";
 /// See [`PROG_SOFTIRQ_ENTRY`].
 pub const PROG_SOFTIRQ_EXIT: &str = "softirq_exit";
+/// The softirq programs as BTF-typed raw tracepoints (`tp_btf`): handed
+/// `vec_nr` as an argument, they need neither tracefs's `format` (no
+/// offset to read) nor its `id` (attached by BTF id), so an unprivileged
+/// service user with `CAP_BPF`/`CAP_PERFMON` loads them where tracefs is
+/// root-only. The classic ones are the fallback.
+pub const PROG_SOFTIRQ_ENTRY_BTF: &str = "softirq_entry_btf";
+/// See [`PROG_SOFTIRQ_ENTRY_BTF`].
+pub const PROG_SOFTIRQ_EXIT_BTF: &str = "softirq_exit_btf";
 
 /// Time spent in, and number of runs of, one softirq vector on one CPU since
 /// the programs were attached.
@@ -298,6 +306,14 @@ const _: () = {
 /// the same samples as [`PROG_TCP_PROBE`] without the classic tracepoint's
 /// record (see [`TcpSockOffsets`]).
 pub const PROG_TCP_PROBE_BTF: &str = "tcp_probe_btf";
+/// `tcp:tcp_retransmit_skb` as a BTF-typed raw tracepoint: `(sk, skb,
+/// err)`, the cookie from `sk` itself, offsets from BTF, no tracefs. Loads
+/// only where the tracepoint carries `err` (6.10 and later); elsewhere the
+/// classic program stands in.
+pub const PROG_TCP_RETRANSMIT_SKB_BTF: &str = "tcp_retransmit_skb_btf";
+/// `sock:inet_sock_set_state` as a BTF-typed raw tracepoint: `(sk,
+/// oldstate, newstate)`, the cookie from `sk`, no tracefs.
+pub const PROG_INET_SOCK_SET_STATE_BTF: &str = "inet_sock_set_state_btf";
 
 /// Global (`.rodata`, [`TcpSockOffsets`]): where [`PROG_TCP_PROBE_BTF`]
 /// finds the fields it reads in `struct sock` / `struct tcp_sock`, taken
@@ -344,6 +360,13 @@ pub struct TcpSockOffsets {
     pub ca_state_shift: u32,
     /// `icsk_ca_state`'s width in bits.
     pub ca_state_bits: u32,
+    /// `u16 sk_protocol` of `struct sock` (for `inet_sock_set_state_btf`).
+    pub protocol: u32,
+    /// `__be16 inet_sport` of `struct inet_sock`: the local port as the
+    /// classic records give it. Why not `skc_num`: a close releases the
+    /// bound port first (`inet_put_port` zeroes `skc_num`), then records
+    /// the state change.
+    pub inet_sport: u32,
     /// Explicit padding.
     pub _pad: u32,
 }
@@ -365,6 +388,8 @@ impl TcpSockOffsets {
         ca_state_byte: 0,
         ca_state_shift: 0,
         ca_state_bits: 0,
+        protocol: 0,
+        inet_sport: 0,
         _pad: 0,
     };
 }
@@ -435,7 +460,7 @@ const _: () = assert!(core::mem::align_of::<TcpConnStat>() == 8);
 const _: () = assert!(core::mem::size_of::<TcpProbeOffsets>() == 48);
 const _: () = assert!(core::mem::size_of::<TcpRetransmitOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<InetSockSetStateOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<TcpSockOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<TcpSockOffsets>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

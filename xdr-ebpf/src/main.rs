@@ -1,12 +1,15 @@
 //! Kernel programs of xdr-ship, loaded by `xdr-ship`'s `probe` module.
 //!
 //! Why tracepoints: these kernels have no kprobes or fentry, and tracepoints
-//! are the stable interface elsewhere too. Their record layouts are not an ABI
-//! though, and Rust cannot emit CO-RE relocations, so every field offset the
-//! programs read comes from a global that user space fills in at load time:
-//! from tracefs `format` for the classic tracepoints, from the kernel's BTF
-//! for `tcp_probe_btf`, the raw (`tp_btf`) `tcp_probe` that replaces the
-//! classic one where it loads (see [`tcp`] for why).
+//! are the stable interface elsewhere too. Every program exists twice: a
+//! BTF-typed raw tracepoint (`tp_btf`), handed the tracepoint's arguments
+//! and reading fields at offsets user space took from the kernel's BTF, and
+//! the classic one, reading the record at offsets from tracefs `format`.
+//! User space attaches the raw one wherever it loads: it needs no tracefs
+//! (root-only on many kernels, so a service user with `CAP_BPF` and
+//! `CAP_PERFMON` loads it) and the kernel builds no record for it. Rust
+//! cannot emit CO-RE relocations, hence the offsets in globals patched at
+//! load time.
 //!
 //! Each program is a thin wrapper over a `try_` function; they allocate
 //! nothing, use only bounded maps, and bail out quietly on a failed read: a
@@ -14,7 +17,8 @@
 //! logs (aya-log in a per-packet tracepoint is not cheap).
 //!
 //! Layout:
-//! - this file: the softirq programs (`irq:softirq_entry/exit`), which write
+//! - this file: the softirq programs (`irq:softirq_entry/exit`, classic
+//!   and BTF-typed raw), which write
 //!   only per-CPU maps (no locks, no atomics: softirqs do not nest on one
 //!   CPU), and what every BPF object needs (license, panic handler);
 //! - [`tcp`]: per-connection TCP state (`tcp:tcp_probe`,
@@ -32,9 +36,9 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::PerCpuArray,
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use xdr_common::{SoftirqStart, SoftirqStat, NR_SOFTIRQS};
 
@@ -55,7 +59,7 @@ static SOFTIRQ_START: PerCpuArray<SoftirqStart> = PerCpuArray::with_max_entries(
 
 #[tracepoint]
 pub fn softirq_entry(ctx: TracePointContext) -> u32 {
-    match try_softirq_entry(&ctx) {
+    match read_vec(&ctx).and_then(enter) {
         Ok(()) => 0,
         Err(()) => 1,
     }
@@ -63,12 +67,33 @@ pub fn softirq_entry(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn softirq_exit(ctx: TracePointContext) -> u32 {
-    match try_softirq_exit(&ctx) {
+    match read_vec(&ctx).and_then(exit) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
+/// `irq:softirq_entry` as a BTF-typed raw tracepoint: `(unsigned int
+/// vec_nr)`, no record and no tracefs (see
+/// [`xdr_common::PROG_SOFTIRQ_ENTRY_BTF`]).
+#[btf_tracepoint(function = "softirq_entry")]
+pub fn softirq_entry_btf(ctx: BtfTracePointContext) -> i32 {
+    match btf_vec(&ctx).and_then(enter) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// `irq:softirq_exit` as a BTF-typed raw tracepoint.
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn softirq_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    match btf_vec(&ctx).and_then(exit) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// The vector of a classic `irq:softirq_*` record.
 fn read_vec(ctx: &TracePointContext) -> Result<u32, ()> {
     // SAFETY: the global is a plain `u32` in `.rodata`; a volatile read stops
     // the compiler from folding in the default before user space patches it.
@@ -76,6 +101,15 @@ fn read_vec(ctx: &TracePointContext) -> Result<u32, ()> {
     // SAFETY: `read_at` uses `bpf_probe_read` on the tracepoint record; the
     // offset comes from the record's own tracefs `format`.
     let vec: u32 = unsafe { ctx.read_at(offset as usize) }.map_err(|_| ())?;
+    valid_vec(vec)
+}
+
+/// The vector a raw `softirq_*` tracepoint is handed (its one argument).
+fn btf_vec(ctx: &BtfTracePointContext) -> Result<u32, ()> {
+    valid_vec(ctx.arg(0))
+}
+
+fn valid_vec(vec: u32) -> Result<u32, ()> {
     if (vec as usize) < NR_SOFTIRQS {
         Ok(vec)
     } else {
@@ -83,8 +117,7 @@ fn read_vec(ctx: &TracePointContext) -> Result<u32, ()> {
     }
 }
 
-fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), ()> {
-    let vec = read_vec(ctx)?;
+fn enter(vec: u32) -> Result<(), ()> {
     let start = SOFTIRQ_START.get_ptr_mut(0).ok_or(())?;
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -98,10 +131,9 @@ fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-fn try_softirq_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let vec = read_vec(ctx)?;
+fn exit(vec: u32) -> Result<(), ()> {
     let start = SOFTIRQ_START.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: see `try_softirq_entry`.
+    // SAFETY: see `enter`.
     let (entered_ns, entered_vec) = unsafe { ((*start).entered_ns, (*start).vec) };
     if entered_ns == 0 || entered_vec != vec {
         // Attached mid-softirq, or a lost entry: nothing to pair with.

@@ -133,6 +133,28 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     }
 }
 
+/// `tcp_retransmit_skb` as a BTF-typed raw tracepoint: `(const struct
+/// sock *sk, const struct sk_buff *skb, int err)`; loads only where the
+/// tracepoint has `err` (the verifier refuses a third argument elsewhere,
+/// and user space attaches the classic program instead).
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_tcp_retransmit_skb_btf(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// `inet_sock_set_state` as a BTF-typed raw tracepoint: `(const struct
+/// sock *sk, const int oldstate, const int newstate)`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_inet_sock_set_state_btf(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     match try_inet_sock_set_state(&ctx) {
@@ -256,15 +278,58 @@ fn load<T>(base: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) }
 }
 
+/// This kernel's `struct sock`/`struct tcp_sock` offsets (from BTF).
+#[inline(always)]
+fn sock_offsets() -> TcpSockOffsets {
+    // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
+    unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) }
+}
+
+/// (local, remote) port of a BTF-typed `struct sock *` of an established
+/// connection: `skc_dport` then `skc_num`, the two halves of
+/// `skc_portpair`, in one load (user space checked they are adjacent).
+#[inline(always)]
+fn ports(sk: *const u8, off: &TcpSockOffsets) -> (u16, u16) {
+    let portpair: u32 = load(sk, off.dport);
+    ((portpair >> 16) as u16, u16::from_be(portpair as u16))
+}
+
+/// (local, remote) port of a TCP socket in any state: the local one from
+/// `inet_sport`, which a close leaves in place (`skc_num` is zeroed when
+/// the bound port is released, before the state change is traced). `None`
+/// for a socket that is not TCP.
+#[inline(always)]
+fn ports_any_state(sk: *const u8, off: &TcpSockOffsets) -> Option<(u16, u16)> {
+    // `struct tcp_sock *` for the verifier: `inet_sport` lies beyond
+    // `struct sock`.
+    // SAFETY: `sk` is the tracepoint's own BTF-typed `struct sock *`.
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut _) } as *const u8;
+    if tp.is_null() {
+        return None;
+    }
+    let sport: u16 = load(tp, off.inet_sport);
+    let dport: u16 = load(tp, off.dport);
+    Some((u16::from_be(sport), u16::from_be(dport)))
+}
+
+/// The socket's cookie (generated if it has none yet, as `SO_COOKIE`
+/// does), or `None` (counted) when the helper gives none.
+#[inline(always)]
+fn cookie_of(sk: *const u8) -> Option<u64> {
+    // SAFETY: `sk` is a tracepoint's own BTF-typed `struct sock *`, which
+    // the verifier checks against the helper's argument type.
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    if cookie == 0 {
+        count(TCP_COUNTER_NO_COOKIE);
+        return None;
+    }
+    Some(cookie)
+}
+
 fn try_tcp_probe_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let sk: *const u8 = ctx.arg(0);
-    // SAFETY: a plain `repr(C)` struct of `u32`s in `.rodata`; see `wanted`.
-    let off = unsafe { core::ptr::read_volatile(&TCP_SOCK_OFFSETS) };
-    // `skc_dport` then `skc_num`: the two halves of `skc_portpair`, one
-    // load (user space checked they are adjacent).
-    let portpair: u32 = load(sk, off.dport);
-    let dport = u16::from_be(portpair as u16);
-    let sport = (portpair >> 16) as u16;
+    let off = sock_offsets();
+    let (sport, dport) = ports(sk, &off);
     if !wanted(sport, dport) {
         return Ok(());
     }
@@ -278,13 +343,9 @@ fn try_tcp_probe_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // The classic tracepoint generates the cookie (`sock_gen_cookie`); a
     // plain raw tracepoint could only read it, a BTF-typed program may call
     // the helper, which generates it the same way.
-    // SAFETY: `sk` is the tracepoint's own BTF-typed `struct sock *`, which
-    // the verifier checks against the helper's argument type.
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
-    if cookie == 0 {
-        count(TCP_COUNTER_NO_COOKIE);
+    let Some(cookie) = cookie_of(sk) else {
         return Ok(());
-    }
+    };
     let snd_cwnd: u32 = load(tp, off.snd_cwnd);
     let snd_ssthresh: u32 = load(tp, off.snd_ssthresh);
     // `tcp_current_ssthresh()`, as the classic record carries it.
@@ -420,6 +481,30 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), ()> {
     let skaddr: u64 = field(ctx, off.skaddr)?;
     // SAFETY: map pointer valid for the program's run; a `u64` read.
     let cookie = TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c });
+    count_retransmit(cookie);
+    Ok(())
+}
+
+fn try_tcp_retransmit_skb_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let sk: *const u8 = ctx.arg(0);
+    let Some((sport, dport)) = ports_any_state(sk, &sock_offsets()) else {
+        return Ok(());
+    };
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    let err: i32 = ctx.arg(2);
+    if err != 0 {
+        count(TCP_COUNTER_RETRANS_FAILED);
+        return Ok(());
+    }
+    count_retransmit(cookie_of(sk));
+    Ok(())
+}
+
+/// One retransmitted segment, charged to its connection if known.
+#[inline(always)]
+fn count_retransmit(cookie: Option<u64>) {
     match cookie.and_then(|c| TCP_CONNS.get_ptr_mut(c)) {
         Some(conn) => {
             // SAFETY: the pointer comes from the map, is valid for the
@@ -429,7 +514,6 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), ()> {
         }
         None => count(TCP_COUNTER_RETRANS_UNATTRIBUTED),
     }
-    Ok(())
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
@@ -448,18 +532,51 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     if !wanted(sport, dport) {
         return Ok(());
     }
-    if newstate == TCP_ESTABLISHED {
-        count(TCP_COUNTER_OPENS);
+    let oldstate: i32 = field(ctx, off.oldstate)?;
+    let skaddr: u64 = field(ctx, off.skaddr)?;
+    note_state(oldstate, newstate, skaddr, || {
+        // SAFETY: map pointer valid for the program's run; a `u64` read.
+        TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c })
+    });
+    Ok(())
+}
+
+fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let sk: *const u8 = ctx.arg(0);
+    let off = sock_offsets();
+    let protocol: u16 = load(sk, off.protocol);
+    if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let oldstate: i32 = field(ctx, off.oldstate)?;
+    let newstate: i32 = ctx.arg(2);
+    if newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE {
+        return Ok(());
+    }
+    let Some((sport, dport)) = ports_any_state(sk, &off) else {
+        return Ok(());
+    };
+    if !wanted(sport, dport) {
+        return Ok(());
+    }
+    let oldstate: i32 = ctx.arg(1);
+    note_state(oldstate, newstate, sk as u64, || cookie_of(sk));
+    Ok(())
+}
+
+/// A watched TCP socket went to `newstate` (ESTABLISHED or CLOSE): an open
+/// is counted; a close of an established connection is counted, and its
+/// entry is marked closed (found by `cookie`, called only for a close).
+#[inline(always)]
+fn note_state(oldstate: i32, newstate: i32, skaddr: u64, cookie: impl FnOnce() -> Option<u64>) {
+    if newstate == TCP_ESTABLISHED {
+        count(TCP_COUNTER_OPENS);
+        return;
+    }
     if oldstate != TCP_LISTEN && oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV {
         count(TCP_COUNTER_CLOSES);
     }
-    let skaddr: u64 = field(ctx, off.skaddr)?;
-    // SAFETY: map pointer valid for the program's run; a `u64` read.
-    let Some(cookie) = TCP_SOCKS.get_ptr(skaddr).map(|c| unsafe { *c }) else {
-        return Ok(());
+    let Some(cookie) = cookie() else {
+        return;
     };
     if let Some(conn) = TCP_CONNS.get_ptr_mut(cookie) {
         // SAFETY: map pointer valid for the program's run; the state change
@@ -472,5 +589,4 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // The address will belong to another socket soon.
     let _ = TCP_SOCKS.remove(skaddr);
-    Ok(())
 }

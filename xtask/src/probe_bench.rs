@@ -21,7 +21,7 @@ enum Probes {
     Detached,
     /// `observe --port`, `tcp_probe` on the BTF-typed raw tracepoint.
     Raw,
-    /// `observe --port` with `XDR_SHIP_TCP_PROBE=tracepoint`: the classic
+    /// `observe --port` with `XDR_SHIP_TRACEPOINTS=classic`: the classic
     /// tracepoint, to show what the raw one saves.
     Classic,
 }
@@ -57,7 +57,7 @@ impl Observer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if probes == Probes::Classic {
-            cmd.env("XDR_SHIP_TCP_PROBE", "tracepoint");
+            cmd.env("XDR_SHIP_TRACEPOINTS", "classic");
         }
         let guard = Guard(cmd.spawn().context("starting xdr-ship observe")?);
         // Loaded and attached: its BPF programs show up among its fds.

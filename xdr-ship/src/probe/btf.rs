@@ -98,6 +98,10 @@ pub fn tcp_sock_offsets(path: &Path) -> Result<TcpSockOffsets, BtfError> {
         ca_state_byte: ca.bit_offset / 8,
         ca_state_shift: ca.bit_offset % 8,
         ca_state_bits: ca_bits,
+        protocol: bytes("sock", &["sk_protocol"], 2)?,
+        // `struct sock` is the first member of `struct inet_sock`: the
+        // offset is the same from `sk`.
+        inet_sport: bytes("inet_sock", &["inet_sport"], 2)?,
         _pad: 0,
     })
 }

@@ -16,6 +16,13 @@
 //! (`tcp:tcp_probe`, `tcp:tcp_retransmit_skb`, `sock:inet_sock_set_state`)
 //! when [`ProbeOptions::tcp`] asks for them, with the port filter filled in
 //! before they are attached, so no event of an unwanted socket is recorded.
+//!
+//! Why raw (`tp_btf`) first: a BTF-typed program is handed the
+//! tracepoint's arguments and reads fields at offsets from the kernel's
+//! BTF (`/sys/kernel/btf/vmlinux`, world-readable); a classic one needs
+//! tracefs's `format` and `id` files, which many kernels keep root-only. So
+//! a service user holding only `CAP_BPF` and `CAP_PERFMON` loads the raw
+//! programs; each classic one stands in only where its raw twin is refused.
 use std::path::Path;
 
 use aya::{
@@ -27,8 +34,9 @@ use xdr_common::{
     TcpSockOffsets, FILTER_MODE_ALL, FILTER_MODE_PORTS, FILTER_PORTS_CAPACITY, GLOBAL_FILTER_MODE,
     GLOBAL_INET_SOCK_SET_STATE_OFFSETS, GLOBAL_SOFTIRQ_VEC_OFFSET, GLOBAL_TCP_PROBE_OFFSETS,
     GLOBAL_TCP_RETRANSMIT_OFFSETS, GLOBAL_TCP_SOCK_OFFSETS, MAP_FILTER_PORTS,
-    PROG_INET_SOCK_SET_STATE, PROG_SOFTIRQ_ENTRY, PROG_SOFTIRQ_EXIT, PROG_TCP_PROBE,
-    PROG_TCP_PROBE_BTF, PROG_TCP_RETRANSMIT_SKB,
+    PROG_INET_SOCK_SET_STATE, PROG_INET_SOCK_SET_STATE_BTF, PROG_SOFTIRQ_ENTRY,
+    PROG_SOFTIRQ_ENTRY_BTF, PROG_SOFTIRQ_EXIT, PROG_SOFTIRQ_EXIT_BTF, PROG_TCP_PROBE,
+    PROG_TCP_PROBE_BTF, PROG_TCP_RETRANSMIT_SKB, PROG_TCP_RETRANSMIT_SKB_BTF,
 };
 
 use super::{
@@ -53,9 +61,10 @@ pub struct ProbeOptions {
     /// With `tcp`: only sockets whose local or remote port is one of these;
     /// empty means every TCP socket on the machine.
     pub ports: Vec<u16>,
-    /// With `tcp`: sample `tcp_probe` with the classic tracepoint even
-    /// where the raw one works (also `XDR_SHIP_TCP_PROBE=tracepoint`).
-    pub classic_tcp_probe: bool,
+    /// Attach every program to its classic tracepoint even where the raw
+    /// one works (also `XDR_SHIP_TRACEPOINTS=classic`): to compare the two
+    /// and to test the fallback.
+    pub classic_tracepoints: bool,
 }
 
 impl ProbeOptions {
@@ -64,7 +73,7 @@ impl ProbeOptions {
         Self {
             tcp: true,
             ports: ports.into_iter().collect(),
-            classic_tcp_probe: false,
+            classic_tracepoints: false,
         }
     }
 }
@@ -100,6 +109,9 @@ pub struct KernelPrograms {
     tcp_ports: Option<Vec<u16>>,
     /// How `tcp_probe` is sampled, when the TCP programs are attached.
     tcp_probe_path: Option<TcpProbePath>,
+    /// The programs attached to their classic tracepoint because the raw
+    /// one did not load (empty where every program is raw).
+    classic_programs: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for KernelPrograms {
@@ -108,88 +120,93 @@ impl std::fmt::Debug for KernelPrograms {
             .field("online_cpus", &self.online_cpus)
             .field("tcp_ports", &self.tcp_ports)
             .field("tcp_probe_path", &self.tcp_probe_path)
+            .field("classic_programs", &self.classic_programs)
             .finish_non_exhaustive()
     }
 }
 
 impl KernelPrograms {
-    /// Loads the embedded object, patches tracepoint field offsets read from
-    /// tracefs, and attaches the softirq programs.
+    /// Loads the embedded object and attaches the softirq programs.
     pub fn load() -> Result<Self, ProbeError> {
         Self::load_with(ProbeOptions::default())
     }
 
     /// Like [`load`](Self::load), and with `opts.tcp` also attaches the TCP
     /// programs, watching the sockets on `opts.ports` (all if empty).
+    ///
+    /// Every program is attached raw (`tp_btf`) where it loads: its
+    /// arguments typed by the kernel's BTF, offsets from
+    /// `/sys/kernel/btf/vmlinux` (world-readable), nothing from tracefs
+    /// (root-only on many kernels), so `CAP_BPF` + `CAP_PERFMON` suffice.
+    /// A program the kernel refuses raw falls back to its classic
+    /// tracepoint, whose offsets and id come from tracefs.
     pub fn load_with(opts: ProbeOptions) -> Result<Self, ProbeError> {
         if !built_with_kernel_programs() {
             return Err(ProbeError::NotBuilt);
         }
         let ports = filter_ports(&opts.ports)?;
         raise_memlock_limit();
-        let root = tracefs::ensure_mounted()?;
-        let entry_off = tracefs::field_offset(&root, "irq", "softirq_entry", "vec")?;
-        let exit_off = tracefs::field_offset(&root, "irq", "softirq_exit", "vec")?;
-        if entry_off != exit_off {
-            return Err(ProbeError::Layout(format!(
-                "irq:softirq_entry has `vec` at offset {entry_off} but irq:softirq_exit at {exit_off}"
-            )));
-        }
-        let tcp_offsets = if opts.tcp {
-            Some(TcpLayouts::read(&root)?)
-        } else {
-            None
-        };
-        let sock_offsets = tcp_sock_offsets(&opts);
         // Parsed once: the loader relocates against it and the raw
-        // `tcp_probe` is loaded against it (a parse costs ~0.2 s).
+        // programs are loaded against it (a parse costs ~0.2 s).
         let kernel_btf = Btf::from_sys_fs().ok();
+        let sock_offsets = tcp_sock_offsets(&opts);
+        // Read before the object is loaded (its globals are fixed then),
+        // but needed only by a program that falls back: an unreadable
+        // tracefs is an error only then.
+        let classic = ClassicLayouts::read(opts.tcp);
         let mut loader = EbpfLoader::new();
         loader.btf(kernel_btf.as_ref());
-        loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &entry_off, true);
+        if let Ok(c) = &classic {
+            loader.override_global(GLOBAL_SOFTIRQ_VEC_OFFSET, &c.softirq_vec, true);
+        }
         let filter_mode = if ports.is_empty() {
             FILTER_MODE_ALL
         } else {
             FILTER_MODE_PORTS
         };
+        let classic_tcp = classic.as_ref().ok().and_then(|c| c.tcp.as_ref());
         // When tracefs describes exactly the compiled tail layout, the
-        // program reads the record in one helper call.
-        let fast = tcp_offsets.as_ref().map_or(0u32, |l| {
+        // classic program reads the record in one helper call.
+        let fast = classic_tcp.map_or(0, |l| {
             u32::from(l.probe == xdr_common::TcpProbeOffsets::DEFAULT)
         });
-        if let Some(layouts) = &tcp_offsets {
+        if opts.tcp {
             loader
-                .override_global(xdr_common::GLOBAL_TCP_PROBE_FAST, &fast, true)
-                .override_global(GLOBAL_TCP_PROBE_OFFSETS, &layouts.probe, true)
-                .override_global(GLOBAL_TCP_RETRANSMIT_OFFSETS, &layouts.retransmit, true)
-                .override_global(GLOBAL_INET_SOCK_SET_STATE_OFFSETS, &layouts.set_state, true)
                 .override_global(GLOBAL_FILTER_MODE, &filter_mode, true)
                 .override_global(
                     GLOBAL_TCP_SOCK_OFFSETS,
                     sock_offsets.as_ref().unwrap_or(&TcpSockOffsets::DEFAULT),
                     true,
                 );
+            if let Some(layouts) = classic_tcp {
+                loader
+                    .override_global(xdr_common::GLOBAL_TCP_PROBE_FAST, &fast, true)
+                    .override_global(GLOBAL_TCP_PROBE_OFFSETS, &layouts.probe, true)
+                    .override_global(GLOBAL_TCP_RETRANSMIT_OFFSETS, &layouts.retransmit, true)
+                    .override_global(GLOBAL_INET_SOCK_SET_STATE_OFFSETS, &layouts.set_state, true);
+            }
         }
         let mut bpf = loader
             .load(KERNEL_OBJECT)
             .map_err(|source| ProbeError::Load { source })?;
         init_kernel_log(&mut bpf);
-        for (prog, event) in [
-            (PROG_SOFTIRQ_ENTRY, "softirq_entry"),
-            (PROG_SOFTIRQ_EXIT, "softirq_exit"),
-        ] {
-            attach_tracepoint(&mut bpf, prog, "irq", event)?;
+        let mut attach = Attach {
+            bpf: &mut bpf,
+            btf: kernel_btf
+                .as_ref()
+                .filter(|_| !opts.classic_tracepoints && !force_classic_tracepoints()),
+            classic: classic.as_ref().map(|_| ()).map_err(ToString::to_string),
+            fell_back: Vec::new(),
+        };
+        for (raw, classic, event) in SOFTIRQ_PROGRAMS {
+            attach.either(raw, classic, event)?;
         }
         let tcp_probe_path = if opts.tcp {
-            Some(attach_tcp(
-                &mut bpf,
-                &ports,
-                sock_offsets,
-                kernel_btf.as_ref(),
-            )?)
+            Some(attach.tcp(&ports, sock_offsets)?)
         } else {
             None
         };
+        let classic_programs = attach.fell_back;
         let online_cpus = aya::util::online_cpus().map_err(|(_, e)| ProbeError::Proc {
             path: "/sys/devices/system/cpu/online".to_owned(),
             source: e,
@@ -199,6 +216,7 @@ impl KernelPrograms {
             online_cpus,
             tcp_ports: opts.tcp.then_some(ports),
             tcp_probe_path,
+            classic_programs,
         })
     }
 
@@ -216,6 +234,12 @@ impl KernelPrograms {
     /// attached.
     pub fn tcp_probe_path(&self) -> Option<&TcpProbePath> {
         self.tcp_probe_path.as_ref()
+    }
+
+    /// The programs on their classic tracepoint (the raw one did not
+    /// load): these need tracefs, the others only BTF.
+    pub fn classic_programs(&self) -> &[&'static str] {
+        &self.classic_programs
     }
 
     /// Whether the TCP programs are attached.
@@ -259,10 +283,10 @@ pub fn expected_tcp_probe_path() -> TcpProbePath {
 /// This kernel's `struct tcp_sock` layout for the raw `tcp_probe` path, or
 /// why the classic tracepoint samples the same fields from its record.
 fn tcp_sock_offsets(opts: &ProbeOptions) -> Result<TcpSockOffsets, String> {
-    if opts.classic_tcp_probe {
+    if opts.classic_tracepoints {
         Err("asked for".to_owned())
-    } else if force_classic_tcp_probe() {
-        Err("XDR_SHIP_TCP_PROBE=tracepoint".to_owned())
+    } else if force_classic_tracepoints() {
+        Err(format!("{CLASSIC_ENV}=classic"))
     } else if opts.tcp {
         btf::tcp_sock_offsets(Path::new(VMLINUX_BTF)).map_err(|e| e.to_string())
     } else {
@@ -282,37 +306,148 @@ fn init_kernel_log(bpf: &mut Ebpf) {
     }
 }
 
-/// Fills the port filter, then attaches the TCP programs: `tcp_probe` on
-/// the raw BTF path where `sock_offsets` allows it, else the classic one.
-fn attach_tcp(
-    bpf: &mut Ebpf,
-    ports: &[u16],
-    sock_offsets: Result<TcpSockOffsets, String>,
-    kernel_btf: Option<&Btf>,
-) -> Result<TcpProbePath, ProbeError> {
-    // The filter first: from the moment a program is attached it must
-    // already ignore the sockets it should.
-    fill_port_filter(bpf, ports)?;
-    for (prog, category, event) in [
-        (PROG_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
-        (PROG_TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
-    ] {
-        attach_tracepoint(bpf, prog, category, event)?;
+/// The softirq programs: (raw, classic, event of `irq`).
+const SOFTIRQ_PROGRAMS: [(&str, &str, (&str, &str)); 2] = [
+    (
+        PROG_SOFTIRQ_ENTRY_BTF,
+        PROG_SOFTIRQ_ENTRY,
+        ("irq", "softirq_entry"),
+    ),
+    (
+        PROG_SOFTIRQ_EXIT_BTF,
+        PROG_SOFTIRQ_EXIT,
+        ("irq", "softirq_exit"),
+    ),
+];
+
+/// The TCP programs besides `tcp_probe`: (raw, classic, event).
+const TCP_EVENT_PROGRAMS: [(&str, &str, (&str, &str)); 2] = [
+    (
+        PROG_INET_SOCK_SET_STATE_BTF,
+        PROG_INET_SOCK_SET_STATE,
+        ("sock", "inet_sock_set_state"),
+    ),
+    (
+        PROG_TCP_RETRANSMIT_SKB_BTF,
+        PROG_TCP_RETRANSMIT_SKB,
+        ("tcp", "tcp_retransmit_skb"),
+    ),
+];
+
+/// The classic tracepoints' offsets, from tracefs: the vector's in the
+/// softirq records, and with the TCP programs their three layouts.
+struct ClassicLayouts {
+    softirq_vec: u32,
+    tcp: Option<TcpLayouts>,
+}
+
+impl ClassicLayouts {
+    fn read(tcp: bool) -> Result<Self, ProbeError> {
+        let root = tracefs::ensure_mounted()?;
+        let entry = tracefs::field_offset(&root, "irq", "softirq_entry", "vec")?;
+        let exit = tracefs::field_offset(&root, "irq", "softirq_exit", "vec")?;
+        if entry != exit {
+            return Err(ProbeError::Layout(format!(
+                "irq:softirq_entry has `vec` at offset {entry} but irq:softirq_exit at {exit}"
+            )));
+        }
+        Ok(Self {
+            softirq_vec: entry,
+            tcp: tcp.then(|| TcpLayouts::read(&root)).transpose()?,
+        })
     }
-    let path = match sock_offsets {
-        Ok(_) => match attach_tcp_probe_btf(bpf, kernel_btf) {
-            Ok(()) => TcpProbePath::RawBtf,
-            Err(e) => TcpProbePath::Tracepoint {
-                why: format!("tp_btf unavailable: {e}"),
+}
+
+/// Attaching the loaded object's programs, each raw where it loads.
+struct Attach<'a> {
+    bpf: &'a mut Ebpf,
+    /// The kernel's BTF (`None`: none, or the classic path was asked for).
+    btf: Option<&'a Btf>,
+    /// Whether the classic tracepoints can be used, or why not (tracefs).
+    classic: Result<(), String>,
+    /// The programs that fell back to their classic tracepoint.
+    fell_back: Vec<&'static str>,
+}
+
+impl Attach<'_> {
+    /// The raw program `raw` where it loads, else the classic `classic` on
+    /// `event`; an error naming both reasons when neither can.
+    fn either(
+        &mut self,
+        raw: &'static str,
+        classic: &'static str,
+        (category, event): (&str, &str),
+    ) -> Result<(), ProbeError> {
+        let why = match self.btf {
+            Some(btf) => match attach_btf(self.bpf, raw, event, btf) {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("tp_btf/{event}: {e}"),
             },
-        },
-        Err(why) => TcpProbePath::Tracepoint { why },
-    };
-    if let TcpProbePath::Tracepoint { why } = &path {
-        tracing::info!("tcp_probe sampled by the classic tracepoint: {why}");
-        attach_tracepoint(bpf, PROG_TCP_PROBE, "tcp", "tcp_probe")?;
+            None => "no kernel BTF, or the classic tracepoints asked for".to_owned(),
+        };
+        self.classic_fallback(classic, category, event, &why)
     }
-    Ok(path)
+
+    fn classic_fallback(
+        &mut self,
+        classic: &'static str,
+        category: &str,
+        event: &str,
+        why: &str,
+    ) -> Result<(), ProbeError> {
+        if let Err(tracefs) = &self.classic {
+            return Err(ProbeError::Layout(format!(
+                "{category}:{event}: the raw program did not load ({why}) and the classic \
+                 tracepoint needs tracefs: {tracefs}"
+            )));
+        }
+        tracing::info!("{category}:{event} sampled by the classic tracepoint: {why}");
+        attach_tracepoint(self.bpf, classic, category, event)?;
+        self.fell_back.push(classic);
+        Ok(())
+    }
+
+    /// Fills the port filter, then attaches the TCP programs: raw where
+    /// `sock_offsets` (this kernel's `struct sock` layout) allows it.
+    fn tcp(
+        &mut self,
+        ports: &[u16],
+        sock_offsets: Result<TcpSockOffsets, String>,
+    ) -> Result<TcpProbePath, ProbeError> {
+        // The filter first: from the moment a program is attached it must
+        // already ignore the sockets it should.
+        fill_port_filter(self.bpf, ports)?;
+        let btf = self.btf;
+        if sock_offsets.is_err() {
+            self.btf = None;
+        }
+        for (raw, classic, event) in TCP_EVENT_PROGRAMS {
+            match &sock_offsets {
+                Ok(_) => self.either(raw, classic, event)?,
+                Err(why) => self.classic_fallback(classic, event.0, event.1, why)?,
+            }
+        }
+        self.btf = btf;
+        let path = match (&sock_offsets, self.btf) {
+            (Ok(_), Some(btf)) => {
+                match attach_btf(self.bpf, PROG_TCP_PROBE_BTF, "tcp_probe", btf) {
+                    Ok(()) => TcpProbePath::RawBtf,
+                    Err(e) => TcpProbePath::Tracepoint {
+                        why: format!("tp_btf unavailable: {e}"),
+                    },
+                }
+            }
+            (Ok(_), None) => TcpProbePath::Tracepoint {
+                why: "asked for".to_owned(),
+            },
+            (Err(why), _) => TcpProbePath::Tracepoint { why: why.clone() },
+        };
+        if let TcpProbePath::Tracepoint { why } = &path {
+            let why = why.clone();
+            self.classic_fallback(PROG_TCP_PROBE, "tcp", "tcp_probe", &why)?;
+        }
+        Ok(path)
+    }
 }
 
 /// The ports to filter on, de-duplicated and sorted, within the map's size.
@@ -364,17 +499,21 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// Loads and attaches the BTF-typed `tcp_probe` program.
-fn attach_tcp_probe_btf(bpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ProbeError> {
-    let prog = PROG_TCP_PROBE_BTF;
-    let btf = btf.ok_or_else(|| ProbeError::Layout(format!("no kernel BTF at {VMLINUX_BTF}")))?;
+/// Loads and attaches the BTF-typed program `prog` to the raw tracepoint
+/// `event`.
+fn attach_btf(
+    bpf: &mut Ebpf,
+    prog: &'static str,
+    event: &str,
+    btf: &Btf,
+) -> Result<(), ProbeError> {
     let program: &mut BtfTracePoint = bpf
         .program_mut(prog)
         .ok_or(ProbeError::MissingProgram(prog))?
         .try_into()
         .map_err(|source| ProbeError::Program { name: prog, source })?;
     program
-        .load("tcp_probe", btf)
+        .load(event, btf)
         .map_err(|source| ProbeError::Program { name: prog, source })?;
     program
         .attach()
@@ -382,10 +521,13 @@ fn attach_tcp_probe_btf(bpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ProbeEr
     Ok(())
 }
 
-/// `XDR_SHIP_TCP_PROBE=tracepoint` keeps the classic tracepoint even where
-/// the raw one works: to compare the two, and to test the fallback.
-fn force_classic_tcp_probe() -> bool {
-    std::env::var("XDR_SHIP_TCP_PROBE").is_ok_and(|v| v == "tracepoint")
+/// The variable that, set to `classic`, keeps every program on its classic
+/// tracepoint even where the raw one works.
+pub const CLASSIC_ENV: &str = "XDR_SHIP_TRACEPOINTS";
+
+/// Whether [`CLASSIC_ENV`] asks for the classic tracepoints.
+fn force_classic_tracepoints() -> bool {
+    std::env::var(CLASSIC_ENV).is_ok_and(|v| v == "classic")
 }
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; raising it is
