@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    rt.block_on(async {
+    let ran = rt.block_on(async {
         match cli.command {
             Command::Recv(args) => cmd::recv::run(args).await,
             Command::Ship(args) => cmd::ship::run(args).await,
@@ -162,5 +162,11 @@ fn main() -> anyhow::Result<()> {
             Command::Generate(_) => unreachable!("handled before the runtime starts"),
             Command::Verify(args) => cmd::verify::run(args).await,
         }
-    })
+    });
+    match ran {
+        // The reader of stdout has gone (`| head`): what it asked for was
+        // delivered; end quietly, as `cat` does.
+        Err(e) if cmd::is_closed_stdout(&e) => Ok(()),
+        other => other,
+    }
 }

@@ -259,3 +259,69 @@ fn shipping_to_nothing_ends_within_its_duration_with_one_line_per_problem() {
         "the drain timeout is said once, not {drain_lines} times: {stderr}"
     );
 }
+
+/// Kills and reaps the child on drop, even when the test panics.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_ship_quietly_with_success() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut recv = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+            .args(["recv", "--listen", &addr, "--memory", "--insecure"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn recv"),
+    );
+    // Its listening line: it accepts from here on.
+    let mut line = [0u8; 1];
+    recv.0
+        .stdout
+        .as_mut()
+        .expect("recv stdout")
+        .read_exact(&mut line)
+        .expect("recv printed its listening line");
+    let mut ship = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
+        .args(["ship", "--to", &addr, "--generate", "2000,100,100"])
+        .args(["--duration", "2s", "--interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ship");
+    // `head -c 16`: a few bytes, then the pipe closes while ship runs on
+    // and still has its per-interval lines and its summary to print.
+    let mut stdout = ship.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    stdout
+        .read_exact(&mut first)
+        .expect("ship printed its header");
+    drop(stdout);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = ship.try_wait().expect("wait for ship") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ship did not end 30 s into a 2 s run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    ship.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}

@@ -157,7 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sources: live.sources(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", render(&report));
     }

@@ -314,7 +314,7 @@ impl Node<'_> {
             e => e.into(),
         })?;
         if !self.json {
-            println!(
+            outln!(
                 "ship: {what} listening on {} into log {}{}",
                 listener.local_addr()?,
                 self.dir.display(),
@@ -354,7 +354,7 @@ impl Node<'_> {
         });
         let listener = resp_ingest::bind(addr, &cfg, self.args.ingest_insecure)?;
         if !self.json {
-            println!(
+            outln!(
                 "ship: RESP listening on {} into log {}",
                 listener.local_addr()?,
                 self.dir.display()
@@ -392,7 +392,7 @@ impl Node<'_> {
         if let Some(store) = self.store.take() {
             store.close().await.context("closing --store")?;
             let site = &self.site;
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "site": {
                     "local": site.local.load(Ordering::Relaxed),
@@ -402,9 +402,9 @@ impl Node<'_> {
             );
         }
         if self.json {
-            println!("{}", serde_json::json!({ "log": stats }));
+            outln!("{}", serde_json::json!({ "log": stats }));
         } else {
-            println!(
+            outln!(
                 "log: positions {}..{} : {} segments, {} of {} bytes : busy {} : ingest applied {}",
                 stats.first_seq,
                 stats.next_seq,
@@ -475,12 +475,12 @@ fn print_summary(name: &str, s: &ShipSummary, hot: &[(String, Arc<AtomicU64>)], 
                 "hot_keys": hot_keys,
             }
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
         print!("[{name}] ");
         print_run_summary(s, false);
         if hot_keys > 0 {
-            println!("[{name}] hot_keys {hot_keys}");
+            outln!("[{name}] hot_keys {hot_keys}");
         }
     }
 }

@@ -181,7 +181,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             }
             let f = status::StatusFile::read(&path)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+                outln!("{}", serde_json::to_string_pretty(&f)?);
             } else {
                 print!("{}", status::render_status(&f));
             }
@@ -190,10 +190,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         LabCommand::Down(a) => {
             let report = down_by_name(&a.name)?;
             if report.actions.is_empty() {
-                println!("lab {}: nothing to remove", a.name);
+                outln!("lab {}: nothing to remove", a.name);
             }
             for line in report.actions {
-                println!("lab {}: {line}", a.name);
+                outln!("lab {}: {line}", a.name);
             }
             Ok(())
         }
@@ -203,20 +203,20 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
 fn print_intro(lab: &Lab) {
     let near = lab.namespace(Side::Near);
     let far = lab.namespace(Side::Far);
-    println!("lab {} up: {}", lab.name(), lab.config());
-    println!(
+    outln!("lab {} up: {}", lab.name(), lab.config());
+    outln!(
         "  near {} in netns {near}: ip netns exec {near} <command>",
         lab.addr(Side::Near)
     );
-    println!(
+    outln!(
         "  far  {} in netns {far}: ip netns exec {far} <command>",
         lab.addr(Side::Far)
     );
-    println!(
+    outln!(
         "  e.g. ip netns exec {far} iperf3 -s -1 & ip netns exec {near} iperf3 -c {} -t 10",
         lab.addr(Side::Far)
     );
-    println!(
+    outln!(
         "  status: xdr-ship lab status --name {} ({})",
         lab.name(),
         lab.status_path().display()
@@ -244,7 +244,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         },
     )?;
     print_intro(&lab);
-    println!("  Ctrl-C to tear down");
+    outln!("  Ctrl-C to tear down");
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval_at(
@@ -256,7 +256,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 let now = lab.stats();
-                println!("{}", status::render_line(&now, &prev, lab.config()));
+                outln!("{}", status::render_line(&now, &prev, lab.config()));
                 prev = now;
             }
             r = &mut stop => break r?,
@@ -264,7 +264,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     };
     let name = lab.name().to_owned();
     lab.down()?;
-    println!("lab {name} down ({why}): namespaces, TUN devices and processes removed");
+    outln!("lab {name} down ({why}): namespaces, TUN devices and processes removed");
     Ok(())
 }
 
@@ -282,7 +282,7 @@ async fn forward(prefix: &'static str, stream: impl AsyncRead + Unpin, to_stderr
                 if to_stderr {
                     eprintln!("{prefix} {line}");
                 } else {
-                    println!("{prefix} {line}");
+                    outln!("{prefix} {line}");
                 }
             }
         }

@@ -104,7 +104,7 @@ impl Screen {
         drop(self.tx);
         let exit = self.task.await??;
         for path in exit.recordings {
-            println!("recorded: {}", path.display());
+            outln!("recorded: {}", path.display());
         }
         Ok(())
     }

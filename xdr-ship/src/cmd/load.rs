@@ -60,9 +60,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         source,
         |s| {
             if json {
-                println!("{}", s.json_line(false));
+                outln!("{}", s.json_line(false));
             } else {
-                println!(
+                outln!(
                     "load: {:.0} writes/s : {:.1} MB/s : lat p50 {} p99 {} p99.9 {} : errors {}",
                     s.throughput,
                     s.bytes_per_s / 1e6,

@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "log_records_per_s": log_rate.records_per_s,
         "log_syncs": log_rate.syncs,
     });
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 

@@ -1,4 +1,14 @@
 //! The commands' bodies: the edge between flags and the library.
+
+/// `println!` for the commands' output: a closed stdout (`xdr-ship … |
+/// head`) ends the process quietly instead of panicking (see
+/// [`print_line`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cmd::print_line(format_args!($($arg)*))
+    };
+}
+
 pub mod diagnose;
 pub mod generate;
 pub mod ingest;
@@ -17,6 +27,51 @@ pub mod tune;
 pub mod verify;
 
 use std::time::Duration;
+
+/// Writes one line to stdout. Why not `println!`: it panics (exit 101) on a
+/// closed pipe, and the default SIGPIPE action cannot be restored for the
+/// commands that hold sockets (a `writev` to a killed peer would end them
+/// silently). The reader has gone (`| head`), so what was asked for is
+/// delivered: exit 0, as `cat` would end; any other write error is said
+/// once on stderr and the run goes on.
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("xdr-ship: writing to stdout: {e}");
+    }
+}
+
+/// Whether `e` is a write to a stdout whose reader has gone (`| head`):
+/// then the command ends quietly with success. A broken pipe of a socket
+/// is not one of these (stdout is checked itself, with `poll`).
+pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    let broken = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    broken && stdout_reader_gone()
+}
+
+/// `poll` on stdout: a pipe whose read end is closed reports `POLLERR`.
+fn stdout_reader_gone() -> bool {
+    let mut fds = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `fds` is one valid, initialised `pollfd` that outlives the
+    // call; a zero timeout returns at once.
+    let n = unsafe { libc::poll(&mut fds, 1, 0) };
+    n == 1 && fds.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
 
 /// The flags every sampling view shares.
 #[derive(clap::Args, Debug)]

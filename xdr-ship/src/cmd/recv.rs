@@ -265,7 +265,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         task.await.context("RESP task")??;
     }
     store.close().await.context("closing the store")?;
-    println!("recv: stopped");
+    outln!("recv: stopped");
     Ok(())
 }
 
@@ -288,7 +288,7 @@ fn print_listening(
             format!(", SO_RCVBUF {}", r.effective)
         }
     });
-    println!(
+    outln!(
         "recv: listening on {} ({}), {kind}{buf}",
         listener.local_addr()?,
         security(cfg)
@@ -331,7 +331,7 @@ fn start_resp(
     });
     let (bound, task) =
         xdr_ship::resp::read::start(addr, store.clone(), cfg, args.insecure, shutdown.clone())?;
-    println!("recv: RESP read-only on {bound}");
+    outln!("recv: RESP read-only on {bound}");
     Ok(task)
 }
 
@@ -387,9 +387,9 @@ async fn print_status_until_ctrl_c(
         };
         (last_applied, last_lost, last_at) = (applied, lost, now);
         if json {
-            println!("{}", serde_json::to_string(&line)?);
+            outln!("{}", serde_json::to_string(&line)?);
         } else {
-            println!(
+            outln!(
                 "recv: conns {} : applied {:.0}/s : lost_conflict {:.0}/s : total applied {} : failed {} : rejected {}",
                 line.connections, line.applied_per_s, line.lost_conflict_per_s, line.applied, line.failed, line.rejected
             );

@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let screen_tx = screen.as_ref().map(Screen::sender);
     if !json && !args.tui {
         let src = live.sources();
-        println!(
+        outln!(
             "kernel view: connections from {}, softirq from {}{}",
             src.connections,
             src.softirq,
@@ -126,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     print_summary(&summary, json);
     if !json {
         if let Some(d) = live.last_diagnosis() {
-            println!("last verdict, {}", d.report());
+            outln!("last verdict, {}", d.report());
         }
     }
     Ok(())

@@ -109,7 +109,7 @@ impl ShippingArgs {
 /// The opening line of a run to one destination (`[name] ` prefixed
 /// where there are several): address, connections, window, mode, source.
 pub fn print_banner(name: Option<&str>, cfg: &ShipConfig, source: &str) {
-    println!(
+    outln!(
         "ship: {}to {} : {} connections : window {} : {:?} : {source}",
         name.map(|n| format!("[{n}] ")).unwrap_or_default(),
         cfg.to,
@@ -133,9 +133,9 @@ pub fn print_summary(s: &ShipSummary, json: bool) {
                 "unanswered": s.unanswered,
             }
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "done: delivered {} (success {}, lost_conflict {}) abandoned {} unanswered {} in {:.2} s = {:.0} records/s",
             s.counters.delivered(),
             s.counters.success,

@@ -85,11 +85,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("verify task")??;
     let (d, json) = found;
     if json {
-        println!("{}", serde_json::to_string(&d)?);
+        outln!("{}", serde_json::to_string(&d)?);
     } else {
-        println!(
+        outln!(
             "verify: {} keys in the log: {} match, {} missing, {} stale, {} extra",
-            d.log_keys, d.matching, d.missing, d.stale, d.extra
+            d.log_keys,
+            d.matching,
+            d.missing,
+            d.stale,
+            d.extra
         );
     }
     if d.any() {
