@@ -68,18 +68,7 @@ impl ServiceUser {
     /// `AmbientCapabilities=`, `CapabilityBoundingSet=` and
     /// `NoNewPrivileges=` give the service.
     fn command(&self, caps: &[String], argv: &[String]) -> Command {
-        let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
-        let mut cmd = Command::new("setpriv");
-        cmd.arg(format!("--reuid={}", self.name))
-            .arg(format!("--regid={}", self.name))
-            .arg("--init-groups")
-            .arg(format!("--inh-caps=-all{set}"))
-            .arg(format!("--ambient-caps=-all{set}"))
-            .arg(format!("--bounding-set=-all{set}"))
-            .arg("--no-new-privs")
-            .arg("--")
-            .args(argv);
-        cmd
+        as_service(&self.name, caps, argv)
     }
 
     /// Gives `dir` (created if missing) to this user, as systemd's
@@ -103,6 +92,22 @@ impl Drop for ServiceUser {
         let _ = quiet("userdel", &self.name);
         let _ = quiet("groupdel", &self.name);
     }
+}
+
+/// `argv` as user `name` with `caps` only (see [`ServiceUser::command`]).
+fn as_service(name: &str, caps: &[String], argv: &[String]) -> Command {
+    let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={name}"))
+        .arg(format!("--regid={name}"))
+        .arg("--init-groups")
+        .arg(format!("--inh-caps=-all{set}"))
+        .arg(format!("--ambient-caps=-all{set}"))
+        .arg(format!("--bounding-set=-all{set}"))
+        .arg("--no-new-privs")
+        .arg("--")
+        .args(argv);
+    cmd
 }
 
 /// `tool name`, its output discarded (a cleanup that may find nothing).
@@ -502,4 +507,120 @@ fn the_kernel_programs_load_without_root() {
         source.starts_with("eBPF"),
         "observe did not load the kernel programs without root: source `{source}`"
     );
+}
+
+/// The package installed on this host with `dpkg -i` (maintainer scripts
+/// and all), purged on drop even when the test panics.
+struct Installed;
+
+impl Installed {
+    fn new() -> Self {
+        assert!(
+            !installed_on_host(),
+            "xdr-ship is already installed on this host: this test would replace and purge it"
+        );
+        let guard = Installed;
+        let (ok, out, err) = run_bounded(
+            Command::new("dpkg").arg("-i").arg(deb()),
+            Duration::from_secs(120),
+        );
+        assert!(ok, "dpkg -i failed:\n{out}{err}");
+        guard
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = run_bounded(
+            Command::new("dpkg").args(["--purge", "xdr-ship"]),
+            Duration::from_secs(120),
+        );
+    }
+}
+
+/// Whether dpkg counts the package as installed here.
+fn installed_on_host() -> bool {
+    let (_, status, _) = run_bounded(
+        Command::new("dpkg-query").args(["-W", "-f=${Status}", "xdr-ship"]),
+        Duration::from_secs(30),
+    );
+    status.contains("ok installed")
+}
+
+/// `stat -c FORMAT path`.
+fn stat(format: &str, path: &str) -> String {
+    let (ok, out, err) = run_bounded(
+        Command::new("stat").args(["-c", format, path]),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "stat {path}: {err}");
+    out.trim().to_owned()
+}
+
+/// What a fresh machine gets from `dpkg -i`: the service user and its
+/// state directory, the binary with its kernel programs, the units and the
+/// configs as conffiles; the recv unit's `ExecStart`, as installed, run as
+/// that user with the unit's capabilities, listens and writes its store;
+/// `dpkg --purge` takes user, data and files away again. (No systemd runs
+/// as PID 1 here, so `systemctl start` itself is not exercised.)
+#[test]
+fn dpkg_installs_the_service_user_binary_and_units_and_purge_removes_them() {
+    require_root();
+    let installed = Installed::new();
+    let (ok, passwd, _) = run_bounded(
+        Command::new("getent").args(["passwd", "xdr-ship"]),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "postinst made no xdr-ship user");
+    assert!(
+        passwd
+            .trim_end()
+            .ends_with(":/var/lib/xdr-ship:/usr/sbin/nologin"),
+        "{passwd}"
+    );
+    assert_eq!(
+        stat("%U:%G %a", "/var/lib/xdr-ship"),
+        "xdr-ship:xdr-ship 750"
+    );
+    let (ok, version, err) = run_bounded(
+        Command::new("/usr/bin/xdr-ship").arg("--version"),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "{err}");
+    assert!(version.contains("kernel programs: embedded"), "{version}");
+    let (_, conffiles, _) = run_bounded(
+        Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "xdr-ship"]),
+        Duration::from_secs(10),
+    );
+    for conf in ["/etc/xdr-ship/recv.toml", "/etc/xdr-ship/source.toml"] {
+        assert!(
+            conffiles.contains(conf),
+            "{conf} is not a conffile:\n{conffiles}"
+        );
+    }
+
+    let unit = Unit::read(Path::new("/"), "xdr-ship-recv.service");
+    let listen: SocketAddr = "127.0.0.1:3000".parse().expect("address");
+    let mut recv = spawn(as_service(&unit.user, &unit.capabilities, &unit.exec_start));
+    wait_listening(&mut recv, listen, "the installed recv unit");
+    assert_eq!(stat("%U", "/var/lib/xdr-ship/store"), "xdr-ship");
+    drop(recv);
+
+    drop(installed);
+    assert!(
+        !installed_on_host(),
+        "dpkg --purge left the package installed"
+    );
+    let (user_left, _, _) = run_bounded(
+        Command::new("getent").args(["passwd", "xdr-ship"]),
+        Duration::from_secs(10),
+    );
+    assert!(!user_left, "purge left the xdr-ship user");
+    for gone in [
+        "/var/lib/xdr-ship",
+        "/usr/bin/xdr-ship",
+        "/etc/xdr-ship/recv.toml",
+    ] {
+        assert!(!Path::new(gone).exists(), "purge left {gone}");
+    }
 }
