@@ -3,8 +3,8 @@
 //! (`rules.rs`) and the kernel-only rules (`kernel_rules.rs`) alike.
 //!
 //! Why a file of its own: both walks feed the same figures the same way
-//! (a kernel sample's extremes, an interval's delivery, the last sample's
-//! window); one home keeps the two verdicts' evidence in step.
+//! (a kernel sample's extremes, an interval's delivery, the app window's
+//! medians); one home keeps the two verdicts' evidence in step.
 use crate::metrics::TcpSample;
 
 use super::rules::{ratio, N_LIMITS};
@@ -47,11 +47,12 @@ pub(super) struct Acc {
     pub notsent_bytes: f64,
     /// Largest delivery-rate sample (bytes/s).
     pub delivery_max: f64,
-    /// Latest app window (records).
+    /// App window (records): the median over the intervals the
+    /// connection was up (summed over connections when merged).
     pub window: f64,
-    /// Latest records in flight.
+    /// Records in flight: the median over the intervals it was up.
     pub inflight: f64,
-    /// Latest bytes in flight (frames).
+    /// Bytes in flight (frames): the median over the intervals it was up.
     pub inflight_bytes: f64,
     /// Segments retransmitted in the window.
     pub retrans: u64,

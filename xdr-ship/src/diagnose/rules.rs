@@ -262,6 +262,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
     let mut first_counters = None;
     let mut last_conn: Option<&ConnSnapshot> = None;
     let mut last_tcp: Option<&TcpSample> = None;
+    let mut windows = WindowFigures::default();
     for pair in samples.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         let dt_us = b.at.saturating_sub(a.at).as_secs_f64() * 1e6;
@@ -271,6 +272,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         }
         if let Some(c) = cb {
             last_conn = Some(c);
+            windows.note(c);
             if let Some(t) = &c.tcp {
                 last_tcp = Some(t);
                 acc.note_tcp(t);
@@ -308,10 +310,8 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
 
         charge_tcp_interval(&mut acc, b, cb, (ta, tb), dt_us, peak_before);
     }
+    (acc.window, acc.inflight, acc.inflight_bytes) = windows.medians();
     if let Some(c) = last_conn {
-        acc.window = c.window as f64;
-        acc.inflight = c.inflight as f64;
-        acc.inflight_bytes = c.inflight_bytes as f64;
         if let Some(first) = first_counters {
             acc.delivered = c.counters.delivered().saturating_sub(first.delivered());
             acc.acked_bytes = c.counters.acked_bytes.saturating_sub(first.acked_bytes);
@@ -321,6 +321,53 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         acc.note_last_tcp(t, cwnd_peak);
     }
     acc
+}
+
+/// A connection's app window and what it had in flight at the end of each
+/// interval it was up. Their medians are what the verdict quotes: the last
+/// sample alone is the pool's drain at the end of a run (connections
+/// closing, nothing in flight), which said "0 records in flight" of a run
+/// that kept thousands in flight.
+#[derive(Default)]
+struct WindowFigures {
+    window: Vec<u64>,
+    inflight: Vec<u64>,
+    inflight_bytes: Vec<u64>,
+}
+
+impl WindowFigures {
+    fn note(&mut self, c: &ConnSnapshot) {
+        if c.connected {
+            self.window.push(c.window);
+            self.inflight.push(c.inflight);
+            self.inflight_bytes.push(c.inflight_bytes);
+        }
+    }
+
+    /// (window, records in flight, bytes in flight), each its median (0
+    /// if the connection was never up).
+    fn medians(mut self) -> (f64, f64, f64) {
+        (
+            median_u64(&mut self.window),
+            median_u64(&mut self.inflight),
+            median_u64(&mut self.inflight_bytes),
+        )
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count; 0
+/// when empty).
+pub(super) fn median_u64(v: &mut [u64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] as f64 + v[mid] as f64) / 2.0
+    } else {
+        v[mid] as f64
+    }
 }
 
 /// Charges one interval of a connection whose socket both samples saw

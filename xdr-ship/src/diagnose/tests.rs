@@ -474,6 +474,100 @@ fn a_small_window_is_application_with_the_littles_law_window() {
     );
 }
 
+/// A connection of a pool whose fixed window of 16 records is full.
+fn small_window_flow() -> Flow {
+    let mut flow = Flow::new();
+    flow.window = 16;
+    flow.inflight = 16;
+    flow.window_limited = true;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    flow.unacked = 12;
+    flow.records_per_s = 103; // 16 records per 156 ms
+    flow.acked_segs_per_s = 103 * RECORD_BYTES / u64::from(MSS);
+    flow.delivery_rate = 105_000;
+    flow
+}
+
+/// The world's samples, the last one the pool closing at the end of a run:
+/// only `up` connections still up, nothing in flight.
+fn ending_in_the_pools_drain(w: &World, up: usize) -> Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES - 1 {
+        d.push(w.sample(k));
+    }
+    let mut last = w.sample(SAMPLES - 1);
+    for c in &mut last.ship.connections {
+        c.inflight = 0;
+        c.inflight_bytes = 0;
+    }
+    for c in last.ship.connections.iter_mut().skip(up) {
+        c.connected = false;
+        c.cookie = 0;
+        c.tcp = None;
+    }
+    last.ship.connected = up;
+    last.ship.inflight = 0;
+    last.ship.inflight_bytes = 0;
+    d.push(last);
+    let diagnosis = d.verdict().expect("eleven samples give a verdict");
+    assert_sane(&diagnosis);
+    diagnosis
+}
+
+#[test]
+fn the_in_flight_figures_are_the_runs_not_the_pools_drain_at_the_end() {
+    let w = World::new(vec![small_window_flow(); 64]);
+    let d = ending_in_the_pools_drain(&w, 5);
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    // 16 records of 1024 B on each of 64 connections, as in every sample
+    // but the drain; the BDP (100 MB/s × 156 ms) shared by the same 64.
+    assert!(
+        v.headline.contains(
+            "in flight 16 records (16.4 KB) per connection × 64 connections = 1024 records \
+             ≪ BDP 15.6 MB ÷ 64 connections = 243.8 KB"
+        ),
+        "{}",
+        v.headline
+    );
+    assert!(
+        has_evidence(v, "per connection × 64 connections = 1024 records"),
+        "{}",
+        d.report()
+    );
+    assert!(v.remedy.contains("÷ 64 connections"), "{}", v.remedy);
+    let conn = d.connection(3).expect("connection 3");
+    assert!(
+        conn.headline
+            .contains("in flight 16 records (16.4 KB) on this connection"),
+        "{}",
+        conn.headline
+    );
+}
+
+#[test]
+fn per_connection_in_flight_times_connections_is_the_pools_in_flight() {
+    let mut flows = vec![small_window_flow(); 8];
+    for (i, f) in flows.iter_mut().enumerate() {
+        f.inflight = 10 + 2 * i as u64; // 10, 12, … 24: 136 in all
+        f.window = f.inflight;
+    }
+    let w = World::new(flows);
+    let pool_inflight = w.sample(1).ship.inflight;
+    let d = ending_in_the_pools_drain(&w, 2);
+    let v = &d.shipper;
+    // 136 ÷ 8 = 17 per connection.
+    assert_eq!(pool_inflight, 136);
+    assert!(
+        v.headline.contains(
+            "in flight 17 records (17.4 KB) per connection × 8 connections = 136 records"
+        ),
+        "{}",
+        v.headline
+    );
+}
+
 #[test]
 fn a_slow_source_is_application_with_nothing_to_change() {
     let mut flow = Flow::new().rate(1_024_000);
