@@ -443,6 +443,7 @@ pub(super) fn network_class(
         retrans: d_retrans,
         mss,
         segs: d_segs,
+        overflowing,
     } = Delivery::between(ta, tb);
     let srtt_us = f64::from(tb.srtt_us);
     let p = ratio(f64::from(d_retrans), d_segs);
@@ -451,8 +452,6 @@ pub(super) fn network_class(
     let rate = d_acked as f64 / (dt_us / 1e6);
     let explained_by_loss =
         rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
-    let overflowing =
-        tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
     if d_retrans > 0 && p >= LOSS_RATE_MIN && !overflowing && (collapsed || explained_by_loss) {
         acc.lossy += 1;
         Limit::Loss

@@ -1022,3 +1022,87 @@ fn the_report_names_the_node_of_each_connection_group() {
     let plain = World::new(vec![Flow::new().rate(99_328_000)]).diagnose();
     assert!(plain.nodes.is_empty(), "{:?}", plain.nodes);
 }
+
+/// Every recording of the lab, by name.
+const RECORDINGS: [(&str, &[u8]); 7] = [
+    ("lab-bw", include_bytes!("recordings/lab-bw.jsonl.zst")),
+    ("lab-rwnd", include_bytes!("recordings/lab-rwnd.jsonl.zst")),
+    (
+        "lab-sndbuf",
+        include_bytes!("recordings/lab-sndbuf.jsonl.zst"),
+    ),
+    ("lab-app", include_bytes!("recordings/lab-app.jsonl.zst")),
+    ("lab-loss", include_bytes!("recordings/lab-loss.jsonl.zst")),
+    ("lab-dest", include_bytes!("recordings/lab-dest.jsonl.zst")),
+    (
+        "lab-156ms-demo",
+        include_bytes!("recordings/lab-156ms-demo.jsonl.zst"),
+    ),
+];
+
+/// A measured rate may sit a little above the ceiling that binds it (the
+/// srtt a ceiling divides by is the window's mean): 5%.
+const CEILING_SLACK: f64 = 0.95;
+
+#[test]
+fn no_recorded_run_lists_a_ceiling_below_what_it_carried() {
+    for (name, zst) in RECORDINGS {
+        let d = replay_recording_with(zst, Duration::from_secs(10), f64::INFINITY);
+        for v in std::iter::once(&d.shipper).chain(&d.connections) {
+            for c in &v.ceilings {
+                assert!(
+                    c.bytes_per_s >= CEILING_SLACK * v.observed.bytes_per_s,
+                    "{name}, {}: ceiling {c} below the {} it carried\n{}",
+                    v.scope,
+                    crate::units::rate(v.observed.bytes_per_s),
+                    d.report()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tail_drops_of_an_overflowing_queue_set_no_mathis_bound() {
+    // A narrow bottleneck whose queue overflows (srtt 1.6 × min_rtt) drops
+    // 1% of the segments: the link's answer to a faster sender, not the
+    // random loss Mathis models (at 1% it would say 70 KB/s).
+    let mut flow = Flow::new().rate(50_000);
+    flow.acked_segs_per_s = 99;
+    flow.retrans_per_s = 1;
+    flow.srtt_us = RTT_US * 8 / 5;
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        v.ceilings.iter().all(|c| c.limit != Limit::Loss),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn random_loss_without_a_queue_keeps_its_mathis_bound() {
+    let mut flow = Flow::new().rate(50_000);
+    flow.acked_segs_per_s = 99;
+    flow.retrans_per_s = 1;
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let mathis = d
+        .shipper
+        .ceilings
+        .iter()
+        .find(|c| c.limit == Limit::Loss)
+        .unwrap_or_else(|| panic!("a Mathis ceiling: {}", d.report()));
+    // 1448 B ÷ (0.156 s × √0.01) × 1.22 = 113.7 KB/s.
+    let expected = crate::units::mathis_bytes_per_s(f64::from(MSS), 0.156, 0.01);
+    assert!(
+        (mathis.bytes_per_s - expected).abs() < 0.01 * expected,
+        "{mathis:?}"
+    );
+}

@@ -47,8 +47,14 @@ fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
         return;
     }
     // Little's law for the app window: it turns over once per answer.
+    // Answer latency is measured for the whole pool only; one connection's
+    // own answer time is what it keeps in flight ÷ what it delivers (the
+    // pool's median made a fast connection's ceiling half what it carried).
     let (acc, ctx) = (i.acc, i.ctx);
-    let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
+    let own = ratio(acc.inflight, i.observed.records_per_s);
+    let (answer_s, answer_what) = if acc.conns == 1 && ctx.connected > 1 && own > 0.0 {
+        (own, "its answer time (in flight ÷ records/s)")
+    } else if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
         (ctx.latency.p50_us as f64 / 1e6, "answer p50")
     } else {
         (i.srtt_s, "srtt")

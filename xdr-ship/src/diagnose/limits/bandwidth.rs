@@ -106,9 +106,13 @@ fn remedy(rate: f64, link: Option<f64>, queued: bool, queue: &str) -> String {
 
 fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
     let acc = i.acc;
+    // The congestion window's peak over the window, not its latest value:
+    // right after a loss cut the latest is below what the window carried
+    // (a lossy CUBIC flow listed "cwnd 12 ÷ srtt" = 373 KB/s as its
+    // tightest ceiling while 427 KB/s flowed).
     if acc.tcp_conns > 0 {
-        let window = format!("cwnd {:.0} × MSS {:.0} B", acc.cwnd, acc.mss);
-        out.window_per_srtt(Limit::Bandwidth, window, acc.cwnd * acc.mss, i.srtt_s);
+        let window = format!("cwnd peak {:.0} × MSS {:.0} B", acc.cwnd_peak, acc.mss);
+        out.window_per_srtt(Limit::Bandwidth, window, acc.cwnd_peak * acc.mss, i.srtt_s);
     }
     match i.ctx.link_bps {
         Some(l) => out.push(Limit::Bandwidth, "link (--link-rate)".to_owned(), l as f64),
