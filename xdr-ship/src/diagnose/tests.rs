@@ -1106,3 +1106,26 @@ fn random_loss_without_a_queue_keeps_its_mathis_bound() {
         "{mathis:?}"
     );
 }
+
+#[test]
+fn a_connections_bandwidth_headline_quotes_its_own_rate_beside_the_whole() {
+    let mut flow = Flow::new().rate(49_664_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let d = World::new(vec![flow, flow]).diagnose();
+    let conn = d.connection(1).expect("connection 1");
+    assert_eq!(conn.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        conn.headline
+            .starts_with("49.7 MB/s; all connections 99.3 MB/s of a 100.0 MB/s link (99%); srtt"),
+        "{}",
+        conn.headline
+    );
+    assert!(
+        d.shipper
+            .headline
+            .starts_with("99.3 MB/s of a 100.0 MB/s link"),
+        "{}",
+        d.shipper.headline
+    );
+}

@@ -38,8 +38,24 @@ fn explain(i: &Inputs<'_>) -> Explained {
         "; no retransmits".to_owned()
     };
     let remedy = remedy(rate, link, queued, &queue);
+    // A connection or a peer group quotes its own rate beside the whole's:
+    // the link is shared, so "full" is judged on the whole.
+    let carried = if (observed.bytes_per_s - rate).abs() > 0.005 * rate {
+        format!(
+            "{}; all {} {}{of_link}",
+            units::rate(observed.bytes_per_s),
+            if ctx.kernel_only {
+                "flows"
+            } else {
+                "connections"
+            },
+            units::rate(rate)
+        )
+    } else {
+        format!("{}{of_link}", units::rate(rate))
+    };
     Explained {
-        headline: format!("{}{of_link}; {queue}", units::rate(rate)),
+        headline: format!("{carried}; {queue}"),
         evidence: format!(
             "TCP sent at its congestion window {share} of the time; delivered {}{of_link}; \
              largest delivery-rate sample {}; {queue}{retrans}",
