@@ -1129,3 +1129,108 @@ fn a_connections_bandwidth_headline_quotes_its_own_rate_beside_the_whole() {
         d.shipper.headline
     );
 }
+
+/// `World`'s samples with the auto window opening: every second the app
+/// window, the congestion window and the rate double (TCP in slow start,
+/// ssthresh not yet set).
+fn opening_samples(w: &World) -> Vec<Sample> {
+    (0..SAMPLES)
+        .map(|k| {
+            let mut s = w.sample(k);
+            for c in &mut s.ship.connections {
+                c.window = 256 << k;
+                c.inflight = c.window;
+                c.window_limited = true;
+                let t = c.tcp.as_mut().expect("TCP_INFO");
+                t.cwnd_segments = 10 << k;
+                t.ssthresh_segments = u32::MAX >> 1;
+                // 100 KB/s doubling: acked so far = 100 KB × (2^k − 1).
+                t.bytes_acked = 100_000 * ((1u64 << k) - 1);
+                t.delivery_rate_bytes_per_s = 100_000 << k.saturating_sub(1);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn the_auto_window_opening_is_ramping_up_not_a_limit() {
+    let w = World::new(vec![small_window_flow(); 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in opening_samples(&w) {
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Ramp, "{v:?}");
+    assert!(v.share(Limit::Ramp) > 99.9, "{:?}", v.shares);
+    assert!(
+        v.headline
+            .starts_with("ramping up (slow start / window opening) for 10.00s of 10.00s"),
+        "{}",
+        v.headline
+    );
+    assert!(v.remedy.contains("the auto window"), "{}", v.remedy);
+}
+
+#[test]
+fn a_fixed_window_whose_rate_jumps_is_not_ramping() {
+    // The rate doubles each second but the window stays at 16 records:
+    // noise (or a path clearing up), not the window opening.
+    let w = World::new(vec![small_window_flow(); 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for mut s in opening_samples(&w) {
+        for c in &mut s.ship.connections {
+            c.window = 16;
+            c.inflight = 16;
+            let t = c.tcp.as_mut().expect("TCP_INFO");
+            t.cwnd_segments = 1000;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+}
+
+#[test]
+fn bbr_regrowing_its_cwnd_after_probe_rtt_is_not_ramping() {
+    // ssthresh unset (BBR), cwnd 1000 → 4 (ProbeRTT) → 1000 again.
+    let mut flow = Flow::new().rate(99_328_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let w = World::new(vec![flow]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = w.sample(k);
+        let t = s.ship.connections[0].tcp.as_mut().expect("TCP_INFO");
+        t.ssthresh_segments = u32::MAX >> 1;
+        if k == 5 {
+            t.cwnd_segments = 4;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+}
+
+#[test]
+fn the_auto_window_opening_behind_an_autotuning_receiver_is_ramping_up() {
+    // The window doubles while the rate barely moves: the receiver's
+    // autotuned window (peer window) opens behind it, with rwnd-limited
+    // time the kernel counts meanwhile.
+    let mut flow = small_window_flow();
+    flow.rwnd = 0.6;
+    let w = World::new(vec![flow; 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for (k, mut s) in opening_samples(&w).into_iter().enumerate() {
+        for c in &mut s.ship.connections {
+            let t = c.tcp.as_mut().expect("TCP_INFO");
+            t.cwnd_segments = 1000;
+            t.bytes_acked = 100_000 * k as u64;
+            t.delivery_rate_bytes_per_s = 100_000;
+            t.snd_wnd_bytes = 64_000 << k;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Ramp, "{v:?}");
+}
