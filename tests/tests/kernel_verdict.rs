@@ -106,12 +106,28 @@ fn last_verdict(live: &str) -> &str {
     &live[at..]
 }
 
-/// The limit named on the "all flows:" line of a verdict block.
-fn all_flows_limit(block: &str) -> String {
+/// The lines of a verdict block that head a peer group's verdict:
+/// `4 flows to 198.18.0.2:5404: limit: bandwidth (97%) — …`, trimmed.
+fn group_lines(block: &str) -> Vec<&str> {
     block
         .lines()
-        .find_map(|l| l.trim().strip_prefix("all flows: limit: "))
-        .unwrap_or_else(|| panic!("no all-flows line:\n{block}"))
+        .map(str::trim)
+        .filter(|l| l.contains(" to ") && l.contains(": limit: ") && !l.starts_with("flow "))
+        .collect()
+}
+
+/// The limit named by the first peer group of a verdict block (or, when
+/// no flow carried data, its "all flows:" line).
+fn all_flows_limit(block: &str) -> String {
+    group_lines(block)
+        .first()
+        .and_then(|l| l.split_once(": limit: ").map(|(_, rest)| rest))
+        .or_else(|| {
+            block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("all flows: limit: "))
+        })
+        .unwrap_or_else(|| panic!("no verdict line:\n{block}"))
         .to_owned()
 }
 
@@ -169,11 +185,23 @@ fn several_iperf3_streams_on_the_capped_link_are_bandwidth() {
     std::thread::sleep(Duration::from_secs(3));
     let (live, replay) = observe_and_replay(&lab, port, 6);
     drop(flow);
+    let peer = format!("{}:{port}", lab.addr(Side::Far));
     lab.down().expect("teardown");
     let block = last_verdict(&live);
     println!("observe printed:\n{block}\nreplay:\n{replay}");
     assert!(all_flows_limit(block).starts_with("bandwidth"), "{block}");
     assert!(replay.contains("limit: bandwidth"), "{replay}");
+    // The four streams go to one peer: one verdict block covers them.
+    let groups = group_lines(block);
+    assert_eq!(groups.len(), 1, "one verdict block:\n{block}");
+    assert!(
+        groups[0].starts_with(&format!("4 flows to {peer}: limit: bandwidth")),
+        "the block covers the 4 flows to {peer}:\n{block}"
+    );
+    assert!(
+        replay.contains(&format!("4 flows to {peer}: limit: bandwidth")),
+        "replay groups the same way: {replay}"
+    );
 }
 
 /// A python3 sender on the near side (a process we did not write, with
@@ -318,11 +346,7 @@ fn the_first_seconds_of_a_flow_are_ramping_up_not_a_limit() {
     let limits: Vec<String> = live
         .split("verdict (the flows that carried data")
         .skip(1)
-        .filter_map(|b| {
-            b.lines()
-                .find_map(|l| l.trim().strip_prefix("all flows: limit: "))
-                .map(|l| l.chars().take(60).collect())
-        })
+        .map(|b| all_flows_limit(b).chars().take(60).collect())
         .collect();
     println!("observe's verdicts, four a second:\n{}", limits.join("\n"));
     println!("replay:\n{replay}");

@@ -192,3 +192,91 @@ fn a_slow_receiver_is_judged_destination() {
     );
     assert_limit(&v, "destination", &ctx);
 }
+
+/// Runs `xdr-ship diagnose --json ARGS` on the near side of `link` against
+/// `recv --memory` on the far side; returns its report. The lab and the
+/// receiver are gone when it returns, even on panic.
+fn diagnose_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> Value {
+    use xdr_ship::lab::{Lab, LabOptions, Side};
+    use xdr_tests::{run_bounded, xdr_ship_bin, ChildGuard};
+    let lab = Lab::up(
+        &format!("t{}-{tag}", std::process::id()),
+        link,
+        LabOptions::default(),
+    )
+    .expect("lab up");
+    let to = format!("{}:3000", lab.addr(Side::Far));
+    let _recv = ChildGuard(
+        lab.command(Side::Far, xdr_ship_bin())
+            .args(["recv", "--memory", "--insecure", "--listen", &to])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start recv in the far namespace"),
+    );
+    let (ok, out, err) = run_bounded(
+        lab.command(Side::Near, xdr_ship_bin())
+            .args(["diagnose", "--to", &to, "--json"])
+            .args(args),
+        Duration::from_secs(120),
+    );
+    assert!(ok, "diagnose failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The first number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> Option<f64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[test]
+fn the_verdicts_in_flight_per_connection_times_connections_is_the_runs_in_flight() {
+    require_root();
+    // 64 connections of 2 records each: 128 KB in flight on a 200 KB path,
+    // so the window holds the rate and the verdict quotes what is in flight.
+    let report = diagnose_across_lab(
+        "v-inflight",
+        LinkConfig::new(RTT, RATE),
+        &["--duration", "8s", "--connections", "64", "--window", "2"],
+    );
+    let context = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let table = report["pipelined"]["inflight"]
+        .as_f64()
+        .expect("the pipelined phase's in flight");
+    let shipper = &report["diagnosis"]["shipper"];
+    let texts: Vec<&str> = std::iter::once(&shipper["headline"])
+        .chain(
+            shipper["evidence"]
+                .as_array()
+                .expect("evidence")
+                .iter()
+                .map(|e| &e["text"]),
+        )
+        .filter_map(Value::as_str)
+        .collect();
+    let text = texts
+        .iter()
+        .find(|t| t.contains("per connection ×"))
+        .unwrap_or_else(|| panic!("no in-flight figures in the verdict: {context}"));
+    let per_conn = number_after(text, "in flight ").expect("records per connection");
+    let conns = number_after(text, "per connection × ").expect("connections");
+    let total = number_after(text, "connections = ").expect("records in all");
+    println!("table: {table} in flight; verdict: {text}");
+    assert_eq!(conns, 64.0, "the connections the run had: {context}");
+    assert!(
+        (per_conn * conns - table).abs() <= 0.15 * table,
+        "{per_conn} × {conns} vs {table} in flight in the table: {context}"
+    );
+    assert!(
+        (total - table).abs() <= 0.15 * table,
+        "{total} vs {table}: {context}"
+    );
+    assert!(
+        text.contains("BDP") && text.contains("÷ 64 connections"),
+        "the BDP is shared by the same 64 connections: {context}"
+    );
+}

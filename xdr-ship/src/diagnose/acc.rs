@@ -3,11 +3,11 @@
 //! (`rules.rs`) and the kernel-only rules (`kernel_rules.rs`) alike.
 //!
 //! Why a file of its own: both walks feed the same figures the same way
-//! (a kernel sample's extremes, an interval's delivery, the last sample's
-//! window); one home keeps the two verdicts' evidence in step.
+//! (a kernel sample's extremes, an interval's delivery, the app window's
+//! medians); one home keeps the two verdicts' evidence in step.
 use crate::metrics::TcpSample;
 
-use super::rules::{ratio, N_LIMITS};
+use super::rules::{ratio, LOSS_QUEUE_RTT_RATIO, N_LIMITS};
 
 /// What the window's samples say about one connection (or, merged, about
 /// several): time per limit, and the figures behind the evidence. Figures
@@ -47,16 +47,21 @@ pub(super) struct Acc {
     pub notsent_bytes: f64,
     /// Largest delivery-rate sample (bytes/s).
     pub delivery_max: f64,
-    /// Latest app window (records).
+    /// App window (records): the median over the intervals the
+    /// connection was up (summed over connections when merged).
     pub window: f64,
-    /// Latest records in flight.
+    /// Records in flight: the median over the intervals it was up.
     pub inflight: f64,
-    /// Latest bytes in flight (frames).
+    /// Bytes in flight (frames): the median over the intervals it was up.
     pub inflight_bytes: f64,
     /// Segments retransmitted in the window.
     pub retrans: u64,
     /// Segments sent in the window (acknowledged + retransmitted).
     pub segs: f64,
+    /// Of `retrans` and `segs`, those of intervals whose queue overflowed
+    /// ([`Delivery::overflowing`]).
+    pub queue_retrans: u64,
+    pub queue_segs: f64,
     /// Bytes TCP saw acknowledged in the window.
     pub tcp_acked_bytes: u64,
     /// Intervals seen.
@@ -88,6 +93,10 @@ pub(super) struct Delivery {
     pub mss: f64,
     /// Segments sent: acknowledged bytes in segments plus retransmits.
     pub segs: f64,
+    /// The bottleneck's queue overflowed at its end (srtt ≥
+    /// [`LOSS_QUEUE_RTT_RATIO`] × min_rtt): its retransmits are the full
+    /// link's tail drops, not the path's own loss.
+    pub overflowing: bool,
 }
 
 impl Delivery {
@@ -100,6 +109,8 @@ impl Delivery {
             retrans,
             mss,
             segs: acked as f64 / mss + f64::from(retrans),
+            overflowing: tb.min_rtt_us > 0
+                && f64::from(tb.srtt_us) >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us),
         }
     }
 }
@@ -121,6 +132,10 @@ impl Acc {
         self.retrans += u64::from(d.retrans);
         self.segs += d.segs;
         self.tcp_acked_bytes += d.acked;
+        if d.overflowing {
+            self.queue_retrans += u64::from(d.retrans);
+            self.queue_segs += d.segs;
+        }
     }
 
     /// Takes the connection's window figures from its last kernel sample
@@ -170,6 +185,8 @@ impl Acc {
         self.inflight_bytes += o.inflight_bytes;
         self.retrans += o.retrans;
         self.segs += o.segs;
+        self.queue_retrans += o.queue_retrans;
+        self.queue_segs += o.queue_segs;
         self.tcp_acked_bytes += o.tcp_acked_bytes;
         self.intervals += o.intervals;
         self.window_full += o.window_full;
@@ -189,6 +206,26 @@ impl Acc {
     /// Retransmitted ÷ sent segments in the window.
     pub fn loss_rate(&self) -> f64 {
         ratio(self.retrans as f64, self.segs)
+    }
+
+    /// Segments retransmitted and sent outside the intervals whose queue
+    /// overflowed: the path's own loss, the `p` of the Mathis bound. Tail
+    /// drops of a full bottleneck (a window overshooting, a slow start
+    /// overfilling the queue) are the link's answer to a sender faster
+    /// than it, not the random loss the bound models: counted in, 277 drops
+    /// of one overshoot put the bound at a fifth of what 64 connections
+    /// carried.
+    pub fn path_loss(&self) -> (u64, f64) {
+        (
+            self.retrans.saturating_sub(self.queue_retrans),
+            (self.segs - self.queue_segs).max(0.0),
+        )
+    }
+
+    /// [`Acc::path_loss`] as a rate.
+    pub fn path_loss_rate(&self) -> f64 {
+        let (retrans, segs) = self.path_loss();
+        ratio(retrans as f64, segs)
     }
 
     /// Mean smoothed RTT of the connections, seconds.

@@ -30,7 +30,9 @@ pub(super) struct Context {
     /// Records the source has that are not yet sent, and their trend.
     pub outstanding: u64,
     pub delta_per_s: f64,
-    /// Connections up at the end (at least 1, for divisions).
+    /// Connections up over the window: the median of the intervals' ends
+    /// (at least 1, for divisions). Not the last sample's: at the end of a
+    /// run that is the pool closing.
     pub connected: usize,
     /// Ordered answers (one connection uses one receiver core).
     pub ordered: bool,
@@ -86,7 +88,7 @@ impl Context {
             latency,
             outstanding: last.ship.outstanding,
             delta_per_s: last.ship.delta_per_s,
-            connected: last.ship.connected.max(1),
+            connected: connections_up(samples),
             ordered: last.ship.mode == crate::wire::OrderingMode::Ordered.name(),
             saturation: worst,
             saturated_intervals,
@@ -157,6 +159,16 @@ impl Context {
             _ => format!("RTT {rtt} ({})", self.rtt_source),
         }
     }
+}
+
+/// Connections up over the window: the median over the ends of its
+/// intervals, at least 1.
+fn connections_up(samples: &[&Sample]) -> usize {
+    let mut up: Vec<u64> = samples[1..]
+        .iter()
+        .map(|s| s.ship.connected as u64)
+        .collect();
+    (super::rules::median_u64(&mut up).round() as usize).max(1)
 }
 
 /// Records delivered and bytes acknowledged between `first` and `last`.

@@ -61,10 +61,17 @@ fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
 /// opening, and the rate says so.
 fn ramping(ta: &TcpSample, tb: &TcpSample, rate_bytes_per_s: f64, rate_peak_before: f64) -> bool {
     let grew = |a: f64, b: f64| a > 0.0 && b >= RAMP_GROWTH_RATIO * a;
-    let slow_start = tb.cwnd_segments < tb.ssthresh_segments
+    slow_start(ta, tb) || grew(rate_peak_before, rate_bytes_per_s)
+}
+
+/// Slow start proper over `ta` → `tb`: cwnd below ssthresh and grown by
+/// [`RAMP_GROWTH_RATIO`], with no retransmit in the interval.
+pub(super) fn slow_start(ta: &TcpSample, tb: &TcpSample) -> bool {
+    let (a, b) = (f64::from(ta.cwnd_segments), f64::from(tb.cwnd_segments));
+    tb.cwnd_segments < tb.ssthresh_segments
         && tb.total_retrans == ta.total_retrans
-        && grew(f64::from(ta.cwnd_segments), f64::from(tb.cwnd_segments));
-    slow_start || grew(rate_peak_before, rate_bytes_per_s)
+        && a > 0.0
+        && b >= RAMP_GROWTH_RATIO * a
 }
 
 /// Walks the window for the flow with `cookie` and attributes its time.

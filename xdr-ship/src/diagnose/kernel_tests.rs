@@ -310,3 +310,134 @@ fn a_live_verdict_leaves_idle_at_once() {
     }
     assert_ne!(last, Some(Limit::Idle));
 }
+
+/// Samples of several flows, each `(cookie, peer, steps)`, side by side.
+fn flows(flows: &[(u64, Option<&str>, &[Step])]) -> Vec<Sample> {
+    let per_flow: Vec<Vec<Sample>> = flows.iter().map(|(_, _, s)| samples(s)).collect();
+    let mut out = per_flow[0].clone();
+    for (k, sample) in out.iter_mut().enumerate() {
+        sample.ship.connections.clear();
+        sample.owners.clear();
+        for (id, ((cookie, peer, _), one)) in flows.iter().zip(&per_flow).enumerate() {
+            let mut c = one[k].ship.connections[0].clone();
+            c.id = id;
+            c.cookie = *cookie;
+            sample.ship.connections.push(c);
+            sample.owners.push(FlowOwner {
+                cookie: *cookie,
+                pid: Some(4242),
+                comm: Some("iperf3".to_owned()),
+                peer: peer.map(str::to_owned),
+            });
+        }
+        sample.ship.connected = flows.len();
+    }
+    out
+}
+
+fn judge_flows(f: &[(u64, Option<&str>, &[Step])]) -> super::Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in flows(f) {
+        d.push(s);
+    }
+    d.verdict().expect("a verdict")
+}
+
+#[test]
+fn flows_to_one_peer_are_judged_as_one_group() {
+    let carrying = [steady(); 6];
+    let peer = Some("198.18.0.2:5201");
+    let d = judge_flows(&[
+        (1, peer, &carrying),
+        (2, peer, &carrying),
+        (3, peer, &carrying),
+        (4, peer, &carrying),
+    ]);
+    assert_eq!(d.peers.len(), 1, "{d:?}");
+    let group = &d.peers[0];
+    assert_eq!(group.peer, "198.18.0.2:5201");
+    assert_eq!(group.cookies, vec![1, 2, 3, 4]);
+    assert_eq!(group.verdict.scope, super::Scope::Peer { flows: 4 });
+    // Four flows of 10 MB/s each.
+    assert!(
+        (group.verdict.observed.bytes_per_s - 40e6).abs() < 1.0,
+        "{:?}",
+        group.verdict.observed
+    );
+    assert!(
+        d.report().contains("4 flows to 198.18.0.2:5201: limit: "),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn flows_to_other_peers_get_a_verdict_each_and_idle_flows_none() {
+    let carrying = [steady(); 6];
+    let rwnd = [Step {
+        rwnd_us: 700_000,
+        ..steady()
+    }; 6];
+    let idle = [Step::default(); 6];
+    let d = judge_flows(&[
+        (1, Some("10.0.0.2:5201"), &carrying),
+        (2, Some("10.0.0.3:6379"), &rwnd),
+        (3, Some("10.0.0.2:5201"), &carrying),
+        (4, Some("10.0.0.4:22"), &idle),
+        (5, None, &carrying),
+    ]);
+    let groups: Vec<(&str, &[u64])> = d
+        .peers
+        .iter()
+        .map(|p| (p.peer.as_str(), p.cookies.as_slice()))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("10.0.0.2:5201", &[1, 3][..]),
+            ("10.0.0.3:6379", &[2][..]),
+            (super::UNKNOWN_PEER, &[5][..]),
+        ]
+    );
+    assert_eq!(d.peers[1].verdict.limit, Limit::ReceiverWindow);
+    let text = d.peers_report("");
+    assert!(text.contains("2 flows to 10.0.0.2:5201: limit: "), "{text}");
+    assert!(
+        text.contains("1 flow to 10.0.0.3:6379: limit: receiver window"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_peer_groups_live_verdict_holds_like_any_other() {
+    let peer = Some("198.18.0.2:5201");
+    let mut steps = vec![steady(); 3];
+    steps.push(Step {
+        rwnd_us: 900_000,
+        ..steady()
+    });
+    let mut d = Diagnoser::new(Duration::from_secs(1));
+    let mut last = None;
+    for s in flows(&[(1, peer, &steps), (2, peer, &steps)]) {
+        d.push(s);
+        last = d.judge().map(|x| x.peers[0].verdict.limit);
+    }
+    assert_eq!(
+        d.verdict().unwrap().peers[0].verdict.limit,
+        Limit::ReceiverWindow
+    );
+    assert_eq!(last, Some(Limit::Bandwidth), "held for MIN_CHANGE_SPAN");
+}
+
+#[test]
+fn the_peer_groups_are_in_the_json_of_a_diagnosis() {
+    let carrying = [steady(); 3];
+    let peer = Some("198.18.0.2:5201");
+    let d = judge_flows(&[(1, peer, &carrying), (2, peer, &carrying)]);
+    let json = serde_json::to_value(&d).expect("a diagnosis serializes");
+    assert_eq!(json["peers"][0]["peer"], "198.18.0.2:5201");
+    assert_eq!(json["peers"][0]["cookies"], serde_json::json!([1, 2]));
+    assert_eq!(json["peers"][0]["verdict"]["scope"]["peer"]["flows"], 2);
+    let back: super::Diagnosis = serde_json::from_value(json).expect("and reads back");
+    assert_eq!(back.peers, d.peers);
+}

@@ -118,7 +118,29 @@ pub enum Scope {
         /// Its socket cookie at the end of the window (0: disconnected).
         cookie: u64,
     },
+    /// The observed flows to one peer (kernel-only: `observe`), together;
+    /// the peer is named by the [`PeerVerdict`] that holds it.
+    Peer {
+        /// How many flows.
+        flows: usize,
+    },
 }
+
+/// The verdict of the observed flows that go to one peer (remote address
+/// and port): `iperf3 -P 4` is four flows with one limit, judged as one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerVerdict {
+    /// `198.18.0.2:5201`, or `unknown peer` for flows the kernel's half
+    /// alone listed.
+    pub peer: String,
+    /// The cookies of its flows (those that carried data), in order.
+    pub cookies: Vec<u64>,
+    /// Their time and figures together.
+    pub verdict: Verdict,
+}
+
+/// What a flow without a known remote address is grouped under.
+pub const UNKNOWN_PEER: &str = "unknown peer";
 
 /// One figure behind a verdict, in words.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,6 +228,10 @@ pub struct Diagnosis {
     /// names the node of each group, so a slow primary is named.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub nodes: std::collections::BTreeMap<usize, String>,
+    /// Kernel-only (`observe`): the flows that carried data, one verdict
+    /// per peer, in the order their first flow appears.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerVerdict>,
 }
 
 impl Diagnosis {
@@ -308,28 +334,36 @@ impl Diagnoser {
         let raw = self.verdict()?;
         let at = self.samples.back().map_or(Duration::ZERO, |s| s.at);
         let mut changed = false;
-        for v in std::iter::once(&raw.shipper).chain(&raw.connections) {
-            let key = scope_key(&v.scope);
+        let keyed: Vec<(u64, Limit)> = std::iter::once(&raw.shipper)
+            .chain(&raw.connections)
+            .map(|v| (scope_key(&v.scope), v.limit))
+            .chain(
+                raw.peers
+                    .iter()
+                    .map(|p| (peer_key(&p.peer), p.verdict.limit)),
+            )
+            .collect();
+        for &(key, limit) in &keyed {
             let hold = self.holds.entry(key).or_insert(Hold {
-                limit: v.limit,
+                limit,
                 candidate: None,
             });
-            changed |= hold.update(v.limit, at);
+            changed |= hold.update(limit, at);
         }
         // Forget scopes that are gone, so the map stays bounded.
-        let live: Vec<u64> = std::iter::once(&raw.shipper)
-            .chain(&raw.connections)
-            .map(|v| scope_key(&v.scope))
-            .collect();
-        self.holds.retain(|k, _| live.contains(k));
+        self.holds
+            .retain(|k, _| keyed.iter().any(|(key, _)| key == k));
         if !changed {
             return Some(raw);
         }
         let holds = self.holds.clone();
-        self.verdict_holding(&|scope| holds.get(&scope_key(scope)).map(|h| h.limit))
+        self.verdict_holding(&|key| holds.get(&key).map(|h| h.limit))
     }
 
-    fn verdict_holding(&self, held: &dyn Fn(&Scope) -> Option<Limit>) -> Option<Diagnosis> {
+    /// The verdicts over the window, with `held(key)` the limit the live
+    /// view keeps on top for the scope of that key ([`scope_key`],
+    /// [`peer_key`]), if any.
+    fn verdict_holding(&self, held: &dyn Fn(u64) -> Option<Limit>) -> Option<Diagnosis> {
         let samples: Vec<&Sample> = self.samples.iter().collect();
         if samples.len() < 2 {
             return None;
@@ -341,6 +375,7 @@ impl Diagnoser {
         let last = samples.last()?;
         let span_s = ctx.span.as_secs_f64();
         let mut all = acc::Acc::default();
+        let mut peers: Vec<(String, Vec<u64>, acc::Acc)> = Vec::new();
         let mut connections = Vec::with_capacity(last.ship.connections.len());
         for c in &last.ship.connections {
             let acc = if ctx.kernel_only {
@@ -356,6 +391,19 @@ impl Diagnoser {
             if !ctx.kernel_only || acc.carried > 0 {
                 all.merge(&acc);
             }
+            if ctx.kernel_only && acc.carried > 0 {
+                let peer = last
+                    .owner(c.cookie)
+                    .and_then(|o| o.peer.clone())
+                    .unwrap_or_else(|| UNKNOWN_PEER.to_owned());
+                match peers.iter_mut().find(|(p, ..)| *p == peer) {
+                    Some((_, cookies, group)) => {
+                        cookies.push(c.cookie);
+                        group.merge(&acc);
+                    }
+                    None => peers.push((peer, vec![c.cookie], acc.clone())),
+                }
+            }
             let observed = Rate {
                 bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
                 records_per_s: rules::ratio(acc.delivered as f64, span_s),
@@ -364,15 +412,39 @@ impl Diagnoser {
                 id: c.id,
                 cookie: c.cookie,
             };
-            connections.push(verdict::build(scope, &acc, &ctx, observed, held(&scope)));
+            connections.push(verdict::build(
+                scope,
+                &acc,
+                &ctx,
+                observed,
+                held(scope_key(&scope)),
+            ));
         }
         let shipper = verdict::build(
             Scope::Shipper,
             &all,
             &ctx,
             ctx.observed,
-            held(&Scope::Shipper),
+            held(scope_key(&Scope::Shipper)),
         );
+        let peers = peers
+            .into_iter()
+            .map(|(peer, cookies, acc)| {
+                let observed = Rate {
+                    bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
+                    records_per_s: 0.0,
+                };
+                let scope = Scope::Peer {
+                    flows: cookies.len(),
+                };
+                let verdict = verdict::build(scope, &acc, &ctx, observed, held(peer_key(&peer)));
+                PeerVerdict {
+                    peer,
+                    cookies,
+                    verdict,
+                }
+            })
+            .collect();
         Some(Diagnosis {
             span: ctx.span,
             samples: samples.len(),
@@ -386,6 +458,7 @@ impl Diagnoser {
                 .iter()
                 .filter_map(|c| Some((c.id, c.node.clone()?)))
                 .collect(),
+            peers,
         })
     }
 }
@@ -401,7 +474,18 @@ fn scope_key(scope: &Scope) -> u64 {
     match scope {
         Scope::Shipper => u64::MAX,
         Scope::Connection { id, cookie } => cookie ^ ((*id as u64) << 48),
+        // Peer groups are keyed by their peer ([`peer_key`]), not by scope.
+        Scope::Peer { .. } => u64::MAX - 1,
     }
+}
+
+/// The key of a peer group in the hysteresis table: a hash of the peer
+/// (`DefaultHasher::new` has fixed keys, so it is the same every run).
+fn peer_key(peer: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ("peer", peer).hash(&mut h);
+    h.finish()
 }
 
 /// The limit a live view shows for one scope, and the one that may

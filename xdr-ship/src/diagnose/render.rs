@@ -4,7 +4,7 @@ use std::fmt::{self, Write};
 
 use crate::units;
 
-use super::{Ceiling, Diagnosis, Evidence, Limit, Scope, Verdict};
+use super::{context::plural, Ceiling, Diagnosis, Evidence, Limit, PeerVerdict, Scope, Verdict};
 
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,6 +48,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Shipper => f.write_str("shipper"),
             Scope::Connection { id, .. } => write!(f, "conn {id}"),
+            Scope::Peer { flows } => f.write_str(&plural(*flows, "flow")),
         }
     }
 }
@@ -56,8 +57,13 @@ impl Verdict {
     /// Several lines: the verdict, every share, the evidence, the ceilings
     /// (tightest first) and the remedy, each indented by `indent`.
     pub fn report(&self, indent: &str) -> String {
+        self.report_as(&self.scope.to_string(), indent)
+    }
+
+    /// [`Verdict::report`] under another name than its scope's.
+    pub fn report_as(&self, label: &str, indent: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{indent}{}: {self}", self.scope);
+        let _ = writeln!(out, "{indent}{label}: {self}");
         let shares: Vec<String> = self
             .shares
             .iter()
@@ -79,17 +85,63 @@ impl Verdict {
     }
 }
 
+impl PeerVerdict {
+    /// `4 flows to 198.18.0.2:5201`.
+    pub fn label(&self) -> String {
+        format!("{} to {}", self.verdict.scope, self.peer)
+    }
+
+    /// The group's verdict as [`Verdict::report`] writes it, under
+    /// [`PeerVerdict::label`].
+    pub fn report(&self, indent: &str) -> String {
+        self.verdict.report_as(&self.label(), indent)
+    }
+}
+
 impl Diagnosis {
-    /// The whole diagnosis: the shipper's report, then the connections
-    /// grouped by their limit (64 connections read as a few lines), each
-    /// group with its share range and one member's headline.
+    /// One block per peer (kernel-only: the flows `observe` saw that
+    /// carried data, grouped by remote address and port), each followed by
+    /// its flows whose own limit is another than the group's; empty when
+    /// no flow carried data.
+    pub fn peers_report(&self, indent: &str) -> String {
+        let mut out = String::new();
+        for p in &self.peers {
+            out.push_str(&p.report(indent));
+            for v in &self.connections {
+                let Scope::Connection { cookie, .. } = v.scope else {
+                    continue;
+                };
+                if !p.cookies.contains(&cookie) || v.limit == p.verdict.limit {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "{indent}  flow {:x}: limited by {} {} — {}",
+                    cookie & 0xffff_ffff_ffff,
+                    v.limit,
+                    units::pct(v.share(v.limit)),
+                    v.headline
+                );
+            }
+        }
+        out
+    }
+
+    /// The whole diagnosis: the shipper's report (for observed flows, one
+    /// report per peer instead), then the connections grouped by their
+    /// limit (64 connections read as a few lines), each group with its
+    /// share range and one member's headline.
     pub fn report(&self) -> String {
         let mut out = format!(
             "window {} ({} samples)\n",
             units::secs(self.span.as_secs_f64()),
             self.samples
         );
-        out.push_str(&self.shipper.report(""));
+        if self.peers.is_empty() {
+            out.push_str(&self.shipper.report(""));
+        } else {
+            out.push_str(&self.peers_report(""));
+        }
         if !self.connections.is_empty() {
             out.push_str("per connection:\n");
             let mut groups: Vec<(Limit, Vec<usize>, Vec<f64>, &str)> = Vec::new();

@@ -15,6 +15,7 @@
 //! | wall − Δbusy | waiting (below) |
 //! | waiting | [`Limit::Destination`] if the app window is full and answers take ≥ 2 × srtt; else [`Limit::Application`] |
 //! | interval without `TCP_INFO` | waiting if the app window is full, else [`Limit::Unknown`] |
+//! | TCP in slow start to a new cwnd high, or the app window at a new high ≥ 1.25 × with the rate or the peer window (the auto window opening) | [`Limit::Ramp`] (all of it) |
 //!
 //! Why the app-limited busy time is not "network": a pipelined connection
 //! with a small window always has something unacknowledged, so the kernel
@@ -28,6 +29,7 @@ use crate::{
 
 use super::{
     acc::{Acc, Delivery},
+    kernel_rules::RAMP_GROWTH_RATIO,
     Limit, Sample,
 };
 
@@ -262,6 +264,8 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
     let mut first_counters = None;
     let mut last_conn: Option<&ConnSnapshot> = None;
     let mut last_tcp: Option<&TcpSample> = None;
+    let mut windows = WindowFigures::default();
+    let mut opening = Opening::default();
     for pair in samples.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         let dt_us = b.at.saturating_sub(a.at).as_secs_f64() * 1e6;
@@ -271,6 +275,7 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         }
         if let Some(c) = cb {
             last_conn = Some(c);
+            windows.note(c);
             if let Some(t) = &c.tcp {
                 last_tcp = Some(t);
                 acc.note_tcp(t);
@@ -306,12 +311,18 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         let peak_before = cwnd_peak.max(ta.cwnd_segments);
         cwnd_peak = peak_before.max(tb.cwnd_segments);
 
+        let windows_before = (ca.map_or(0, |c| c.window), peak_before);
+        if opening.ramping(windows_before, cb.window, (ta, tb), dt_us) {
+            // The auto window and TCP still opening: the moment, not a
+            // limit (its rwnd time is the receive window's autotuning).
+            acc.note_delivery(&Delivery::between(ta, tb));
+            acc.time_us[Limit::Ramp as usize] += dt_us;
+            continue;
+        }
         charge_tcp_interval(&mut acc, b, cb, (ta, tb), dt_us, peak_before);
     }
+    (acc.window, acc.inflight, acc.inflight_bytes) = windows.medians();
     if let Some(c) = last_conn {
-        acc.window = c.window as f64;
-        acc.inflight = c.inflight as f64;
-        acc.inflight_bytes = c.inflight_bytes as f64;
         if let Some(first) = first_counters {
             acc.delivered = c.counters.delivered().saturating_sub(first.delivered());
             acc.acked_bytes = c.counters.acked_bytes.saturating_sub(first.acked_bytes);
@@ -321,6 +332,106 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         acc.note_last_tcp(t, cwnd_peak);
     }
     acc
+}
+
+/// Whether a connection of the shipper is still opening, interval by
+/// interval: TCP in slow start to a new cwnd high, or the app window
+/// reaching a new high of at least [`RAMP_GROWTH_RATIO`] × the best so far
+/// while the delivery rate or the peer's window (the receiver's
+/// autotuning) does too: the auto window's startup doubles the window
+/// every round trip, and the path opens behind it. A fixed window never
+/// grows, so a noisy rate alone (a lossy CUBIC flow) is not taken for a
+/// ramp; the auto window's probe rounds in cruise return to heights the
+/// window already reached, with neither rate nor peer window following.
+#[derive(Default)]
+struct Opening {
+    /// The largest app window and interval rate (bytes/s) so far.
+    window_peak: u64,
+    rate_peak: Option<f64>,
+    /// The largest peer window so far (bytes).
+    peer_peak: u32,
+}
+
+impl Opening {
+    /// Whether the interval `ta` → `tb` (`dt_us` long) is still the
+    /// opening, given the app window before it and the cwnd's peak before
+    /// it, and the app window at its end.
+    fn ramping(
+        &mut self,
+        (window_before, cwnd_peak_before): (u64, u32),
+        window: u64,
+        (ta, tb): (&TcpSample, &TcpSample),
+        dt_us: f64,
+    ) -> bool {
+        let rate = ratio(
+            tb.bytes_acked.saturating_sub(ta.bytes_acked) as f64,
+            dt_us / 1e6,
+        );
+        let window_before = self.window_peak.max(window_before);
+        let rate_before = *self
+            .rate_peak
+            .get_or_insert(ta.delivery_rate_bytes_per_s as f64);
+        let peer_before = self.peer_peak.max(ta.snd_wnd_bytes);
+        self.window_peak = window_before.max(window);
+        self.rate_peak = Some(rate_before.max(rate));
+        self.peer_peak = peer_before.max(tb.snd_wnd_bytes);
+        let grew = |a: f64, b: f64| a > 0.0 && b >= RAMP_GROWTH_RATIO * a;
+        let peer_opening = grew(f64::from(peer_before), f64::from(tb.snd_wnd_bytes));
+        // Slow start to a new high: BBR (no ssthresh) regrowing its cwnd
+        // after ProbeRTT only returns to where it was.
+        let slow_start = super::kernel_rules::slow_start(ta, tb)
+            && grew(f64::from(cwnd_peak_before), f64::from(tb.cwnd_segments));
+        slow_start
+            || (grew(window_before as f64, window as f64)
+                && (grew(rate_before, rate) || peer_opening))
+    }
+}
+
+/// A connection's app window and what it had in flight at the end of each
+/// interval it was up. Their medians are what the verdict quotes: the last
+/// sample alone is the pool's drain at the end of a run (connections
+/// closing, nothing in flight), which said "0 records in flight" of a run
+/// that kept thousands in flight.
+#[derive(Default)]
+struct WindowFigures {
+    window: Vec<u64>,
+    inflight: Vec<u64>,
+    inflight_bytes: Vec<u64>,
+}
+
+impl WindowFigures {
+    fn note(&mut self, c: &ConnSnapshot) {
+        if c.connected {
+            self.window.push(c.window);
+            self.inflight.push(c.inflight);
+            self.inflight_bytes.push(c.inflight_bytes);
+        }
+    }
+
+    /// (window, records in flight, bytes in flight), each its median (0
+    /// if the connection was never up).
+    fn medians(mut self) -> (f64, f64, f64) {
+        (
+            median_u64(&mut self.window),
+            median_u64(&mut self.inflight),
+            median_u64(&mut self.inflight_bytes),
+        )
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count; 0
+/// when empty).
+pub(super) fn median_u64(v: &mut [u64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] as f64 + v[mid] as f64) / 2.0
+    } else {
+        v[mid] as f64
+    }
 }
 
 /// Charges one interval of a connection whose socket both samples saw
@@ -396,6 +507,7 @@ pub(super) fn network_class(
         retrans: d_retrans,
         mss,
         segs: d_segs,
+        overflowing,
     } = Delivery::between(ta, tb);
     let srtt_us = f64::from(tb.srtt_us);
     let p = ratio(f64::from(d_retrans), d_segs);
@@ -404,8 +516,6 @@ pub(super) fn network_class(
     let rate = d_acked as f64 / (dt_us / 1e6);
     let explained_by_loss =
         rate <= MATHIS_MATCH_FACTOR * units::mathis_bytes_per_s(mss, srtt_us / 1e6, p);
-    let overflowing =
-        tb.min_rtt_us > 0 && srtt_us >= LOSS_QUEUE_RTT_RATIO * f64::from(tb.min_rtt_us);
     if d_retrans > 0 && p >= LOSS_RATE_MIN && !overflowing && (collapsed || explained_by_loss) {
         acc.lossy += 1;
         Limit::Loss

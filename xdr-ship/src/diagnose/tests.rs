@@ -474,6 +474,100 @@ fn a_small_window_is_application_with_the_littles_law_window() {
     );
 }
 
+/// A connection of a pool whose fixed window of 16 records is full.
+fn small_window_flow() -> Flow {
+    let mut flow = Flow::new();
+    flow.window = 16;
+    flow.inflight = 16;
+    flow.window_limited = true;
+    flow.app_limited = true;
+    flow.notsent = 0;
+    flow.unacked = 12;
+    flow.records_per_s = 103; // 16 records per 156 ms
+    flow.acked_segs_per_s = 103 * RECORD_BYTES / u64::from(MSS);
+    flow.delivery_rate = 105_000;
+    flow
+}
+
+/// The world's samples, the last one the pool closing at the end of a run:
+/// only `up` connections still up, nothing in flight.
+fn ending_in_the_pools_drain(w: &World, up: usize) -> Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES - 1 {
+        d.push(w.sample(k));
+    }
+    let mut last = w.sample(SAMPLES - 1);
+    for c in &mut last.ship.connections {
+        c.inflight = 0;
+        c.inflight_bytes = 0;
+    }
+    for c in last.ship.connections.iter_mut().skip(up) {
+        c.connected = false;
+        c.cookie = 0;
+        c.tcp = None;
+    }
+    last.ship.connected = up;
+    last.ship.inflight = 0;
+    last.ship.inflight_bytes = 0;
+    d.push(last);
+    let diagnosis = d.verdict().expect("eleven samples give a verdict");
+    assert_sane(&diagnosis);
+    diagnosis
+}
+
+#[test]
+fn the_in_flight_figures_are_the_runs_not_the_pools_drain_at_the_end() {
+    let w = World::new(vec![small_window_flow(); 64]);
+    let d = ending_in_the_pools_drain(&w, 5);
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    // 16 records of 1024 B on each of 64 connections, as in every sample
+    // but the drain; the BDP (100 MB/s × 156 ms) shared by the same 64.
+    assert!(
+        v.headline.contains(
+            "in flight 16 records (16.4 KB) per connection × 64 connections = 1024 records \
+             ≪ BDP 15.6 MB ÷ 64 connections = 243.8 KB"
+        ),
+        "{}",
+        v.headline
+    );
+    assert!(
+        has_evidence(v, "per connection × 64 connections = 1024 records"),
+        "{}",
+        d.report()
+    );
+    assert!(v.remedy.contains("÷ 64 connections"), "{}", v.remedy);
+    let conn = d.connection(3).expect("connection 3");
+    assert!(
+        conn.headline
+            .contains("in flight 16 records (16.4 KB) on this connection"),
+        "{}",
+        conn.headline
+    );
+}
+
+#[test]
+fn per_connection_in_flight_times_connections_is_the_pools_in_flight() {
+    let mut flows = vec![small_window_flow(); 8];
+    for (i, f) in flows.iter_mut().enumerate() {
+        f.inflight = 10 + 2 * i as u64; // 10, 12, … 24: 136 in all
+        f.window = f.inflight;
+    }
+    let w = World::new(flows);
+    let pool_inflight = w.sample(1).ship.inflight;
+    let d = ending_in_the_pools_drain(&w, 2);
+    let v = &d.shipper;
+    // 136 ÷ 8 = 17 per connection.
+    assert_eq!(pool_inflight, 136);
+    assert!(
+        v.headline.contains(
+            "in flight 17 records (17.4 KB) per connection × 8 connections = 136 records"
+        ),
+        "{}",
+        v.headline
+    );
+}
+
 #[test]
 fn a_slow_source_is_application_with_nothing_to_change() {
     let mut flow = Flow::new().rate(1_024_000);
@@ -927,4 +1021,216 @@ fn the_report_names_the_node_of_each_connection_group() {
     );
     let plain = World::new(vec![Flow::new().rate(99_328_000)]).diagnose();
     assert!(plain.nodes.is_empty(), "{:?}", plain.nodes);
+}
+
+/// Every recording of the lab, by name.
+const RECORDINGS: [(&str, &[u8]); 7] = [
+    ("lab-bw", include_bytes!("recordings/lab-bw.jsonl.zst")),
+    ("lab-rwnd", include_bytes!("recordings/lab-rwnd.jsonl.zst")),
+    (
+        "lab-sndbuf",
+        include_bytes!("recordings/lab-sndbuf.jsonl.zst"),
+    ),
+    ("lab-app", include_bytes!("recordings/lab-app.jsonl.zst")),
+    ("lab-loss", include_bytes!("recordings/lab-loss.jsonl.zst")),
+    ("lab-dest", include_bytes!("recordings/lab-dest.jsonl.zst")),
+    (
+        "lab-156ms-demo",
+        include_bytes!("recordings/lab-156ms-demo.jsonl.zst"),
+    ),
+];
+
+/// A measured rate may sit a little above the ceiling that binds it (the
+/// srtt a ceiling divides by is the window's mean): 5%.
+const CEILING_SLACK: f64 = 0.95;
+
+#[test]
+fn no_recorded_run_lists_a_ceiling_below_what_it_carried() {
+    for (name, zst) in RECORDINGS {
+        let d = replay_recording_with(zst, Duration::from_secs(10), f64::INFINITY);
+        for v in std::iter::once(&d.shipper).chain(&d.connections) {
+            for c in &v.ceilings {
+                assert!(
+                    c.bytes_per_s >= CEILING_SLACK * v.observed.bytes_per_s,
+                    "{name}, {}: ceiling {c} below the {} it carried\n{}",
+                    v.scope,
+                    crate::units::rate(v.observed.bytes_per_s),
+                    d.report()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tail_drops_of_an_overflowing_queue_set_no_mathis_bound() {
+    // A narrow bottleneck whose queue overflows (srtt 1.6 × min_rtt) drops
+    // 1% of the segments: the link's answer to a faster sender, not the
+    // random loss Mathis models (at 1% it would say 70 KB/s).
+    let mut flow = Flow::new().rate(50_000);
+    flow.acked_segs_per_s = 99;
+    flow.retrans_per_s = 1;
+    flow.srtt_us = RTT_US * 8 / 5;
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        v.ceilings.iter().all(|c| c.limit != Limit::Loss),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn random_loss_without_a_queue_keeps_its_mathis_bound() {
+    let mut flow = Flow::new().rate(50_000);
+    flow.acked_segs_per_s = 99;
+    flow.retrans_per_s = 1;
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let mathis = d
+        .shipper
+        .ceilings
+        .iter()
+        .find(|c| c.limit == Limit::Loss)
+        .unwrap_or_else(|| panic!("a Mathis ceiling: {}", d.report()));
+    // 1448 B ÷ (0.156 s × √0.01) × 1.22 = 113.7 KB/s.
+    let expected = crate::units::mathis_bytes_per_s(f64::from(MSS), 0.156, 0.01);
+    assert!(
+        (mathis.bytes_per_s - expected).abs() < 0.01 * expected,
+        "{mathis:?}"
+    );
+}
+
+#[test]
+fn a_connections_bandwidth_headline_quotes_its_own_rate_beside_the_whole() {
+    let mut flow = Flow::new().rate(49_664_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let d = World::new(vec![flow, flow]).diagnose();
+    let conn = d.connection(1).expect("connection 1");
+    assert_eq!(conn.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        conn.headline
+            .starts_with("49.7 MB/s; all connections 99.3 MB/s of a 100.0 MB/s link (99%); srtt"),
+        "{}",
+        conn.headline
+    );
+    assert!(
+        d.shipper
+            .headline
+            .starts_with("99.3 MB/s of a 100.0 MB/s link"),
+        "{}",
+        d.shipper.headline
+    );
+}
+
+/// `World`'s samples with the auto window opening: every second the app
+/// window, the congestion window and the rate double (TCP in slow start,
+/// ssthresh not yet set).
+fn opening_samples(w: &World) -> Vec<Sample> {
+    (0..SAMPLES)
+        .map(|k| {
+            let mut s = w.sample(k);
+            for c in &mut s.ship.connections {
+                c.window = 256 << k;
+                c.inflight = c.window;
+                c.window_limited = true;
+                let t = c.tcp.as_mut().expect("TCP_INFO");
+                t.cwnd_segments = 10 << k;
+                t.ssthresh_segments = u32::MAX >> 1;
+                // 100 KB/s doubling: acked so far = 100 KB × (2^k − 1).
+                t.bytes_acked = 100_000 * ((1u64 << k) - 1);
+                t.delivery_rate_bytes_per_s = 100_000 << k.saturating_sub(1);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn the_auto_window_opening_is_ramping_up_not_a_limit() {
+    let w = World::new(vec![small_window_flow(); 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in opening_samples(&w) {
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Ramp, "{v:?}");
+    assert!(v.share(Limit::Ramp) > 99.9, "{:?}", v.shares);
+    assert!(
+        v.headline
+            .starts_with("ramping up (slow start / window opening) for 10.00s of 10.00s"),
+        "{}",
+        v.headline
+    );
+    assert!(v.remedy.contains("the auto window"), "{}", v.remedy);
+}
+
+#[test]
+fn a_fixed_window_whose_rate_jumps_is_not_ramping() {
+    // The rate doubles each second but the window stays at 16 records:
+    // noise (or a path clearing up), not the window opening.
+    let w = World::new(vec![small_window_flow(); 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for mut s in opening_samples(&w) {
+        for c in &mut s.ship.connections {
+            c.window = 16;
+            c.inflight = 16;
+            let t = c.tcp.as_mut().expect("TCP_INFO");
+            t.cwnd_segments = 1000;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+}
+
+#[test]
+fn bbr_regrowing_its_cwnd_after_probe_rtt_is_not_ramping() {
+    // ssthresh unset (BBR), cwnd 1000 → 4 (ProbeRTT) → 1000 again.
+    let mut flow = Flow::new().rate(99_328_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let w = World::new(vec![flow]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = w.sample(k);
+        let t = s.ship.connections[0].tcp.as_mut().expect("TCP_INFO");
+        t.ssthresh_segments = u32::MAX >> 1;
+        if k == 5 {
+            t.cwnd_segments = 4;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+}
+
+#[test]
+fn the_auto_window_opening_behind_an_autotuning_receiver_is_ramping_up() {
+    // The window doubles while the rate barely moves: the receiver's
+    // autotuned window (peer window) opens behind it, with rwnd-limited
+    // time the kernel counts meanwhile.
+    let mut flow = small_window_flow();
+    flow.rwnd = 0.6;
+    let w = World::new(vec![flow; 4]);
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for (k, mut s) in opening_samples(&w).into_iter().enumerate() {
+        for c in &mut s.ship.connections {
+            let t = c.tcp.as_mut().expect("TCP_INFO");
+            t.cwnd_segments = 1000;
+            t.bytes_acked = 100_000 * k as u64;
+            t.delivery_rate_bytes_per_s = 100_000;
+            t.snd_wnd_bytes = 64_000 << k;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Ramp, "{v:?}");
 }

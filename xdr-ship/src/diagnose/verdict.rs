@@ -24,7 +24,8 @@ pub(super) fn build(
 ) -> Verdict {
     let scope_idle = match scope {
         Scope::Shipper => ctx.idle,
-        Scope::Connection { .. } if ctx.kernel_only => acc.carried == 0,
+        Scope::Connection { .. } | Scope::Peer { .. } if ctx.kernel_only => acc.carried == 0,
+        Scope::Peer { .. } => acc.delivered == 0 && acc.inflight == 0.0,
         Scope::Connection { .. } => {
             acc.delivered == 0 && acc.inflight == 0.0 && ctx.outstanding == 0
         }

@@ -419,27 +419,17 @@ impl FlowReport {
     }
 }
 
-/// The verdict block of an observe report: the flows that carried data
-/// judged together, then one line per flow.
+/// The verdict block of an observe report: one verdict per peer for the
+/// flows that carried data (the four flows of `iperf3 -P 4` read as one
+/// block), each followed by its flows whose own limit differs; the rows
+/// above keep each flow's limit. With no flow carrying data, the idle
+/// verdict of all of them.
 fn render_verdict(d: &Diagnosis) -> String {
-    use std::fmt::Write;
-    let mut out = String::from("verdict (the flows that carried data, together):\n");
-    out.push_str(&d.shipper.report("  ").replacen("shipper:", "all flows:", 1));
-    for v in &d.connections {
-        let crate::diagnose::Scope::Connection { cookie, .. } = v.scope else {
-            continue;
-        };
-        if v.limit == crate::diagnose::Limit::Idle {
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "  flow {:x}: limited by {} {} — {}",
-            cookie & 0xffff_ffff_ffff,
-            v.limit,
-            units::pct(v.share(v.limit)),
-            v.headline
-        );
+    let mut out = String::from("verdict (the flows that carried data, per peer):\n");
+    if d.peers.is_empty() {
+        out.push_str(&d.shipper.report("  ").replacen("shipper:", "all flows:", 1));
+    } else {
+        out.push_str(&d.peers_report("  "));
     }
     out
 }

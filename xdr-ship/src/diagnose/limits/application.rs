@@ -47,8 +47,14 @@ fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
         return;
     }
     // Little's law for the app window: it turns over once per answer.
+    // Answer latency is measured for the whole pool only; one connection's
+    // own answer time is what it keeps in flight ÷ what it delivers (the
+    // pool's median made a fast connection's ceiling half what it carried).
     let (acc, ctx) = (i.acc, i.ctx);
-    let (answer_s, answer_what) = if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
+    let own = ratio(acc.inflight, i.observed.records_per_s);
+    let (answer_s, answer_what) = if acc.conns == 1 && ctx.connected > 1 && own > 0.0 {
+        (own, "its answer time (in flight ÷ records/s)")
+    } else if ctx.latency.samples > 0 && ctx.latency.p50_us > 0 {
         (ctx.latency.p50_us as f64 / 1e6, "answer p50")
     } else {
         (i.srtt_s, "srtt")
@@ -67,29 +73,24 @@ fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
 }
 
 fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
-    let conns = acc.conns.max(1) as f64;
-    let window = acc.window / conns;
-    let inflight = acc.inflight / conns;
-    let inflight_bytes = acc.inflight_bytes / conns;
-    let vs = ctx
-        .bdp_phrase()
-        .map_or(String::new(), |p| format!(" vs {p}"));
+    let figures = InFlight::of(acc, ctx);
+    let window = figures.window;
     let evidence = format!(
         "waiting for the application {share} of the time (TCP app-limited in {} of {} intervals, \
-         unsent {}); in flight {inflight:.0} records ({}) per connection{vs}; window {window:.0}, \
-         full in {} of intervals",
+         unsent {}); {}; window {window:.0}, full in {} of intervals",
         acc.app_limited,
         acc.intervals,
         units::bytes(acc.per_tcp_conn(acc.notsent_bytes)),
-        units::bytes(inflight_bytes),
+        figures.phrase(ctx, "vs"),
         units::pct(acc.window_full_fraction() * 100.0)
     );
     if acc.window_full_fraction() >= WINDOW_FULL_MAJORITY {
+        let below = ctx
+            .bdp_bytes
+            .is_some_and(|b| 2.0 * figures.bytes < b as f64 / ctx.connected as f64);
         let headline = format!(
-            "window full: {inflight:.0} records ({}) in flight per connection{}",
-            units::bytes(inflight_bytes),
-            ctx.bdp_phrase()
-                .map_or(String::new(), |p| format!(" ≪ {p}"))
+            "window full: {}",
+            figures.phrase(ctx, if below { "≪" } else { "vs" })
         );
         let remedy = window_remedy(window, ctx).unwrap_or_else(|| {
             format!(
@@ -128,6 +129,51 @@ fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
                  xdr-ship's threads in top",
                 ctx.outstanding, ctx.delta_per_s
             ),
+        }
+    }
+}
+
+/// What the windows hold, per connection, from the same medians the
+/// per-connection verdicts quote: for the whole pool the sums divided by
+/// the connections up, so per connection × connections is the pool's
+/// in flight.
+struct InFlight {
+    /// App window, records per connection.
+    window: f64,
+    /// Records in flight per connection.
+    records: f64,
+    /// Bytes in flight per connection.
+    bytes: f64,
+    /// The pool's records in flight (`None`: one connection's scope).
+    total: Option<f64>,
+}
+
+impl InFlight {
+    fn of(acc: &Acc, ctx: &Context) -> Self {
+        let pool = acc.conns > 1;
+        let n = if pool { ctx.connected as f64 } else { 1.0 };
+        Self {
+            window: acc.window / n,
+            records: acc.inflight / n,
+            bytes: acc.inflight_bytes / n,
+            total: pool.then_some(acc.inflight),
+        }
+    }
+
+    /// `in flight 16 records (16.4 KB) per connection × 64 connections =
+    /// 1024 records vs BDP …` (`cmp` between the figures and the BDP).
+    fn phrase(&self, ctx: &Context, cmp: &str) -> String {
+        let each = format!("{:.0} records ({})", self.records, units::bytes(self.bytes));
+        let what = match self.total {
+            Some(total) => format!(
+                "in flight {each} per connection × {} = {total:.0} records",
+                ctx.connections()
+            ),
+            None => format!("in flight {each} on this connection"),
+        };
+        match ctx.bdp_phrase() {
+            Some(bdp) => format!("{what} {cmp} {bdp}"),
+            None => what,
         }
     }
 }

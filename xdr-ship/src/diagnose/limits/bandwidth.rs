@@ -38,8 +38,24 @@ fn explain(i: &Inputs<'_>) -> Explained {
         "; no retransmits".to_owned()
     };
     let remedy = remedy(rate, link, queued, &queue);
+    // A connection or a peer group quotes its own rate beside the whole's:
+    // the link is shared, so "full" is judged on the whole.
+    let carried = if (observed.bytes_per_s - rate).abs() > 0.005 * rate {
+        format!(
+            "{}; all {} {}{of_link}",
+            units::rate(observed.bytes_per_s),
+            if ctx.kernel_only {
+                "flows"
+            } else {
+                "connections"
+            },
+            units::rate(rate)
+        )
+    } else {
+        format!("{}{of_link}", units::rate(rate))
+    };
     Explained {
-        headline: format!("{}{of_link}; {queue}", units::rate(rate)),
+        headline: format!("{carried}; {queue}"),
         evidence: format!(
             "TCP sent at its congestion window {share} of the time; delivered {}{of_link}; \
              largest delivery-rate sample {}; {queue}{retrans}",
@@ -106,9 +122,13 @@ fn remedy(rate: f64, link: Option<f64>, queued: bool, queue: &str) -> String {
 
 fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
     let acc = i.acc;
+    // The congestion window's peak over the window, not its latest value:
+    // right after a loss cut the latest is below what the window carried
+    // (a lossy CUBIC flow listed "cwnd 12 ÷ srtt" = 373 KB/s as its
+    // tightest ceiling while 427 KB/s flowed).
     if acc.tcp_conns > 0 {
-        let window = format!("cwnd {:.0} × MSS {:.0} B", acc.cwnd, acc.mss);
-        out.window_per_srtt(Limit::Bandwidth, window, acc.cwnd * acc.mss, i.srtt_s);
+        let window = format!("cwnd peak {:.0} × MSS {:.0} B", acc.cwnd_peak, acc.mss);
+        out.window_per_srtt(Limit::Bandwidth, window, acc.cwnd_peak * acc.mss, i.srtt_s);
     }
     match i.ctx.link_bps {
         Some(l) => out.push(Limit::Bandwidth, "link (--link-rate)".to_owned(), l as f64),

@@ -13,7 +13,8 @@ fn explain(i: &Inputs<'_>) -> Explained {
         srtt_s, acc, ctx, ..
     } = *i;
     let share = units::pct(i.pct);
-    let p = acc.loss_rate();
+    let (retrans, segs) = acc.path_loss();
+    let p = acc.path_loss_rate();
     let mathis = mathis_bytes_per_s(acc.mss, srtt_s, p);
     let cwnd_peak = acc.per_tcp_conn(acc.cwnd_peak);
     let cwnd = acc.per_tcp_conn(acc.cwnd);
@@ -37,11 +38,10 @@ fn explain(i: &Inputs<'_>) -> Explained {
             units::rate(mathis)
         ),
         evidence: format!(
-            "loss-limited {share} of the time: {} of segments retransmitted ({} of {:.0}); \
-             cwnd {cwnd_peak:.0} → {cwnd:.0} segments; {bound}",
+            "loss-limited {share} of the time: {} of segments retransmitted ({retrans} of \
+             {segs:.0}{}); cwnd {cwnd_peak:.0} → {cwnd:.0} segments; {bound}",
             units::pct(p * 100.0),
-            acc.retrans,
-            acc.segs
+            queue_drops(acc)
         ),
         remedy: format!(
             "the path is lossy: {} loss caps a loss-based TCP at {} per connection (Mathis); \
@@ -53,16 +53,25 @@ fn explain(i: &Inputs<'_>) -> Explained {
     }
 }
 
-/// The Mathis bound, as a ceiling only while it is one: it models steady
-/// random loss, and `p` counts retransmitted segments, so one burst (a
-/// slow-start overshoot retransmitting hundreds of segments, then a clean
-/// run) gives a bound far below what the flow went on to carry. A bound
-/// under the measured rate is disproved by that rate and left out (the
-/// demo listed 2.7 MB/s as the tightest ceiling while 90 MB/s flowed).
+/// `, besides 12 as the queue overflowed` when some retransmits were the
+/// bottleneck's tail drops (left out of `p`), empty otherwise.
+fn queue_drops(acc: &Acc) -> String {
+    if acc.queue_retrans > 0 {
+        format!(", besides {} as the queue overflowed", acc.queue_retrans)
+    } else {
+        String::new()
+    }
+}
+
+/// The Mathis bound at the path's own loss rate ([`Acc::path_loss`]: the
+/// retransmits of intervals whose queue overflowed are the full link's,
+/// not the random loss the bound models). It models steady loss, so it is
+/// a ceiling only while it is one: a bound under the measured rate (one
+/// burst of loss, then a clean run) is disproved by that rate and left out.
 fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
     let acc = i.acc;
-    if acc.retrans > 0 {
-        let p = acc.loss_rate();
+    let p = acc.path_loss_rate();
+    if p > 0.0 {
         let bound = mathis_bytes_per_s(acc.mss, i.srtt_s, p) * acc.tcp_conns as f64;
         if i.observed.bytes_per_s > bound {
             return;

@@ -3,7 +3,8 @@
 //! the application or the link.
 //!
 //! Its name, explanation and (no) ceiling live here; when its time is
-//! charged is the kernel-only table in `kernel_rules.rs`.
+//! charged is in the attribution tables (`kernel_rules.rs` for observed
+//! flows, `rules.rs` for the shipper's own, whose auto window opens too).
 use super::prelude::*;
 
 /// TCP is still opening its windows (slow start, window autotuning).
@@ -28,8 +29,16 @@ fn explain(i: &Inputs<'_>) -> Explained {
             units::secs(ramp_s),
             units::bytes(peer)
         ),
-        remedy: "nothing to change yet: TCP is still opening its windows; the steady \
-                 limit shows once the ramp ends"
-            .to_owned(),
+        remedy: if ctx.kernel_only {
+            "nothing to change yet: TCP is still opening its windows; the steady limit \
+             shows once the ramp ends"
+                .to_owned()
+        } else {
+            format!(
+                "nothing to change yet: the auto window (now {:.0} records per connection) \
+                 and TCP are still opening; the steady limit shows once the ramp ends",
+                acc.window / acc.conns.max(1) as f64
+            )
+        },
     }
 }
