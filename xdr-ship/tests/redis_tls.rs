@@ -1,4 +1,5 @@
-//! Shipping to Redis over TLS (`--to rediss://`), against real
+//! Shipping to Redis over TLS (`--to rediss://`) and
+//! verifying over TLS (`verify --against rediss://…`), against real
 //! `redis-server`s that listen on a TLS port only, on loopback, with
 //! certificates made by the tests (rcgen). Every server is killed on drop,
 //! even when a test panics; every `xdr-ship` run is bounded.
@@ -7,7 +8,7 @@ mod common;
 use std::{
     io::Write as _,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -303,6 +304,24 @@ fn expected() -> Vec<String> {
     (0..RECORDS).map(value).collect()
 }
 
+/// `xdr-ship verify --json` of `log` against `against` with `extra`
+/// flags: exit status and the counts.
+fn verify(dir: &TempDir, log: &Path, against: &str, extra: &[&str]) -> (bool, serde_json::Value) {
+    let mut args = vec![
+        "verify",
+        "--json",
+        "--log",
+        log.to_str().unwrap(),
+        "--against",
+        against,
+    ];
+    args.extend(extra);
+    let (out, _) = xdr_ship(&args, dir);
+    let counts = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    assert!(counts.is_object(), "{}", text(&out));
+    (out.status.success(), counts)
+}
+
 #[test]
 fn shipping_to_rediss_delivers_every_record_readable_with_redis_cli_tls() {
     let dir = TempDir::new("rediss-ship");
@@ -319,7 +338,26 @@ fn shipping_to_rediss_delivers_every_record_readable_with_redis_cli_tls() {
 }
 
 #[test]
-fn an_acl_user_from_a_file_ships_over_tls() {
+fn verify_against_rediss_finds_the_copy_whole_then_a_key_deleted_behind_its_back() {
+    let dir = TempDir::new("rediss-verify");
+    let pki = Pki::new(&dir);
+    let redis = Servers::start(&pki, 1, &[], &[]);
+    let port = redis.ports[0];
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = pki.ca.to_str().unwrap();
+    let log = ship_log(&dir, &url, &["--tls-ca", ca]);
+    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca]);
+    assert!(ok, "{counts}");
+    assert_eq!(counts["matching"], RECORDS, "{counts}");
+    assert_eq!(counts["extra"], 0, "{counts}");
+    assert_eq!(cli(&pki, port, &["DEL", &key(7)]), "1");
+    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca]);
+    assert!(!ok, "verify exited 0 with a key missing: {counts}");
+    assert_eq!(counts["missing"], 1, "{counts}");
+}
+
+#[test]
+fn an_acl_user_from_a_file_ships_and_verifies_over_tls() {
     let dir = TempDir::new("rediss-acl");
     let pki = Pki::new(&dir);
     let password = "a-password-for-the-shipper-0123";
@@ -343,8 +381,11 @@ fn an_acl_user_from_a_file_ships_over_tls() {
     let ca = pki.ca.to_str().unwrap();
     let file = dir.write("redis-login", format!("shipper {password}\n"));
     let file = file.to_str().unwrap();
-    ship_log(&dir, &url, &["--tls-ca", ca, "--token-file", file]);
+    let log = ship_log(&dir, &url, &["--tls-ca", ca, "--token-file", file]);
     assert_eq!(read_back(&pki, port, &login, &[]), expected());
+    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca, "--password-file", file]);
+    assert!(ok, "{counts}");
+    assert_eq!(counts["matching"], RECORDS, "{counts}");
 }
 
 #[test]

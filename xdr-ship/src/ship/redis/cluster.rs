@@ -25,6 +25,8 @@ use super::codec::{Replies, ReplyError};
 
 /// URL scheme of a Redis Cluster destination.
 pub const SCHEME_CLUSTER: &str = "redis-cluster://";
+/// URL scheme of a Redis Cluster destination over TLS.
+pub const SCHEME_CLUSTER_TLS: &str = "rediss-cluster://";
 
 /// Slots of a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -41,20 +43,38 @@ pub fn key_slot(key: &[u8]) -> u16 {
 pub struct ClusterTarget {
     /// The seeds' `host:port`, in the order given.
     pub seeds: Vec<String>,
+    /// `rediss-cluster://`: TLS is required.
+    pub tls: bool,
 }
 
 impl ClusterTarget {
-    /// The cluster in `to`, if it names one (`redis-cluster://A:P,B:P`); a
-    /// seed without a port is Redis's 6379.
+    /// The cluster in `to`, if it names one (`redis-cluster://A:P,B:P`,
+    /// or `rediss-cluster://` for TLS); a seed without a port is Redis's
+    /// 6379.
     pub fn parse(to: &str) -> Option<Self> {
-        let rest = to.strip_prefix(SCHEME_CLUSTER)?.trim_end_matches('/');
+        let (rest, tls) = match to.strip_prefix(SCHEME_CLUSTER) {
+            Some(r) => (r, false),
+            None => (to.strip_prefix(SCHEME_CLUSTER_TLS)?, true),
+        };
+        let rest = rest.trim_end_matches('/');
         let seeds: Vec<String> = rest
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| super::host_port(&format!("{}{s}", super::SCHEME)))
             .collect();
-        (!seeds.is_empty()).then_some(Self { seeds })
+        (!seeds.is_empty()).then_some(Self { seeds, tls })
+    }
+
+    /// The single-node URL of the node at `addr` (`host:port`), with
+    /// this cluster's scheme: `redis://` or `rediss://`.
+    pub fn node_url(&self, addr: &str) -> String {
+        let scheme = if self.tls {
+            super::SCHEME_TLS
+        } else {
+            super::SCHEME
+        };
+        format!("{scheme}{addr}")
     }
 }
 
@@ -359,6 +379,12 @@ mod tests {
         let t =
             ClusterTarget::parse("redis-cluster://127.0.0.1:7000,10.0.0.2,[::1]:7002/").unwrap();
         assert_eq!(t.seeds, ["127.0.0.1:7000", "10.0.0.2:6379", "[::1]:7002"]);
+        assert!(!t.tls);
+        assert_eq!(t.node_url("127.0.0.1:7000"), "redis://127.0.0.1:7000");
+        let t = ClusterTarget::parse("rediss-cluster://10.0.0.2:7000").unwrap();
+        assert_eq!(t.seeds, ["10.0.0.2:7000"]);
+        assert!(t.tls);
+        assert_eq!(t.node_url("10.0.0.3:7001"), "rediss://10.0.0.3:7001");
         assert_eq!(ClusterTarget::parse("redis://127.0.0.1:7000"), None);
         assert_eq!(ClusterTarget::parse("redis-cluster://"), None);
     }
