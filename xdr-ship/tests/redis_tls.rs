@@ -1,4 +1,4 @@
-//! Shipping to Redis over TLS (`--to rediss://`) and
+//! Shipping to Redis over TLS (`--to rediss://`, `rediss-cluster://`) and
 //! verifying over TLS (`verify --against rediss://…`), against real
 //! `redis-server`s that listen on a TLS port only, on loopback, with
 //! certificates made by the tests (rcgen). Every server is killed on drop,
@@ -163,6 +163,50 @@ impl Servers {
         for p in &servers.ports {
             wait_for("redis-server to answer PING over TLS", || {
                 cli_with(pki, *p, login, &["PING"], "").trim() == "PONG"
+            });
+        }
+        servers
+    }
+
+    /// A 3-primary cluster (`tls-cluster yes`: the bus and the ports it
+    /// announces are TLS), every slot covered.
+    fn cluster(pki: &Pki) -> Self {
+        let servers = Self::start(
+            pki,
+            3,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes-{port}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ],
+            &[],
+        );
+        let addrs: Vec<String> = servers
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(&pki.ca)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(created.success(), "redis-cli --tls --cluster create failed");
+        for p in &servers.ports {
+            wait_for("cluster_state:ok on every node", || {
+                cli(pki, *p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             });
         }
         servers
@@ -482,4 +526,68 @@ fn a_redis_that_wants_a_client_certificate_refuses_none_in_one_line_and_takes_ou
         ],
     );
     assert_eq!(read_back(&pki, redis.ports[0], &login, &[]), expected());
+}
+
+#[test]
+fn a_tls_cluster_gets_every_record_on_its_slot_owner_and_verify_finds_none_missing() {
+    let dir = TempDir::new("rediss-cluster");
+    let pki = Pki::new(&dir);
+    let cluster = Servers::cluster(&pki);
+    let url = format!("rediss-cluster://127.0.0.1:{}", cluster.ports[0]);
+    let ca = pki.ca.to_str().unwrap();
+    let log = ship_log(&dir, &url, &["--tls-ca", ca]);
+    // A node holds only keys of its own slots (it refuses the others with
+    // MOVED): every key on exactly one primary, each primary some.
+    let mut held: Vec<String> = Vec::new();
+    for p in &cluster.ports {
+        let keys = cli(&pki, *p, &["--scan", "--pattern", "user:*"]);
+        let keys: Vec<&str> = keys.lines().collect();
+        assert!(!keys.is_empty(), "no key landed on {p}");
+        held.extend(keys.into_iter().map(str::to_owned));
+    }
+    held.sort();
+    let mut all: Vec<String> = (0..RECORDS).map(key).collect();
+    all.sort();
+    assert_eq!(held, all, "every key on one primary");
+    assert_eq!(
+        read_back(&pki, cluster.ports[0], &[], &["-c"]),
+        expected(),
+        "redis-cli --tls -c follows the cluster's TLS ports"
+    );
+    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca]);
+    assert!(ok, "{counts}");
+    assert_eq!(counts["missing"], 0, "{counts}");
+    assert_eq!(counts["matching"], RECORDS, "{counts}");
+}
+
+#[test]
+fn a_tls_cluster_whose_certificates_the_ca_did_not_sign_ends_the_run_in_one_line() {
+    let dir = TempDir::new("rediss-cluster-untrusted");
+    let pki = Pki::new(&dir);
+    let cluster = Servers::cluster(&pki);
+    let bound = Duration::from_secs(20);
+    let (out, took) = xdr_ship(
+        &[
+            "ship",
+            "--to",
+            &format!("rediss-cluster://127.0.0.1:{}", cluster.ports[0]),
+            "--tls-ca",
+            pki.other_ca.to_str().unwrap(),
+            "--generate",
+            "max,100,100",
+            "--duration",
+            &format!("{}s", bound.as_secs()),
+        ],
+        &dir,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(took < bound, "it retried until --duration: {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("TLS")).collect();
+    assert_eq!(lines.len(), 1, "one line, not a retry loop: {}", text(&out));
+    assert!(
+        lines[0].contains("UnknownIssuer") && lines[0].contains("name `127.0.0.1`"),
+        "{}",
+        lines[0]
+    );
 }
