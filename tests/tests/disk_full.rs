@@ -8,14 +8,19 @@
 //! Under `load → ship --log → recv --store`, every record its own key, so
 //! a key's presence with its version and bytes is that record's. What the
 //! destination acknowledged is read from the shipper's checkpoint (the
-//! first log position it has not acknowledged). Root only (loop and FUSE
-//! mounts); every process, mount and image is gone even when a test fails.
+//! first log position it has not acknowledged). The source node's Redis
+//! door (`--listen-resp`), driven by the real `redis-cli` on one
+//! connection, answers a `SET` on a full log with an error, stays usable,
+//! and takes (and ships) the same `SET` once space returns. Root only
+//! (loop and FUSE mounts); every process, mount and image is gone even
+//! when a test fails.
 use std::{
     fs::File,
-    io::Write as _,
+    io::{BufRead as _, Write as _},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{ChildStdin, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -454,4 +459,182 @@ fn an_eio_stops_acknowledging_names_the_file_and_keeps_what_was_acknowledged() {
         found >= eio_to,
         "the store acknowledged {eio_to} records but holds {found}"
     );
+}
+
+/// Longest wait for one `redis-cli` reply: a reply that does not come is
+/// a hang.
+const REPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// One `redis-cli` connection, fed one command a line; its replies read
+/// line by line as they come (a thread reads its output, so every wait
+/// is bounded).
+struct RedisCli {
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    _child: ChildGuard,
+}
+
+impl RedisCli {
+    fn open(port: u16) -> Self {
+        let mut child = ChildGuard(
+            Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-cli (Debian's redis-tools package) must be installed"),
+        );
+        let stdin = child.0.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            stdin,
+            lines,
+            _child: child,
+        }
+    }
+
+    /// Sends `command` and returns its reply (redis-cli's blank lines
+    /// after an error are skipped; the replies used here are never empty).
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let deadline = Instant::now() + REPLY_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.is_empty() => continue,
+                Ok(line) => return line,
+                Err(e) => panic!("no reply to `{command}` within {REPLY_WAIT:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// `redis-cli -p PORT ARGS…` on a connection of its own; its trimmed output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let (_, out, _) = run_bounded(
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args),
+        REPLY_WAIT,
+    );
+    out.trim().to_owned()
+}
+
+#[test]
+fn a_set_on_a_full_source_log_gets_an_error_the_connection_lives_and_the_same_set_ships_later() {
+    require_root();
+    let dir = TempDir::new("disk-full-resp");
+    let disk = LoopFs::new(&dir.0);
+    let (dest, door) = (free_port(), free_port());
+    let _redis = ChildGuard(
+        Command::new("redis-server")
+            .args(["--port", &dest.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed"),
+    );
+    let started = Instant::now();
+    while redis_cli(dest, &["PING"]) != "PONG" {
+        assert!(started.elapsed() < REPLY_WAIT, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ship_err = dir.0.join("ship.err");
+    let _ship = ChildGuard(
+        Command::new(xdr_ship_bin())
+            .args(["ship", "--log"])
+            .arg(disk.mnt.join("log"))
+            .args(["--listen-resp", &format!("127.0.0.1:{door}")])
+            .args(["--to", &format!("redis://127.0.0.1:{dest}")])
+            .args(["--connections", "2", "--log-segment", "1MiB"])
+            .args(["--interval", "60s"])
+            .stdout(Stdio::null())
+            .stderr(File::create(&ship_err).unwrap())
+            .spawn()
+            .expect("start ship"),
+    );
+    let said = || std::fs::read_to_string(&ship_err).unwrap_or_default();
+    let wait = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}:\n{}", said());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(
+        "the Redis door listening",
+        Box::new(|| std::net::TcpStream::connect(("127.0.0.1", door)).is_ok()),
+    );
+    let mut cli = RedisCli::open(door);
+    let id = cli.ask("CLIENT ID");
+    assert_eq!(cli.ask("SET before full"), "OK");
+    wait(
+        "the first write shipped",
+        Box::new(|| redis_cli(dest, &["GET", "before"]) == "full"),
+    );
+
+    let filler = disk.fill();
+    // What the log's files still hold in their last blocks is taken;
+    // a block's worth of value can only fit where space is.
+    let value = "v".repeat(BLOCK_BYTES as usize);
+    let mut refused = None;
+    for n in 0..(2 * SLACK_RECORDS) {
+        let key = format!("while-full:{n}");
+        let reply = cli.ask(&format!("SET {key} {value}"));
+        if reply != "OK" {
+            refused = Some((key, reply));
+            break;
+        }
+    }
+    let (key, reply) = refused.expect("a SET on a full disk was acknowledged every time");
+    assert!(
+        reply.starts_with("BUSY the disk under the source log is full")
+            && reply.contains("No space left on device")
+            && reply.ends_with("retry once space is freed"),
+        "a full log's reply (retryable, with the reason): {reply}"
+    );
+    assert_eq!(
+        cli.ask("CLIENT ID"),
+        id,
+        "the same connection, still usable"
+    );
+    assert_eq!(cli.ask("PING"), "PONG");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        redis_cli(dest, &["EXISTS", &key]),
+        "0",
+        "a refused write was shipped"
+    );
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = cli.ask(&format!("SET {key} {value}"));
+        if reply == "OK" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SET still refused after space returned: {reply}\n{}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(cli.ask("CLIENT ID"), id, "still the same connection");
+    wait(
+        "the once-refused write shipped",
+        Box::new(|| redis_cli(dest, &["STRLEN", &key]) == value.len().to_string()),
+    );
+    assert_eq!(redis_cli(dest, &["GET", "before"]), "full");
 }

@@ -235,12 +235,35 @@ pub struct ClientTls {
 impl ClientTls {
     /// The name to verify for destination `to` (`host:port`).
     pub fn server_name_for(&self, to: &str) -> Result<ServerName<'static>, TlsError> {
-        let name = match &self.server_name {
-            Some(n) => n.clone(),
-            None => host_of(to).to_owned(),
-        };
+        let name = self.expected_name(to);
         ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName { name })
     }
+
+    /// The name the certificate of destination `to` (`host:port`) must
+    /// carry: `--tls-server-name`, else the host of `to`.
+    pub fn expected_name(&self, to: &str) -> String {
+        match &self.server_name {
+            Some(n) => n.clone(),
+            None => host_of(to).to_owned(),
+        }
+    }
+}
+
+/// Whether a failed TLS handshake failed on a certificate (ours refused,
+/// theirs not trusted, or not for the name): every retry would fail the
+/// same way.
+pub fn is_certificate_problem(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::InvalidMessage(_)
+            )
+        })
 }
 
 /// The host part of `host:port`, `[v6]:port` or a bare host.

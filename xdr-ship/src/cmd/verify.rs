@@ -13,6 +13,8 @@
 //! `redis-cluster://SEED` each primary is asked for the keys its slots
 //! hold, and SCANned for extras, by the cluster's `CLUSTER SLOTS` map. Only keys still in the
 //! log are known: segments the log has already trimmed are not verified.
+//! `rediss://` and `rediss-cluster://` (or any of them with `--tls-ca`)
+//! ask over TLS 1.3, with the same TLS flags as `ship`.
 use std::{
     collections::HashMap,
     io::{Read, Write as _},
@@ -25,8 +27,12 @@ use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::{self, types::BytesFrame};
 use xdr_ship::{
-    ship::redis::cluster::{ClusterTarget, SlotMap},
+    ship::redis::{
+        cluster::{ClusterTarget, SlotMap},
+        credentials, RedisTarget,
+    },
     srclog::segment::{parse_segment_name, SegmentReader},
+    tls::{self, ClientTls},
 };
 
 /// GETs written before their replies are read.
@@ -44,13 +50,26 @@ pub struct Args {
     log: PathBuf,
     /// The destination: `redis://HOST:PORT` (`recv --listen-resp`, or any
     /// Redis server), or `redis-cluster://SEED` (every primary, by the
-    /// cluster's slot map).
+    /// cluster's slot map); `rediss://…` and `rediss-cluster://…` over TLS.
     #[arg(long, value_name = "URL")]
     against: String,
+    /// Use TLS 1.3; the destination's certificate must chain to this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a destination that requires one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name the destination's certificate must carry (default: its host).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Only keys starting with PREFIX (on both sides).
     #[arg(long, value_name = "PREFIX")]
     prefix: Option<String>,
-    /// `AUTH` with this file's content (a token or a Redis password).
+    /// `AUTH` with this file's content (a token, a Redis password, or
+    /// `USER PASSWORD` for an ACL user, as `ship --token-file`).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// The counts as one JSON object.
@@ -112,7 +131,14 @@ fn verify(args: &Args) -> anyhow::Result<Differences> {
         }
         None => None,
     };
-    let mut dest = Destination::open(&args.against, password.as_deref())?;
+    let tls = tls::client_from_flags(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_server_name.clone(),
+    )
+    .context("setting up TLS")?;
+    let mut dest = Destination::open(&args.against, password.as_deref(), tls.as_ref())?;
     let mut d = Differences {
         log_keys: log.len() as u64,
         ..Differences::default()
@@ -158,29 +184,38 @@ struct Destination {
 }
 
 impl Destination {
-    fn open(url: &str, password: Option<&[u8]>) -> anyhow::Result<Self> {
-        let Some(target) = ClusterTarget::parse(url) else {
-            let mut node = Resp::connect(url)?;
+    fn open(url: &str, password: Option<&[u8]>, tls: Option<&ClientTls>) -> anyhow::Result<Self> {
+        let connect = |addr: &str, wants_tls: bool| -> anyhow::Result<Resp> {
+            if wants_tls && tls.is_none() {
+                bail!("--against {url} is over TLS: give --tls-ca, the CA that signed its certificate");
+            }
+            let mut node = Resp::connect(addr, tls).with_context(|| format!("--against {url}"))?;
             node.auth(password)?;
+            Ok(node)
+        };
+        let Some(target) = ClusterTarget::parse(url) else {
+            let Some(target) = RedisTarget::parse(url, true) else {
+                bail!(
+                    "--against {url}: expected redis://HOST:PORT, rediss://HOST:PORT, \
+                     redis-cluster://SEED or rediss-cluster://SEED"
+                );
+            };
             return Ok(Self {
-                nodes: vec![node],
+                nodes: vec![connect(&target.addr, target.tls)?],
                 cluster: None,
             });
         };
         let seed = &target.seeds[0];
-        let mut first = Resp::connect(&format!("redis://{seed}"))?;
-        first.auth(password)?;
+        let mut first = connect(seed, target.tls)?;
         let slots = first.call(&[&b"CLUSTER"[..], &b"SLOTS"[..]])?;
         let host = seed.rsplit_once(':').map_or(seed.as_str(), |(h, _)| h);
         let map = SlotMap::from_cluster_slots(&slots, host)
             .with_context(|| format!("the slot map of {url}"))?;
         let primaries: Vec<String> = map.primaries().iter().map(|p| p.to_string()).collect();
-        let mut nodes = Vec::with_capacity(primaries.len());
-        for p in &primaries {
-            let mut node = Resp::connect(&format!("redis://{p}"))?;
-            node.auth(password)?;
-            nodes.push(node);
-        }
+        let nodes = primaries
+            .iter()
+            .map(|p| connect(p, target.tls))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             nodes,
             cluster: Some((map, primaries)),
@@ -251,21 +286,47 @@ fn newest_writes(dir: &Path, prefix: &[u8]) -> anyhow::Result<HashMap<Vec<u8>, O
     Ok(newest.into_iter().map(|(k, (_, _, v))| (k, v)).collect())
 }
 
+/// The byte stream to one node: TCP, or TLS over it.
+trait Stream: Read + std::io::Write + Send {}
+impl<T: Read + std::io::Write + Send> Stream for T {}
+
 /// A blocking RESP2 client: just what verify asks.
 struct Resp {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
 }
 
 impl Resp {
-    fn connect(url: &str) -> anyhow::Result<Self> {
-        let Some(addr) = url.strip_prefix("redis://") else {
-            bail!("--against {url}: expected redis://HOST:PORT");
-        };
-        let addr = addr.trim_end_matches('/');
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {url}"))?;
+    /// Connects to `addr` (`host:port`), over TLS when `tls` is given
+    /// (the handshake is finished here, so a certificate problem is said
+    /// as one).
+    fn connect(addr: &str, tls: Option<&ClientTls>) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let name = tls.server_name_for(addr)?;
+                let conn = rustls::ClientConnection::new(tls.config.clone(), name)
+                    .context("starting TLS")?;
+                let mut s = rustls::StreamOwned::new(conn, stream);
+                while s.conn.is_handshaking() {
+                    if let Err(e) = s.conn.complete_io(&mut s.sock) {
+                        if tls::is_certificate_problem(&e) {
+                            bail!(
+                                "TLS handshake with {addr} failed: {e} (is --tls-ca the CA that \
+                                 signed its certificate, and does it name `{}`?)",
+                                tls.expected_name(addr)
+                            );
+                        }
+                        return Err(e).with_context(|| format!("TLS handshake with {addr}"));
+                    }
+                }
+                Box::new(s)
+            }
+        };
         Ok(Self {
             stream,
             buf: BytesMut::with_capacity(1 << 16),
@@ -308,8 +369,11 @@ impl Resp {
     }
 
     fn auth(&mut self, password: Option<&[u8]>) -> anyhow::Result<()> {
-        if let Some(password) = password {
-            self.call(&[&b"AUTH"[..], password])?;
+        if let Some(token) = password {
+            match credentials(token) {
+                (Some(user), password) => self.call(&[&b"AUTH"[..], &user, &password])?,
+                (None, password) => self.call(&[&b"AUTH"[..], &password])?,
+            };
         }
         Ok(())
     }

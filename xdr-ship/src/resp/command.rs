@@ -50,6 +50,9 @@ pub enum Command {
     Select(i64),
     /// `CLIENT SETNAME/SETINFO/…` accepted without effect.
     ClientNoop,
+    /// `CLIENT ID`: this connection's number (a client can tell it is
+    /// still on the same connection, e.g. after an error reply).
+    ClientId,
     /// `COMMAND`, `COMMAND DOCS`, `COMMAND COUNT`, …
     CommandInfo(Option<Bytes>),
     /// `CONFIG GET parameter …`.
@@ -263,8 +266,9 @@ fn parse_hello(rest: &[Bytes]) -> Result<Command, Refusal> {
 fn parse_client(rest: &[Bytes]) -> Result<Command, Refusal> {
     match rest.first().map(|s| upper(s)).as_deref() {
         Some("SETNAME" | "SETINFO") => Ok(Command::ClientNoop),
+        Some("ID") => Ok(Command::ClientId),
         _ => Err(refuse(
-            "ERR xdr-ship answers only CLIENT SETNAME and CLIENT SETINFO",
+            "ERR xdr-ship answers only CLIENT SETNAME, CLIENT SETINFO and CLIENT ID",
         )),
     }
 }

@@ -95,7 +95,7 @@ pub async fn serve<D: Door>(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = stop.cancelled() => break,
         };
-        door.stats().accepted.fetch_add(1, Ordering::Relaxed);
+        let id = door.stats().accepted.fetch_add(1, Ordering::Relaxed) + 1;
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             door.stats().refused.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(refuse(stream));
@@ -104,7 +104,7 @@ pub async fn serve<D: Door>(
         let (door, cfg, stop) = (door.clone(), cfg.clone(), stop.clone());
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
-            if let Err(why) = Conn::new(&door, &cfg).run(stream, stop).await {
+            if let Err(why) = Conn::new(&door, &cfg, id).run(stream, stop).await {
                 tracing::info!("resp {peer}: closed: {why}");
             }
             drop(permit);
@@ -126,16 +126,19 @@ async fn refuse(mut stream: TcpStream) {
 struct Conn<'a, D> {
     door: &'a D,
     cfg: &'a RespConfig,
+    /// `CLIENT ID`: the connection's number since the door opened (from 1).
+    id: u64,
     proto: u8,
     authenticated: bool,
     quit: bool,
 }
 
 impl<'a, D: Door> Conn<'a, D> {
-    fn new(door: &'a D, cfg: &'a RespConfig) -> Self {
+    fn new(door: &'a D, cfg: &'a RespConfig, id: u64) -> Self {
         Self {
             door,
             cfg,
+            id,
             proto: 2,
             authenticated: cfg.token.is_none(),
             quit: false,
@@ -242,6 +245,7 @@ impl<'a, D: Door> Conn<'a, D> {
             Command::Select(0) => Pending::now(Reply::OK),
             Command::Select(_) => self.error("ERR DB index is out of range".into()),
             Command::ClientNoop => Pending::now(Reply::OK),
+            Command::ClientId => Pending::now(Reply::Int(self.id as i64)),
             Command::CommandInfo(Some(sub)) if &sub[..] == b"COUNT" => Pending::now(Reply::Int(0)),
             Command::CommandInfo(Some(sub)) if &sub[..] == b"DOCS" => {
                 Pending::now(Reply::Map(vec![]))
@@ -297,7 +301,7 @@ impl<'a, D: Door> Conn<'a, D> {
                 Reply::text(env!("CARGO_PKG_VERSION")),
             ),
             (Reply::text("proto"), Reply::Int(i64::from(self.proto))),
-            (Reply::text("id"), Reply::Int(0)),
+            (Reply::text("id"), Reply::Int(self.id as i64)),
             (Reply::text("mode"), Reply::text("standalone")),
             (Reply::text("role"), Reply::text(role)),
             (Reply::text("modules"), Reply::Array(vec![])),

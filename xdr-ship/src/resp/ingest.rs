@@ -27,10 +27,7 @@ use super::{
     conn::{self, Door, Pending},
     RespConfig, RespError,
 };
-use crate::{
-    srclog::{Log, LogError},
-    wire::Write,
-};
+use crate::{srclog::Log, wire::Write};
 
 /// What the door writes into, and what INFO shows about it.
 #[derive(Clone, Debug)]
@@ -187,9 +184,10 @@ impl LogDoor {
                 reply: ok,
                 durable_end: Some(range.end),
             },
-            Err(e @ LogError::Busy { .. }) => {
-                Pending::error(&self.stats, format!("BUSY {e}; retry later"))
-            }
+            // Over the budget or a full disk: nothing of it was kept, and
+            // the same write may succeed later (`Busy`, as the ingest port
+            // answers); the connection carries on.
+            Err(e) if e.is_retryable() => Pending::error(&self.stats, format!("BUSY {e}")),
             Err(e) => Pending::error(&self.stats, format!("ERR {e}")),
         }
     }

@@ -41,13 +41,15 @@ use super::{
     conn::{ClusterLink, ConnConfig, ConnState},
     redis::{
         self,
-        cluster::{encode_command, exchange, fetch_map, ClusterError, Redirect, SlotMap},
+        cluster::{
+            connect_node, encode_command, exchange, fetch_map, ClusterError, Redirect, SlotMap,
+        },
         codec::{outcome, Outcome, RedisCodec},
     },
     source::SourceRecord,
     ShipConfig, ShipError,
 };
-use crate::wire::ResultCode;
+use crate::{tls::ClientTls, wire::ResultCode};
 
 /// Why a record comes back to the router.
 #[derive(Debug)]
@@ -90,16 +92,20 @@ pub(super) fn auth_args(cfg: &ShipConfig) -> Option<Vec<Bytes>> {
     })
 }
 
-/// The slot map, from the first of `nodes` that gives one.
+/// The slot map, from the first of `nodes` that gives one (over TLS
+/// when `tls` is given). A certificate problem is returned as it is: the
+/// other nodes' certificates come from the same CA.
 pub(super) async fn discover(
     nodes: &[String],
     auth: Option<&[Bytes]>,
+    tls: Option<&ClientTls>,
 ) -> Result<SlotMap, ClusterError> {
     let auth: Option<Vec<&[u8]>> = auth.map(|a| a.iter().map(|b| &b[..]).collect());
     let mut last = ClusterError::Refused("no seed given".into());
     for node in nodes {
-        match fetch_map(node, auth.as_deref(), CLUSTER_TIMEOUT).await {
+        match fetch_map(node, auth.as_deref(), tls, CLUSTER_TIMEOUT).await {
             Ok(map) => return Ok(map),
+            Err(e @ ClusterError::Certificate(_)) => return Err(e),
             Err(e) => last = ClusterError::Refused(format!("{node}: {e}")),
         }
     }
@@ -107,9 +113,11 @@ pub(super) async fn discover(
 }
 
 /// Builds a pool for every node of `map` (`connections` each, ids
-/// counted on from `first_id`), linked to the router through `link`.
+/// counted on from `first_id`), linked to the router through `link`;
+/// each node is reached as `target` says (TLS or not).
 pub(super) async fn node_pools(
     cfg: &ShipConfig,
+    target: &redis::cluster::ClusterTarget,
     map: &SlotMap,
     window: u64,
     base: &ConnConfig,
@@ -119,7 +127,7 @@ pub(super) async fn node_pools(
     let mut id = 0;
     for addr in &map.nodes {
         let mut node_cfg = base.clone();
-        node_cfg.ship.to = format!("{}{addr}", redis::SCHEME);
+        node_cfg.ship.to = target.node_url(addr);
         node_cfg.addr = super::resolve(&node_cfg.ship.to).await?;
         node_cfg.redis = redis::RedisTarget::parse(&node_cfg.ship.to, cfg.redis_lww);
         node_cfg.cluster = Some(link.clone());
@@ -146,6 +154,8 @@ pub(super) async fn node_pools(
 #[derive(Clone)]
 struct AskCtx {
     auth: Option<Vec<Bytes>>,
+    /// TLS towards every node (`rediss-cluster://`).
+    tls: Option<ClientTls>,
     lww: bool,
     reroute: mpsc::Sender<Reroute>,
     acked: mpsc::Sender<Vec<u64>>,
@@ -208,6 +218,7 @@ impl Router {
             unsettled: parts.unsettled.clone(),
             ask: AskCtx {
                 auth: auth_args(cfg),
+                tls: cfg.tls.clone(),
                 lww: cfg.redis_lww,
                 reroute: parts.reroute.0,
                 acked: parts.acked,
@@ -350,7 +361,7 @@ impl Router {
         ask.extend(self.seeds.iter().cloned());
         let mut seen = std::collections::HashSet::new();
         ask.retain(|a| seen.insert(a.clone()));
-        match discover(&ask, self.ask.auth.as_deref()).await {
+        match discover(&ask, self.ask.auth.as_deref(), self.ask.tls.as_ref()).await {
             Ok(map) => {
                 if map.primaries() != self.map.primaries() {
                     tracing::info!("cluster primaries now: {}", map.primaries().join(", "));
@@ -410,10 +421,7 @@ async fn ask(ctx: AskCtx, rec: SourceRecord, addr: String) {
 /// session with the node), `ASKING`, the write; the write's outcome. A
 /// short connection per record: `ASK` lasts only while a slot migrates.
 async fn ask_once(ctx: &AskCtx, rec: &SourceRecord, addr: &str) -> Result<Outcome, ClusterError> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| ClusterError::Refused(format!("connecting to {addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+    let stream = connect_node(addr, ctx.tls.as_ref()).await?;
     let mut out = BytesMut::new();
     let mut n = 2;
     if let Some(auth) = &ctx.auth {
@@ -484,7 +492,7 @@ pub(super) async fn run<S: super::Source>(
         reroute: reroute.0.clone(),
         unsettled: Arc::default(),
     };
-    let pools = node_pools(&cfg, &map, window, &base, &link).await?;
+    let pools = node_pools(&cfg, &target, &map, window, &base, &link).await?;
     let (tx, rx) = async_channel::bounded::<SourceRecord>(super::HANDOVER_QUEUE_RECORDS);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(super::ACK_QUEUE_ANSWERS);
     let shared = super::Shared::default();
@@ -525,30 +533,36 @@ pub(super) async fn run<S: super::Source>(
 
 /// The cluster's slot map from a seed, and the connection settings every
 /// pool starts from, checked once against the primary of slot 0 (a
-/// password Redis refuses ends the run here).
+/// password Redis refuses, or a certificate not trusted, ends the run
+/// here). Towards `rediss-cluster://` every connection is TLS: the map is
+/// asked over TLS, so it names the nodes' TLS ports.
 async fn open_cluster(
     cfg: &ShipConfig,
     target: &redis::cluster::ClusterTarget,
     report_acks: bool,
 ) -> Result<(SlotMap, ConnConfig), ShipError> {
-    if cfg.tls.is_some() {
+    if target.tls && cfg.tls.is_none() {
         return Err(ShipError::Rejected(
-            "TLS towards a Redis Cluster is not supported yet: ship over redis-cluster:// \
-             in a private network"
+            "rediss-cluster:// is Redis Cluster over TLS: give --tls-ca, the CA that signed \
+             the nodes' certificates"
                 .into(),
         ));
     }
     let auth = auth_args(cfg);
-    let map = discover(&target.seeds, auth.as_deref())
+    let map = discover(&target.seeds, auth.as_deref(), cfg.tls.as_ref())
         .await
-        .map_err(|e| ShipError::Refused(format!("no slot map from {}: {e}", cfg.to)))?;
+        .map_err(|e| match e {
+            ClusterError::Certificate(why) => ShipError::Rejected(why),
+            e => ShipError::Refused(format!("no slot map from {}: {e}", cfg.to)),
+        })?;
     tracing::info!(
-        "Redis Cluster: {} primaries ({}), {} nodes",
+        "Redis Cluster: {} primaries ({}), {} nodes{}",
         map.primaries().len(),
         map.primaries().join(", "),
-        map.nodes.len()
+        map.nodes.len(),
+        if cfg.tls.is_some() { ", over TLS" } else { "" }
     );
-    let to = format!("{}{}", redis::SCHEME, map.owner(0));
+    let to = target.node_url(map.owner(0));
     let first = super::resolve(&to).await?;
     let mut base = ConnConfig::new(cfg, first, report_acks, super::open_dead_letter(cfg)?);
     base.ship.to = to;
@@ -623,6 +637,7 @@ mod tests {
             unsettled: unsettled.clone(),
             ask: AskCtx {
                 auth: None,
+                tls: None,
                 lww: true,
                 reroute: reroute_tx.clone(),
                 acked,

@@ -32,10 +32,18 @@ pub(super) async fn connect(
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let stream = wrap_tls(cfg, stream).await?;
     let (io, max_frame) = match &cfg.redis {
-        Some(target) => (
-            super::redis_session::handshake(cfg, target, stream).await?,
-            0,
-        ),
+        Some(target) => {
+            let io = super::redis_session::handshake(cfg, target, stream)
+                .await
+                .map_err(|e| match e {
+                    // TLS 1.3: Redis refusing our client certificate (or
+                    // its absence, `tls-auth-clients yes`) shows up only
+                    // here, as an alert on the first read.
+                    ShipError::Io(io) if cfg.ship.tls.is_some() => tls_failure(cfg, io),
+                    e => e,
+                })?;
+            (io, 0)
+        }
         None => handshake(cfg, stream).await?,
     };
     Ok((io, fd, max_frame))
@@ -151,32 +159,28 @@ async fn handshake(cfg: &ConnConfig, stream: BoxIo) -> Result<(BoxIo, usize), Sh
 /// A failed TLS handshake: certificate problems are permanent (and say
 /// which flag to look at), the rest is a lost connection.
 fn tls_failure(cfg: &ConnConfig, e: std::io::Error) -> ShipError {
-    let certificate = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| {
-            matches!(
-                r,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::AlertReceived(_)
-                    | rustls::Error::InvalidMessage(_)
-            )
-        });
-    if certificate {
-        ShipError::Rejected(format!(
-            "TLS handshake with {} failed: {e} (is --tls-ca the CA that signed the receiver's \
-             certificate, does it name `{}`, and does the receiver want a client certificate?)",
-            cfg.addr,
-            cfg.ship
-                .tls
-                .as_ref()
-                .and_then(|t| t.server_name.clone())
-                .unwrap_or_else(|| cfg.ship.to.clone())
-        ))
-    } else {
-        ShipError::Io(e)
+    if !crate::tls::is_certificate_problem(&e) {
+        return ShipError::Io(e);
     }
+    let host_port = crate::ship::redis::host_port(&cfg.ship.to);
+    let name = cfg
+        .ship
+        .tls
+        .as_ref()
+        .map_or_else(|| host_port.clone(), |t| t.expected_name(&host_port));
+    let (peer, wants) = if cfg.redis.is_some() {
+        (
+            "Redis's",
+            "Redis want a client certificate (tls-auth-clients)",
+        )
+    } else {
+        ("the receiver's", "the receiver want a client certificate")
+    };
+    ShipError::Rejected(format!(
+        "TLS handshake with {} failed: {e} (is --tls-ca the CA that signed {peer} \
+         certificate, does it name `{name}`, and does {wants}?)",
+        cfg.addr
+    ))
 }
 
 /// The receiver said HELLO_OK: check it agreed to our mode and sent nothing

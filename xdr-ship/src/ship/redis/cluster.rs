@@ -1,4 +1,7 @@
-//! Redis Cluster as a destination: `--to redis-cluster://SEED[,SEED…]`.
+//! Redis Cluster as a destination: `--to redis-cluster://SEED[,SEED…]`,
+//! or `rediss-cluster://SEED[,SEED…]` over TLS (every node's TLS port:
+//! asked over TLS, a cluster with `tls-cluster yes` announces its TLS
+//! ports in `CLUSTER SLOTS`/`NODES` and in its redirects).
 //!
 //! Why the shipper follows the slot map itself rather than letting one
 //! node redirect every write: a cluster node answers a key of another
@@ -22,9 +25,12 @@ use redis_protocol::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{Replies, ReplyError};
+use crate::tls::ClientTls;
 
 /// URL scheme of a Redis Cluster destination.
 pub const SCHEME_CLUSTER: &str = "redis-cluster://";
+/// URL scheme of a Redis Cluster destination over TLS.
+pub const SCHEME_CLUSTER_TLS: &str = "rediss-cluster://";
 
 /// Slots of a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -41,20 +47,38 @@ pub fn key_slot(key: &[u8]) -> u16 {
 pub struct ClusterTarget {
     /// The seeds' `host:port`, in the order given.
     pub seeds: Vec<String>,
+    /// `rediss-cluster://`: TLS is required.
+    pub tls: bool,
 }
 
 impl ClusterTarget {
-    /// The cluster in `to`, if it names one (`redis-cluster://A:P,B:P`); a
-    /// seed without a port is Redis's 6379.
+    /// The cluster in `to`, if it names one (`redis-cluster://A:P,B:P`,
+    /// or `rediss-cluster://` for TLS); a seed without a port is Redis's
+    /// 6379.
     pub fn parse(to: &str) -> Option<Self> {
-        let rest = to.strip_prefix(SCHEME_CLUSTER)?.trim_end_matches('/');
+        let (rest, tls) = match to.strip_prefix(SCHEME_CLUSTER) {
+            Some(r) => (r, false),
+            None => (to.strip_prefix(SCHEME_CLUSTER_TLS)?, true),
+        };
+        let rest = rest.trim_end_matches('/');
         let seeds: Vec<String> = rest
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| super::host_port(&format!("{}{s}", super::SCHEME)))
             .collect();
-        (!seeds.is_empty()).then_some(Self { seeds })
+        (!seeds.is_empty()).then_some(Self { seeds, tls })
+    }
+
+    /// The single-node URL of the node at `addr` (`host:port`), with
+    /// this cluster's scheme: `redis://` or `rediss://`.
+    pub fn node_url(&self, addr: &str) -> String {
+        let scheme = if self.tls {
+            super::SCHEME_TLS
+        } else {
+            super::SCHEME
+        };
+        format!("{scheme}{addr}")
     }
 }
 
@@ -76,6 +100,9 @@ pub enum ClusterError {
     /// The node did not answer in time.
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The TLS handshake failed on a certificate (every retry would).
+    #[error("{0}")]
+    Certificate(String),
 }
 
 impl From<ReplyError> for ClusterError {
@@ -297,16 +324,53 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(got)
 }
 
-/// Asks the node at `addr` for the slot map (`AUTH` first when given).
+/// A short connection to one node (the slot map, an `ASK`).
+pub(crate) trait NodeIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> NodeIo for T {}
+
+/// Connects to the node at `addr` (`host:port`), over TLS when `tls` is
+/// given (the node's certificate must name its host, or
+/// `--tls-server-name`). A certificate problem says so.
+pub(crate) async fn connect_node(
+    addr: &str,
+    tls: Option<&ClientTls>,
+) -> Result<Box<dyn NodeIo>, ClusterError> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| ClusterError::Reply(format!("connecting to {addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = tls
+        .server_name_for(addr)
+        .map_err(|e| ClusterError::Refused(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = connector.connect(name, stream).await.map_err(|e| {
+        if crate::tls::is_certificate_problem(&e) {
+            ClusterError::Certificate(format!(
+                "TLS handshake with {addr} failed: {e} (is --tls-ca the CA that signed the \
+                 node's certificate, does it name `{}`, and does Redis want a client \
+                 certificate?)",
+                tls.expected_name(addr)
+            ))
+        } else {
+            ClusterError::Reply(format!("TLS handshake with {addr}: {e}"))
+        }
+    })?;
+    Ok(Box::new(stream))
+}
+
+/// Asks the node at `addr` for the slot map (`AUTH` first when given),
+/// over TLS when `tls` is given.
 pub async fn fetch_map(
     addr: &str,
     auth: Option<&[&[u8]]>,
+    tls: Option<&ClientTls>,
     timeout: std::time::Duration,
 ) -> Result<SlotMap, ClusterError> {
     let ask = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| ClusterError::Reply(format!("connecting to {addr}: {e}")))?;
+        let stream = connect_node(addr, tls).await?;
         let mut out = BytesMut::new();
         if let Some(auth) = auth {
             encode_command(&mut out, auth)?;
@@ -359,6 +423,12 @@ mod tests {
         let t =
             ClusterTarget::parse("redis-cluster://127.0.0.1:7000,10.0.0.2,[::1]:7002/").unwrap();
         assert_eq!(t.seeds, ["127.0.0.1:7000", "10.0.0.2:6379", "[::1]:7002"]);
+        assert!(!t.tls);
+        assert_eq!(t.node_url("127.0.0.1:7000"), "redis://127.0.0.1:7000");
+        let t = ClusterTarget::parse("rediss-cluster://10.0.0.2:7000").unwrap();
+        assert_eq!(t.seeds, ["10.0.0.2:7000"]);
+        assert!(t.tls);
+        assert_eq!(t.node_url("10.0.0.3:7001"), "rediss://10.0.0.3:7001");
         assert_eq!(ClusterTarget::parse("redis://127.0.0.1:7000"), None);
         assert_eq!(ClusterTarget::parse("redis-cluster://"), None);
     }

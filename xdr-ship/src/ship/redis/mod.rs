@@ -97,8 +97,12 @@ impl RedisTarget {
     }
 }
 
-/// `host:port` of a destination, without a `redis://`/`rediss://` scheme.
+/// `host:port` of a destination, without a `redis://`/`rediss://` scheme
+/// (of a Redis Cluster's URL: its first seed).
 pub fn host_port(to: &str) -> String {
+    if let Some(c) = cluster::ClusterTarget::parse(to) {
+        return c.seeds[0].clone();
+    }
     RedisTarget::parse(to, true).map_or_else(|| to.to_owned(), |t| t.addr)
 }
 
@@ -202,6 +206,11 @@ mod tests {
         );
         assert_eq!(RedisTarget::parse("10.0.0.2:3000", true), None);
         assert_eq!(host_port("10.0.0.2:3000"), "10.0.0.2:3000");
+        assert_eq!(host_port("rediss://10.0.0.2:6390"), "10.0.0.2:6390");
+        assert_eq!(
+            host_port("rediss-cluster://10.0.0.2:7000,b:7001"),
+            "10.0.0.2:7000"
+        );
     }
 
     #[test]
