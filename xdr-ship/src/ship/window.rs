@@ -23,9 +23,16 @@
 //!   `gain × max rate × answer time`: [`CRUISE_GAIN`] most rounds, one round
 //!   at [`PROBE_GAIN`] every [`PROBE_CYCLE_ROUNDS`] (BBR's ProbeBW: if the
 //!   link has more to give, the rate sample rises and the window with it),
-//!   then two at [`DRAIN_GAIN`], a little under what the path needs: the
-//!   probe's queue drains, and the second of them measures the answer time
-//!   with no queue of our own.
+//!   then two at [`DRAIN_GAIN`] × what the *last round delivered* × answer
+//!   time, a little under what the path carries: the probe's queue drains,
+//!   and the second of them measures the answer time with no queue of our
+//!   own. Why the delivered rate and not the max filter: a max above what
+//!   the path carries now (a burst of answers, a busy CPU) times a gain
+//!   under 1 can still exceed 1; then the drain keeps the queue it should
+//!   empty, the answer time measured through it keeps the queue's delay,
+//!   and the window rides [`ANSWER_TIME_MAX_RATIO`] (measured on the seed's
+//!   link: 2.0–2.9 × throughput × RTT in flight before, 1.6–1.75 × after,
+//!   at the same goodput).
 //! - **The filters**: the rate is the max of the last [`BW_FILTER_ROUNDS`]
 //!   rounds' samples no older than [`BW_FILTER_MAX_AGE`], so a drop of capacity takes the window down within
 //!   that many rounds, and a probe's gain is kept. A sample is BBR's
@@ -348,7 +355,14 @@ impl AutoWindow {
             self.rates.pop_front();
         }
         self.rates.push_back((s.at, round.max_rate));
-        self.end_round(round.window_full, round.max_rate, answer);
+        self.end_round(
+            RoundEnd {
+                window_full: round.window_full,
+                rate_sample: round.max_rate,
+                delivered_rate: mean_rate,
+            },
+            answer,
+        );
         self.window()
     }
 
@@ -413,7 +427,12 @@ impl AutoWindow {
     }
 
     /// A round ended: decide the next window.
-    fn end_round(&mut self, window_full: bool, round_rate: f64, measured: Option<Duration>) {
+    fn end_round(&mut self, end: RoundEnd, measured: Option<Duration>) {
+        let RoundEnd {
+            window_full,
+            rate_sample: round_rate,
+            delivered_rate,
+        } = end;
         if let (
             Phase::Cruise {
                 round: MEASURING_ROUND,
@@ -463,7 +482,17 @@ impl AutoWindow {
             Phase::Cruise { round } => {
                 let round = (round + 1) % PROBE_CYCLE_ROUNDS;
                 self.phase = Phase::Cruise { round };
-                cruise_gain(round) * bdp
+                if cruise_gain(round) < 1.0 {
+                    // Drains on what the last round delivered, not on the
+                    // max filter: a max above what the path now carries
+                    // (a burst of answers, a busy CPU) times a gain under 1
+                    // can still exceed 1, and then the queue the drain
+                    // should empty keeps itself, and with it the answer
+                    // time measured through it.
+                    cruise_gain(round) * delivered_rate.min(max_rate) * answer.as_secs_f64()
+                } else {
+                    cruise_gain(round) * bdp
+                }
             }
         };
         self.window = self.clamp(next);
@@ -482,6 +511,17 @@ impl AutoWindow {
         }
         records.min(max).max(self.limits.min_records.max(1) as f64)
     }
+}
+
+/// What a round that just ended measured.
+#[derive(Clone, Copy, Debug)]
+struct RoundEnd {
+    /// The window was (nearly) all in flight at some look of the round.
+    window_full: bool,
+    /// The round's best delivery-rate sample, records/s.
+    rate_sample: f64,
+    /// Records the round delivered ÷ its length: what the path carried.
+    delivered_rate: f64,
 }
 
 /// The round of the probe cycle whose answer time is measured: the second
