@@ -35,7 +35,7 @@ impl Plan {
 }
 
 /// What one shipping phase measured: medians over its steady seconds, and
-/// the shipper's last verdict line.
+/// the shipper's final verdict (else its last live verdict line).
 #[derive(Debug, Default)]
 pub struct Phase {
     pub throughput: f64,
@@ -168,10 +168,15 @@ pub fn phase_from_lines(lines: &[String], warmup: usize) -> Phase {
             .position(|l| field(l, "throughput").is_some_and(|t| t >= 0.9 * throughput))
             .filter(|_| throughput > 0.0)
             .map(|i| (i + 1) as f64 * LINE_INTERVAL_S),
+        // The final report's verdict over the last window ("shipper: …")
+        // where the run printed one; the live "verdict: " lines are said
+        // only when the limit changes, so the last of them may be seconds
+        // old (the first bandwidth verdict, while the window still opened).
         verdict: lines
             .iter()
             .rev()
-            .find_map(|l| l.strip_prefix("verdict: "))
+            .find_map(|l| l.strip_prefix("shipper: "))
+            .or_else(|| lines.iter().rev().find_map(|l| l.strip_prefix("verdict: ")))
             .map(str::to_owned),
     }
 }
@@ -449,6 +454,23 @@ mod tests {
         assert_eq!(
             p.verdict.as_deref(),
             Some("limit: bandwidth (97%) — link full → more bandwidth")
+        );
+    }
+
+    #[test]
+    fn a_phase_prefers_the_final_reports_verdict_to_the_last_live_one() {
+        let lines: Vec<String> = [
+            "verdict: limit: bandwidth (43%) — 70.4 MB/s → more bandwidth",
+            "done: delivered 3",
+            "last verdict, window 11.00s (12 samples)",
+            "shipper: limit: bandwidth (79%) — 91.6 MB/s → more bandwidth",
+            "  shares: bandwidth 79% · application 21%",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            phase_from_lines(&lines, 0).verdict.as_deref(),
+            Some("limit: bandwidth (79%) — 91.6 MB/s → more bandwidth")
         );
     }
 }
