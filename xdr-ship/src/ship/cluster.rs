@@ -42,7 +42,8 @@ use super::{
     redis::{
         self,
         cluster::{
-            connect_node, encode_command, exchange, fetch_map, ClusterError, Redirect, SlotMap,
+            connect_node, encode_command, exchange, fetch_map, ClusterError, Redirect, Reroute,
+            SlotMap,
         },
         codec::{outcome, Outcome, RedisCodec},
     },
@@ -50,15 +51,6 @@ use super::{
     ShipConfig, ShipError,
 };
 use crate::{tls::ClientTls, wire::ResultCode};
-
-/// Why a record comes back to the router.
-#[derive(Debug)]
-pub(crate) enum Reroute {
-    /// A node answered with a redirect.
-    Redirected(SourceRecord, Redirect),
-    /// A pool lost its node (or cannot reach it): these need a fresh map.
-    Stranded(Vec<SourceRecord>),
-}
 
 /// Records the router's queue of redirects holds.
 const REROUTE_QUEUE: usize = 1024;

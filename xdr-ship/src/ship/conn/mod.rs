@@ -110,7 +110,7 @@ pub(crate) struct ConnConfig {
 pub(crate) struct ClusterLink {
     /// Records the pool cannot deliver where it is (`MOVED`, `ASK`, a
     /// node that is gone) go back here to be routed again.
-    pub reroute: mpsc::Sender<super::cluster::Reroute>,
+    pub reroute: mpsc::Sender<super::redis::cluster::Reroute>,
     /// Records routed and not yet settled for good, all pools together:
     /// the router closes the pools' queues only once it is 0.
     pub unsettled: Arc<AtomicU64>,
@@ -509,7 +509,7 @@ async fn strand(
     if !records.is_empty() {
         let _ = cluster
             .reroute
-            .send(super::cluster::Reroute::Stranded(records))
+            .send(super::redis::cluster::Reroute::Stranded(records))
             .await;
     }
 }

@@ -23,9 +23,8 @@ use super::{
 };
 use crate::{
     ship::{
-        cluster::Reroute,
         redis::{
-            cluster::Redirect,
+            cluster::{Redirect, Reroute},
             codec::{encode_command, outcome, Outcome, Replies},
             credentials, RedisTarget, LWW_LIBRARY,
         },

@@ -25,7 +25,18 @@ use redis_protocol::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{Replies, ReplyError};
-use crate::tls::ClientTls;
+use crate::{ship::source::SourceRecord, tls::ClientTls};
+
+/// Why a record comes back to the cluster's router (`ship::cluster`) from
+/// a node's connection. Here, beside [`Redirect`], so the connections
+/// (`ship::conn`) hand records back without depending on the router.
+#[derive(Debug)]
+pub(crate) enum Reroute {
+    /// A node answered with a redirect.
+    Redirected(SourceRecord, Redirect),
+    /// A pool lost its node (or cannot reach it): these need a fresh map.
+    Stranded(Vec<SourceRecord>),
+}
 
 /// URL scheme of a Redis Cluster destination.
 pub const SCHEME_CLUSTER: &str = "redis-cluster://";
