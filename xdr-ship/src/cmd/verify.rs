@@ -53,18 +53,8 @@ pub struct Args {
     /// cluster's slot map); `rediss://…` and `rediss-cluster://…` over TLS.
     #[arg(long, value_name = "URL")]
     against: String,
-    /// Use TLS 1.3; the destination's certificate must chain to this CA (PEM).
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for a destination that requires one.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Name the destination's certificate must carry (default: its host).
-    #[arg(long, value_name = "NAME")]
-    tls_server_name: Option<String>,
+    #[command(flatten)]
+    tls: super::tls_args::ClientTlsArgs,
     /// Only keys starting with PREFIX (on both sides).
     #[arg(long, value_name = "PREFIX")]
     prefix: Option<String>,
@@ -131,13 +121,7 @@ fn verify(args: &Args) -> anyhow::Result<Differences> {
         }
         None => None,
     };
-    let tls = tls::client_from_flags(
-        args.tls_ca.as_deref(),
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-        args.tls_server_name.clone(),
-    )
-    .context("setting up TLS")?;
+    let tls = args.tls.client_tls()?;
     let mut dest = Destination::open(&args.against, password.as_deref(), tls.as_ref())?;
     let mut d = Differences {
         log_keys: log.len() as u64,
