@@ -375,7 +375,7 @@ impl Diagnoser {
         let last = samples.last()?;
         let span_s = ctx.span.as_secs_f64();
         let mut all = acc::Acc::default();
-        let mut peers: Vec<(String, Vec<u64>, acc::Acc)> = Vec::new();
+        let mut peers = PeerGroups::default();
         let mut connections = Vec::with_capacity(last.ship.connections.len());
         for c in &last.ship.connections {
             let acc = if ctx.kernel_only {
@@ -396,13 +396,7 @@ impl Diagnoser {
                     .owner(c.cookie)
                     .and_then(|o| o.peer.clone())
                     .unwrap_or_else(|| UNKNOWN_PEER.to_owned());
-                match peers.iter_mut().find(|(p, ..)| *p == peer) {
-                    Some((_, cookies, group)) => {
-                        cookies.push(c.cookie);
-                        group.merge(&acc);
-                    }
-                    None => peers.push((peer, vec![c.cookie], acc.clone())),
-                }
+                peers.add(peer, c.cookie, &acc);
             }
             let observed = Rate {
                 bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
@@ -427,24 +421,7 @@ impl Diagnoser {
             ctx.observed,
             held(scope_key(&Scope::Shipper)),
         );
-        let peers = peers
-            .into_iter()
-            .map(|(peer, cookies, acc)| {
-                let observed = Rate {
-                    bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
-                    records_per_s: 0.0,
-                };
-                let scope = Scope::Peer {
-                    flows: cookies.len(),
-                };
-                let verdict = verdict::build(scope, &acc, &ctx, observed, held(peer_key(&peer)));
-                PeerVerdict {
-                    peer,
-                    cookies,
-                    verdict,
-                }
-            })
-            .collect();
+        let peers = peers.judge(&ctx, held);
         Some(Diagnosis {
             span: ctx.span,
             samples: samples.len(),
@@ -460,6 +437,50 @@ impl Diagnoser {
                 .collect(),
             peers,
         })
+    }
+}
+
+/// The observed flows that carried data, grouped by peer in the order
+/// their first flow appears: (peer, its flows' cookies, their figures).
+#[derive(Default)]
+struct PeerGroups(Vec<(String, Vec<u64>, acc::Acc)>);
+
+impl PeerGroups {
+    fn add(&mut self, peer: String, cookie: u64, acc: &acc::Acc) {
+        match self.0.iter_mut().find(|(p, ..)| *p == peer) {
+            Some((_, cookies, group)) => {
+                cookies.push(cookie);
+                group.merge(acc);
+            }
+            None => self.0.push((peer, vec![cookie], acc.clone())),
+        }
+    }
+
+    /// One verdict per group, `held` as for the other scopes.
+    fn judge(
+        self,
+        ctx: &context::Context,
+        held: &dyn Fn(u64) -> Option<Limit>,
+    ) -> Vec<PeerVerdict> {
+        let span_s = ctx.span.as_secs_f64();
+        self.0
+            .into_iter()
+            .map(|(peer, cookies, acc)| {
+                let observed = Rate {
+                    bytes_per_s: rules::ratio(acc.acked_bytes as f64, span_s),
+                    records_per_s: 0.0,
+                };
+                let scope = Scope::Peer {
+                    flows: cookies.len(),
+                };
+                let verdict = verdict::build(scope, &acc, ctx, observed, held(peer_key(&peer)));
+                PeerVerdict {
+                    peer,
+                    cookies,
+                    verdict,
+                }
+            })
+            .collect()
     }
 }
 

@@ -94,6 +94,10 @@
 //! `max_inflight_bytes ÷ bytes per record` (the mean encoded size of
 //! answered records), so the shipper's memory stays within its base plus the
 //! configured in-flight bytes whatever the record size.
+//!
+//! Why one file of ~600 lines, most of it this doc and the constants' own:
+//! the state machine, its gains and the pool's adapter are one design read
+//! together; the simulated path that tests it is in `window/tests.rs`.
 use std::{collections::VecDeque, sync::Arc, time::Duration, time::Instant};
 
 use super::conn::ConnState;
