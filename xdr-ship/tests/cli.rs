@@ -197,7 +197,7 @@ fn shipping_to_nothing_ends_within_its_duration_with_one_line_per_problem() {
     let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xdr-ship"))
         .args(["ship", "--to", &to, "--generate", "max,100,1000"])
-        .args(["--duration", "3s", "--drain-timeout", "2s"])
+        .args(["--duration", "3s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -224,8 +224,10 @@ fn shipping_to_nothing_ends_within_its_duration_with_one_line_per_problem() {
     };
     let elapsed = started.elapsed();
     let stderr = reader.join().expect("stderr reader");
+    // The default drain timeout (30 s) is for answers in flight; none
+    // were ever sent.
     assert!(
-        elapsed < std::time::Duration::from_secs(15),
+        elapsed < std::time::Duration::from_secs(10),
         "took {elapsed:?}: {stderr}"
     );
     assert!(!status.success(), "exit {status:?}: {stderr}");

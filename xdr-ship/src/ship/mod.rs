@@ -550,7 +550,20 @@ impl<'a> Pool<'a> {
             if drain_deadline.is_none() && intake_over {
                 drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
             }
+            if intake_over && !self.ever_connected() && !self.tokens.conns.is_cancelled() {
+                // Nothing was ever sent, so nothing waits for an answer:
+                // `--duration 3s` towards a destination that never
+                // answered ends at 3 s, not 3 s + the drain timeout.
+                self.tokens.conns.cancel();
+            }
         }
+    }
+
+    /// Whether any connection of the pool has ever been up.
+    fn ever_connected(&self) -> bool {
+        self.states
+            .iter()
+            .any(|s| s.ever_connected.load(Ordering::Relaxed))
     }
 
     /// The interval's snapshot, with the source's backlog and lag.
