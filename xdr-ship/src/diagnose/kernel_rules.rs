@@ -16,7 +16,7 @@
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
 //! | wall − Δbusy (nothing in flight) | [`Limit::Application`] |
-//! | the rest, app-limited with little unsent and no standing queue | [`Limit::Application`] |
+//! | the rest, app-limited (or delivering under [`CWND_UNUSED_RATIO`] of what cwnd allows, no loss) with little unsent and no standing queue | [`Limit::Application`] |
 //! | the rest, in flight ≥ 90% of the peer window | [`Limit::ReceiverWindow`] |
 //! | the rest, otherwise | [`Limit::Interrupts`] / [`Limit::Loss`] / [`Limit::Bandwidth`] as in [`super::rules`] |
 use crate::metrics::TcpSample;
@@ -40,6 +40,15 @@ pub const RAMP_GROWTH_RATIO: f64 = 1.25;
 /// In flight below this fraction of the congestion window means cwnd had
 /// room: time TCP counted as "busy" then was not spent at the window.
 pub const CWND_ROOM_RATIO: f64 = 0.8;
+
+/// A flow that delivers less than this fraction of what its congestion
+/// window allows per round trip (cwnd × MSS ÷ srtt), with nothing unsent,
+/// no queue and no loss, is held by its writer even when TCP's app-limited
+/// flag, which marks only the delivery-rate sample of the last ACK, missed
+/// it: a paced sender writing in bursts (`iperf3 -b`) leaves data in
+/// flight at every sample. Low enough that BBR's cwnd (about twice what it
+/// sends per round trip) is not taken for a slow writer.
+pub const CWND_UNUSED_RATIO: f64 = 0.25;
 
 /// The `TCP_INFO` of the connection with `cookie` in `sample`.
 fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
@@ -183,7 +192,13 @@ fn charge(
         .is_some_and(|l| l > 0 && rate >= super::rules::LINK_FULL_RATIO * l as f64);
     let standing_queue =
         tb.min_rtt_us > 0 && srtt_us >= QUEUE_FULL_RTT_RATIO * f64::from(tb.min_rtt_us);
-    if tb.app_limited && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX && !link_full && !standing_queue
+    let cwnd_allows = f64::from(ta.cwnd_segments) * mss / (srtt_us / 1e6);
+    let cwnd_unused =
+        d_retrans == 0 && sndbuf <= 0.0 && srtt_us > 0.0 && rate < CWND_UNUSED_RATIO * cwnd_allows;
+    if (tb.app_limited || cwnd_unused)
+        && tb.notsent_bytes < NOTSENT_APP_LIMITED_MAX
+        && !link_full
+        && !standing_queue
     {
         acc.app_limited += 1;
         acc.time_us[Limit::Application as usize] += sending;

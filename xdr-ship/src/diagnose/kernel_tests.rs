@@ -167,6 +167,22 @@ fn an_app_limited_flow_names_the_process() {
 }
 
 #[test]
+fn a_paced_writer_far_below_its_cwnd_is_the_application_without_the_app_limited_flag() {
+    // `iperf3 -b 16M` on an 80 ms path: always something in flight (busy
+    // all the time), the app-limited flag missed at every sample, and
+    // 2 MB/s where cwnd 1200 allows ~21.7 MB/s.
+    let s = Step {
+        acked: 2_000_000,
+        cwnd: 1200,
+        unacked: 100,
+        ..steady()
+    };
+    let v = judge(&[s; 6]).shipper;
+    assert_eq!(v.limit, Limit::Application, "{v:?}");
+    assert!(v.headline.contains("iperf3 (pid 4242)"), "{}", v.headline);
+}
+
+#[test]
 fn a_flow_at_its_cwnd_without_loss_is_bandwidth() {
     assert_eq!(judge(&[steady(); 6]).shipper.limit, Limit::Bandwidth);
 }

@@ -550,10 +550,15 @@ impl<'a> Pool<'a> {
             if drain_deadline.is_none() && intake_over {
                 drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
             }
-            if intake_over && !self.ever_connected() && !self.tokens.conns.is_cancelled() {
-                // Nothing was ever sent, so nothing waits for an answer:
+            let duration_over = intake_until.is_some_and(|t| tokio::time::Instant::now() >= t);
+            if duration_over && !self.ever_connected() && !self.tokens.conns.is_cancelled() {
+                // `--duration` is over and no connection was ever up:
+                // nothing was sent, so nothing waits for an answer, and
                 // `--duration 3s` towards a destination that never
                 // answered ends at 3 s, not 3 s + the drain timeout.
+                // (Before the duration, records handed to connections
+                // still connecting are in flight: a log read to its end
+                // is not a reason to stop.)
                 self.tokens.conns.cancel();
             }
         }
