@@ -204,6 +204,22 @@ pub fn ship_across_lab(
     ship_across_lab_with(tag, link, &[], ship_args, secs)
 }
 
+/// `recv --memory --insecure --listen FAR:3000 ARGS` in the far namespace
+/// of `lab`, killed when the guard drops.
+pub fn far_memory_receiver(lab: &xdr_ship::lab::Lab, recv_args: &[&str]) -> ChildGuard {
+    use xdr_ship::lab::Side;
+    let listen = format!("{}:3000", lab.addr(Side::Far));
+    ChildGuard(
+        lab.command(Side::Far, xdr_ship_bin())
+            .args(["recv", "--memory", "--insecure", "--listen", &listen])
+            .args(recv_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start recv in the far namespace"),
+    )
+}
+
 /// [`ship_across_lab`] with extra flags for the receiver (`--rcvbuf 64KiB`,
 /// `--apply-delay 20ms`).
 pub fn ship_across_lab_with(
@@ -217,21 +233,7 @@ pub fn ship_across_lab_with(
     let name = format!("t{}-{tag}", std::process::id());
     let lab = Lab::up(&name, link, LabOptions::default()).expect("lab up");
     let far = lab.addr(Side::Far);
-    let _recv = ChildGuard(
-        lab.command(Side::Far, xdr_ship_bin())
-            .args([
-                "recv",
-                "--memory",
-                "--insecure",
-                "--listen",
-                &format!("{far}:3000"),
-            ])
-            .args(recv_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start recv in the far namespace"),
-    );
+    let _recv = far_memory_receiver(&lab, recv_args);
     let (ok, out, err) = run_bounded(
         lab.command(Side::Near, xdr_ship_bin())
             .args([

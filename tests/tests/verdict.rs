@@ -198,7 +198,7 @@ fn a_slow_receiver_is_judged_destination() {
 /// receiver are gone when it returns, even on panic.
 fn diagnose_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> Value {
     use xdr_ship::lab::{Lab, LabOptions, Side};
-    use xdr_tests::{run_bounded, xdr_ship_bin, ChildGuard};
+    use xdr_tests::{run_bounded, xdr_ship_bin};
     let lab = Lab::up(
         &format!("t{}-{tag}", std::process::id()),
         link,
@@ -206,14 +206,7 @@ fn diagnose_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> Value {
     )
     .expect("lab up");
     let to = format!("{}:3000", lab.addr(Side::Far));
-    let _recv = ChildGuard(
-        lab.command(Side::Far, xdr_ship_bin())
-            .args(["recv", "--memory", "--insecure", "--listen", &to])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start recv in the far namespace"),
-    );
+    let _recv = xdr_tests::far_memory_receiver(&lab, &[]);
     let (ok, out, err) = run_bounded(
         lab.command(Side::Near, xdr_ship_bin())
             .args(["diagnose", "--to", &to, "--json"])
