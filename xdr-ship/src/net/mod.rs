@@ -10,6 +10,7 @@
 //! could have grown to `tcp_rmem`/`tcp_wmem`'s maximum. So when the cap would
 //! bite, we leave autotuning on and say which sysctl to raise; when it does
 //! not, we set the size and read back what the kernel really gave us.
+pub mod lowat;
 pub mod route;
 
 use std::{io, os::fd::AsRawFd};

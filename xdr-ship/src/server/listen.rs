@@ -2,6 +2,7 @@
 //! (and a plaintext peer on a TLS port), and the bounded drain at shutdown.
 use std::{
     net::SocketAddr,
+    os::fd::AsRawFd,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -139,7 +140,8 @@ async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let Some(tls) = &cfg.tls else {
-        return serve_stream(stream, peer, store, cfg, stats, shutdown).await;
+        let fd = stream.as_raw_fd();
+        return serve_stream(stream, peer, store, cfg, stats, shutdown, Some(fd)).await;
     };
     // A plaintext shipper on a TLS port: tell it so in its own protocol
     // (a TLS ClientHello starts with 0x16, a frame with "XS").
@@ -199,5 +201,5 @@ async fn serve_tcp(
         }
         Ok(Ok(s)) => s,
     };
-    serve_stream(stream, peer, store, cfg, stats, shutdown).await
+    serve_stream(stream, peer, store, cfg, stats, shutdown, None).await
 }

@@ -2,6 +2,7 @@
 //! (in order, or each on its own task) and answered, within the limits.
 use std::{
     net::SocketAddr,
+    os::fd::RawFd,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -23,6 +24,7 @@ use super::{
     close::{close_with, Closed, Reader, Writer},
     Applied, ServerConfig, ServerStats, Sink,
 };
+use crate::net::lowat::RcvLowat;
 use crate::wire::{
     Ack, Frame, Hello, HelloOk, Message, OrderingMode, ResultCode, WireCodec, WireError, Write,
 };
@@ -30,7 +32,9 @@ use crate::wire::{
 /// Serves one connection over any byte stream (plain TCP, TLS, ...): the
 /// handshake, then requests until the peer is done, a frame is bad, a limit
 /// is broken, or shutdown. `Err` carries the reason it was closed early;
-/// the peer has been told with a GOODBYE.
+/// the peer has been told with a GOODBYE. `tcp_fd`, the plain TCP socket
+/// under `stream` when there is one, gets its low-water mark set from each
+/// partial frame ([`crate::net::lowat`]); it must stay open while this runs.
 pub async fn serve_stream<S>(
     stream: S,
     peer: SocketAddr,
@@ -38,6 +42,7 @@ pub async fn serve_stream<S>(
     cfg: &ServerConfig,
     stats: &ServerStats,
     shutdown: CancellationToken,
+    tcp_fd: Option<RawFd>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -51,6 +56,7 @@ where
         cfg,
         stats,
         shutdown,
+        tcp_fd,
     };
     let outcome = session.run(&mut reader, &mut writer).await;
     match outcome {
@@ -74,6 +80,7 @@ struct Session<'a> {
     cfg: &'a ServerConfig,
     stats: &'a ServerStats,
     shutdown: CancellationToken,
+    tcp_fd: Option<RawFd>,
 }
 
 impl Session<'_> {
@@ -196,7 +203,12 @@ impl Session<'_> {
         tokio::pin!(idle);
         let mut reading = true;
         let mut shutting_down = false;
+        let mut lowat = self.tcp_fd.map(RcvLowat::new);
         loop {
+            if let Some(lowat) = &mut lowat {
+                // Woken when the frame in hand is whole, not per segment.
+                lowat.want(WireCodec::still_needed(reader.read_buffer()));
+            }
             if !reading && pending.in_flight() == 0 {
                 if shutting_down {
                     return Err(Closed::with(

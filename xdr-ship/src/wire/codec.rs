@@ -448,6 +448,21 @@ impl Header {
     }
 }
 
+impl WireCodec {
+    /// Bytes the first frame in `buf` still needs before it can be decoded
+    /// (0 when it is whole). From the header's length field alone, before
+    /// any check: a bad header is refused by `decode` as soon as it is whole.
+    /// The receiver sets its socket's low-water mark from it
+    /// ([`crate::net::lowat`]).
+    pub fn still_needed(buf: &[u8]) -> usize {
+        if buf.len() < HEADER_LEN {
+            return HEADER_LEN - buf.len();
+        }
+        let len = u32::from_le_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
+        (HEADER_LEN + len).saturating_sub(buf.len())
+    }
+}
+
 impl Decoder for WireCodec {
     type Item = Frame;
     type Error = WireError;

@@ -195,6 +195,32 @@ fn every_frame_type_decodes_only_when_complete_at_every_split() {
 }
 
 #[test]
+fn still_needed_is_the_missing_header_then_exactly_the_rest_of_the_frame() {
+    for frame in samples() {
+        let bytes = encode_default(&frame).freeze();
+        for split in 0..=bytes.len() {
+            // Before the header is whole the frame's length is unknown.
+            let missing = if split < HEADER_LEN {
+                HEADER_LEN - split
+            } else {
+                bytes.len() - split
+            };
+            assert_eq!(
+                WireCodec::still_needed(&bytes[..split]),
+                missing,
+                "{} cut at {split} of {} bytes",
+                frame.frame_type(),
+                bytes.len()
+            );
+        }
+        // A whole frame followed by part of the next needs nothing more.
+        let mut two = BytesMut::from(&bytes[..]);
+        two.extend_from_slice(&bytes[..3]);
+        assert_eq!(WireCodec::still_needed(&two), 0);
+    }
+}
+
+#[test]
 fn frame_fed_one_byte_at_a_time_decodes_exactly_once() {
     for frame in samples() {
         let bytes = encode_default(&frame);
