@@ -568,6 +568,95 @@ fn per_connection_in_flight_times_connections_is_the_pools_in_flight() {
     );
 }
 
+/// A connection of a pool whose fixed window of 16 records is full while
+/// TCP's app-limited flag is clear, as in half the intervals of the lab's
+/// `--window 16` run across 90 ms: the flag marks only the last ACK's
+/// rate sample, and only if the last write left under a segment unsent
+/// (here a record or two wait for a full segment). TCP's cwnd has room
+/// and no queue builds.
+fn full_fixed_window_unflagged() -> Flow {
+    let mut flow = small_window_flow();
+    flow.app_limited = false;
+    flow.notsent = 2 * RECORD_BYTES as u32;
+    flow.cwnd_from = 4 * flow.unacked;
+    flow.cwnd_to = flow.cwnd_from;
+    flow.srtt_us = RTT_US + RTT_US / 16;
+    flow
+}
+
+#[test]
+fn a_full_fixed_window_is_the_application_even_when_tcp_does_not_flag_it() {
+    let flows = 64;
+    let mut w = World::new(vec![full_fixed_window_unflagged(); flows]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    assert!(v.share(Limit::Application) > 99.9, "{:?}", v.shares);
+    let f = full_fixed_window_unflagged();
+    let pool = f.inflight * flows as u64;
+    assert!(
+        v.headline.starts_with(&format!(
+            "window full: in flight {} records ({}) per connection × {flows} connections = \
+             {pool} records",
+            f.inflight,
+            crate::units::bytes((f.inflight * RECORD_BYTES) as f64)
+        )),
+        "{}",
+        v.headline
+    );
+    assert!(
+        v.remedy.contains(&format!(
+            "raise --window to ≥ {} per connection",
+            2 * f.window
+        )),
+        "{}",
+        v.remedy
+    );
+    assert!(
+        v.remedy.contains("or leave --window out"),
+        "a fixed window is the operator's: {}",
+        v.remedy
+    );
+    assert!(
+        d.connections.iter().all(|c| c.limit == Limit::Application),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn a_full_window_that_moves_is_not_called_fixed() {
+    // The auto window resizes every round: its remedy does not tell the
+    // operator to leave out a --window they never gave.
+    let mut w = World::new(vec![full_fixed_window_unflagged(); 4]);
+    w.link.bandwidth_bytes_per_s = None;
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = w.sample(k);
+        for c in &mut s.ship.connections {
+            c.window += k % 2;
+            c.inflight = c.window;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Application, "{v:?}");
+    assert!(!v.remedy.contains("leave --window out"), "{}", v.remedy);
+}
+
+#[test]
+fn a_full_window_with_bytes_waiting_in_the_socket_is_not_blamed_on_the_window() {
+    // The same full window, but TCP holds a megabyte it has not sent:
+    // TCP, not the application, is what waits.
+    let mut flow = full_fixed_window_unflagged();
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow; 4]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    assert_eq!(d.shipper.share(Limit::Application), 0.0, "{}", d.report());
+}
+
 #[test]
 fn a_slow_source_is_application_with_nothing_to_change() {
     let mut flow = Flow::new().rate(1_024_000);
