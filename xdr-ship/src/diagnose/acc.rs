@@ -17,6 +17,9 @@ use super::rules::{ratio, LOSS_QUEUE_RTT_RATIO, N_LIMITS};
 pub(super) struct Acc {
     /// Microseconds of connection time per limit, indexed by `Limit as usize`.
     pub time_us: [f64; N_LIMITS],
+    /// Microseconds of connection time in the run's drain (left out of
+    /// `time_us`).
+    pub drain_us: f64,
     /// Connections merged in.
     pub conns: usize,
     /// Of which with `TCP_INFO` in at least one interval.
@@ -164,6 +167,7 @@ impl Acc {
         for (t, ot) in self.time_us.iter_mut().zip(o.time_us) {
             *t += ot;
         }
+        self.drain_us += o.drain_us;
         self.conns += o.conns;
         self.tcp_conns += o.tcp_conns;
         self.snd_wnd += o.snd_wnd;

@@ -16,6 +16,19 @@
 //! | waiting | [`Limit::Destination`] if the app window is full and answers take ≥ 2 × srtt; else [`Limit::Application`] |
 //! | interval without `TCP_INFO` | waiting if the app window is full, else [`Limit::Unknown`] |
 //! | TCP in slow start to a new cwnd high, or the app window at a new high ≥ 1.25 × with the rate or the peer window (the auto window opening) | [`Limit::Ramp`] (all of it) |
+//! | interval mostly after intake ended (the run's drain, [`in_drain`]) | no limit: left out of the shares, named in one line of evidence |
+//!
+//! Why the drain is left out rather than charged: once `--duration` is
+//! over (or the source is done) the shipper sends nothing new and waits
+//! for the last answers; its connections idle, then close. Charged as it
+//! falls that is "unknown" (closed sockets) and "application" (nothing to
+//! send), and both read as limits with remedies (raise --window) that are
+//! wrong: the run is simply ending. Counted as a share of its own
+//! ("draining 15%") it would still shrink the run's real limit, which is
+//! what an operator reads the verdict for. So its intervals are not
+//! judged, the in-flight and connection medians leave them out too (they
+//! are the pool closing), and the verdict says how long the drain took. A
+//! window of nothing but the drain says the run is ending.
 //!
 //! Why the app-limited busy time is not "network": a pipelined connection
 //! with a small window always has something unacknowledged, so the kernel
@@ -264,6 +277,18 @@ fn same_socket<'a>(
     Some((a.tcp.as_ref()?, b.tcp.as_ref()?))
 }
 
+/// Whether the interval `a` → `b` is the run's drain: intake had ended
+/// (`--duration` over, the source done) for at least half of it, so the
+/// shipper sent nothing new and waited for its last answers. Such time is
+/// the run's own ending, not a limit: the shares leave it out (see the
+/// table above).
+pub(super) fn in_drain(a: &Sample, b: &Sample) -> bool {
+    let dt_s = b.at.saturating_sub(a.at).as_secs_f64();
+    b.ship
+        .drain_s
+        .is_some_and(|d| dt_s > 0.0 && d >= dt_s / 2.0)
+}
+
 /// Walks the window for connection `id` and attributes its time.
 pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Acc {
     let mut acc = Acc {
@@ -283,6 +308,12 @@ pub(super) fn collect(samples: &[&Sample], id: usize, rtt_us: Option<u64>) -> Ac
         let (ca, cb) = (conn_in(a, id), conn_in(b, id));
         if first_counters.is_none() {
             first_counters = ca.or(cb).map(|c| c.counters);
+        }
+        if in_drain(a, b) {
+            // The run's own ending: its time and figures are not the run's.
+            last_conn = cb.or(last_conn);
+            acc.drain_us += dt_us;
+            continue;
         }
         if let Some(c) = cb {
             last_conn = Some(c);

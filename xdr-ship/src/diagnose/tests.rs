@@ -657,6 +657,125 @@ fn a_full_window_with_bytes_waiting_in_the_socket_is_not_blamed_on_the_window() 
     assert_eq!(d.shipper.share(Limit::Application), 0.0, "{}", d.report());
 }
 
+/// When intake ends in [`ending_in_the_runs_drain`]: this long before the
+/// first sample of the drain.
+const INTAKE_ENDS_BEFORE_S: f64 = 0.8;
+
+/// The world's samples, the run's intake ending [`INTAKE_ENDS_BEFORE_S`]
+/// before the `drained`-th sample from the end: from then on the shipper
+/// sends nothing new and waits for its last answers, TCP idle (the window
+/// not full, nothing unsent); at the last sample every connection has
+/// closed.
+fn ending_in_the_runs_drain(w: &World, drained: usize) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = (0..SAMPLES).map(|k| w.sample(k)).collect();
+    let n = samples.len();
+    let before = samples[n - drained - 1].clone();
+    for (i, s) in samples[n - drained..].iter_mut().enumerate() {
+        let last = i + 1 == drained;
+        s.ship.drain_s = Some(INTAKE_ENDS_BEFORE_S + i as f64);
+        s.ship.inflight = 0;
+        s.ship.inflight_bytes = 0;
+        s.ship.counters = before.ship.counters;
+        for (c, was) in s.ship.connections.iter_mut().zip(&before.ship.connections) {
+            c.inflight = 0;
+            c.inflight_bytes = 0;
+            c.window_limited = false;
+            c.counters = was.counters;
+            c.tcp = was.tcp.map(|mut t| {
+                t.app_limited = true;
+                t.notsent_bytes = 0;
+                t
+            });
+            if last {
+                c.connected = false;
+                c.cookie = 0;
+                c.tcp = None;
+            }
+        }
+        if last {
+            s.ship.connected = 0;
+        }
+    }
+    samples
+}
+
+fn judged(samples: impl IntoIterator<Item = Sample>) -> Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in samples {
+        d.push(s);
+    }
+    let diagnosis = d.verdict().expect("samples spanning time give a verdict");
+    assert_sane(&diagnosis);
+    diagnosis
+}
+
+#[test]
+fn the_runs_drain_is_left_out_of_the_shares_and_named() {
+    let flows = 4;
+    let mut flow = Flow::new().rate(LINK * 99 / 100 / flows);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let drained = 2;
+    let d = judged(ending_in_the_runs_drain(
+        &World::new(vec![flow; flows as usize]),
+        drained,
+    ));
+    for v in std::iter::once(&d.shipper).chain(&d.connections) {
+        assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+        assert_eq!(v.shares, vec![(Limit::Bandwidth, 100.0)], "{}", d.report());
+    }
+    let drain = crate::units::secs(INTAKE_ENDS_BEFORE_S + (drained - 1) as f64);
+    assert!(
+        has_evidence(
+            &d.shipper,
+            &format!("the run's end: intake ended {drain} before the last sample")
+        ),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn the_runs_drain_does_not_dilute_the_in_flight_figures() {
+    let flows = 8;
+    // Most of the window is the drain: medians over all of it would be
+    // the drain's (nothing in flight, connections closing).
+    let w = World::new(vec![small_window_flow(); flows]);
+    let d = judged(ending_in_the_runs_drain(&w, SAMPLES as usize / 2 + 1));
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    let f = small_window_flow();
+    assert!(
+        v.headline.contains(&format!(
+            "in flight {} records ({}) per connection × {flows} connections = {} records",
+            f.inflight,
+            crate::units::bytes((f.inflight * RECORD_BYTES) as f64),
+            f.inflight * flows as u64
+        )),
+        "{}",
+        v.headline
+    );
+}
+
+#[test]
+fn a_window_of_nothing_but_the_drain_says_the_run_is_ending() {
+    let drained = 2;
+    let samples = ending_in_the_runs_drain(&World::new(vec![Flow::new(); 2]), drained);
+    let n = samples.len();
+    let d = judged(samples.into_iter().skip(n - drained));
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Idle, "{}", d.report());
+    assert!(
+        v.headline.starts_with(&format!(
+            "the run is ending: intake ended {} ago",
+            crate::units::secs(INTAKE_ENDS_BEFORE_S + (drained - 1) as f64)
+        )),
+        "{}",
+        v.headline
+    );
+    assert_eq!(v.share(Limit::Unknown), 0.0, "{}", d.report());
+}
+
 #[test]
 fn a_slow_source_is_application_with_nothing_to_change() {
     let mut flow = Flow::new().rate(1_024_000);
