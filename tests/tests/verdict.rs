@@ -273,3 +273,76 @@ fn the_verdicts_in_flight_per_connection_times_connections_is_the_runs_in_flight
         "the BDP is shared by the same 64 connections: {context}"
     );
 }
+
+/// Ships `ship --duration RUN_S ARGS` (its headless lines, no `--json`)
+/// across `link` against `recv --memory`; returns what it printed. The lab
+/// and the receiver are gone when it returns, even on panic.
+fn printed_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> String {
+    use xdr_ship::lab::{Lab, LabOptions, Side};
+    use xdr_tests::{run_bounded, xdr_ship_bin};
+    let lab = Lab::up(
+        &format!("t{}-{tag}", std::process::id()),
+        link,
+        LabOptions::default(),
+    )
+    .expect("lab up");
+    let to = format!("{}:3000", lab.addr(Side::Far));
+    let _recv = xdr_tests::far_memory_receiver(&lab, &[]);
+    let (ok, out, err) = run_bounded(
+        lab.command(Side::Near, xdr_ship_bin())
+            .args(["ship", "--to", &to, "--duration", &format!("{RUN_S}s")])
+            .args(["--verdict-window", "5s", "--generate", "max,1000,1000000"])
+            .args(args),
+        Duration::from_secs(RUN_S + 60),
+    );
+    assert!(ok, "ship failed: {err}");
+    out
+}
+
+#[test]
+fn a_fixed_window_of_16_is_printed_as_the_shippers_window_with_figures_that_multiply_back() {
+    require_root();
+    // 4 connections × 16 records of 1 KB per 40 ms round trip is at most a
+    // third of the 5 MB/s line: the operator's --window holds the rate,
+    // with TCP's windows to spare and no queue at the line.
+    let (connections, window) = (4, 16);
+    let out = printed_across_lab(
+        "v-fixed-window",
+        LinkConfig::new(RTT, RATE),
+        &[
+            "--connections",
+            &connections.to_string(),
+            "--window",
+            &window.to_string(),
+        ],
+    );
+    let report = &out[out
+        .find("last verdict")
+        .unwrap_or_else(|| panic!("no final verdict printed: {out}"))..];
+    println!("{report}");
+    let shipper = report
+        .lines()
+        .find(|l| l.starts_with("shipper: "))
+        .unwrap_or_else(|| panic!("no shipper line: {report}"));
+    assert!(
+        shipper.starts_with("shipper: limit: application (") && shipper.contains("window full: "),
+        "the shipper's own window is named: {report}"
+    );
+    let per_conn = number_after(shipper, "in flight ").expect("records per connection");
+    let conns = number_after(shipper, "per connection × ").expect("connections");
+    let total = number_after(shipper, "connections = ").expect("records in all");
+    assert_eq!(conns, f64::from(connections), "{report}");
+    assert!(
+        per_conn <= f64::from(window) && per_conn >= 0.75 * f64::from(window),
+        "the window is full: {report}"
+    );
+    assert!(
+        (per_conn * conns - total).abs() < 0.5,
+        "{per_conn} × {conns} = {total}: {report}"
+    );
+    let remedy = shipper.split(" → ").nth(1).unwrap_or("");
+    assert!(
+        remedy.contains("raise --window to ≥ ") && remedy.contains("leave --window out"),
+        "the remedy raises or drops --window: {report}"
+    );
+}

@@ -75,13 +75,20 @@ struct Phase {
 impl Phase {
     fn from_run(name: &str, connections: usize, snaps: &[ShipSnapshot], delivered: u64) -> Self {
         // Skip the first interval (connecting, slow start) when there are
-        // enough to spare.
-        let steady: &[ShipSnapshot] = if snaps.len() > 2 { &snaps[1..] } else { snaps };
+        // enough to spare, and the drain (intake over, the last answers
+        // awaited): the verdict leaves it out too, so both quote the same
+        // intervals.
+        let running: Vec<&ShipSnapshot> = snaps.iter().filter(|s| s.drain_s.is_none()).collect();
+        let steady: &[&ShipSnapshot] = if running.len() > 2 {
+            &running[1..]
+        } else {
+            &running
+        };
         let mean = |f: &dyn Fn(&ShipSnapshot) -> f64| {
             if steady.is_empty() {
                 0.0
             } else {
-                steady.iter().map(f).sum::<f64>() / steady.len() as f64
+                steady.iter().map(|s| f(s)).sum::<f64>() / steady.len() as f64
             }
         };
         let mut inflight: Vec<u64> = steady.iter().map(|s| s.inflight).collect();

@@ -17,6 +17,9 @@ use super::rules::{ratio, LOSS_QUEUE_RTT_RATIO, N_LIMITS};
 pub(super) struct Acc {
     /// Microseconds of connection time per limit, indexed by `Limit as usize`.
     pub time_us: [f64; N_LIMITS],
+    /// Microseconds of connection time in the run's drain (left out of
+    /// `time_us`).
+    pub drain_us: f64,
     /// Connections merged in.
     pub conns: usize,
     /// Of which with `TCP_INFO` in at least one interval.
@@ -50,6 +53,9 @@ pub(super) struct Acc {
     /// App window (records): the median over the intervals the
     /// connection was up (summed over connections when merged).
     pub window: f64,
+    /// Connections whose app window never moved in the window (a fixed
+    /// `--window`, or the auto window at its cap).
+    pub fixed_windows: usize,
     /// Records in flight: the median over the intervals it was up.
     pub inflight: f64,
     /// Bytes in flight (frames): the median over the intervals it was up.
@@ -70,6 +76,10 @@ pub(super) struct Acc {
     pub window_full: u64,
     /// Intervals that ended with TCP waiting for the application.
     pub app_limited: u64,
+    /// Intervals that ended with the app window full and TCP waiting for
+    /// it (nothing unsent to speak of, its windows with room) while its
+    /// app-limited flag was clear.
+    pub held_by_window: u64,
     /// Intervals without `TCP_INFO` at both ends (same socket).
     pub no_tcp: u64,
     /// Intervals whose network time went to loss.
@@ -157,6 +167,7 @@ impl Acc {
         for (t, ot) in self.time_us.iter_mut().zip(o.time_us) {
             *t += ot;
         }
+        self.drain_us += o.drain_us;
         self.conns += o.conns;
         self.tcp_conns += o.tcp_conns;
         self.snd_wnd += o.snd_wnd;
@@ -181,6 +192,7 @@ impl Acc {
         self.notsent_bytes += o.notsent_bytes;
         self.delivery_max += o.delivery_max;
         self.window += o.window;
+        self.fixed_windows += o.fixed_windows;
         self.inflight += o.inflight;
         self.inflight_bytes += o.inflight_bytes;
         self.retrans += o.retrans;
@@ -191,6 +203,7 @@ impl Acc {
         self.intervals += o.intervals;
         self.window_full += o.window_full;
         self.app_limited += o.app_limited;
+        self.held_by_window += o.held_by_window;
         self.no_tcp += o.no_tcp;
         self.lossy += o.lossy;
         self.interrupted += o.interrupted;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::{metrics::Latency, units};
 
 use super::{
-    rules::{ratio, saturation, Saturation},
+    rules::{in_drain, ratio, saturation, Saturation},
     Rate, Sample,
 };
 
@@ -40,6 +40,9 @@ pub(super) struct Context {
     /// had one.
     pub saturation: Option<Saturation>,
     pub saturated_intervals: usize,
+    /// How long the run had been draining at the window's end (intake
+    /// over, the last answers awaited), if the window holds its drain.
+    pub drain: Option<Duration>,
     /// The network device the flows use, if the samples say.
     pub device: Option<String>,
     pub intervals: usize,
@@ -92,6 +95,7 @@ impl Context {
             ordered: last.ship.mode == crate::wire::OrderingMode::Ordered.name(),
             saturation: worst,
             saturated_intervals,
+            drain: drain(samples),
             device: samples.iter().rev().find_map(|s| s.device.clone()),
             intervals: samples.len() - 1,
             observed,
@@ -140,6 +144,19 @@ impl Context {
         })
     }
 
+    /// `the run's end: intake ended 1.80s before the last sample; …` when
+    /// the window holds the drain.
+    pub(super) fn drain_line(&self) -> Option<String> {
+        self.drain.map(|d| {
+            format!(
+                "the run's end: intake ended {} before the last sample; since then the \
+                 shipper has sent nothing new and waited for its last answers, time left out \
+                 of the shares (the run's own ending, not a limit)",
+                units::secs(d.as_secs_f64())
+            )
+        })
+    }
+
     /// The shipper-wide line every verdict starts its evidence with.
     pub(super) fn rtt_line(&self) -> String {
         let rtt = self.rtt_s().map_or("unknown".to_owned(), units::secs);
@@ -162,13 +179,23 @@ impl Context {
 }
 
 /// Connections up over the window: the median over the ends of its
-/// intervals, at least 1.
+/// intervals, the drain's left out (the pool closing), at least 1.
 fn connections_up(samples: &[&Sample]) -> usize {
-    let mut up: Vec<u64> = samples[1..]
-        .iter()
-        .map(|s| s.ship.connected as u64)
+    let mut up: Vec<u64> = samples
+        .windows(2)
+        .filter(|p| !in_drain(p[0], p[1]))
+        .map(|p| p[1].ship.connected as u64)
         .collect();
     (super::rules::median_u64(&mut up).round() as usize).max(1)
+}
+
+/// How long the run had drained by the last sample (it may have begun
+/// before the window), if any interval of `samples` is its drain.
+fn drain(samples: &[&Sample]) -> Option<Duration> {
+    if !samples.windows(2).any(|p| in_drain(p[0], p[1])) {
+        return None;
+    }
+    Duration::try_from_secs_f64(samples.last()?.ship.drain_s?).ok()
 }
 
 /// Records delivered and bytes acknowledged between `first` and `last`.

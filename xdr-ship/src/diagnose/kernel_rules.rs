@@ -12,7 +12,7 @@
 //! | time of an interval | goes to |
 //! |---|---|
 //! | nothing acknowledged, nothing busy | [`Limit::Idle`] |
-//! | the flow was born in it, or TCP is still opening (see [`ramping`]) | [`Limit::Ramp`] (all of it) |
+//! | the flow was born in it, or TCP is still opening to a new high since it was born or idle (see [`ramping`]; BBR's ProbeRTT regrowth is not) | [`Limit::Ramp`] (all of it) |
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
 //! | wall − Δbusy (nothing in flight) | [`Limit::Application`] |
@@ -63,14 +63,29 @@ fn tcp_of(sample: &Sample, cookie: u64) -> Option<&TcpSample> {
 /// Whether the interval `ta` → `tb` is TCP still opening its windows:
 /// slow start proper (cwnd below ssthresh and growing, with no retransmit
 /// in the interval: after a loss, growth below ssthresh is recovery, and
-/// the loss is what binds), or the interval's delivery rate reaching a new
-/// high of at least [`RAMP_GROWTH_RATIO`] × `rate_peak_before`, the best the
-/// flow had shown. The early retransmit iperf3 takes on the lab in its
-/// first second ends slow start but not the ramp: the window is still
-/// opening, and the rate says so.
-fn ramping(ta: &TcpSample, tb: &TcpSample, rate_bytes_per_s: f64, rate_peak_before: f64) -> bool {
+/// the loss is what binds) to a new high, [`RAMP_GROWTH_RATIO`] ×
+/// `cwnd_peak_before` (the largest cwnd since the flow was born or last
+/// idle), or the interval's delivery rate reaching a new high of at least
+/// [`RAMP_GROWTH_RATIO`] × `rate_peak_before`, the best the flow had shown.
+/// The early retransmit iperf3 takes on the lab in its first second ends
+/// slow start but not the ramp: the window is still opening, and the rate
+/// says so.
+///
+/// Why a new high: a ramp is the flow's start, the first seconds after it
+/// was born or sat idle. BBR (no ssthresh, so always "below" it) drops
+/// cwnd to 4 segments for ~200 ms every ~10 s (ProbeRTT) and regrows it at
+/// once to where it was; that regrowth is growth below ssthresh too, and
+/// was named "ramping up" mid-run.
+fn ramping(
+    ta: &TcpSample,
+    tb: &TcpSample,
+    (rate_bytes_per_s, rate_peak_before): (f64, f64),
+    cwnd_peak_before: u32,
+) -> bool {
     let grew = |a: f64, b: f64| a > 0.0 && b >= RAMP_GROWTH_RATIO * a;
-    slow_start(ta, tb) || grew(rate_peak_before, rate_bytes_per_s)
+    let new_cwnd_high =
+        f64::from(tb.cwnd_segments) >= RAMP_GROWTH_RATIO * f64::from(cwnd_peak_before);
+    (slow_start(ta, tb) && new_cwnd_high) || grew(rate_peak_before, rate_bytes_per_s)
 }
 
 /// Slow start proper over `ta` → `tb`: cwnd below ssthresh and grown by
@@ -113,6 +128,11 @@ pub(super) fn collect(samples: &[&Sample], cookie: u64) -> Acc {
                 let rate_before = *rate_peak.get_or_insert(ta.delivery_rate_bytes_per_s as f64);
                 let rate = charge(&mut acc, b, (ta, tb), dt_us, (peak_before, rate_before));
                 rate_peak = Some(rate_before.max(rate));
+                if tb.bytes_acked == ta.bytes_acked && tb.busy_us == ta.busy_us {
+                    // Idle: what it opens to next is a new start.
+                    cwnd_peak = 0;
+                    rate_peak = None;
+                }
                 continue;
             }
             (None, Some(tb)) => tb,
@@ -173,7 +193,7 @@ fn charge(
         return rate;
     }
     acc.carried += 1;
-    if ramping(ta, tb, rate, rate_peak_before) {
+    if ramping(ta, tb, (rate, rate_peak_before), peak_before) {
         acc.time_us[Limit::Ramp as usize] += dt_us;
         return rate;
     }

@@ -261,6 +261,61 @@ fn cwnd_regrowing_after_losses_is_loss_not_ramping() {
     assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
 }
 
+/// A BBR flow (no ssthresh) at its cwnd for `secs` one-second intervals,
+/// in ProbeRTT at the sample `dip_at`: cwnd at 4 segments, the interval
+/// ending there short of the 200 ms it spent so.
+fn bbr_with_probe_rtt(secs: usize, dip_at: usize) -> Vec<Step> {
+    (0..secs)
+        .map(|k| {
+            let mut s = steady();
+            if k + 1 == dip_at {
+                s.cwnd = 4;
+                s.unacked = 4;
+                s.acked = s.acked * 4 / 5;
+            }
+            s
+        })
+        .collect()
+}
+
+fn judge_over(steps: &[Step], window: Duration) -> super::Diagnosis {
+    let mut d = Diagnoser::new(window);
+    for s in samples(steps) {
+        d.push(s);
+    }
+    d.verdict().expect("a verdict")
+}
+
+#[test]
+fn bbr_regrowing_its_cwnd_after_probe_rtt_mid_run_is_not_ramping_up() {
+    // iperf3 with BBR on a long link: every ~10 s cwnd drops to 4 segments
+    // for ~200 ms and then regrows at once to where it was.
+    let secs = 20;
+    let steps = bbr_with_probe_rtt(secs, secs / 2);
+    let v = judge_over(&steps, Duration::from_secs(secs as u64)).shipper;
+    assert_eq!(v.share(Limit::Ramp), 0.0, "{:?}", v.shares);
+    assert_eq!(v.limit, Limit::Bandwidth, "{v:?}");
+}
+
+#[test]
+fn slow_start_after_an_idle_spell_is_ramping_up_again() {
+    // The flow sends, idles (cwnd restarts), then opens its window anew.
+    let mut steps = vec![steady(); 4];
+    steps.extend(
+        [Step {
+            cwnd: 10,
+            ..Step::default()
+        }; 2],
+    );
+    steps.extend((0..3).map(|k| Step {
+        cwnd: 10 << (2 * (k + 1)),
+        acked: 1_000_000 << k,
+        ..steady()
+    }));
+    let v = judge_over(&steps, Duration::from_secs(steps.len() as u64)).shipper;
+    assert!(v.share(Limit::Ramp) > 0.0, "{:?}", v.shares);
+}
+
 #[test]
 fn a_flow_born_in_the_window_starts_ramping_up() {
     let mut all = samples(&[steady(); 3]);

@@ -568,6 +568,214 @@ fn per_connection_in_flight_times_connections_is_the_pools_in_flight() {
     );
 }
 
+/// A connection of a pool whose fixed window of 16 records is full while
+/// TCP's app-limited flag is clear, as in half the intervals of the lab's
+/// `--window 16` run across 90 ms: the flag marks only the last ACK's
+/// rate sample, and only if the last write left under a segment unsent
+/// (here a record or two wait for a full segment). TCP's cwnd has room
+/// and no queue builds.
+fn full_fixed_window_unflagged() -> Flow {
+    let mut flow = small_window_flow();
+    flow.app_limited = false;
+    flow.notsent = 2 * RECORD_BYTES as u32;
+    flow.cwnd_from = 4 * flow.unacked;
+    flow.cwnd_to = flow.cwnd_from;
+    flow.srtt_us = RTT_US + RTT_US / 16;
+    flow
+}
+
+#[test]
+fn a_full_fixed_window_is_the_application_even_when_tcp_does_not_flag_it() {
+    let flows = 64;
+    let mut w = World::new(vec![full_fixed_window_unflagged(); flows]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    assert!(v.share(Limit::Application) > 99.9, "{:?}", v.shares);
+    let f = full_fixed_window_unflagged();
+    let pool = f.inflight * flows as u64;
+    assert!(
+        v.headline.starts_with(&format!(
+            "window full: in flight {} records ({}) per connection × {flows} connections = \
+             {pool} records",
+            f.inflight,
+            crate::units::bytes((f.inflight * RECORD_BYTES) as f64)
+        )),
+        "{}",
+        v.headline
+    );
+    assert!(
+        v.remedy.contains(&format!(
+            "raise --window to ≥ {} per connection",
+            2 * f.window
+        )),
+        "{}",
+        v.remedy
+    );
+    assert!(
+        v.remedy.contains("or leave --window out"),
+        "a fixed window is the operator's: {}",
+        v.remedy
+    );
+    assert!(
+        d.connections.iter().all(|c| c.limit == Limit::Application),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn a_full_window_that_moves_is_not_called_fixed() {
+    // The auto window resizes every round: its remedy does not tell the
+    // operator to leave out a --window they never gave.
+    let mut w = World::new(vec![full_fixed_window_unflagged(); 4]);
+    w.link.bandwidth_bytes_per_s = None;
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for k in 0..SAMPLES {
+        let mut s = w.sample(k);
+        for c in &mut s.ship.connections {
+            c.window += k % 2;
+            c.inflight = c.window;
+        }
+        d.push(s);
+    }
+    let v = d.verdict().expect("a verdict").shipper;
+    assert_eq!(v.limit, Limit::Application, "{v:?}");
+    assert!(!v.remedy.contains("leave --window out"), "{}", v.remedy);
+}
+
+#[test]
+fn a_full_window_with_bytes_waiting_in_the_socket_is_not_blamed_on_the_window() {
+    // The same full window, but TCP holds a megabyte it has not sent:
+    // TCP, not the application, is what waits.
+    let mut flow = full_fixed_window_unflagged();
+    flow.notsent = 1_000_000;
+    let mut w = World::new(vec![flow; 4]);
+    w.link.bandwidth_bytes_per_s = None;
+    let d = w.diagnose();
+    assert_eq!(d.shipper.share(Limit::Application), 0.0, "{}", d.report());
+}
+
+/// When intake ends in [`ending_in_the_runs_drain`]: this long before the
+/// first sample of the drain.
+const INTAKE_ENDS_BEFORE_S: f64 = 0.8;
+
+/// The world's samples, the run's intake ending [`INTAKE_ENDS_BEFORE_S`]
+/// before the `drained`-th sample from the end: from then on the shipper
+/// sends nothing new and waits for its last answers, TCP idle (the window
+/// not full, nothing unsent); at the last sample every connection has
+/// closed.
+fn ending_in_the_runs_drain(w: &World, drained: usize) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = (0..SAMPLES).map(|k| w.sample(k)).collect();
+    let n = samples.len();
+    let before = samples[n - drained - 1].clone();
+    for (i, s) in samples[n - drained..].iter_mut().enumerate() {
+        let last = i + 1 == drained;
+        s.ship.drain_s = Some(INTAKE_ENDS_BEFORE_S + i as f64);
+        s.ship.inflight = 0;
+        s.ship.inflight_bytes = 0;
+        s.ship.counters = before.ship.counters;
+        for (c, was) in s.ship.connections.iter_mut().zip(&before.ship.connections) {
+            c.inflight = 0;
+            c.inflight_bytes = 0;
+            c.window_limited = false;
+            c.counters = was.counters;
+            c.tcp = was.tcp.map(|mut t| {
+                t.app_limited = true;
+                t.notsent_bytes = 0;
+                t
+            });
+            if last {
+                c.connected = false;
+                c.cookie = 0;
+                c.tcp = None;
+            }
+        }
+        if last {
+            s.ship.connected = 0;
+        }
+    }
+    samples
+}
+
+fn judged(samples: impl IntoIterator<Item = Sample>) -> Diagnosis {
+    let mut d = Diagnoser::new(Duration::from_secs(10));
+    for s in samples {
+        d.push(s);
+    }
+    let diagnosis = d.verdict().expect("samples spanning time give a verdict");
+    assert_sane(&diagnosis);
+    diagnosis
+}
+
+#[test]
+fn the_runs_drain_is_left_out_of_the_shares_and_named() {
+    let flows = 4;
+    let mut flow = Flow::new().rate(LINK * 99 / 100 / flows);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    let drained = 2;
+    let d = judged(ending_in_the_runs_drain(
+        &World::new(vec![flow; flows as usize]),
+        drained,
+    ));
+    for v in std::iter::once(&d.shipper).chain(&d.connections) {
+        assert_eq!(v.limit, Limit::Bandwidth, "{}", d.report());
+        assert_eq!(v.shares, vec![(Limit::Bandwidth, 100.0)], "{}", d.report());
+    }
+    let drain = crate::units::secs(INTAKE_ENDS_BEFORE_S + (drained - 1) as f64);
+    assert!(
+        has_evidence(
+            &d.shipper,
+            &format!("the run's end: intake ended {drain} before the last sample")
+        ),
+        "{}",
+        d.report()
+    );
+}
+
+#[test]
+fn the_runs_drain_does_not_dilute_the_in_flight_figures() {
+    let flows = 8;
+    // Most of the window is the drain: medians over all of it would be
+    // the drain's (nothing in flight, connections closing).
+    let w = World::new(vec![small_window_flow(); flows]);
+    let d = judged(ending_in_the_runs_drain(&w, SAMPLES as usize / 2 + 1));
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Application, "{}", d.report());
+    let f = small_window_flow();
+    assert!(
+        v.headline.contains(&format!(
+            "in flight {} records ({}) per connection × {flows} connections = {} records",
+            f.inflight,
+            crate::units::bytes((f.inflight * RECORD_BYTES) as f64),
+            f.inflight * flows as u64
+        )),
+        "{}",
+        v.headline
+    );
+}
+
+#[test]
+fn a_window_of_nothing_but_the_drain_says_the_run_is_ending() {
+    let drained = 2;
+    let samples = ending_in_the_runs_drain(&World::new(vec![Flow::new(); 2]), drained);
+    let n = samples.len();
+    let d = judged(samples.into_iter().skip(n - drained));
+    let v = &d.shipper;
+    assert_eq!(v.limit, Limit::Idle, "{}", d.report());
+    assert!(
+        v.headline.starts_with(&format!(
+            "the run is ending: intake ended {} ago",
+            crate::units::secs(INTAKE_ENDS_BEFORE_S + (drained - 1) as f64)
+        )),
+        "{}",
+        v.headline
+    );
+    assert_eq!(v.share(Limit::Unknown), 0.0, "{}", d.report());
+}
+
 #[test]
 fn a_slow_source_is_application_with_nothing_to_change() {
     let mut flow = Flow::new().rate(1_024_000);

@@ -33,6 +33,9 @@ pub(super) fn build(
     if ctx.idle || scope_idle {
         return idle(scope, ctx, observed);
     }
+    if acc.drain_us > 0.0 && acc.time_us.iter().sum::<f64>() <= 0.0 {
+        return ending(scope, ctx, observed);
+    }
     let shares = shares(&acc.time_us);
     let top = shares.first().copied().unwrap_or((Limit::Unknown, 100.0));
     let (limit, limit_pct) = held
@@ -48,6 +51,7 @@ pub(super) fn build(
             text: ctx.rtt_line(),
         },
     ];
+    evidence.extend(ctx.drain_line().map(|text| Evidence { limit: None, text }));
     for &(l, pct) in &shares {
         if l == limit || pct >= EVIDENCE_MIN_SHARE {
             evidence.push(Evidence {
@@ -99,6 +103,33 @@ fn idle(scope: Scope, ctx: &Context, observed: Rate) -> Verdict {
         } else {
             "nothing to do: the source has nothing to ship".to_owned()
         },
+        observed,
+        ceilings: Vec::new(),
+    }
+}
+
+/// The verdict of a scope whose window is nothing but the run's drain:
+/// no limit to judge, the run is ending.
+fn ending(scope: Scope, ctx: &Context, observed: Rate) -> Verdict {
+    let drain = ctx.drain.unwrap_or_default();
+    Verdict {
+        scope,
+        limit: Limit::Idle,
+        shares: vec![(Limit::Idle, 100.0)],
+        headline: format!(
+            "the run is ending: intake ended {} ago; the last answers are awaited",
+            units::secs(drain.as_secs_f64())
+        ),
+        evidence: std::iter::once(observed_line(&observed, ctx))
+            .chain(ctx.drain_line())
+            .map(|text| Evidence {
+                limit: Some(Limit::Idle),
+                text,
+            })
+            .collect(),
+        remedy: "nothing to change: the run is ending; the verdict before the drain is the \
+                 run's"
+            .to_owned(),
         observed,
         ceilings: Vec::new(),
     }

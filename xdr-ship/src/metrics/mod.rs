@@ -222,6 +222,13 @@ pub struct ShipSnapshot {
     pub connected: usize,
     /// One entry per connection.
     pub connections: Vec<ConnSnapshot>,
+    /// Seconds since intake ended (`--duration` over, the source done or
+    /// stopped) and the run's drain began: the shipper sends nothing new
+    /// and waits for the answers to what is in flight. Absent before. The
+    /// verdict leaves the drain out of its shares: the run's own ending,
+    /// not a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_s: Option<f64>,
 }
 
 impl ShipSnapshot {

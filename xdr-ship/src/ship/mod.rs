@@ -511,6 +511,7 @@ impl<'a> Pool<'a> {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut intake_ended: Option<tokio::time::Instant> = None;
         let mut drain_timed_out = false;
         let intake_until = cfg.duration.map(|d| tokio::time::Instant::now() + d);
         let mut auto = (cfg.window == WindowSetting::Auto).then(|| {
@@ -530,7 +531,18 @@ impl<'a> Pool<'a> {
                         break;
                     }
                 }
-                _ = ticker.tick() => report(&self.snapshot(snapper)),
+                _ = ticker.tick() => {
+                    // The drain is timed from --duration's end when that
+                    // is what ended intake (noticed only at a wake-up).
+                    let now = tokio::time::Instant::now();
+                    let since = [intake_until.filter(|t| now >= *t), intake_ended]
+                        .into_iter()
+                        .flatten()
+                        .min();
+                    let mut snap = self.snapshot(snapper);
+                    snap.drain_s = since.map(|t| now.duration_since(t).as_secs_f64());
+                    report(&snap);
+                }
                 _ = control.tick(), if auto.is_some() => {
                     if let Some(auto) = auto.as_mut() {
                         auto.tick(self.states);
@@ -548,6 +560,7 @@ impl<'a> Pool<'a> {
                 && self.queue.is_empty()
                 || intake_until.is_some_and(|t| tokio::time::Instant::now() >= t);
             if drain_deadline.is_none() && intake_over {
+                intake_ended = Some(tokio::time::Instant::now());
                 drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
             }
             let duration_over = intake_until.is_some_and(|t| tokio::time::Instant::now() >= t);

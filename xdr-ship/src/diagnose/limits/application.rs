@@ -75,9 +75,18 @@ fn ceilings(i: &Inputs<'_>, out: &mut Ceilings) {
 fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
     let figures = InFlight::of(acc, ctx);
     let window = figures.window;
+    // Intervals the kernel did not flag but the full window explains.
+    let held = if acc.held_by_window > 0 {
+        format!(
+            ", TCP's windows to spare behind the full app window in {} more",
+            acc.held_by_window
+        )
+    } else {
+        String::new()
+    };
     let evidence = format!(
-        "waiting for the application {share} of the time (TCP app-limited in {} of {} intervals, \
-         unsent {}); {}; window {window:.0}, full in {} of intervals",
+        "waiting for the application {share} of the time (TCP app-limited in {} of {} \
+         intervals{held}, unsent {}); {}; window {window:.0}, full in {} of intervals",
         acc.app_limited,
         acc.intervals,
         units::bytes(acc.per_tcp_conn(acc.notsent_bytes)),
@@ -92,14 +101,16 @@ fn explain_application(share: &str, acc: &Acc, ctx: &Context) -> Explained {
             "window full: {}",
             figures.phrase(ctx, if below { "≪" } else { "vs" })
         );
-        let remedy = window_remedy(window, ctx).unwrap_or_else(|| {
-            format!(
-                "the window of {window:.0} already covers the link rate × the answer time \
+        let remedy = window_remedy(window, ctx)
+            .map(|r| r + &auto_window_alternative(window, acc, ctx))
+            .unwrap_or_else(|| {
+                format!(
+                    "the window of {window:.0} already covers the link rate × the answer time \
                  (p50 {}, p99 {}): check --link-rate, or whether answers stall now and then",
-                units::secs(ctx.latency.p50_us as f64 / 1e6),
-                units::secs(ctx.latency.p99_us as f64 / 1e6)
-            )
-        });
+                    units::secs(ctx.latency.p50_us as f64 / 1e6),
+                    units::secs(ctx.latency.p99_us as f64 / 1e6)
+                )
+            });
         return Explained {
             headline,
             evidence,
@@ -175,6 +186,21 @@ impl InFlight {
             Some(bdp) => format!("{what} {cmp} {bdp}"),
             None => what,
         }
+    }
+}
+
+/// `; or leave --window out: …` when every connection's window stayed
+/// the same below the auto window's cap: a fixed `--window` the operator
+/// set, which the auto window would size to the path instead.
+fn auto_window_alternative(window: f64, acc: &Acc, ctx: &Context) -> String {
+    let below_cap = ctx.window_cap.is_none_or(|cap| window < cap as f64);
+    if acc.conns > 0 && acc.fixed_windows == acc.conns && below_cap {
+        format!(
+            "; or leave --window out: the fixed window of {window:.0} never moves, the auto \
+             window sizes itself to the path"
+        )
+    } else {
+        String::new()
     }
 }
 
