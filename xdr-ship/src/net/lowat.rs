@@ -68,6 +68,20 @@ impl RcvLowat {
         }
     }
 
+    /// Bytes received and not yet read (`FIONREAD`): what waits below the
+    /// mark, so that an idle close can still say a frame was unfinished.
+    pub fn queued(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: `fd` is an open socket (see `new`); FIONREAD writes one
+        // c_int into `n`, which outlives the call.
+        let rc = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut n) };
+        if rc == 0 {
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// The low-water mark last set.
     pub fn current(&self) -> usize {
         self.current
@@ -138,6 +152,19 @@ mod tests {
         let mut buf = Vec::new();
         rx.read_to_end(&mut buf).unwrap();
         assert_eq!(buf.len(), 10);
+    }
+
+    #[test]
+    fn bytes_waiting_below_the_mark_are_counted_as_queued() {
+        let (mut tx, rx) = pair();
+        let mut lowat = RcvLowat::new(rx.as_raw_fd());
+        lowat.want(1000);
+        tx.write_all(&[1u8; 300]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while lowat.queued() < 300 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lowat.queued(), 300);
     }
 
     #[test]

@@ -245,7 +245,9 @@ impl Session<'_> {
                 }
                 _ = &mut idle, if reading && pending.in_flight() == 0 => {
                     self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                    let partial = reader.read_buffer().len();
+                    // Bytes below the low-water mark are still the kernel's.
+                    let partial = reader.read_buffer().len()
+                        + lowat.as_ref().map_or(0, RcvLowat::queued);
                     let reason = if partial > 0 {
                         format!(
                             "idle for {:?} with an unfinished frame ({partial} bytes of it received)",
