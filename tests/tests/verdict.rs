@@ -197,19 +197,12 @@ fn a_slow_receiver_is_judged_destination() {
 /// `recv --memory` on the far side; returns its report. The lab and the
 /// receiver are gone when it returns, even on panic.
 fn diagnose_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> Value {
-    use xdr_ship::lab::{Lab, LabOptions, Side};
+    use xdr_ship::lab::Side;
     use xdr_tests::{run_bounded, xdr_ship_bin};
-    let lab = Lab::up(
-        &format!("t{}-{tag}", std::process::id()),
-        link,
-        LabOptions::default(),
-    )
-    .expect("lab up");
-    let to = format!("{}:3000", lab.addr(Side::Far));
-    let _recv = xdr_tests::far_memory_receiver(&lab, &[]);
+    let ReceiverLab { lab, to, .. } = &receiver_lab(tag, link);
     let (ok, out, err) = run_bounded(
         lab.command(Side::Near, xdr_ship_bin())
-            .args(["diagnose", "--to", &to, "--json"])
+            .args(["diagnose", "--to", to, "--json"])
             .args(args),
         Duration::from_secs(120),
     );
@@ -278,19 +271,12 @@ fn the_verdicts_in_flight_per_connection_times_connections_is_the_runs_in_flight
 /// across `link` against `recv --memory`; returns what it printed. The lab
 /// and the receiver are gone when it returns, even on panic.
 fn printed_across_lab(tag: &str, link: LinkConfig, args: &[&str]) -> String {
-    use xdr_ship::lab::{Lab, LabOptions, Side};
+    use xdr_ship::lab::Side;
     use xdr_tests::{run_bounded, xdr_ship_bin};
-    let lab = Lab::up(
-        &format!("t{}-{tag}", std::process::id()),
-        link,
-        LabOptions::default(),
-    )
-    .expect("lab up");
-    let to = format!("{}:3000", lab.addr(Side::Far));
-    let _recv = xdr_tests::far_memory_receiver(&lab, &[]);
+    let ReceiverLab { lab, to, .. } = &receiver_lab(tag, link);
     let (ok, out, err) = run_bounded(
         lab.command(Side::Near, xdr_ship_bin())
-            .args(["ship", "--to", &to, "--duration", &format!("{RUN_S}s")])
+            .args(["ship", "--to", to, "--duration", &format!("{RUN_S}s")])
             .args(["--verdict-window", "5s", "--generate", "max,1000,1000000"])
             .args(args),
         Duration::from_secs(RUN_S + 60),
@@ -345,4 +331,28 @@ fn a_fixed_window_of_16_is_printed_as_the_shippers_window_with_figures_that_mult
         remedy.contains("raise --window to ≥ ") && remedy.contains("leave --window out"),
         "the remedy raises or drops --window: {report}"
     );
+}
+
+/// A lab for `link` with `recv --memory` on its far side. Fields drop in
+/// order: the receiver stops before the lab goes down, even on panic.
+struct ReceiverLab {
+    _recv: xdr_tests::ChildGuard,
+    lab: xdr_ship::lab::Lab,
+    /// Where to ship: the receiver's address.
+    to: String,
+}
+
+fn receiver_lab(tag: &str, link: LinkConfig) -> ReceiverLab {
+    use xdr_ship::lab::{Lab, LabOptions, Side};
+    let lab = Lab::up(
+        &format!("t{}-{tag}", std::process::id()),
+        link,
+        LabOptions::default(),
+    )
+    .expect("lab up");
+    ReceiverLab {
+        _recv: xdr_tests::far_memory_receiver(&lab, &[]),
+        to: format!("{}:3000", lab.addr(Side::Far)),
+        lab,
+    }
 }
