@@ -458,7 +458,9 @@ impl WireCodec {
         if buf.len() < HEADER_LEN {
             return HEADER_LEN - buf.len();
         }
-        let len = u32::from_le_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
+        let mut field = [0u8; 4];
+        field.copy_from_slice(&buf[OFF_LEN..OFF_LEN + 4]);
+        let len = u32::from_le_bytes(field) as usize;
         (HEADER_LEN + len).saturating_sub(buf.len())
     }
 }
