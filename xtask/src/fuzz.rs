@@ -50,7 +50,7 @@ fn cargo_fuzz() -> Command {
 /// Builds the targets (release, instrumented).
 pub fn build() -> Result<()> {
     crate::setup::ensure_cargo_fuzz()?;
-    crate::run(cargo_fuzz().args(["build", "-O", "-a", "-s", "none"]))
+    crate::tee::run(cargo_fuzz().args(["build", "-O", "-a", "-s", "none"]))
         .context("building the fuzz targets")
 }
 

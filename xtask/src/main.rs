@@ -21,6 +21,7 @@ mod redis_lab;
 mod resp_bench;
 mod setup;
 mod soak;
+mod tee;
 
 use std::{
     path::{Path, PathBuf},
@@ -326,7 +327,7 @@ fn test() -> Result<()> {
     step(&mut steps, "unit tests", || {
         // Every test binary runs even after one fails: CI's one run shows
         // every failure, not only the first.
-        run(cargo().env("XDR_EBPF_OBJ", &obj).args([
+        tee::run(cargo().env("XDR_EBPF_OBJ", &obj).args([
             "test",
             "--no-fail-fast",
             "-p",
@@ -354,6 +355,13 @@ fn test() -> Result<()> {
         eprintln!("{verdict:>7}  {:<42} {:>6.1} s", s.name, s.secs);
         failed += usize::from(s.outcome.is_err());
     }
+    // Why each failed, again here: CI shows the tail of the run.
+    for s in &steps {
+        if let Err(e) = &s.outcome {
+            eprintln!("\n{} failed: {e:#}", s.name);
+        }
+    }
+    eprintln!("\n{}", tee::free_space_line(&root()));
     if failed > 0 {
         bail!("{failed} of {} test steps failed", steps.len());
     }
@@ -385,7 +393,7 @@ fn integration_tests(obj: &Path, bin: &Path) -> Result<()> {
     }
     cmd.args(["test", "--no-fail-fast", "-p", "xdr-tests"]);
     if is_root() {
-        return run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
+        return tee::run(cmd.args(["--", "--test-threads=1", "--nocapture"]));
     }
     eprintln!("not root: building the integration tests, then running them with sudo");
     let out = cmd
