@@ -550,9 +550,11 @@ async fn session(
     let (rd, wr) = tokio::io::split(stream);
     if let Some(target) = &cfg.redis {
         let mut reader = FramedRead::new(rd, super::redis::codec::Replies);
-        let mut writer = FramedWrite::new(wr, super::redis::codec::RedisCodec::new(target.lww));
+        let codec =
+            super::redis::codec::RedisCodec::new(target.lww).with_many(cfg.cluster.is_none());
+        let mut writer = FramedWrite::new(wr, codec);
         let write = write_loop(&mut writer, state, cfg, queue, cancel);
-        let read = redis_session::read_loop(&mut reader, state, cfg, acked);
+        let read = redis_session::read_loop(&mut reader, state, cfg, acked, codec);
         return session_end(write, read).await;
     }
     let mut reader = FramedRead::new(rd, WireCodec::new().with_max_frame(max_frame));

@@ -25,7 +25,7 @@ use crate::{
     ship::{
         redis::{
             cluster::{Redirect, Reroute},
-            codec::{encode_command, outcome, Outcome, Replies},
+            codec::{encode_command, outcome, Outcome, RedisCodec, Replies},
             credentials, RedisTarget, LWW_LIBRARY,
         },
         ShipError,
@@ -119,6 +119,7 @@ pub(super) async fn read_loop(
     state: &ConnState,
     cfg: &ConnConfig,
     acked: &mpsc::Sender<Vec<u64>>,
+    codec: RedisCodec,
 ) -> ShipError {
     let mut codes: Vec<ResultCode> = Vec::new();
     let mut redirects: Vec<(usize, Redirect)> = Vec::new();
@@ -135,20 +136,27 @@ pub(super) async fn read_loop(
         let Some((id, records)) = oldest else {
             return ShipError::Protocol("a Redis reply with nothing in flight".into());
         };
-        match redirect(cfg, &reply) {
-            Some(r) => {
-                redirects.push((codes.len(), r));
-                codes.push(ResultCode::Ok);
-            }
-            None => match reply_code(state, &reply) {
-                Ok((code, why)) => {
-                    if reason.is_none() {
-                        reason = why;
-                    }
-                    codes.push(code);
+        let replies = if codec.answers_as_one(records) {
+            per_record(reply, records)
+        } else {
+            vec![reply]
+        };
+        for reply in &replies {
+            match redirect(cfg, reply) {
+                Some(r) => {
+                    redirects.push((codes.len(), r));
+                    codes.push(ResultCode::Ok);
                 }
-                Err(e) => return e,
-            },
+                None => match reply_code(state, reply) {
+                    Ok((code, why)) => {
+                        if reason.is_none() {
+                            reason = why;
+                        }
+                        codes.push(code);
+                    }
+                    Err(e) => return e,
+                },
+            }
         }
         if codes.len() < records {
             continue;
@@ -174,6 +182,17 @@ pub(super) async fn read_loop(
             }
             Err(e) => return e,
         }
+    }
+}
+
+/// The replies of a request's records from the one reply to its `FCALL
+/// xdr_lww_many`: its array, or its error (Redis refused the whole call:
+/// `OOM`, `LOADING`, a missing function) for every record. Any other
+/// answer is every record's, which [`outcome`] calls a protocol violation.
+fn per_record(reply: BytesFrame, records: usize) -> Vec<BytesFrame> {
+    match reply {
+        BytesFrame::Array(items) if items.len() == records => items,
+        other => vec![other; records],
     }
 }
 
@@ -268,6 +287,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, ShipError::Refused(_)), "{e}");
+    }
+
+    #[test]
+    fn a_calls_array_is_each_records_reply_and_its_error_every_records() {
+        let answers = BytesFrame::Array(vec![
+            BytesFrame::Integer(1),
+            BytesFrame::Integer(0),
+            BytesFrame::Error("WRONGTYPE Operation against a key".into()),
+        ]);
+        let codes: Vec<_> = per_record(answers, 3).iter().map(outcome).collect();
+        assert_eq!(codes[0], Outcome::Code(ResultCode::Ok, None));
+        assert_eq!(codes[1], Outcome::Code(ResultCode::LostConflict, None));
+        assert!(matches!(
+            &codes[2],
+            Outcome::Code(ResultCode::BadRequest, Some(_))
+        ));
+        let oom = BytesFrame::Error("OOM command not allowed".into());
+        let codes: Vec<_> = per_record(oom, 2).iter().map(outcome).collect();
+        assert!(codes
+            .iter()
+            .all(|c| matches!(c, Outcome::Code(ResultCode::Busy, Some(_)))));
+        let short = BytesFrame::Array(vec![BytesFrame::Integer(1)]);
+        let codes: Vec<_> = per_record(short, 2).iter().map(outcome).collect();
+        assert!(codes
+            .iter()
+            .all(|c| matches!(c, Outcome::Code(ResultCode::ProtocolViolation, Some(_)))));
     }
 
     #[test]

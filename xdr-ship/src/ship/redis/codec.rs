@@ -1,7 +1,10 @@
 //! Records as Redis commands, replies as result codes: the Redis side of
-//! the connection's protocol seam ([`RequestCodec`]). A request of N
-//! records is N pipelined commands; Redis answers them in order, one reply
-//! each, which is what lets the reader settle requests oldest first.
+//! the connection's protocol seam ([`RequestCodec`]). Towards one Redis
+//! with last-writer-wins, a request of N records is one `FCALL
+//! xdr_lww_many` answered by an array of N; otherwise (a cluster, whose
+//! batch would need one slot, or `--redis-lww off`) it is N pipelined
+//! commands, one reply each. Either way Redis answers in order, which is
+//! what lets the reader settle requests oldest first.
 //!
 //! Why errors become result codes here: the connection's retry classes,
 //! dead letter and counters know only [`ResultCode`]s, so a Redis error
@@ -14,7 +17,7 @@ use redis_protocol::resp2::{
 };
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{meta_key, stamp, LWW_FUNCTION};
+use super::{meta_key, stamp, LWW_FUNCTION, LWW_MANY_FUNCTION};
 use crate::{
     ship::{conn::RequestCodec, source::SourceRecord, ShipError},
     wire::{Frame, ResultCode, WireError, Write},
@@ -22,14 +25,56 @@ use crate::{
 
 /// Encodes records as `FCALL xdr_lww` (last-writer-wins) or plain
 /// `SET`/`DEL` commands.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct RedisCodec {
     lww: bool,
+    many: bool,
 }
 
 impl RedisCodec {
+    /// One command per record.
     pub fn new(lww: bool) -> Self {
-        Self { lww }
+        Self { lww, many: false }
+    }
+
+    /// With `many` (one Redis, not a cluster), a request under
+    /// last-writer-wins is one `FCALL xdr_lww_many`, however many records.
+    pub fn with_many(self, many: bool) -> Self {
+        Self { many, ..self }
+    }
+
+    /// Whether a request of `records` records is one command, answered by
+    /// one array of that many replies (towards one Redis, every request:
+    /// one function, one set of rules).
+    pub fn answers_as_one(&self, records: usize) -> bool {
+        self.lww && self.many && records > 0
+    }
+
+    /// Appends one `FCALL xdr_lww_many` for `batch`; returns its length.
+    fn encode_many(&self, dst: &mut BytesMut, batch: &[SourceRecord]) -> Result<usize, ShipError> {
+        let metas: Vec<Vec<u8>> = batch.iter().map(|r| meta_key(&r.write.key)).collect();
+        let stamps: Vec<_> = batch
+            .iter()
+            .map(|r| stamp(r.write.version, r.write.source_id))
+            .collect();
+        let numkeys = (2 * batch.len()).to_string();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 5 * batch.len());
+        args.extend([
+            b"FCALL".as_slice(),
+            LWW_MANY_FUNCTION.as_bytes(),
+            numkeys.as_bytes(),
+        ]);
+        for (r, meta) in batch.iter().zip(&metas) {
+            args.extend([r.write.key.as_ref(), meta.as_slice()]);
+        }
+        for (r, stamp) in batch.iter().zip(&stamps) {
+            match &r.write.value {
+                Some(v) => args.extend([stamp.as_slice(), b"p", v.as_ref()]),
+                None => args.extend([stamp.as_slice(), b"d", b""]),
+            }
+        }
+        encode_command(dst, &args)
+            .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))
     }
 
     /// Appends the command for one write; returns its encoded length.
@@ -87,6 +132,9 @@ impl RequestCodec for RedisCodec {
         _id: u64,
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError> {
+        if self.answers_as_one(batch.len()) {
+            return self.encode_many(dst, batch);
+        }
         batch.iter().map(|r| self.encode_write(dst, &r.write)).sum()
     }
 }
@@ -315,6 +363,77 @@ mod tests {
         assert_eq!(args[4], meta_key(b"k"));
         assert_eq!(args[5], stamp(5, 2));
         assert_eq!(args[6], b"v");
+    }
+
+    #[test]
+    fn towards_one_redis_a_request_of_many_is_one_fcall_of_key_pairs_and_arg_triples() {
+        let records = [
+            SourceRecord {
+                seq: 0,
+                write: Write::put("a", "va", 5, 2),
+            },
+            SourceRecord {
+                seq: 1,
+                write: Write {
+                    key: "b".into(),
+                    value: None,
+                    version: 6,
+                    source_id: 2,
+                },
+            },
+        ];
+        let mut codec = RedisCodec::new(true).with_many(true);
+        assert!(codec.answers_as_one(2) && codec.answers_as_one(1));
+        let mut buf = BytesMut::new();
+        let n = codec.encode_request(&mut buf, 1, &records).unwrap();
+        assert_eq!(n, buf.len());
+        let Some((BytesFrame::Array(args), _, _)) = decode_bytes_mut(&mut buf).unwrap() else {
+            panic!("not an array");
+        };
+        assert!(buf.is_empty(), "one command, nothing after it");
+        let args: Vec<Vec<u8>> = args
+            .into_iter()
+            .map(|f| f.as_bytes().unwrap().to_vec())
+            .collect();
+        let want: Vec<Vec<u8>> = vec![
+            b"FCALL".to_vec(),
+            LWW_MANY_FUNCTION.into(),
+            b"4".to_vec(),
+            b"a".to_vec(),
+            meta_key(b"a"),
+            b"b".to_vec(),
+            meta_key(b"b"),
+            stamp(5, 2).to_vec(),
+            b"p".to_vec(),
+            b"va".to_vec(),
+            stamp(6, 2).to_vec(),
+            b"d".to_vec(),
+            Vec::new(),
+        ];
+        assert_eq!(args, want);
+    }
+
+    #[test]
+    fn a_cluster_or_plain_set_sends_one_command_per_record() {
+        let records: Vec<SourceRecord> = (0..3)
+            .map(|i| SourceRecord {
+                seq: i,
+                write: Write::put(format!("k{i}"), "v", 1, 1),
+            })
+            .collect();
+        for mut codec in [
+            RedisCodec::new(true).with_many(false),
+            RedisCodec::new(false).with_many(true),
+        ] {
+            assert!(!codec.answers_as_one(3));
+            let mut buf = BytesMut::new();
+            codec.encode_request(&mut buf, 1, &records).unwrap();
+            let mut commands = 0;
+            while let Some((BytesFrame::Array(_), _, _)) = decode_bytes_mut(&mut buf).unwrap() {
+                commands += 1;
+            }
+            assert_eq!(commands, 3, "{codec:?}");
+        }
     }
 
     #[test]

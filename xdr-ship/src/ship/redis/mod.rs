@@ -32,26 +32,100 @@ pub const SCHEME_TLS: &str = "rediss://";
 pub const LIBRARY: &str = "xdrship";
 /// Name of the last-writer-wins function.
 pub const LWW_FUNCTION: &str = "xdr_lww";
+/// Name of the last-writer-wins function for many records in one call.
+pub const LWW_MANY_FUNCTION: &str = "xdr_lww_many";
 
-/// The library `FUNCTION LOAD REPLACE` installs. `KEYS[1]` is the record's
-/// key, `KEYS[2]` its stamp key; `ARGV[1]` the stamp (fixed width decimal,
-/// so string order is `(version, source)` order), `ARGV[2]` the value
-/// (absent: a delete, whose stamp stays so that an older put cannot bring
-/// the key back). Returns 1 when written, 0 when the key already holds a
-/// stamp at least as new (a resend or an older write: `LostConflict`).
+/// The library `FUNCTION LOAD REPLACE` installs. `xdr_lww`: `KEYS[1]` is
+/// the record's key, `KEYS[2]` its stamp key; `ARGV[1]` the stamp (fixed
+/// width decimal, so string order is `(version, source)` order), `ARGV[2]`
+/// the value (absent: a delete, whose stamp stays so that an older put
+/// cannot bring the key back). Returns 1 when written, 0 when the key
+/// already holds a stamp at least as new (a resend or an older write:
+/// `LostConflict`).
+///
+/// `xdr_lww_many` does the same for N records in one call: `KEYS` are N
+/// pairs `(key, stamp key)`, `ARGV` N triples `(stamp, p|d, value)` (`d`, a
+/// delete, with an empty value); it answers an array of N 1s and 0s. A key
+/// written twice in one call keeps the newer record, as two calls would.
+///
+/// Why the stamps are read with one `MGET` and written with one `MSET`:
+/// a `redis.call` from Lua costs Redis microseconds of its one thread
+/// whatever it does, and with three calls per record (GET, SET, SET)
+/// Redis, not the link, capped a 156 ms / 100 MB/s lab run at ~63K
+/// records/s (redis-server at 100% of a core; 49 µs per call of ~4
+/// records). A call now makes two or three however many records it
+/// carries. `MGET` reads a stamp key of another type as absent and `MSET`
+/// replaces it, as `SET` replaces a value of another type, so no record
+/// waits on a key nobody but this library writes. A cluster's call would
+/// need all its keys in one slot, so cluster connections send one
+/// `xdr_lww` per record.
 pub const LWW_LIBRARY: &str = r#"#!lua name=xdrship
+local function chunked(cmd, list, step)
+  local out = {}
+  for i = 1, #list, step do
+    local part = redis.call(cmd, unpack(list, i, math.min(i + step - 1, #list)))
+    if type(part) == 'table' then
+      for _, v in ipairs(part) do
+        out[#out + 1] = v
+      end
+    end
+  end
+  return out
+end
 redis.register_function('xdr_lww', function(keys, args)
-  local cur = redis.call('GET', keys[2])
+  local cur = redis.call('MGET', keys[2])[1]
   if cur and cur >= args[1] then
     return 0
   end
   if args[2] then
-    redis.call('SET', keys[1], args[2])
+    redis.call('MSET', keys[1], args[2], keys[2], args[1])
   else
     redis.call('DEL', keys[1])
+    redis.call('MSET', keys[2], args[1])
   end
-  redis.call('SET', keys[2], args[1])
   return 1
+end)
+redis.register_function('xdr_lww_many', function(keys, args)
+  local n = #keys / 2
+  local metas = {}
+  for i = 1, n do
+    metas[i] = keys[2 * i]
+  end
+  local cur = chunked('MGET', metas, 1000)
+  local newest, final, order, out = {}, {}, {}, {}
+  for i = 1, n do
+    local key, meta, stamp = keys[2 * i - 1], keys[2 * i], args[3 * i - 2]
+    local have = newest[meta] or cur[i]
+    if have and have >= stamp then
+      out[i] = 0
+    else
+      newest[meta] = stamp
+      if final[key] == nil then
+        order[#order + 1] = key
+      end
+      final[key] = { meta, stamp, args[3 * i - 1] == 'p' and args[3 * i] }
+      out[i] = 1
+    end
+  end
+  local sets, dels = {}, {}
+  for _, key in ipairs(order) do
+    local f = final[key]
+    if f[3] then
+      sets[#sets + 1] = key
+      sets[#sets + 1] = f[3]
+    else
+      dels[#dels + 1] = key
+    end
+    sets[#sets + 1] = f[1]
+    sets[#sets + 1] = f[2]
+  end
+  if #dels > 0 then
+    chunked('DEL', dels, 1000)
+  end
+  if #sets > 0 then
+    chunked('MSET', sets, 1000)
+  end
+  return out
 end)
 "#;
 
@@ -95,6 +169,11 @@ impl RedisTarget {
         };
         Some(Self { addr, tls, lww })
     }
+}
+
+/// Whether `to` names a Redis or Redis Cluster destination (any scheme).
+pub fn is_redis(to: &str) -> bool {
+    RedisTarget::parse(to, true).is_some() || cluster::ClusterTarget::parse(to).is_some()
 }
 
 /// `host:port` of a destination, without a `redis://`/`rediss://` scheme
