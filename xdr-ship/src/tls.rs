@@ -55,9 +55,12 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
     },
-    /// The token file is empty or too long for HELLO.
-    #[error("--token-file {}: {reason}", path.display())]
+    /// The token or password file is empty, or a token too short or too
+    /// long for HELLO.
+    #[error("{flag} {}: {reason}", path.display())]
     BadToken {
+        /// The flag that named the file.
+        flag: &'static str,
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
@@ -356,14 +359,9 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 /// newline (`\n` or `\r\n`), at least 16 and at most 65 535 bytes (HELLO's
 /// credentials field).
 pub fn read_token_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let mut token = read("--token-file", path)?;
-    if token.ends_with(b"\n") {
-        token.pop();
-        if token.ends_with(b"\r") {
-            token.pop();
-        }
-    }
+    let token = read_secret("--token-file", path)?;
     let bad = |reason: String| TlsError::BadToken {
+        flag: "--token-file",
         path: path.to_owned(),
         reason,
     };
@@ -381,6 +379,34 @@ pub fn read_token_file(path: &Path) -> Result<Vec<u8>, TlsError> {
         )));
     }
     Ok(token)
+}
+
+/// Reads a Redis password file (`--token-file` towards `redis://`,
+/// `verify --password-file`): `PASSWORD` or `USER PASSWORD`, less one
+/// trailing newline. Any non-empty length: the password is whatever the
+/// Redis operator set (`requirepass`, an ACL user), not a token of ours.
+pub fn read_password_file(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let password = read_secret(flag, path)?;
+    if password.trim_ascii().is_empty() {
+        return Err(TlsError::BadToken {
+            flag,
+            path: path.to_owned(),
+            reason: "the file is empty; it holds PASSWORD or USER PASSWORD".into(),
+        });
+    }
+    Ok(password)
+}
+
+/// A secret file's content less one trailing newline (`\n` or `\r\n`).
+fn read_secret(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let mut secret = read(flag, path)?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -439,5 +465,21 @@ mod tests {
         let e = read_token_file(&f).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.contains("the token is 3 bytes; use at least 16"), "{e}");
+    }
+
+    #[test]
+    fn a_short_redis_password_is_taken_and_an_empty_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xdr-password-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (short, empty) = (dir.join("short"), dir.join("empty"));
+        std::fs::write(&short, "abc\n").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let taken = read_password_file("--token-file", &short);
+        let refused = read_password_file("--password-file", &empty);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(taken.unwrap(), b"abc");
+        let e = refused.unwrap_err().to_string();
+        assert!(e.starts_with("--password-file "), "{e}");
+        assert!(e.contains("the file is empty"), "{e}");
     }
 }

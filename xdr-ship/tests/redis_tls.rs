@@ -433,6 +433,26 @@ fn an_acl_user_from_a_file_ships_and_verifies_over_tls() {
 }
 
 #[test]
+fn a_short_redis_password_from_a_file_ships_and_verifies() {
+    let dir = TempDir::new("rediss-short-password");
+    let pki = Pki::new(&dir);
+    // Redis's own rules, not a token's: six bytes is a password it takes.
+    let password = "s3cret";
+    let login = ["--pass", password];
+    let redis = Servers::start(&pki, 1, &["--requirepass", password], &login);
+    let port = redis.ports[0];
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = pki.ca.to_str().unwrap();
+    let file = dir.write("redis-password", format!("{password}\n"));
+    let file = file.to_str().unwrap();
+    let log = ship_log(&dir, &url, &["--tls-ca", ca, "--token-file", file]);
+    assert_eq!(read_back(&pki, port, &login, &[]), expected());
+    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca, "--password-file", file]);
+    assert!(ok, "{counts}");
+    assert_eq!(counts["matching"], RECORDS, "{counts}");
+}
+
+#[test]
 fn a_certificate_the_ca_did_not_sign_ends_the_run_with_one_line_naming_it() {
     let dir = TempDir::new("rediss-untrusted");
     let pki = Pki::new(&dir);

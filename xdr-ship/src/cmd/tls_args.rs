@@ -42,7 +42,9 @@ impl ClientTlsArgs {
 pub struct ClientSecurity {
     #[command(flatten)]
     tls: ClientTlsArgs,
-    /// File holding the receiver's pre-shared token, sent in HELLO.
+    /// File holding the receiver's pre-shared token, sent in HELLO (at
+    /// least 16 bytes); towards Redis, its password (`PASSWORD`, or `USER
+    /// PASSWORD` for an ACL user), sent in AUTH.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
 }
@@ -51,7 +53,9 @@ impl ClientSecurity {
     /// Sets `cfg.tls` and `cfg.token` from the flags.
     pub fn apply(&self, cfg: &mut ShipConfig) -> anyhow::Result<()> {
         cfg.tls = self.tls.client_tls()?;
+        let redis = xdr_ship::ship::redis::is_redis(&cfg.to);
         cfg.token = match &self.token_file {
+            Some(path) if redis => Some(tls::read_password_file("--token-file", path)?.into()),
             Some(path) => Some(tls::read_token_file(path)?.into()),
             None => None,
         };

@@ -115,10 +115,7 @@ fn verify(args: &Args) -> anyhow::Result<Differences> {
     let prefix = args.prefix.as_deref().unwrap_or("").as_bytes();
     let log = newest_writes(&args.log, prefix)?;
     let password = match &args.password_file {
-        Some(path) => {
-            let p = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(p.trim_ascii_end().to_vec())
-        }
+        Some(path) => Some(xdr_ship::tls::read_password_file("--password-file", path)?),
         None => None,
     };
     let tls = args.tls.client_tls()?;
