@@ -44,6 +44,7 @@ pub(super) fn roll(cfg: &LogConfig, inner: &mut Inner) -> Result<(), LogError> {
 /// for many appends), then persists checkpoints when due.
 pub(super) fn syncer(sh: &Shared) {
     let mut last_checkpoint = Instant::now();
+    let mut failing: Option<String> = None;
     let mut inner = lock(&sh.inner);
     loop {
         let synced = sh.durable.borrow().next;
@@ -69,8 +70,10 @@ pub(super) fn syncer(sh: &Shared) {
         let due = last_checkpoint.elapsed() >= sh.cfg.checkpoint_interval;
         if due || inner.shutdown {
             drop(inner);
-            if let Err(e) = persist_and_reclaim(sh) {
-                tracing::warn!("{e}");
+            match checkpoint_news(&mut failing, persist_and_reclaim(sh)) {
+                Some(News::Failing(text)) => tracing::warn!("{text}"),
+                Some(News::Recovered(text)) => tracing::info!("{text}"),
+                None => {}
             }
             last_checkpoint = Instant::now();
             inner = lock(&sh.inner);
@@ -91,5 +94,71 @@ pub(super) fn syncer(sh: &Shared) {
             .wait_timeout(inner, wait)
             .unwrap_or_else(|p| p.into_inner())
             .0;
+    }
+}
+
+/// What a checkpoint attempt has to tell the operator.
+#[derive(Debug, PartialEq, Eq)]
+enum News {
+    /// A new failure, or a different one.
+    Failing(String),
+    /// Checkpoints are written again after failing.
+    Recovered(String),
+}
+
+/// Each failure said once, not every attempt (every
+/// `checkpoint_interval`, 500 ms, while a disk is full), and its end
+/// said when it ends; `failing` holds the failure being repeated.
+fn checkpoint_news(failing: &mut Option<String>, attempt: Result<(), LogError>) -> Option<News> {
+    match attempt {
+        Ok(()) => failing.take().map(|was| {
+            News::Recovered(format!(
+                "source log: checkpoints are written again (they failed: {was})"
+            ))
+        }),
+        Err(e) => {
+            let text = e.to_string();
+            if failing.as_deref() == Some(text.as_str()) {
+                return None;
+            }
+            *failing = Some(text.clone());
+            Some(News::Failing(format!(
+                "{text} (said once while it lasts; the log keeps appending)"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Result<(), LogError> {
+        Err(LogError::DiskFull {
+            reason: "write checkpoint: No space left on device".into(),
+        })
+    }
+
+    #[test]
+    fn a_checkpoint_failure_is_said_once_while_it_lasts_and_its_end_once() {
+        let mut failing = None;
+        let first = checkpoint_news(&mut failing, full());
+        assert!(
+            matches!(&first, Some(News::Failing(t)) if t.contains("No space left")),
+            "{first:?}"
+        );
+        for _ in 0..10 {
+            assert_eq!(checkpoint_news(&mut failing, full()), None);
+        }
+        let end = checkpoint_news(&mut failing, Ok(()));
+        assert!(
+            matches!(&end, Some(News::Recovered(t)) if t.contains("written again")),
+            "{end:?}"
+        );
+        assert_eq!(checkpoint_news(&mut failing, Ok(())), None);
+        assert!(
+            checkpoint_news(&mut failing, full()).is_some(),
+            "a new failure is said again"
+        );
     }
 }
