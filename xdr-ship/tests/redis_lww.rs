@@ -71,8 +71,8 @@ impl Redis {
 
 impl Redis {
     /// What the shipper sends for several writes to one Redis: `FCALL
-    /// xdr_lww_many 2N (KEY META)… (STAMP p|d VALUE)…`; Redis's answers,
-    /// one line each.
+    /// xdr_lww_many 2N (KEY META)… DELETES STAMP… VALUE…`, DELETES the
+    /// 1-based positions of the deletes; Redis's answers, one line each.
     fn write_many(&self, writes: &[(&str, Option<&str>, u64, u64)]) -> Vec<String> {
         let metas: Vec<String> = writes
             .iter()
@@ -82,17 +82,21 @@ impl Redis {
             .iter()
             .map(|(_, _, v, s)| String::from_utf8(stamp(*v, *s).to_vec()).unwrap())
             .collect();
+        let deletes: Vec<String> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.1.is_none())
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        let deletes = deletes.join(" ");
         let numkeys = (2 * writes.len()).to_string();
         let mut args = vec!["FCALL", LWW_MANY_FUNCTION, &numkeys];
         for ((k, ..), meta) in writes.iter().zip(&metas) {
             args.extend([*k, meta.as_str()]);
         }
-        for ((_, value, ..), stamp) in writes.iter().zip(&stamps) {
-            match value {
-                Some(v) => args.extend([stamp.as_str(), "p", v]),
-                None => args.extend([stamp.as_str(), "d", ""]),
-            }
-        }
+        args.push(&deletes);
+        args.extend(stamps.iter().map(String::as_str));
+        args.extend(writes.iter().map(|w| w.1.unwrap_or("")));
         // redis-cli ends an error element with an empty line.
         self.cli(&args)
             .lines()
@@ -213,4 +217,18 @@ fn a_call_of_more_records_than_one_lua_unpack_holds_writes_them_all() {
     assert!(answers.iter().all(|a| a == "1"), "{:?}", &answers[..5]);
     assert_eq!(r.cli(&["DBSIZE"]), "6000", "3000 keys and their stamps");
     assert_eq!(r.cli(&["GET", "k2999"]), "k2999");
+}
+
+#[test]
+fn a_key_written_twice_in_a_call_without_deletes_keeps_the_newer() {
+    let r = Redis::start();
+    let answers = r.write_many(&[
+        ("x", Some("v1"), 1, 1),
+        ("y", Some("w"), 1, 1),
+        ("x", Some("v3"), 3, 1),
+        ("x", Some("v2"), 2, 1),
+    ]);
+    assert_eq!(answers, ["1", "1", "1", "0"]);
+    assert_eq!(r.cli(&["GET", "x"]), "v3");
+    assert_eq!(r.write("x", Some("v2"), 2, 7), "0", "the stamp is v3's");
 }

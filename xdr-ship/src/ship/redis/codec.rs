@@ -50,7 +50,8 @@ impl RedisCodec {
         self.lww && self.many && records > 0
     }
 
-    /// Appends one `FCALL xdr_lww_many` for `batch`; returns its length.
+    /// Appends one `FCALL xdr_lww_many` for `batch` (the layout is
+    /// [`super::LWW_LIBRARY`]'s); returns its length.
     fn encode_many(&self, dst: &mut BytesMut, batch: &[SourceRecord]) -> Result<usize, ShipError> {
         let metas: Vec<Vec<u8>> = batch.iter().map(|r| meta_key(&r.write.key)).collect();
         let stamps: Vec<_> = batch
@@ -58,7 +59,14 @@ impl RedisCodec {
             .map(|r| stamp(r.write.version, r.write.source_id))
             .collect();
         let numkeys = (2 * batch.len()).to_string();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + 5 * batch.len());
+        let deletes = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.write.value.is_none())
+            .map(|(i, _)| (i + 1).to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 4 * batch.len());
         args.extend([
             b"FCALL".as_slice(),
             LWW_MANY_FUNCTION.as_bytes(),
@@ -67,12 +75,13 @@ impl RedisCodec {
         for (r, meta) in batch.iter().zip(&metas) {
             args.extend([r.write.key.as_ref(), meta.as_slice()]);
         }
-        for (r, stamp) in batch.iter().zip(&stamps) {
-            match &r.write.value {
-                Some(v) => args.extend([stamp.as_slice(), b"p", v.as_ref()]),
-                None => args.extend([stamp.as_slice(), b"d", b""]),
-            }
-        }
+        args.push(deletes.as_bytes());
+        args.extend(stamps.iter().map(|s| s.as_slice()));
+        args.extend(
+            batch
+                .iter()
+                .map(|r| r.write.value.as_deref().unwrap_or_default()),
+        );
         encode_command(dst, &args)
             .map_err(|e| ShipError::Protocol(format!("encoding a Redis command: {e}")))
     }
@@ -366,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn towards_one_redis_a_request_of_many_is_one_fcall_of_key_pairs_and_arg_triples() {
+    fn towards_one_redis_a_request_is_one_fcall_of_key_pairs_deletes_stamps_and_values() {
         let records = [
             SourceRecord {
                 seq: 0,
@@ -403,11 +412,10 @@ mod tests {
             meta_key(b"a"),
             b"b".to_vec(),
             meta_key(b"b"),
+            b"2".to_vec(),
             stamp(5, 2).to_vec(),
-            b"p".to_vec(),
-            b"va".to_vec(),
             stamp(6, 2).to_vec(),
-            b"d".to_vec(),
+            b"va".to_vec(),
             Vec::new(),
         ];
         assert_eq!(args, want);
