@@ -157,8 +157,8 @@ pub fn free_space_line(path: &std::path::Path) -> String {
     let gb = |blocks: u64| blocks as f64 * st.f_frsize as f64 / 1e9;
     format!(
         "disk: {:.1} GB free of {:.1} GB at {}",
-        gb(st.f_bavail as u64),
-        gb(st.f_blocks as u64),
+        gb(st.f_bavail),
+        gb(st.f_blocks),
         path.display()
     )
 }

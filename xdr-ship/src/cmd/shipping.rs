@@ -48,7 +48,8 @@ impl RunBounds {
 #[derive(clap::Args, Debug)]
 pub struct ShippingArgs {
     /// TCP connections to the destination.
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = xdr_ship::ship::DEFAULT_CONNECTIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub connections: u64,
     /// Records in flight per connection, or `auto` (grown from throughput × RTT).
     #[arg(long, default_value = "auto", value_name = "W|auto")]

@@ -179,13 +179,13 @@ pub struct ShipConfig {
 }
 
 impl ShipConfig {
-    /// Defaults of the seed's setup: 64 connections, auto window, ordered,
+    /// Defaults: [`DEFAULT_CONNECTIONS`] connections, auto window, ordered,
     /// SO_SNDBUF 5 MiB (where `net.core.wmem_max` is lower, as on these
     /// machines, the kernel's autotuning stays on instead).
     pub fn new(to: impl Into<String>) -> Self {
         Self {
             to: to.into(),
-            connections: 64,
+            connections: DEFAULT_CONNECTIONS,
             window: WindowSetting::Auto,
             auto_window_max: AUTO_WINDOW_MAX,
             max_inflight_bytes: AUTO_WINDOW_MAX_INFLIGHT_BYTES,
@@ -218,6 +218,22 @@ impl ShipConfig {
 /// Default [`ShipConfig::ping_interval`]: a tenth of the receiver's default
 /// idle timeout (5 min), so a lost PING or two still keeps the link up.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// TCP connections per destination unless `--connections` says: the
+/// seed's 64. Each connection's writer and reader wake for their own
+/// share of the traffic, so fewer connections mean larger writes and
+/// fewer wake-ups per MB; but each connection opens from its own TCP
+/// initial window, so more connections fill a long link sooner. Measured
+/// on the 156 ms / 100 MB/s lab (`ship --generate max,1000,536870
+/// --duration 20s` against `recv --memory`, getrusage of both ends,
+/// 2026-12-03): 64 connections 7.4–8.1 ms of CPU per MB; 32: 6.1; 16:
+/// 5.3–5.8; 8: 4.8 (and the second second at 30K records/s against
+/// 62–73K with 64). The whole grid with 16 (`cargo xtask bench --links
+/// --link-seconds 16`, same day) cut CPU per MB on every row (e.g. 64 KB
+/// records 8.0× → 3.3× iperf3's) but took 4.3–5.5 s to reach 90% on the
+/// 156 ms and 250 ms rows against 3.3–3.4 s with 64, over the 3 s + 4
+/// RTTs bound: the opening is the promise kept first, so 64 stays.
+pub const DEFAULT_CONNECTIONS: usize = 64;
 
 /// Window a connection starts with under `--window auto`.
 pub const AUTO_WINDOW_START: u64 = 64;
