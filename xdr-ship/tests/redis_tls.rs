@@ -421,13 +421,26 @@ fn an_acl_user_from_a_file_ships_and_verifies_over_tls() {
         cli(&pki, port, &["SET", "k", "v"]).starts_with("NOAUTH"),
         "the default user is off"
     );
+    ships_and_verifies_with_login_file(&dir, &pki, port, &login, &format!("shipper {password}\n"));
+}
+
+/// Ships to the TLS Redis on `port` with `--token-file` holding `login`,
+/// reads every record back as `cli_login`, and verifies the log against
+/// it with `--password-file` (the same file).
+fn ships_and_verifies_with_login_file(
+    dir: &TempDir,
+    pki: &Pki,
+    port: u16,
+    cli_login: &[&str],
+    login: &str,
+) {
     let url = format!("rediss://127.0.0.1:{port}");
     let ca = pki.ca.to_str().unwrap();
-    let file = dir.write("redis-login", format!("shipper {password}\n"));
+    let file = dir.write("redis-login", login);
     let file = file.to_str().unwrap();
-    let log = ship_log(&dir, &url, &["--tls-ca", ca, "--token-file", file]);
-    assert_eq!(read_back(&pki, port, &login, &[]), expected());
-    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca, "--password-file", file]);
+    let log = ship_log(dir, &url, &["--tls-ca", ca, "--token-file", file]);
+    assert_eq!(read_back(pki, port, cli_login, &[]), expected());
+    let (ok, counts) = verify(dir, &log, &url, &["--tls-ca", ca, "--password-file", file]);
     assert!(ok, "{counts}");
     assert_eq!(counts["matching"], RECORDS, "{counts}");
 }
@@ -441,15 +454,7 @@ fn a_short_redis_password_from_a_file_ships_and_verifies() {
     let login = ["--pass", password];
     let redis = Servers::start(&pki, 1, &["--requirepass", password], &login);
     let port = redis.ports[0];
-    let url = format!("rediss://127.0.0.1:{port}");
-    let ca = pki.ca.to_str().unwrap();
-    let file = dir.write("redis-password", format!("{password}\n"));
-    let file = file.to_str().unwrap();
-    let log = ship_log(&dir, &url, &["--tls-ca", ca, "--token-file", file]);
-    assert_eq!(read_back(&pki, port, &login, &[]), expected());
-    let (ok, counts) = verify(&dir, &log, &url, &["--tls-ca", ca, "--password-file", file]);
-    assert!(ok, "{counts}");
-    assert_eq!(counts["matching"], RECORDS, "{counts}");
+    ships_and_verifies_with_login_file(&dir, &pki, port, &login, &format!("{password}\n"));
 }
 
 #[test]
