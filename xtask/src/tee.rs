@@ -77,12 +77,19 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{shown}`"))?;
-    let mut notes = Notes::default();
-    for (half, is_stderr) in [(out, false), (err, true)] {
-        for line in half.join().unwrap_or_default() {
-            notes.take(&line, is_stderr);
-        }
-    }
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let notes = Notes {
+        telling: out
+            .telling
+            .into_iter()
+            .chain(err.telling)
+            .take(KEEP_TELLING)
+            .collect(),
+        last: err.last,
+    };
     if status.success() {
         return Ok(());
     }
@@ -90,9 +97,10 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Copies `from` to this process's own stdout or stderr, line by line;
-/// returns the lines (every one: the caller keeps what it needs).
-fn pass(from: impl Read, is_stderr: bool) -> Vec<String> {
-    let mut lines = Vec::new();
+/// returns what it said (bounded: the first telling lines, and of stderr
+/// the last few).
+fn pass(from: impl Read, is_stderr: bool) -> Notes {
+    let mut notes = Notes::default();
     for line in BufReader::new(from).split(b'\n') {
         let Ok(bytes) = line else { break };
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -101,17 +109,9 @@ fn pass(from: impl Read, is_stderr: bool) -> Vec<String> {
         } else {
             let _ = writeln!(std::io::stdout(), "{text}");
         }
-        if is_telling(&text) || is_stderr {
-            lines.push(text);
-        }
-        // Bounded: only telling lines and stderr are kept, and of stderr
-        // the caller keeps the last few.
-        if lines.len() > 4 * (KEEP_TELLING + KEEP_LAST) {
-            let keep: Vec<String> = lines.drain(..).filter(|l| is_telling(l)).collect();
-            lines = keep;
-        }
+        notes.take(&text, is_stderr);
     }
-    lines
+    notes
 }
 
 /// The part of a failure message that quotes the output.

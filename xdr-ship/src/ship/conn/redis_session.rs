@@ -136,12 +136,16 @@ pub(super) async fn read_loop(
         let Some((id, records)) = oldest else {
             return ShipError::Protocol("a Redis reply with nothing in flight".into());
         };
+        // One reply per record unless the request was one call: no
+        // allocation on the per-record path (a cluster, `--redis-lww off`).
+        let spread;
         let replies = if codec.answers_as_one(records) {
-            per_record(reply, records)
+            spread = per_record(reply, records);
+            spread.as_slice()
         } else {
-            vec![reply]
+            std::slice::from_ref(&reply)
         };
-        for reply in &replies {
+        for reply in replies {
             match redirect(cfg, reply) {
                 Some(r) => {
                     redirects.push((codes.len(), r));

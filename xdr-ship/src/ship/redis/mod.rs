@@ -59,9 +59,10 @@ pub const LWW_MANY_FUNCTION: &str = "xdr_lww_many";
 /// three however many records it carries, and passes four strings per
 /// record, not five: on loopback, a call of 43 records spends ~107 µs
 /// only taking its arguments into Lua and ~100 µs handing `MSET` its
-/// own, against 88 µs in `MGET` and `MSET` themselves. `MGET` reads a stamp key of another type as absent and `MSET`
-/// replaces it, as `SET` replaces a value of another type, so no record
-/// waits on a key nobody but this library writes. A cluster's call would
+/// own, against 88 µs in `MGET` and `MSET` themselves. `MGET` reads a
+/// stamp key of another type as absent and `MSET` replaces it, as `SET`
+/// replaces a value of another type, so no record waits on a key nobody
+/// but this library writes. A cluster's call would
 /// need all its keys in one slot, so cluster connections send one
 /// `xdr_lww` per record.
 pub const LWW_LIBRARY: &str = r#"#!lua name=xdrship
