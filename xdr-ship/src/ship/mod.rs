@@ -536,6 +536,10 @@ impl<'a> Pool<'a> {
                 window,
                 cfg.auto_window_max,
                 cfg.max_inflight_bytes,
+                window::Batch {
+                    records: cfg.batch_max_records.max(1) as u64,
+                    bytes: conn::BATCH_MAX_BYTES as u64,
+                },
             )
         });
         let mut control = tokio::time::interval(window::CONTROL_TICK);

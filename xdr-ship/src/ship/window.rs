@@ -168,12 +168,37 @@ const LOOKS_KEPT: usize = 4096;
 pub const MIN_WINDOW_PER_CONN: u64 = 4;
 
 /// The bounds of an auto window.
+///
+/// # The floor: one batch per connection
+///
+/// Little's law sizes the window for the *path*; on a short one (loopback,
+/// a LAN, a few ms) it asks for a handful of records per connection, and
+/// then every write carries a record or two and every answer frees as
+/// few: the cost per record of writes, wake-ups and answers, not the path,
+/// sets the rate. Measured on loopback (2 cores, `ship --generate
+/// max,1000,… --window N` into `recv --memory`, 64 connections,
+/// 2026-12-03): 8 per connection 135K records/s, 32 223K, 64 324K, 128
+/// 347K, 512 337K; the auto window without a floor sat at the 4-record
+/// minimum and carried 113–135K (with the bench's 100,000 keys, three
+/// interleaved runs each: 173–176K without the floor, 567–569K with it).
+/// So the window never aims below one full
+/// batch per connection (64 KB of 1 KB records each: 4 MB over 64
+/// connections). On a long link it never binds (the seed's needs ~240 per
+/// connection); where it does, what Little's law did not ask for waits in
+/// the local socket, a few ms on a path that short, not at the bottleneck.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Records in flight before anything is measured.
     pub start_records: u64,
     /// Never fewer than this many in flight.
     pub min_records: u64,
+    /// Aim for no fewer than this many in flight (one batch per
+    /// connection) whatever Little's law says, as long as they hold no more
+    /// than `floor_bytes` and the maxima allow: see [`Limits::floor`].
+    pub floor_records: u64,
+    /// The floor's bound in encoded bytes (one batch's bytes per
+    /// connection), so that large records keep a small floor.
+    pub floor_bytes: u64,
     /// Never more than this many records in flight.
     pub max_records: u64,
     /// Never more than this many bytes in flight (encoded frames).
@@ -510,10 +535,15 @@ impl AutoWindow {
 
     fn clamp(&self, records: f64) -> f64 {
         let mut max = self.limits.max_records as f64;
+        let mut floor = self.limits.floor_records as f64;
         if self.bytes_per_record > 0.0 {
             max = max.min(self.limits.max_inflight_bytes as f64 / self.bytes_per_record);
+            floor = floor.min(self.limits.floor_bytes as f64 / self.bytes_per_record);
         }
-        records.min(max).max(self.limits.min_records.max(1) as f64)
+        records
+            .max(floor)
+            .min(max)
+            .max(self.limits.min_records.max(1) as f64)
     }
 }
 
@@ -549,6 +579,15 @@ pub(crate) fn socket_drained(notsent_bytes: usize, batch_max_bytes: usize) -> bo
     notsent_bytes < batch_max_bytes
 }
 
+/// What one request carries at most: the window's floor per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Records (`--batch`).
+    pub records: u64,
+    /// Encoded bytes.
+    pub bytes: u64,
+}
+
 /// The auto window applied to a pool of connections: looks at them every
 /// [`CONTROL_TICK`], feeds [`AutoWindow`], and splits its window evenly over
 /// the connections that are up, each share capped at `per_conn_max`.
@@ -561,12 +600,15 @@ pub(crate) struct PoolWindow {
 impl PoolWindow {
     /// An auto window over `connections` connections, each starting at
     /// `start_per_conn` and never above `per_conn_max` records, the pool
-    /// never above `max_inflight_bytes`.
+    /// never above `max_inflight_bytes`; each connection aims for at least
+    /// one batch (`batch` records of at most `batch_bytes`), see
+    /// [`Limits`].
     pub fn new(
         connections: usize,
         start_per_conn: u64,
         per_conn_max: u64,
         max_inflight_bytes: u64,
+        batch: Batch,
     ) -> Self {
         let n = connections.max(1) as u64;
         let min_per_conn = MIN_WINDOW_PER_CONN.min(per_conn_max);
@@ -574,6 +616,8 @@ impl PoolWindow {
             auto: AutoWindow::new(Limits {
                 start_records: start_per_conn.min(per_conn_max) * n,
                 min_records: min_per_conn * n,
+                floor_records: batch.records.min(per_conn_max) * n,
+                floor_bytes: batch.bytes * n,
                 max_records: per_conn_max * n,
                 max_inflight_bytes,
             }),

@@ -117,7 +117,7 @@ pub(crate) struct ClusterLink {
 }
 
 /// Most bytes of records packed into one BATCH request.
-const BATCH_MAX_BYTES: usize = 256 * 1024;
+pub(crate) const BATCH_MAX_BYTES: usize = 256 * 1024;
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the TLS and HELLO handshakes may take.

@@ -120,6 +120,8 @@ fn limits() -> Limits {
     Limits {
         start_records: 64,
         min_records: 4,
+        floor_records: 0,
+        floor_bytes: 0,
         max_records: 1 << 22,
         max_inflight_bytes: u64::MAX,
     }
@@ -282,4 +284,53 @@ fn nothing_answered_leaves_the_window_where_it_is() {
 fn a_full_window_is_the_limit_only_with_a_drained_socket() {
     assert!(socket_drained(0, 256 * 1024));
     assert!(!socket_drained(1 << 20, 256 * 1024));
+}
+
+#[test]
+fn a_short_path_keeps_one_batch_per_connection_in_flight() {
+    // 1 ms, 200K records/s: Little's law needs 200 records, the 64
+    // connections' floor is 64 × 64 = 4096.
+    let mut path = Path::new(200_000.0, 1);
+    let mut w = AutoWindow::new(Limits {
+        floor_records: 64 * BATCH_RECORDS,
+        floor_bytes: 64 * 256 * 1024,
+        ..limits()
+    });
+    path.run_until(&mut w, s(3.0));
+    assert!(path.bdp() < 300.0, "the path needs {}", path.bdp());
+    assert_eq!(w.window(), 64 * BATCH_RECORDS);
+}
+
+#[test]
+fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
+    // Records of 64 KB: one 256 KB batch is 4 of them per connection.
+    let mut w = AutoWindow::new(Limits {
+        floor_records: 64 * BATCH_RECORDS,
+        floor_bytes: 64 * 256 * 1024,
+        ..limits()
+    });
+    for i in 1..200u64 {
+        w.on_sample(&Sample {
+            at: TICK * i as u32,
+            delivered_records: i * 10,
+            delivered_bytes: i * 10 * 65_536,
+            inflight_records: 1,
+            min_latency: Some(Duration::from_micros(100)),
+            window_full: false,
+        });
+    }
+    assert_eq!(w.window(), 64 * 4);
+}
+
+#[test]
+fn the_configured_maximum_wins_over_the_floor() {
+    let mut path = Path::new(200_000.0, 1);
+    let mut w = AutoWindow::new(Limits {
+        floor_records: 64 * BATCH_RECORDS,
+        floor_bytes: u64::MAX,
+        max_records: 1_000,
+        ..limits()
+    });
+    let largest = path.run_until(&mut w, s(2.0));
+    assert_eq!(largest, 1_000);
 }
