@@ -220,6 +220,47 @@ fn redis_run(port: u16) -> Result<f64> {
     Ok(rps)
 }
 
+/// iperf3 on loopback with its default write size for `secs`: the
+/// kernel's own loopback TCP goodput, bytes/s (the ceiling of any TCP
+/// shipper on this box).
+fn iperf3_loopback_run(port: u16, secs: u64) -> Result<f64> {
+    let _server = Guard(
+        Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s (cargo xtask setup installs it)")?,
+    );
+    // Not `wait_listening`: `-s -1` serves the first connection only, and
+    // a probing connect would be it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening_per_ss(port)? {
+        if Instant::now() >= deadline {
+            bail!("iperf3 -s not listening on 127.0.0.1:{port} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("timeout")
+        .arg((secs + 30).to_string())
+        .args(["iperf3", "-c", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", &secs.to_string(), "-J"])
+        .output()
+        .context("running iperf3 -c")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    Ok(crate::demo::iperf3_goodput(&lines)? * 1e6)
+}
+
+/// Whether `ss` lists a TCP socket listening on `port`.
+fn listening_per_ss(port: u16) -> Result<bool> {
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .context("running ss (iproute2)")?;
+    Ok(!out.stdout.is_empty())
+}
+
 /// Sequential 1 MiB writes, each followed by fdatasync: bytes/s.
 fn disk_run(dir: &Path) -> Result<f64> {
     let path = dir.join("disk-bench");
@@ -472,6 +513,7 @@ struct LoopbackRows {
     redis: Row,
     saw: Row,
     disk: Row,
+    iperf: Row,
 }
 
 impl LoopbackRows {
@@ -482,6 +524,7 @@ impl LoopbackRows {
             redis: Row::new("redis-benchmark -t set -d 1000 -P 64"),
             saw: Row::new("ship --stop-and-wait --connections 10"),
             disk: Row::new("disk: 1 MiB writes + fdatasync (records/s)"),
+            iperf: Row::new("iperf3 on loopback (records/s of its bytes)"),
         }
     }
 
@@ -489,7 +532,7 @@ impl LoopbackRows {
     fn run_round(&mut self, i: usize, bin: &Path, scratch: &Path, secs: u64) -> Result<()> {
         let store = scratch.join(format!("store-{i}"));
         let store_arg = store.to_string_lossy().into_owned();
-        let steps: [(&mut Row, Measure); 5] = [
+        let steps: [(&mut Row, Measure); 6] = [
             (
                 &mut self.mem,
                 Box::new(|| {
@@ -503,6 +546,10 @@ impl LoopbackRows {
                 }),
             ),
             (&mut self.redis, Box::new(|| redis_run(6401))),
+            (
+                &mut self.iperf,
+                Box::new(|| iperf3_loopback_run(5301, secs).map(|bps| bps / RECORD_BYTES)),
+            ),
             (
                 &mut self.durable,
                 Box::new(|| {
@@ -548,19 +595,28 @@ impl LoopbackRows {
     }
 
     fn print_table(&self) {
-        print_loopback_table(&self.mem, &self.redis, &self.durable, &self.saw, &self.disk);
+        print_loopback_table(self);
     }
 }
 
 /// The loopback rows' medians, their throughput and their ratios to the
 /// peers measured in the same run.
-fn print_loopback_table(mem: &Row, redis: &Row, durable: &Row, saw: &Row, disk: &Row) {
-    let (m, r, d, s, k) = (
+fn print_loopback_table(rows: &LoopbackRows) {
+    let LoopbackRows {
+        mem,
+        durable,
+        redis,
+        saw,
+        disk,
+        iperf,
+    } = rows;
+    let (m, r, d, s, k, i) = (
         mem.median(),
         redis.median(),
         durable.median(),
         saw.median(),
         disk.median(),
+        iperf.median(),
     );
     println!(
         "\n{:<46} {:>14} {:>10}  ratio (target)",
@@ -574,8 +630,17 @@ fn print_loopback_table(mem: &Row, redis: &Row, durable: &Row, saw: &Row, disk: 
             v * RECORD_BYTES / 1e6
         );
     };
-    line(mem, m, format!("{:.2}x redis (>= 1.5x)", m / r));
+    line(
+        mem,
+        m,
+        format!(
+            "{:.2}x redis (>= 2x); {:.2}x iperf3 (>= 0.6x)",
+            m / r,
+            m / i
+        ),
+    );
     line(redis, r, "peer".into());
+    line(iperf, i, "peer: the kernel's loopback TCP".into());
     line(
         durable,
         d,
