@@ -164,6 +164,10 @@ pub(crate) const WINDOW_FULL_CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Looks the rate sampler keeps to date sends: 20 s at [`CONTROL_TICK`],
 /// longer than any answer takes on a working path.
 const LOOKS_KEPT: usize = 4096;
+/// The one-batch-per-connection floor ([`Limits`]) applies only on a path
+/// whose round trip (TCP's min RTT) is shorter than this: loopback, a LAN, where the
+/// processes' own work, not the distance, makes the round trip.
+pub const FLOOR_MAX_RTT: Duration = Duration::from_millis(2);
 /// No connection's share of the window falls below this many records.
 pub const MIN_WINDOW_PER_CONN: u64 = 4;
 
@@ -183,9 +187,13 @@ pub const MIN_WINDOW_PER_CONN: u64 = 4;
 /// interleaved runs each: 173–176K without the floor, 567–569K with it).
 /// So the window never aims below one full
 /// batch per connection (64 KB of 1 KB records each: 4 MB over 64
-/// connections). On a long link it never binds (the seed's needs ~240 per
-/// connection); where it does, what Little's law did not ask for waits in
-/// the local socket, a few ms on a path that short, not at the bottleneck.
+/// connections), but only on a path whose round trip (TCP's min RTT) is
+/// under [`FLOOR_MAX_RTT`]: there the round trip is the processes' own work, and
+/// what Little's law did not ask for waits in local socket buffers for a
+/// few ms. On a WAN path the floor would be a standing queue the window
+/// itself made: at 60 ms and 20 MB/s the path needs 1,200 records, and
+/// 4,096 would add 140 ms to every answer (and hold the window up when the
+/// link slows); the seed's link needs ~240 per connection anyway.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Records in flight before anything is measured.
@@ -221,6 +229,10 @@ pub struct Sample {
     /// Whether the window was (nearly) all in flight: the window, not the
     /// source, limited what was sent.
     pub window_full: bool,
+    /// TCP's own min RTT, the smallest over the connections (`None`: not
+    /// read yet): the path's round trip with no queue of the shipper's
+    /// making, unlike the answers' latency.
+    pub path_rtt: Option<Duration>,
 }
 
 /// Where the controller is.
@@ -285,6 +297,8 @@ pub struct AutoWindow {
     flat_rounds: u32,
     /// Mean encoded bytes per answered record (0: none answered yet).
     bytes_per_record: f64,
+    /// TCP's min RTT as last sampled (see [`Sample::path_rtt`]).
+    path_rtt: Option<Duration>,
 }
 
 impl AutoWindow {
@@ -304,6 +318,7 @@ impl AutoWindow {
             last_rate: 0.0,
             flat_rounds: 0,
             bytes_per_record: 0.0,
+            path_rtt: None,
         };
         w.window = w.clamp(w.window);
         w
@@ -342,6 +357,9 @@ impl AutoWindow {
         }
         if s.delivered_records > 0 {
             self.bytes_per_record = s.delivered_bytes as f64 / s.delivered_records as f64;
+        }
+        if s.path_rtt.is_some() {
+            self.path_rtt = s.path_rtt;
         }
         let rate = self.rate_sample(s);
         let Some(mut round) = self.round else {
@@ -540,6 +558,12 @@ impl AutoWindow {
             max = max.min(self.limits.max_inflight_bytes as f64 / self.bytes_per_record);
             floor = floor.min(self.limits.floor_bytes as f64 / self.bytes_per_record);
         }
+        // TCP's RTT, not the answers': with the floor on, a short path's
+        // answers wait behind the floor's own records (4,096 at 500K/s is
+        // 8 ms), and gating on them would turn the floor off and on.
+        if self.path_rtt.is_none_or(|r| r >= FLOOR_MAX_RTT) {
+            floor = 0.0;
+        }
         records
             .max(floor)
             .min(max)
@@ -640,6 +664,9 @@ impl PoolWindow {
             s.inflight_records += st.inflight_records();
             if let Some(l) = st.min_latency() {
                 s.min_latency = Some(s.min_latency.map_or(l, |m: Duration| m.min(l)));
+            }
+            if let Some(r) = st.tcp_min_rtt() {
+                s.path_rtt = Some(s.path_rtt.map_or(r, |m: Duration| m.min(r)));
             }
             if st.connected.load(std::sync::atomic::Ordering::Relaxed) {
                 connected += 1;

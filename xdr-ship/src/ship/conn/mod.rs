@@ -191,6 +191,10 @@ pub(crate) struct ConnState {
     /// A session was opened at least once in this run.
     pub ever_connected: AtomicBool,
     window_limited: AtomicBool,
+    /// TCP's own min RTT of the current socket, µs (0: not read yet), as
+    /// the writer last read it: the path's round trip without any queue of
+    /// the shipper's making (the auto window's floor asks it).
+    tcp_min_rtt_us: std::sync::atomic::AtomicU32,
     table: Mutex<BTreeMap<u64, Pending>>,
     resend: Mutex<VecDeque<SourceRecord>>,
     /// Wakes the writer: a resend was queued, or the table shrank.
@@ -233,6 +237,7 @@ impl ConnState {
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             window_limited: AtomicBool::new(false),
+            tcp_min_rtt_us: std::sync::atomic::AtomicU32::new(0),
             table: Mutex::new(BTreeMap::new()),
             resend: Mutex::new(VecDeque::new()),
             wake_writer: Notify::new(),
@@ -253,6 +258,19 @@ impl ConnState {
 
     pub fn window(&self) -> u64 {
         self.window.load(Ordering::Relaxed)
+    }
+
+    /// TCP's min RTT as last read on this connection (`None`: not yet).
+    pub fn tcp_min_rtt(&self) -> Option<Duration> {
+        match self.tcp_min_rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(u64::from(us))),
+        }
+    }
+
+    /// Notes TCP's min RTT read from the current socket.
+    pub fn note_tcp_min_rtt(&self, us: u32) {
+        self.tcp_min_rtt_us.store(us, Ordering::Relaxed);
     }
 
     /// Grows the window to `to` (never shrinks): first cancels what a

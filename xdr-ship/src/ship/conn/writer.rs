@@ -235,11 +235,14 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
         return;
     }
     *last_check = Instant::now();
-    let notsent = crate::net::tcp_info_if_cookie(
+    let info = crate::net::tcp_info_if_cookie(
         state.fd.load(Ordering::Relaxed),
         state.cookie.load(Ordering::Relaxed),
-    )
-    .map_or(0, |i| i.notsent_bytes as usize);
+    );
+    if let Some(i) = &info {
+        state.note_tcp_min_rtt(i.min_rtt_us);
+    }
+    let notsent = info.map_or(0, |i| i.notsent_bytes as usize);
     if crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes) {
         state.window_limited.store(true, Ordering::Relaxed);
     }

@@ -82,6 +82,7 @@ impl Path {
             inflight_records: self.inflight,
             min_latency,
             window_full: self.inflight as f64 >= WINDOW_FULL_FRACTION * w.window() as f64,
+            path_rtt: Some(self.rtt),
         });
     }
 
@@ -302,6 +303,25 @@ fn a_short_path_keeps_one_batch_per_connection_in_flight() {
 }
 
 #[test]
+fn a_long_path_needing_less_than_the_floor_gets_what_it_needs() {
+    // 60 ms, 20K records/s: 1,200 records; a floor of 4,096 would queue
+    // 140 ms behind every answer.
+    let mut path = Path::new(20_000.0, 60);
+    let mut w = AutoWindow::new(Limits {
+        floor_records: 64 * BATCH_RECORDS,
+        floor_bytes: 64 * 256 * 1024,
+        ..limits()
+    });
+    path.run_until(&mut w, s(8.0));
+    let window = w.window() as f64;
+    assert!(
+        window <= 2.0 * path.bdp(),
+        "window {window} for a BDP of {}",
+        path.bdp()
+    );
+}
+
+#[test]
 fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
     // Records of 64 KB: one 256 KB batch is 4 of them per connection.
     let mut w = AutoWindow::new(Limits {
@@ -317,6 +337,7 @@ fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
             inflight_records: 1,
             min_latency: Some(Duration::from_micros(100)),
             window_full: false,
+            path_rtt: Some(Duration::from_micros(50)),
         });
     }
     assert_eq!(w.window(), 64 * 4);
