@@ -95,6 +95,15 @@
 //! answered records), so the shipper's memory stays within its base plus the
 //! configured in-flight bytes whatever the record size.
 //!
+//! # Short paths
+//!
+//! On loopback or a LAN, Little's law asks for a few records per
+//! connection, and then the cost of each write and answer, not the path,
+//! sets the rate (a third of what the same pool carries with one batch per
+//! connection in flight). There, and only there (TCP's own min RTT under
+//! [`FLOOR_MAX_RTT`]), the window keeps at least one batch per connection:
+//! see [`Limits`].
+//!
 //! Why one file of ~600 lines, most of it this doc and the constants' own:
 //! the state machine, its gains and the pool's adapter are one design read
 //! together; the simulated path that tests it is in `window/tests.rs`.
@@ -165,8 +174,8 @@ pub(crate) const WINDOW_FULL_CHECK_EVERY: Duration = Duration::from_millis(10);
 /// longer than any answer takes on a working path.
 const LOOKS_KEPT: usize = 4096;
 /// The one-batch-per-connection floor ([`Limits`]) applies only on a path
-/// whose round trip (TCP's min RTT) is shorter than this: loopback, a LAN, where the
-/// processes' own work, not the distance, makes the round trip.
+/// whose round trip (TCP's min RTT) is shorter than this: loopback, a LAN,
+/// where the processes' own work, not the distance, makes the round trip.
 pub const FLOOR_MAX_RTT: Duration = Duration::from_millis(2);
 /// No connection's share of the window falls below this many records.
 pub const MIN_WINDOW_PER_CONN: u64 = 4;
@@ -176,24 +185,25 @@ pub const MIN_WINDOW_PER_CONN: u64 = 4;
 /// # The floor: one batch per connection
 ///
 /// Little's law sizes the window for the *path*; on a short one (loopback,
-/// a LAN, a few ms) it asks for a handful of records per connection, and
-/// then every write carries a record or two and every answer frees as
-/// few: the cost per record of writes, wake-ups and answers, not the path,
-/// sets the rate. Measured on loopback (2 cores, `ship --generate
-/// max,1000,… --window N` into `recv --memory`, 64 connections,
-/// 2026-12-03): 8 per connection 135K records/s, 32 223K, 64 324K, 128
-/// 347K, 512 337K; the auto window without a floor sat at the 4-record
-/// minimum and carried 113–135K (with the bench's 100,000 keys, three
-/// interleaved runs each: 173–176K without the floor, 567–569K with it).
-/// So the window never aims below one full
-/// batch per connection (64 KB of 1 KB records each: 4 MB over 64
-/// connections), but only on a path whose round trip (TCP's min RTT) is
-/// under [`FLOOR_MAX_RTT`]: there the round trip is the processes' own work, and
-/// what Little's law did not ask for waits in local socket buffers for a
-/// few ms. On a WAN path the floor would be a standing queue the window
-/// itself made: at 60 ms and 20 MB/s the path needs 1,200 records, and
-/// 4,096 would add 140 ms to every answer (and hold the window up when the
-/// link slows); the seed's link needs ~240 per connection anyway.
+/// a LAN) it asks for a handful of records per connection, and then every
+/// write carries a record or two and every answer frees as few: the cost
+/// per record of writes, wake-ups and answers, not the path, sets the rate.
+/// Measured on loopback (2 cores, `ship --generate max,1000,… --window N`
+/// into `recv --memory`, 64 connections, 2026-12-03): 8 per connection
+/// 135K records/s, 32 223K, 64 324K, 128 347K, 512 337K; the auto window
+/// without a floor sat at its 4-record minimum and carried 113–135K (with
+/// the bench's 100,000 keys, three interleaved runs each: 173–176K without
+/// the floor, 567–569K with it).
+///
+/// So the window never aims below one full batch per connection (64 KB of
+/// 1 KB records each: 4 MB over 64 connections), but only on a path whose
+/// round trip (TCP's min RTT) is under [`FLOOR_MAX_RTT`]: there the round
+/// trip is the processes' own work, and what Little's law did not ask for
+/// waits in local socket buffers for a few ms. On a WAN path the floor
+/// would be a standing queue the window itself made: at 60 ms and 20 MB/s
+/// the path needs 1,200 records, and 4,096 would add 140 ms to every
+/// answer (and hold the window up when the link slows); the seed's link
+/// needs ~240 per connection anyway.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Records in flight before anything is measured.
@@ -202,7 +212,8 @@ pub struct Limits {
     pub min_records: u64,
     /// Aim for no fewer than this many in flight (one batch per
     /// connection) whatever Little's law says, as long as they hold no more
-    /// than `floor_bytes` and the maxima allow: see [`Limits::floor`].
+    /// than `floor_bytes`, the path is short and the maxima allow (see the
+    /// floor above).
     pub floor_records: u64,
     /// The floor's bound in encoded bytes (one batch's bytes per
     /// connection), so that large records keep a small floor.
@@ -624,9 +635,8 @@ pub(crate) struct PoolWindow {
 impl PoolWindow {
     /// An auto window over `connections` connections, each starting at
     /// `start_per_conn` and never above `per_conn_max` records, the pool
-    /// never above `max_inflight_bytes`; each connection aims for at least
-    /// one batch (`batch` records of at most `batch_bytes`), see
-    /// [`Limits`].
+    /// never above `max_inflight_bytes`; on a short path each connection
+    /// aims for at least one `batch` (see [`Limits`]).
     pub fn new(
         connections: usize,
         start_per_conn: u64,
