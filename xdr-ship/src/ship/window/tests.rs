@@ -128,6 +128,16 @@ fn limits() -> Limits {
     }
 }
 
+/// [`limits`] with the floor of 64 connections: one batch of 64 records,
+/// at most 256 KB, each.
+fn floored() -> Limits {
+    Limits {
+        floor_records: 64 * BATCH_RECORDS,
+        floor_bytes: 64 * 256 * 1024,
+        ..limits()
+    }
+}
+
 fn s(secs: f64) -> Duration {
     Duration::from_secs_f64(secs)
 }
@@ -292,11 +302,7 @@ fn a_short_path_keeps_one_batch_per_connection_in_flight() {
     // 1 ms, 200K records/s: Little's law needs 200 records, the 64
     // connections' floor is 64 × 64 = 4096.
     let mut path = Path::new(200_000.0, 1);
-    let mut w = AutoWindow::new(Limits {
-        floor_records: 64 * BATCH_RECORDS,
-        floor_bytes: 64 * 256 * 1024,
-        ..limits()
-    });
+    let mut w = AutoWindow::new(floored());
     path.run_until(&mut w, s(3.0));
     assert!(path.bdp() < 300.0, "the path needs {}", path.bdp());
     assert_eq!(w.window(), 64 * BATCH_RECORDS);
@@ -307,11 +313,7 @@ fn a_long_path_needing_less_than_the_floor_gets_what_it_needs() {
     // 60 ms, 20K records/s: 1,200 records; a floor of 4,096 would queue
     // 140 ms behind every answer.
     let mut path = Path::new(20_000.0, 60);
-    let mut w = AutoWindow::new(Limits {
-        floor_records: 64 * BATCH_RECORDS,
-        floor_bytes: 64 * 256 * 1024,
-        ..limits()
-    });
+    let mut w = AutoWindow::new(floored());
     path.run_until(&mut w, s(8.0));
     let window = w.window() as f64;
     assert!(
@@ -324,11 +326,7 @@ fn a_long_path_needing_less_than_the_floor_gets_what_it_needs() {
 #[test]
 fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
     // Records of 64 KB: one 256 KB batch is 4 of them per connection.
-    let mut w = AutoWindow::new(Limits {
-        floor_records: 64 * BATCH_RECORDS,
-        floor_bytes: 64 * 256 * 1024,
-        ..limits()
-    });
+    let mut w = AutoWindow::new(floored());
     for i in 1..200u64 {
         w.on_sample(&Sample {
             at: TICK * i as u32,
@@ -347,10 +345,9 @@ fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
 fn the_configured_maximum_wins_over_the_floor() {
     let mut path = Path::new(200_000.0, 1);
     let mut w = AutoWindow::new(Limits {
-        floor_records: 64 * BATCH_RECORDS,
         floor_bytes: u64::MAX,
         max_records: 1_000,
-        ..limits()
+        ..floored()
     });
     let largest = path.run_until(&mut w, s(2.0));
     assert_eq!(largest, 1_000);
