@@ -196,6 +196,11 @@ pub(crate) struct ConnState {
     /// the shipper's making (the auto window's floor asks it).
     tcp_min_rtt_us: std::sync::atomic::AtomicU32,
     table: Mutex<BTreeMap<u64, Pending>>,
+    /// Answers taken out of `table` whose records are not yet counted or
+    /// queued for resending: raised under the table's lock, so a writer that
+    /// finds the table empty and this zero knows nothing is on its way back
+    /// to the resend queue.
+    settling: AtomicU64,
     resend: Mutex<VecDeque<SourceRecord>>,
     /// Wakes the writer: a resend was queued, or the table shrank.
     wake_writer: Notify,
@@ -239,6 +244,7 @@ impl ConnState {
             window_limited: AtomicBool::new(false),
             tcp_min_rtt_us: std::sync::atomic::AtomicU32::new(0),
             table: Mutex::new(BTreeMap::new()),
+            settling: AtomicU64::new(0),
             resend: Mutex::new(VecDeque::new()),
             wake_writer: Notify::new(),
             inflight: AtomicU64::new(0),
@@ -373,6 +379,13 @@ impl ConnState {
     fn push_resend(&self, records: impl IntoIterator<Item = SourceRecord>) {
         lock(&self.resend).extend(records);
         self.wake_writer.notify_one();
+    }
+
+    /// Everything sent is settled: nothing in the table, no answer being
+    /// settled (whose records may yet come back as resends).
+    fn all_settled(&self) -> bool {
+        let table = lock(&self.table);
+        table.is_empty() && self.settling.load(Ordering::Acquire) == 0
     }
 
     fn has_resend(&self) -> bool {

@@ -101,6 +101,7 @@ pub(super) fn settle(
     reason: &str,
 ) -> Result<Settled, ShipError> {
     let (pending, drained) = take_answered(state, cfg, id)?;
+    let _settling = Settling { state, drained };
     let n = pending.records.len() as u64;
     let latency_us = pending.sent_at.elapsed().as_micros() as u64;
     let _ = lock(&state.latency).record(latency_us.max(1));
@@ -119,12 +120,6 @@ pub(super) fn settle(
     state.return_permits(n);
     if retry.is_empty() {
         lock(&state.retry_pause).backoff = Duration::ZERO;
-        // The writer waits for the table to empty only once the source is
-        // drained (`wait_drained`); while shipping, returned permits are
-        // what wake it. One wake-up per answer would cost a task hop each.
-        if drained {
-            state.wake_writer.notify_one();
-        }
     } else {
         {
             let mut p = lock(&state.retry_pause);
@@ -169,7 +164,29 @@ fn take_answered(
     let pending = table.remove(&id).ok_or_else(|| {
         ShipError::Protocol(format!("answer for request {id}, which is not in flight"))
     })?;
+    // Raised under the table's lock: see `ConnState::settling`.
+    state.settling.fetch_add(1, Ordering::AcqRel);
     Ok((pending, table.is_empty()))
+}
+
+/// One answer being settled (`take_answered` raised the count), lowered
+/// once its records are counted or queued again. If it was the last in
+/// flight, the writer is told then, so a writer waiting to say goodbye
+/// (`wait_drained`) looks again. While shipping, returned permits are what
+/// wake the writer: one wake-up per answer would cost a task hop each.
+struct Settling<'a> {
+    state: &'a ConnState,
+    /// The table was empty once this answer left it.
+    drained: bool,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.state.settling.fetch_sub(1, Ordering::AcqRel);
+        if self.drained {
+            self.state.wake_writer.notify_one();
+        }
+    }
 }
 
 /// Counts each record's outcome, writes permanent refusals to the dead
@@ -239,5 +256,61 @@ fn dead_letter(cfg: &ConnConfig, rec: &SourceRecord, code: ResultCode, reason: &
                 dl.path().display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{ship::ShipConfig, wire::Write};
+
+    fn one_request_in_flight(state: &ConnState, id: u64) {
+        let records = vec![SourceRecord {
+            seq: 0,
+            write: Write::put("k", "v", 1, 1),
+        }];
+        lock(&state.table).insert(
+            id,
+            Pending {
+                records,
+                bytes: 1,
+                sent_at: Instant::now(),
+            },
+        );
+    }
+
+    /// The reader takes an answered request out of the table before it
+    /// knows whether its records come back for resending (a Busy answer):
+    /// a writer looking in between must not take the empty table for "all
+    /// answered" and say goodbye, stranding them.
+    #[test]
+    fn a_writer_waits_for_an_answer_still_being_settled() {
+        let cfg = ConnConfig::new(
+            &ShipConfig::new("127.0.0.1:1"),
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+            None,
+        );
+        let state = ConnState::new(0, 4);
+        let cancel = CancellationToken::new();
+        one_request_in_flight(&state, 7);
+        let (pending, drained) = take_answered(&state, &cfg, 7).unwrap();
+        assert!(drained, "the table is empty now");
+        let settling = Settling {
+            state: &state,
+            drained,
+        };
+        let looked = super::super::writer::wait_drained(&state, &cancel).now_or_never();
+        assert!(looked.is_none(), "said drained: {looked:?}");
+        state.push_resend(pending.records);
+        drop(settling);
+        let looked = super::super::writer::wait_drained(&state, &cancel).now_or_never();
+        assert!(
+            matches!(looked, Some(Ok(false))),
+            "the resend is sent first: {looked:?}"
+        );
     }
 }

@@ -261,13 +261,16 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
 
 /// The queue is closed: wait until every request is answered (`true`), or
 /// until something needs re-sending (`false`).
-async fn wait_drained(state: &ConnState, cancel: &CancellationToken) -> Result<bool, ShipError> {
+pub(super) async fn wait_drained(
+    state: &ConnState,
+    cancel: &CancellationToken,
+) -> Result<bool, ShipError> {
     loop {
         let woken = state.wake_writer.notified();
         if state.has_resend() {
             return Ok(false);
         }
-        if lock(&state.table).is_empty() {
+        if state.all_settled() {
             return Ok(true);
         }
         tokio::select! {
