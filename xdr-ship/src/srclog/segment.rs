@@ -74,7 +74,7 @@ pub fn encode(dst: &mut BytesMut, seq: u64, appended_unix_ms: u64, write: &Write
     dst.put_u32_le(write.key.len() as u32);
     dst.put_slice(&write.key);
     dst.put_slice(value);
-    let crc = crc32c::crc32c(&dst[start + ENTRY_HEADER_LEN..]);
+    let crc = crate::wire::crc32c(&dst[start + ENTRY_HEADER_LEN..]);
     dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -111,7 +111,7 @@ pub fn read_entry(r: &mut impl Read) -> io::Result<ReadOutcome> {
             "{n} of {body_len} bytes of an entry body"
         )));
     }
-    if crc32c::crc32c(&body) != crc {
+    if crate::wire::crc32c(&body) != crc {
         return Ok(ReadOutcome::Bad("CRC mismatch".to_owned()));
     }
     let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));

@@ -52,7 +52,7 @@ pub(crate) fn encode_entry(buf: &mut Vec<u8>, w: &Write) {
     buf.extend_from_slice(&(w.key.len() as u32).to_le_bytes());
     buf.extend_from_slice(&w.key);
     record::append_record(w, buf);
-    let crc = crc32c::crc32c(&buf[start + ENTRY_HEADER_LEN..]);
+    let crc = crate::wire::crc32c(&buf[start + ENTRY_HEADER_LEN..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -90,7 +90,7 @@ pub(crate) fn parse_entry(raw: &[u8]) -> Result<(&[u8], &[u8]), EntryError> {
     }
     let crc = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
     let body = &raw[ENTRY_HEADER_LEN..];
-    if crc32c::crc32c(body) != crc {
+    if crate::wire::crc32c(body) != crc {
         return Err(EntryError::Crc);
     }
     let key_len = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes")) as usize;

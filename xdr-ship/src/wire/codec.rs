@@ -491,7 +491,7 @@ impl Decoder for WireCodec {
         // Zero-copy: the payload (and every key/value sliced from it) shares
         // the read buffer's allocation.
         let payload = src.split_to(header.payload_len).freeze();
-        let actual = crc32c::crc32c(&payload);
+        let actual = super::crc32c(&payload);
         if actual != header.crc {
             return Err(WireError::BadChecksum {
                 frame_type: header.frame_type,
@@ -587,7 +587,7 @@ fn put_header(dst: &mut BytesMut, frame_type: FrameType, request_id: u64) {
 /// instead of being accumulated field by field.
 fn finish_header(dst: &mut BytesMut, start: usize, flags: u8) {
     let payload_len = dst.len() - start - HEADER_LEN;
-    let crc = crc32c::crc32c(&dst[start + HEADER_LEN..]);
+    let crc = super::crc32c(&dst[start + HEADER_LEN..]);
     dst[start + OFF_FLAGS] = flags;
     // payload_len <= max_frame <= u32::MAX (checked by the callers).
     dst[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());

@@ -1195,3 +1195,17 @@ proptest! {
         let _ = WireCodec::new().decode(&mut buf);
     }
 }
+
+#[test]
+fn the_checksum_is_crc32c_as_an_independent_implementation_computes_it() {
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    for len in [0, 1, 3, 24, 63, 1000, 1024, 4096, 65_536, 200_000] {
+        assert_eq!(
+            super::crc32c(&data[..len]),
+            crc32c::crc32c(&data[..len]),
+            "{len} bytes"
+        );
+    }
+    // The standard check value of CRC-32C.
+    assert_eq!(super::crc32c(b"123456789"), 0xE306_9283);
+}
