@@ -83,8 +83,9 @@ pub(super) async fn dispatch<S: Source>(
         // below (three futures and two cancellation checks per record).
         // Unpaced, the records the source has ready now follow it, up to a
         // burst, before the select above, the clock and the published lag
-        // are looked at again: per record, they took the shipper from 1.8
-        // to 2.1–2.4 µs of CPU per 1 KB record on loopback.
+        // are looked at again. On loopback, 1 KB records, the shipper's CPU
+        // per record: median 2.09 µs with a look per record, 1.76 with
+        // bursts.
         let mut record = Some(record);
         let mut burst = 0;
         let full = loop {
