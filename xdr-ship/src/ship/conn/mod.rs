@@ -195,6 +195,10 @@ pub(crate) struct ConnState {
     /// the writer last read it: the path's round trip without any queue of
     /// the shipper's making (the auto window's floor asks it).
     tcp_min_rtt_us: std::sync::atomic::AtomicU32,
+    /// The writer's last look at its socket with the window full found at
+    /// least a batch TCP had not sent yet (the auto window's Startup asks
+    /// it: `Sample::tcp_held`).
+    tcp_held: AtomicBool,
     table: Mutex<BTreeMap<u64, Pending>>,
     /// Answers taken out of `table` whose records are not yet counted or
     /// queued for resending: raised under the table's lock, so a writer that
@@ -243,6 +247,7 @@ impl ConnState {
             ever_connected: AtomicBool::new(false),
             window_limited: AtomicBool::new(false),
             tcp_min_rtt_us: std::sync::atomic::AtomicU32::new(0),
+            tcp_held: AtomicBool::new(false),
             table: Mutex::new(BTreeMap::new()),
             settling: AtomicU64::new(0),
             resend: Mutex::new(VecDeque::new()),
@@ -272,6 +277,12 @@ impl ConnState {
             0 => None,
             us => Some(Duration::from_micros(u64::from(us))),
         }
+    }
+
+    /// Whether TCP held records back at the writer's last look (see the
+    /// field).
+    pub fn tcp_held(&self) -> bool {
+        self.tcp_held.load(Ordering::Relaxed)
     }
 
     /// Notes TCP's min RTT read from the current socket.

@@ -254,9 +254,11 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
         state.note_tcp_min_rtt(i.min_rtt_us);
     }
     let notsent = info.map_or(0, |i| i.notsent_bytes as usize);
-    if crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes) {
+    let drained = crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes);
+    if drained {
         state.window_limited.store(true, Ordering::Relaxed);
     }
+    state.tcp_held.store(!drained, Ordering::Relaxed);
 }
 
 /// The queue is closed: wait until every request is answered (`true`), or

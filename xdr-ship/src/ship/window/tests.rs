@@ -16,6 +16,12 @@ struct Path {
     extra: Duration,
     /// Records/s the source can give (`None`: as many as the window takes).
     source_rate: Option<f64>,
+    /// A TCP in front of the bottleneck, still opening: its congestion
+    /// window in records (`None`: no TCP limit) and its growth per round
+    /// trip; what the window admits beyond it waits unsent in the socket.
+    tcp_cwnd: Option<f64>,
+    tcp_growth: f64,
+    unsent: u64,
     now: Duration,
     link_free: f64,
     /// (answered at, sent at, records), in send order.
@@ -32,6 +38,9 @@ impl Path {
             rtt: Duration::from_millis(rtt_ms),
             extra: Duration::ZERO,
             source_rate: None,
+            tcp_cwnd: None,
+            tcp_growth: 2.0,
+            unsent: 0,
             now: Duration::ZERO,
             link_free: 0.0,
             flying: VecDeque::new(),
@@ -55,6 +64,11 @@ impl Path {
             let (at, sent, n) = self.flying.pop_front().unwrap();
             self.delivered += n;
             self.inflight -= n;
+            if let Some(c) = &mut self.tcp_cwnd {
+                // Per answered record, cwnd grows by (growth − 1): × growth
+                // per round trip, as slow start's doubling at 2.
+                *c += n as f64 * (self.tcp_growth - 1.0);
+            }
             let fastest = at - sent - self.extra;
             min_latency = Some(min_latency.map_or(fastest, |m| m.min(fastest)));
         }
@@ -65,6 +79,17 @@ impl Path {
             room = room.min(self.source_credit as u64);
             self.source_credit -= room as f64;
         }
+        // Admitted records wait in the socket until TCP's window has room.
+        self.inflight += room;
+        self.unsent += room;
+        let mut room = match self.tcp_cwnd {
+            Some(c) => {
+                let flying = self.inflight - self.unsent;
+                self.unsent.min((c as u64).saturating_sub(flying))
+            }
+            None => self.unsent,
+        };
+        self.unsent -= room;
         // Sent in batches, each answered when its last record is through.
         let now = self.now.as_secs_f64();
         while room > 0 {
@@ -73,7 +98,6 @@ impl Path {
             self.link_free = self.link_free.max(now) + n as f64 / self.rate;
             let at = Duration::from_secs_f64(self.link_free) + self.rtt + self.extra;
             self.flying.push_back((at, self.now, n));
-            self.inflight += n;
         }
         w.on_sample(&Sample {
             at: self.now,
@@ -83,6 +107,7 @@ impl Path {
             min_latency,
             window_full: self.inflight as f64 >= WINDOW_FULL_FRACTION * w.window() as f64,
             path_rtt: Some(self.rtt),
+            tcp_held: self.unsent >= BATCH_RECORDS,
         });
     }
 
@@ -336,6 +361,7 @@ fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
             min_latency: Some(Duration::from_micros(100)),
             window_full: false,
             path_rtt: Some(Duration::from_micros(50)),
+            tcp_held: false,
         });
     }
     assert_eq!(w.window(), 64 * 4);
@@ -351,4 +377,42 @@ fn the_configured_maximum_wins_over_the_floor() {
     });
     let largest = path.run_until(&mut w, s(2.0));
     assert_eq!(largest, 1_000);
+}
+
+#[test]
+fn tcp_still_opening_does_not_end_startup() {
+    // 250 ms, 80K records/s: 20K in flight needed. TCP opens from 1,000
+    // records and grows 1.3× a round trip: in the first rounds it, not the
+    // window, holds the records back (they wait unsent in the socket), and
+    // the delivery rate grows by less than FULL_PIPE_GROWTH a round.
+    let mut path = Path::new(80_000.0, 250);
+    path.tcp_cwnd = Some(1000.0);
+    path.tcp_growth = 1.3;
+    let mut w = AutoWindow::new(limits());
+    path.run_until(&mut w, s(3.0));
+    assert_eq!(
+        w.phase(),
+        Phase::Startup,
+        "Startup ended at {:.2} × BDP while TCP was still opening",
+        w.window() as f64 / path.bdp()
+    );
+    let t = path.time_to(&mut w, 0.9, s(10.0));
+    assert!(t <= s(4.5), "90% of the path's rate after {t:?}");
+}
+
+#[test]
+fn a_tcp_holding_records_on_a_full_link_still_ends_startup() {
+    // TCP's window stays at 1.5 BDP (BBR holds 2×): the link is full, and
+    // the records beyond it wait in the socket for good.
+    let mut path = Path::new(80_000.0, 250);
+    path.tcp_cwnd = Some(1.5 * path.bdp());
+    path.tcp_growth = 1.0;
+    let mut w = AutoWindow::new(limits());
+    let largest = path.run_until(&mut w, s(8.0));
+    assert!(matches!(w.phase(), Phase::Cruise { .. }), "{:?}", w.phase());
+    assert!(
+        largest as f64 <= 4.0 * path.bdp(),
+        "startup grew to {largest} for a BDP of {}",
+        path.bdp()
+    );
 }
