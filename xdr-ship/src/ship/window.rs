@@ -134,20 +134,22 @@ pub const FULL_PIPE_GROWTH: f64 = 1.25;
 pub const DOUBLING_PAID: f64 = 1.5;
 /// Rounds in a row without such growth that mean the pipe is full (BBR: 3).
 pub const FULL_PIPE_ROUNDS: u32 = 3;
-/// Startup: in its first this many round trips (TCP's), and for at most as
-/// many rounds, rounds in which TCP held the records back
-/// (unsent bytes in most sockets, [`Sample::tcp_held`]) are not counted
-/// towards a full pipe. Why: every connection's TCP opens from its own
-/// initial window, and while its slow start lags the window's doublings,
-/// the delivery rate grows by less than [`FULL_PIPE_GROWTH`] a round
-/// because of TCP, not the path. Counted, those rounds ended Startup at
-/// 0.85 BDP on the 250 ms lab link, with 5.3 MB unsent in the sockets at
+/// Startup: rounds in which TCP held the records back (unsent bytes in
+/// most sockets, [`Sample::tcp_held`]) are not counted towards a full pipe
+/// during Startup's first this many round trips (TCP's min RTT), and in no
+/// more than this many rounds. Why: every connection's TCP opens from its
+/// own initial window, and while its slow start lags the window's
+/// doublings, the delivery rate grows by less than [`FULL_PIPE_GROWTH`] a
+/// round because of TCP, not the path. Counted, those rounds ended Startup
+/// at 0.85 BDP on the 250 ms lab link, with 5.3 MB unsent in the sockets at
 /// 1.5 s, and the window then took seconds to reach the line. Bounded,
 /// because a TCP that holds records on a full link (BBR's cwnd is 2× its
 /// BDP) holds them for good, and then each round stretches by the queue in
 /// the sockets. Twelve round trips outlast the slowest opening measured:
 /// on that link the 64 connections' cwnds summed to one BDP only after
-/// ~10 round trips (2.5 s).
+/// ~10 round trips (2.5 s). On the lab (five pairs of runs) it did not
+/// measurably move the openings: there Startup's overshoot into a line
+/// queue of one BDP is the larger effect (see the README).
 pub const STARTUP_TCP_GRACE_ROUNDS: u32 = 12;
 /// A round without growth whose window held this multiple of max rate × min
 /// RTT means the pipe is full at once: a whole BDP is queued already.
