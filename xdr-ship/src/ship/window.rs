@@ -21,7 +21,7 @@
 //!   [`FULL_PIPE_QUEUE`] × what the path needs (a whole BDP queued). A
 //!   round in which TCP held the records back (most sockets with a batch
 //!   unsent) measured TCP's own opening, not the path, and counts for
-//!   neither, in the first [`STARTUP_TCP_GRACE_ROUNDS`] round trips.
+//!   neither, in the first [`STARTUP_TCP_GRACE_RTTS`] round trips.
 //! - **Cruise** then sets the window every round to
 //!   `gain × max rate × answer time`: [`CRUISE_GAIN`] most rounds, one round
 //!   at [`PROBE_GAIN`] every [`PROBE_CYCLE_ROUNDS`] (BBR's ProbeBW: if the
@@ -136,8 +136,7 @@ pub const DOUBLING_PAID: f64 = 1.5;
 pub const FULL_PIPE_ROUNDS: u32 = 3;
 /// Startup: rounds in which TCP held the records back (unsent bytes in
 /// most sockets, [`Sample::tcp_held`]) are not counted towards a full pipe
-/// during Startup's first this many round trips (TCP's min RTT), and in no
-/// more than this many rounds. Why: every connection's TCP opens from its
+/// during Startup's first this many round trips (TCP's min RTT). Why: every connection's TCP opens from its
 /// own initial window, and while its slow start lags the window's
 /// doublings, the delivery rate grows by less than [`FULL_PIPE_GROWTH`] a
 /// round because of TCP, not the path. Counted, those rounds ended Startup
@@ -145,12 +144,13 @@ pub const FULL_PIPE_ROUNDS: u32 = 3;
 /// 1.5 s, and the window then took seconds to reach the line. Bounded,
 /// because a TCP that holds records on a full link (BBR's cwnd is 2× its
 /// BDP) holds them for good, and then each round stretches by the queue in
-/// the sockets. Twelve round trips outlast the slowest opening measured:
+/// the sockets: a bound in rounds would last seconds there, one in round
+/// trips does not. Twelve round trips outlast the slowest opening measured:
 /// on that link the 64 connections' cwnds summed to one BDP only after
 /// ~10 round trips (2.5 s). On the lab (five pairs of runs) it did not
 /// measurably move the openings: there Startup's overshoot into a line
 /// queue of one BDP is the larger effect (see the README).
-pub const STARTUP_TCP_GRACE_ROUNDS: u32 = 12;
+pub const STARTUP_TCP_GRACE_RTTS: u32 = 12;
 /// A round without growth whose window held this multiple of max rate × min
 /// RTT means the pipe is full at once: a whole BDP is queued already.
 pub const FULL_PIPE_QUEUE: f64 = 2.0;
@@ -333,9 +333,6 @@ pub struct AutoWindow {
     /// The previous round's rate sample (Startup doubles while it rises).
     last_rate: f64,
     flat_rounds: u32,
-    /// Startup: rounds left in which TCP holding records back does not
-    /// count towards a full pipe ([`STARTUP_TCP_GRACE_ROUNDS`]).
-    tcp_grace_rounds: u32,
     /// Mean encoded bytes per answered record (0: none answered yet).
     bytes_per_record: f64,
     /// TCP's min RTT as last sampled (see [`Sample::path_rtt`]).
@@ -358,7 +355,6 @@ impl AutoWindow {
             full_rate: 0.0,
             last_rate: 0.0,
             flat_rounds: 0,
-            tcp_grace_rounds: STARTUP_TCP_GRACE_ROUNDS,
             bytes_per_record: 0.0,
             path_rtt: None,
         };
@@ -553,12 +549,9 @@ impl AutoWindow {
                 // A round whose records waited in the sockets measured
                 // TCP's opening, not the path: neither flat nor queued.
                 let in_grace = self.path_rtt.is_some_and(|r| {
-                    at.as_secs_f64() < f64::from(STARTUP_TCP_GRACE_ROUNDS) * r.as_secs_f64()
+                    at.as_secs_f64() < f64::from(STARTUP_TCP_GRACE_RTTS) * r.as_secs_f64()
                 });
-                let tcp_opening = tcp_held && in_grace && self.tcp_grace_rounds > 0;
-                if tcp_opening {
-                    self.tcp_grace_rounds -= 1;
-                }
+                let tcp_opening = tcp_held && in_grace;
                 if grew {
                     self.full_rate = max_rate;
                     self.flat_rounds = 0;
