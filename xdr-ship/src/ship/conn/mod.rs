@@ -196,9 +196,15 @@ pub(crate) struct ConnState {
     /// the shipper's making (the auto window's floor asks it).
     tcp_min_rtt_us: std::sync::atomic::AtomicU32,
     /// The writer's last look at its socket with the window full found at
-    /// least a batch TCP had not sent yet (the auto window's Startup asks
-    /// it: `Sample::tcp_held`).
+    /// least a batch TCP had not sent yet, beyond the write it had just
+    /// made (the auto window asks it: `Sample::tcp_held`).
     tcp_held: AtomicBool,
+    /// TCP's smoothed RTT (µs, 0: not read yet) and its retransmitted
+    /// segments so far on the current socket, both from the same look: the
+    /// auto window tells a lossy path's head-of-line waits from a queue by
+    /// them (`Sample::tcp_srtt`, `Sample::tcp_retrans`).
+    tcp_srtt_us: std::sync::atomic::AtomicU32,
+    tcp_retrans: std::sync::atomic::AtomicU32,
     table: Mutex<BTreeMap<u64, Pending>>,
     /// Answers taken out of `table` whose records are not yet counted or
     /// queued for resending: raised under the table's lock, so a writer that
@@ -248,6 +254,8 @@ impl ConnState {
             window_limited: AtomicBool::new(false),
             tcp_min_rtt_us: std::sync::atomic::AtomicU32::new(0),
             tcp_held: AtomicBool::new(false),
+            tcp_srtt_us: std::sync::atomic::AtomicU32::new(0),
+            tcp_retrans: std::sync::atomic::AtomicU32::new(0),
             table: Mutex::new(BTreeMap::new()),
             settling: AtomicU64::new(0),
             resend: Mutex::new(VecDeque::new()),
@@ -288,6 +296,27 @@ impl ConnState {
     /// Notes TCP's min RTT read from the current socket.
     pub fn note_tcp_min_rtt(&self, us: u32) {
         self.tcp_min_rtt_us.store(us, Ordering::Relaxed);
+    }
+
+    /// TCP's smoothed RTT at the writer's last look (`None`: not read yet).
+    pub fn tcp_srtt(&self) -> Option<Duration> {
+        match self.tcp_srtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(u64::from(us))),
+        }
+    }
+
+    /// Segments TCP had retransmitted on the current socket at the writer's
+    /// last look.
+    pub fn tcp_retrans(&self) -> u64 {
+        u64::from(self.tcp_retrans.load(Ordering::Relaxed))
+    }
+
+    /// Notes TCP's smoothed RTT and retransmissions read from the current
+    /// socket.
+    pub fn note_tcp_path(&self, srtt_us: u32, total_retrans: u32) {
+        self.tcp_srtt_us.store(srtt_us, Ordering::Relaxed);
+        self.tcp_retrans.store(total_retrans, Ordering::Relaxed);
     }
 
     /// Grows the window to `to` (never shrinks): first cancels what a

@@ -252,13 +252,17 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
     );
     if let Some(i) = &info {
         state.note_tcp_min_rtt(i.min_rtt_us);
+        state.note_tcp_path(i.rtt_us, i.total_retrans);
     }
     let notsent = info.map_or(0, |i| i.notsent_bytes as usize);
     let drained = crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes);
     if drained {
         state.window_limited.store(true, Ordering::Relaxed);
     }
-    state.tcp_held.store(!drained, Ordering::Relaxed);
+    // The look comes right after a flush of up to one write's worth, which
+    // TCP has not had time to send: held means a batch more than that.
+    let held = notsent >= cfg.batch_max_bytes + WRITE_COALESCE_BYTES;
+    state.tcp_held.store(held, Ordering::Relaxed);
 }
 
 /// The queue is closed: wait until every request is answered (`true`), or

@@ -9,7 +9,10 @@ const BATCH_RECORDS: u64 = 64;
 
 /// A path for the controller to drive: a FIFO bottleneck of `rate`
 /// records/s, then `rtt` of propagation; every answer takes `extra`
-/// longer than the fastest (the receiver, socket buffers).
+/// longer than the fastest (the receiver, socket buffers). With `loss`,
+/// it is one TCP connection: a batch with a lost record arrives a round
+/// trip and a quarter late (the resend), and every batch behind it waits
+/// for it (answers in order).
 struct Path {
     rate: f64,
     rtt: Duration,
@@ -29,6 +32,14 @@ struct Path {
     inflight: u64,
     delivered: u64,
     source_credit: f64,
+    /// Probability that a record is lost (and resent).
+    loss: f64,
+    /// Batches resent so far (TCP's retransmissions).
+    retrans: u64,
+    /// The latest answer time handed out (answers come in order).
+    last_answer: Duration,
+    /// State of the loss draws (xorshift64).
+    seed: u64,
 }
 
 impl Path {
@@ -47,7 +58,19 @@ impl Path {
             inflight: 0,
             delivered: 0,
             source_credit: 0.0,
+            loss: 0.0,
+            retrans: 0,
+            last_answer: Duration::ZERO,
+            seed: 0x9e37_79b9_7f4a_7c15,
         }
+    }
+
+    /// A uniform draw in [0, 1), from a fixed seed: runs repeat exactly.
+    fn draw(&mut self) -> f64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Records the path needs in flight to be full.
@@ -96,7 +119,15 @@ impl Path {
             let n = room.min(BATCH_RECORDS);
             room -= n;
             self.link_free = self.link_free.max(now) + n as f64 / self.rate;
-            let at = Duration::from_secs_f64(self.link_free) + self.rtt + self.extra;
+            let mut at = Duration::from_secs_f64(self.link_free) + self.rtt + self.extra;
+            if self.loss > 0.0 {
+                if self.draw() < 1.0 - (1.0 - self.loss).powf(n as f64) {
+                    self.retrans += 1;
+                    at += self.rtt + self.rtt / 4;
+                }
+                at = at.max(self.last_answer);
+                self.last_answer = at;
+            }
             self.flying.push_back((at, self.now, n));
         }
         w.on_sample(&Sample {
@@ -108,6 +139,10 @@ impl Path {
             window_full: self.inflight as f64 >= WINDOW_FULL_FRACTION * w.window() as f64,
             path_rtt: Some(self.rtt),
             tcp_held: self.unsent >= BATCH_RECORDS,
+            // TCP's RTT sees the bottleneck's queue, not the waits behind
+            // a lost record (out-of-order data is acknowledged at once).
+            tcp_srtt: Some(self.rtt + Duration::from_secs_f64((self.link_free - now).max(0.0))),
+            tcp_retrans: self.retrans,
         });
     }
 
@@ -361,7 +396,7 @@ fn the_floor_counts_bytes_so_large_records_keep_a_small_one() {
             min_latency: Some(Duration::from_micros(100)),
             window_full: false,
             path_rtt: Some(Duration::from_micros(50)),
-            tcp_held: false,
+            ..Sample::default()
         });
     }
     assert_eq!(w.window(), 64 * 4);
@@ -415,4 +450,36 @@ fn a_tcp_holding_records_on_a_full_link_still_ends_startup() {
         "startup grew to {largest} for a BDP of {}",
         path.bdp()
     );
+}
+
+#[test]
+fn one_lossy_connection_fills_the_path_despite_head_of_line_waits() {
+    // The seed's link at 0.1% loss on one connection: a hole every ~10 ms
+    // holds every answer behind it for a round trip and a quarter, so
+    // answers take about twice the fastest one, and a window sized on the
+    // drained round's answer time carries about half the line.
+    let mut path = Path::new(100_000.0, 156);
+    path.loss = 0.001;
+    let mut w = AutoWindow::new(limits());
+    path.run_until(&mut w, s(10.0));
+    let rate = path.rate_over(&mut w, s(6.0));
+    assert!(
+        rate >= 0.9 * path.rate,
+        "{rate:.0} records/s of {:.0} with answers behind lost records ({} resent)",
+        path.rate,
+        path.retrans
+    );
+}
+
+#[test]
+fn retransmissions_with_a_queue_in_the_network_are_not_head_of_line_waits() {
+    let ms = Duration::from_millis;
+    let round = Some(ms(320));
+    let path = Some(ms(156));
+    // TCP's RTT near its minimum: the extra answer time is waiting behind holes.
+    assert_eq!(head_of_line_waits(round, Some(ms(170)), path, true), round);
+    // TCP's RTT well above it: the network queues, as does the window.
+    assert_eq!(head_of_line_waits(round, Some(ms(250)), path, true), None);
+    // No loss in the round (or a queue in the sockets): nothing to believe.
+    assert_eq!(head_of_line_waits(round, Some(ms(170)), path, false), None);
 }
