@@ -296,8 +296,9 @@ pub struct Sample {
     /// making, unlike the answers' latency.
     pub path_rtt: Option<Duration>,
     /// Most connections' sockets held at least a batch that TCP had not
-    /// sent yet, at their last look with a full window: TCP (its own slow
-    /// start, or a full link), not the window, held the records back.
+    /// sent yet beyond the write just made, at their last look with a full
+    /// window: TCP (its own slow start, or a full link), not the window,
+    /// held the records back.
     pub tcp_held: bool,
     /// TCP's smoothed RTT, the mean over the connections that have read one
     /// (`None`: none yet): above [`Sample::path_rtt`] by the queue in the
