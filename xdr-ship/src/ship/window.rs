@@ -331,11 +331,10 @@ struct Round {
     inflight_sum: f64,
     looks: u32,
     end_delivered: u64,
-    window_full: bool,
     /// Looks at which the window was full and TCP held records back
     /// ([`Sample::tcp_held`]).
     held_looks: u32,
-    /// Looks at which the window was full.
+    /// Looks at which the window was (nearly) all in flight.
     full_looks: u32,
     /// [`Sample::tcp_retrans`] at the round's first look.
     start_retrans: u64,
@@ -461,7 +460,6 @@ impl AutoWindow {
                 inflight_sum: s.inflight_records as f64,
                 looks: 1,
                 end_delivered: s.delivered_records + s.inflight_records.max(1),
-                window_full: s.window_full,
                 held_looks: u32::from(s.window_full && s.tcp_held),
                 full_looks: u32::from(s.window_full),
                 start_retrans: s.tcp_retrans,
@@ -471,7 +469,6 @@ impl AutoWindow {
             });
             return self.window();
         };
-        round.window_full |= s.window_full;
         round.held_looks += u32::from(s.window_full && s.tcp_held);
         round.full_looks += u32::from(s.window_full);
         round.max_rate = round.max_rate.max(rate);
@@ -505,7 +502,7 @@ impl AutoWindow {
         self.rates.push_back((s.at, round.max_rate));
         self.end_round(
             RoundEnd {
-                window_full: round.window_full,
+                window_full: round.full_looks > 0,
                 tcp_held: round.held_looks > 0,
                 socket_queue: round.held_looks > 0 && round.held_looks == round.full_looks,
                 retransmitted: s.tcp_retrans > round.start_retrans,
@@ -629,8 +626,8 @@ impl AutoWindow {
         let next = match self.phase {
             Phase::Startup => {
                 let grew = max_rate >= self.full_rate * FULL_PIPE_GROWTH && max_rate > 0.0;
-                // A round whose records waited in the sockets measured
-                // TCP's opening, not the path: neither flat nor queued.
+                // Early on, a round whose records waited in the sockets
+                // measured TCP's opening, not the path: not flat.
                 let in_grace = self.path_rtt.is_some_and(|r| {
                     at.as_secs_f64() < f64::from(STARTUP_TCP_GRACE_RTTS) * r.as_secs_f64()
                 });

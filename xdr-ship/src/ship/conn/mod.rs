@@ -293,11 +293,6 @@ impl ConnState {
         self.tcp_held.load(Ordering::Relaxed)
     }
 
-    /// Notes TCP's min RTT read from the current socket.
-    pub fn note_tcp_min_rtt(&self, us: u32) {
-        self.tcp_min_rtt_us.store(us, Ordering::Relaxed);
-    }
-
     /// TCP's smoothed RTT at the writer's last look (`None`: not read yet).
     pub fn tcp_srtt(&self) -> Option<Duration> {
         match self.tcp_srtt_us.load(Ordering::Relaxed) {
@@ -312,11 +307,14 @@ impl ConnState {
         u64::from(self.tcp_retrans.load(Ordering::Relaxed))
     }
 
-    /// Notes TCP's smoothed RTT and retransmissions read from the current
-    /// socket.
-    pub fn note_tcp_path(&self, srtt_us: u32, total_retrans: u32) {
-        self.tcp_srtt_us.store(srtt_us, Ordering::Relaxed);
-        self.tcp_retrans.store(total_retrans, Ordering::Relaxed);
+    /// Notes what the writer's look at the current socket read: TCP's min
+    /// and smoothed RTT and its retransmissions.
+    pub fn note_tcp_look(&self, info: &crate::net::TcpInfo) {
+        self.tcp_min_rtt_us
+            .store(info.min_rtt_us, Ordering::Relaxed);
+        self.tcp_srtt_us.store(info.rtt_us, Ordering::Relaxed);
+        self.tcp_retrans
+            .store(info.total_retrans, Ordering::Relaxed);
     }
 
     /// Grows the window to `to` (never shrinks): first cancels what a

@@ -251,8 +251,7 @@ fn note_window_full(state: &ConnState, cfg: &ConnConfig, last_check: &mut Instan
         state.cookie.load(Ordering::Relaxed),
     );
     if let Some(i) = &info {
-        state.note_tcp_min_rtt(i.min_rtt_us);
-        state.note_tcp_path(i.rtt_us, i.total_retrans);
+        state.note_tcp_look(i);
     }
     let notsent = info.map_or(0, |i| i.notsent_bytes as usize);
     let drained = crate::ship::window::socket_drained(notsent, cfg.batch_max_bytes);
