@@ -453,15 +453,16 @@ mod tests {
 
     use bytes::{Bytes, BytesMut};
     use tokio::{
-        io::AsyncWriteExt,
+        io::{AsyncWriteExt, WriteHalf},
         net::{TcpListener, TcpStream},
     };
 
     use super::*;
+    use crate::net::lowat::MAX_LOWAT;
 
-    /// A BATCH of 8 records of 1 KB, encoded as the shipper sends it.
-    fn batch_bytes() -> (Frame, Bytes) {
-        let writes = (0..8u64)
+    /// A BATCH of `records` records of 1 KB, encoded as the shipper sends it.
+    fn batch_bytes(records: u64) -> (Frame, Bytes) {
+        let writes = (0..records)
             .map(|i| {
                 Write::put(
                     Bytes::from(format!("k{i}")),
@@ -480,85 +481,71 @@ mod tests {
         (frame, dst.freeze())
     }
 
+    /// A loopback connection: the sending end, and the receiving end as the
+    /// session reads it, with its low-water mark tracked.
+    struct Receiving {
+        tx: TcpStream,
+        reader: Reader<TcpStream>,
+        _wr: WriteHalf<TcpStream>,
+        lowat: Option<RcvLowat>,
+    }
+
+    impl Receiving {
+        async fn new() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let tx = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (rx, _) = listener.accept().await.unwrap();
+            let lowat = Some(RcvLowat::new(rx.as_raw_fd()));
+            let (rd, wr) = tokio::io::split(rx);
+            Receiving {
+                tx,
+                reader: FramedRead::new(rd, WireCodec::new()),
+                _wr: wr,
+                lowat,
+            }
+        }
+
+        /// `next_frame` given `wait`: `None` if it was still waiting then.
+        async fn next_within(&mut self, wait: Duration) -> Option<Frame> {
+            let polled =
+                tokio::time::timeout(wait, next_frame(&mut self.reader, &mut self.lowat)).await;
+            polled
+                .ok()
+                .map(|f| f.expect("a frame, not the end of input").unwrap())
+        }
+
+        fn mark(&self) -> usize {
+            self.lowat.as_ref().unwrap().current()
+        }
+    }
+
     #[tokio::test]
     async fn a_read_that_waits_on_a_partial_frame_raises_the_mark_to_the_rest_of_it() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut tx = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (rx, _) = listener.accept().await.unwrap();
-        let mut lowat = Some(RcvLowat::new(rx.as_raw_fd()));
-        let (rd, _wr) = tokio::io::split(rx);
-        let mut reader = FramedRead::new(rd, WireCodec::new());
-        let (frame, bytes) = batch_bytes();
+        let mut r = Receiving::new().await;
+        let (frame, bytes) = batch_bytes(8);
         let cut = 3000;
 
         // The read starts waiting before any byte is there, as between frames.
-        let waited = tokio::time::timeout(
-            Duration::from_millis(100),
-            next_frame(&mut reader, &mut lowat),
-        )
-        .await;
-        assert!(waited.is_err(), "a frame out of nothing");
-        tx.write_all(&bytes[..cut]).await.unwrap();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(300),
-            next_frame(&mut reader, &mut lowat),
-        )
-        .await;
-        assert!(
-            waited.is_err(),
-            "a frame out of {cut} of {} bytes",
-            bytes.len()
-        );
-        assert_eq!(reader.read_buffer().len(), cut);
-        assert_eq!(lowat.as_ref().unwrap().current(), bytes.len() - cut);
+        assert_eq!(r.next_within(Duration::from_millis(100)).await, None);
+        r.tx.write_all(&bytes[..cut]).await.unwrap();
+        assert_eq!(r.next_within(Duration::from_millis(300)).await, None);
+        assert_eq!(r.reader.read_buffer().len(), cut);
+        assert_eq!(r.mark(), bytes.len() - cut);
 
-        tx.write_all(&bytes[cut..]).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(2), next_frame(&mut reader, &mut lowat))
-            .await
-            .expect("the whole frame woke the reader")
-            .expect("a frame, not the end of input")
-            .unwrap();
-        assert_eq!(got, frame);
+        r.tx.write_all(&bytes[cut..]).await.unwrap();
+        let got = r.next_within(Duration::from_secs(2)).await;
+        assert_eq!(got, Some(frame), "the whole frame woke the reader");
     }
 
     #[tokio::test]
     async fn the_mark_a_waiting_read_sets_is_at_most_the_cap() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut tx = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (rx, _) = listener.accept().await.unwrap();
-        let mut lowat = Some(RcvLowat::new(rx.as_raw_fd()));
-        let (rd, _wr) = tokio::io::split(rx);
-        let mut reader = FramedRead::new(rd, WireCodec::new());
-        let writes = (0..64u64)
-            .map(|i| {
-                Write::put(
-                    Bytes::from(format!("k{i}")),
-                    Bytes::from(vec![1u8; 1000]),
-                    i + 1,
-                    9,
-                )
-            })
-            .collect();
-        let mut dst = BytesMut::new();
-        WireCodec::new()
-            .without_compression()
-            .encode_frame(&Frame::batch(1, writes), &mut dst)
-            .unwrap();
-        tx.write_all(&dst[..100]).await.unwrap();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(300),
-            next_frame(&mut reader, &mut lowat),
-        )
-        .await;
-        assert!(waited.is_err());
-        assert!(dst.len() - 100 > crate::net::lowat::MAX_LOWAT);
-        assert_eq!(
-            lowat.as_ref().unwrap().current(),
-            crate::net::lowat::MAX_LOWAT
-        );
+        let mut r = Receiving::new().await;
+        let (_, bytes) = batch_bytes(64);
+        r.tx.write_all(&bytes[..100]).await.unwrap();
+        assert_eq!(r.next_within(Duration::from_millis(300)).await, None);
+        assert!(bytes.len() - 100 > MAX_LOWAT);
+        assert_eq!(r.mark(), MAX_LOWAT);
     }
 }
