@@ -231,7 +231,10 @@ fn the_window_stops_growing_once_the_rate_does() {
         "startup overshot to {largest} for a BDP of {}",
         path.bdp()
     );
-    // Steady: within the cycle's gains of what the path needs, full rate.
+    // Steady: within the cycle's gains of what the path needs, full rate,
+    // once the first probe cycles have measured the answer time without
+    // the queue Startup left (by ~3.7 s: Startup ends at ~1.2 s).
+    path.run_until(&mut w, s(4.0));
     let mut seen = (u64::MAX, 0);
     for _ in 0..700 {
         path.tick(&mut w);
@@ -482,4 +485,35 @@ fn retransmissions_with_a_queue_in_the_network_are_not_head_of_line_waits() {
     assert_eq!(head_of_line_waits(round, Some(ms(250)), path, true), None);
     // No loss in the round (or a queue in the sockets): nothing to believe.
     assert_eq!(head_of_line_waits(round, Some(ms(170)), path, false), None);
+}
+
+#[test]
+fn a_queue_filling_in_the_network_ends_startup_before_it_overshoots() {
+    // 250 ms, 80K records/s (the lab's 80 MB/s): 20K in flight needed.
+    // Waiting for three flat rounds doubled on to 3.3 × that.
+    let mut path = Path::new(80_000.0, 250);
+    let mut w = AutoWindow::new(limits());
+    let largest = path.run_until(&mut w, s(3.0));
+    assert!(matches!(w.phase(), Phase::Cruise { .. }), "{:?}", w.phase());
+    assert!(
+        largest as f64 <= 2.0 * path.bdp(),
+        "startup overshot to {largest} for a BDP of {}",
+        path.bdp()
+    );
+    let rate = path.rate_over(&mut w, s(2.0));
+    assert!(rate >= 0.95 * path.rate, "rate after startup {rate:.0}");
+}
+
+#[test]
+fn a_few_ms_of_rtt_on_a_short_path_are_not_a_queue() {
+    let ms = Duration::from_millis;
+    // 10 ms path: 3 ms more is 30%, but scheduling, not a queue.
+    assert!(!network_queue(Some(ms(13)), Some(ms(10))));
+    assert!(network_queue(Some(ms(16)), Some(ms(10))));
+    // 156 ms path: 10 ms more is 6%; 40 ms more is a queue.
+    assert!(!network_queue(Some(ms(166)), Some(ms(156))));
+    assert!(network_queue(Some(ms(196)), Some(ms(156))));
+    // Nothing read yet: no verdict.
+    assert!(!network_queue(None, Some(ms(156))));
+    assert!(!network_queue(Some(ms(196)), None));
 }
