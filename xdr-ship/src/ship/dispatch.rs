@@ -2,6 +2,7 @@
 //! queue (paced by `--max-throughput`, until the deadline or `stop`), and
 //! hands the connections' acknowledgements back to the source.
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -34,13 +35,13 @@ pub(super) struct Pacing {
 }
 
 /// Most records handed over in one go while the source has them ready.
-const BURST: u32 = 64;
+const BURST: usize = 64;
 
 /// Pulls from the source into the hand-over queue, paced by
 /// `max_throughput`, until the source ends, the deadline passes or `stop`.
 pub(super) async fn dispatch<S: Source>(
     mut source: S,
-    tx: async_channel::Sender<SourceRecord>,
+    tx: crate::ship::handover::Sender<SourceRecord>,
     mut acks: mpsc::Receiver<Vec<u64>>,
     shared: Shared,
     pacing: Pacing,
@@ -55,7 +56,8 @@ pub(super) async fn dispatch<S: Source>(
     let t0 = Instant::now();
     let mut sent: u64 = 0;
     let mut exhausted = false;
-    loop {
+    let mut burst: VecDeque<SourceRecord> = VecDeque::with_capacity(BURST);
+    'intake: loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
@@ -79,41 +81,34 @@ pub(super) async fn dispatch<S: Source>(
             _ = cancel.cancelled() => break,
         };
         let Some(record) = record else { break };
-        // A queue with room takes the record at once, without the select
-        // below (three futures and two cancellation checks per record).
         // Unpaced, the records the source has ready now follow it, up to a
-        // burst, before the select above, the clock and the published lag
-        // are looked at again. On loopback, 1 KB records, the shipper's CPU
+        // burst, and go into the queue together (one lock, one wake),
+        // before the select above, the clock and the published lag are
+        // looked at again. On loopback, 1 KB records, the shipper's CPU
         // per record: median 2.09 µs with a look per record, 1.76 with
-        // bursts.
-        let mut record = Some(record);
-        let mut burst = 0;
-        let full = loop {
-            let Some(r) = record.take() else { break None };
-            match tx.try_send(r) {
-                Ok(()) => sent += 1,
-                Err(async_channel::TrySendError::Full(r)) => break Some(r),
-                Err(async_channel::TrySendError::Closed(_)) => break None,
-            }
-            burst += 1;
-            if max_throughput.is_some() || burst >= BURST {
-                break None;
-            }
-            record = match source.next().now_or_never() {
-                Some(Some(r)) => Some(r),
+        // bursts put in one record at a time; putting the burst in at
+        // once took it from 1.43 to 1.35 µs, ship and recv together, on a
+        // faster machine (see `handover`).
+        burst.push_back(record);
+        while max_throughput.is_none() && burst.len() < BURST {
+            match source.next().now_or_never() {
+                Some(Some(r)) => burst.push_back(r),
                 Some(None) => {
                     exhausted = true;
-                    None
+                    break;
                 }
-                None => None,
-            };
-        };
+                None => break,
+            }
+        }
+        match tx.try_send_from(&mut burst) {
+            Ok(n) => sent += n as u64,
+            Err(_) => break,
+        }
         backlog.store(source.backlog(), Ordering::Relaxed);
         publish_lag(&source, &oldest_ms);
-        if tx.is_closed() || exhausted {
-            break;
-        }
-        if let Some(record) = full {
+        // The queue is full: what did not fit waits for room, one record
+        // at a time, the rest following as room appears.
+        while let Some(record) = burst.pop_front() {
             if !send_taking_acks(
                 &tx,
                 record,
@@ -125,9 +120,16 @@ pub(super) async fn dispatch<S: Source>(
             )
             .await
             {
-                break;
+                break 'intake;
             }
             sent += 1;
+            match tx.try_send_from(&mut burst) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break 'intake,
+            }
+        }
+        if tx.is_closed() || exhausted {
+            break;
         }
     }
     backlog.store(source.backlog(), Ordering::Relaxed);
@@ -151,7 +153,7 @@ pub(super) async fn dispatch<S: Source>(
 /// would move again (a Redis Cluster's router, with one ack per `ASK`
 /// record, filled the ack queue this way).
 async fn send_taking_acks<S: Source>(
-    tx: &async_channel::Sender<SourceRecord>,
+    tx: &crate::ship::handover::Sender<SourceRecord>,
     record: SourceRecord,
     acks: &mut mpsc::Receiver<Vec<u64>>,
     source: &mut S,

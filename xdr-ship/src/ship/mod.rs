@@ -25,6 +25,7 @@ mod cluster;
 pub(crate) mod conn;
 pub mod dead_letter;
 mod dispatch;
+mod handover;
 pub mod redis;
 mod snapshot;
 pub mod source;
@@ -312,7 +313,7 @@ pub async fn run<S: Source>(
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
-    let (tx, rx) = async_channel::bounded::<SourceRecord>(HANDOVER_QUEUE_RECORDS);
+    let (tx, rx) = crate::ship::handover::bounded::<SourceRecord>(HANDOVER_QUEUE_RECORDS);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(ACK_QUEUE_ANSWERS);
     let shared = Shared::default();
     let conn_cancel = cancel.child_token();
@@ -338,7 +339,7 @@ pub async fn run<S: Source>(
 fn outcome(
     cfg: &ShipConfig,
     states: &[Arc<ConnState>],
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &crate::ship::handover::Receiver<SourceRecord>,
     started: Instant,
     last: ShipSnapshot,
 ) -> Result<ShipSummary, ShipError> {
@@ -378,7 +379,7 @@ fn spawn_dispatcher<S: Source>(
     cfg: &ShipConfig,
     started: Instant,
     source: S,
-    tx: async_channel::Sender<SourceRecord>,
+    tx: crate::ship::handover::Sender<SourceRecord>,
     ack_rx: mpsc::Receiver<Vec<u64>>,
     shared: &Shared,
     stop: &CancellationToken,
@@ -414,7 +415,7 @@ async fn finish_dispatcher(mut dispatcher: tokio::task::JoinHandle<()>) {
 fn spawn_connections(
     states: &[Arc<ConnState>],
     conn_cfg: &Arc<ConnConfig>,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &crate::ship::handover::Receiver<SourceRecord>,
     acked: mpsc::Sender<Vec<u64>>,
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
@@ -456,7 +457,7 @@ const DISPATCHER_FINISH_TIMEOUT: Duration = Duration::from_secs(1);
 struct Pool<'a> {
     cfg: &'a ShipConfig,
     states: &'a [Arc<ConnState>],
-    queue: &'a async_channel::Receiver<SourceRecord>,
+    queue: &'a crate::ship::handover::Receiver<SourceRecord>,
     shared: &'a Shared,
     tokens: Tokens<'a>,
 }
@@ -473,7 +474,7 @@ impl<'a> Pool<'a> {
     fn new(
         cfg: &'a ShipConfig,
         states: &'a [Arc<ConnState>],
-        queue: &'a async_channel::Receiver<SourceRecord>,
+        queue: &'a crate::ship::handover::Receiver<SourceRecord>,
         shared: &'a Shared,
         tokens: Tokens<'a>,
     ) -> Self {

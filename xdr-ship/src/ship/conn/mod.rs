@@ -482,7 +482,7 @@ enum SessionEnd {
 pub(crate) async fn run(
     state: Arc<ConnState>,
     cfg: Arc<ConnConfig>,
-    queue: async_channel::Receiver<SourceRecord>,
+    queue: crate::ship::handover::Receiver<SourceRecord>,
     acked: mpsc::Sender<Vec<u64>>,
     cancel: CancellationToken,
 ) {
@@ -542,7 +542,7 @@ pub(crate) async fn run(
 /// closed (nothing more will come) or the run is cancelled.
 async fn wait_for_work(
     state: &ConnState,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &crate::ship::handover::Receiver<SourceRecord>,
     cancel: &CancellationToken,
 ) -> bool {
     tokio::select! {
@@ -566,7 +566,7 @@ async fn wait_for_work(
 async fn strand(
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &crate::ship::handover::Receiver<SourceRecord>,
 ) {
     let Some(cluster) = &cfg.cluster else {
         return;
@@ -612,7 +612,7 @@ async fn session(
     max_frame: usize,
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &crate::ship::handover::Receiver<SourceRecord>,
     acked: &mpsc::Sender<Vec<u64>>,
     cancel: &CancellationToken,
 ) -> SessionEnd {

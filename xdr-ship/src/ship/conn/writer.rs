@@ -8,7 +8,7 @@ use tokio_util::{codec::FramedWrite, sync::CancellationToken};
 
 use super::{lock, request::RequestCodec, ConnConfig, ConnState, Pending, Wr};
 use crate::{
-    ship::{source::SourceRecord, ShipError},
+    ship::{handover::Receiver, source::SourceRecord, ShipError},
     wire::{Frame, ResultCode},
 };
 
@@ -24,7 +24,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
     writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &Receiver<SourceRecord>,
     cancel: &CancellationToken,
 ) -> Result<bool, ShipError> {
     let mut next_id: u64 = 1;
@@ -119,7 +119,7 @@ async fn first_record<C: RequestCodec>(
     writer: &mut FramedWrite<Wr, C>,
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &Receiver<SourceRecord>,
     cancel: &CancellationToken,
     permit: tokio::sync::SemaphorePermit<'_>,
 ) -> Result<First, ShipError> {
@@ -177,31 +177,61 @@ async fn source_closed<C: RequestCodec>(
 
 /// Adds the records that are ready at once (resends first) to `batch`,
 /// one permit each, up to the batch limits; returns how many were fresh.
+/// Fresh records are taken in one go, as many as the window has permits
+/// for (see `handover`): the rest stay queued for the other connections.
 fn fill_batch(
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &async_channel::Receiver<SourceRecord>,
+    queue: &Receiver<SourceRecord>,
     batch: &mut Vec<SourceRecord>,
     last_window_check: &mut Instant,
 ) -> u64 {
-    let mut fresh_count = 0;
+    let max = cfg.ship.batch_max_records;
+    let limit = cfg.batch_max_bytes;
     let mut bytes: usize = batch.iter().map(|r| r.write.frame_len()).sum();
-    while batch.len() < cfg.ship.batch_max_records && bytes < cfg.batch_max_bytes {
+    // Resends (after a reconnect, or a "retry" answer) one at a time.
+    while batch.len() < max && bytes < limit && state.has_resend() {
         let Ok(p) = state.permits.try_acquire() else {
             note_window_full(state, cfg, last_window_check);
+            return 0;
+        };
+        let Some(r) = lock(&state.resend).pop_front() else {
             break;
         };
-        let next = match lock(&state.resend).pop_front() {
-            Some(r) => Some((r, false)),
-            None => queue.try_recv().ok().map(|r| (r, true)),
-        };
-        let Some((r, f)) = next else { break };
         p.forget();
-        fresh_count += u64::from(f);
         bytes += r.write.frame_len();
         batch.push(r);
     }
-    fresh_count
+    if batch.len() >= max || bytes >= limit {
+        return 0;
+    }
+    let room = max - batch.len();
+    let avail = state.permits.available_permits().min(room);
+    if avail == 0 {
+        note_window_full(state, cfg, last_window_check);
+        return 0;
+    }
+    // The controller may withdraw free permits meanwhile: then the batch
+    // goes as it is, and the next one tries again.
+    let Ok(mut permits) = state.permits.try_acquire_many(avail as u32) else {
+        return 0;
+    };
+    let took = queue.try_recv_while(batch, avail, |r| {
+        let fits = bytes < limit;
+        if fits {
+            bytes += r.write.frame_len();
+        }
+        fits
+    });
+    // The records' permits stay taken; the rest go back with `permits`.
+    if let Some(used) = permits.split(took) {
+        used.forget();
+    }
+    if took == avail && avail < room && bytes < limit {
+        // The window, not the queue or the batch limits, ended the batch.
+        note_window_full(state, cfg, last_window_check);
+    }
+    took as u64
 }
 
 /// Encodes request `id` into the writer's buffer and enters it in the
