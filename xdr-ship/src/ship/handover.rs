@@ -418,6 +418,71 @@ mod tests {
         assert_eq!(got.unwrap().unwrap(), Err(Closed));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_putters_and_takers_move_every_item_once_within_capacity() {
+        // 2 putters in runs, 6 takers in runs of random size, some parked
+        // in `recv` with a timeout racing it (as a writer's select! does).
+        const CAP: usize = 32;
+        const PER_PUTTER: u32 = 20_000;
+        let (tx, rx) = bounded::<u32>(CAP);
+        let putters: Vec<_> = (0..2u32)
+            .map(|p| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut run = VecDeque::new();
+                    let mut next = 0;
+                    while next < PER_PUTTER || !run.is_empty() {
+                        while run.len() < 1 + fastrand::usize(..64) && next < PER_PUTTER {
+                            run.push_back(p * PER_PUTTER + next);
+                            next += 1;
+                        }
+                        tx.try_send_from(&mut run).unwrap();
+                        if let Some(item) = run.pop_front() {
+                            tx.send(item).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let takers: Vec<_> = (0..6)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        let first = tokio::select! {
+                            r = rx.recv() => r,
+                            _ = tokio::time::sleep(Duration::from_micros(50)) => continue,
+                        };
+                        let Ok(first) = first else { return got };
+                        got.push(first);
+                        rx.try_recv_while(&mut got, fastrand::usize(..16), |_| true);
+                        assert!(rx.len() <= CAP, "the queue held {}", rx.len());
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        let all = tokio::time::timeout(Duration::from_secs(30), async {
+            for p in putters {
+                p.await.unwrap();
+            }
+            let mut all = Vec::new();
+            for t in takers {
+                all.extend(t.await.unwrap());
+            }
+            all
+        })
+        .await
+        .expect("the queue stalled");
+        let mut all = all;
+        all.sort_unstable();
+        let want: Vec<u32> = (0..2 * PER_PUTTER).collect();
+        assert_eq!(all.len(), want.len(), "items lost or doubled");
+        assert_eq!(all, want);
+    }
+
     #[tokio::test]
     async fn a_cancelled_receive_passes_its_wake_on() {
         // A writer's select! drops its recv when another branch wins; the
