@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     conn::{ClusterLink, ConnConfig, ConnState},
+    handover,
     redis::{
         self,
         cluster::{
@@ -68,8 +69,8 @@ const CLUSTER_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(super) struct NodePool {
     pub addr: String,
     pub cfg: Arc<ConnConfig>,
-    pub queue: crate::ship::handover::Sender<SourceRecord>,
-    pub queue_rx: crate::ship::handover::Receiver<SourceRecord>,
+    pub queue: handover::Sender<SourceRecord>,
+    pub queue_rx: handover::Receiver<SourceRecord>,
     pub states: Vec<Arc<ConnState>>,
 }
 
@@ -124,7 +125,7 @@ pub(super) async fn node_pools(
         node_cfg.redis = redis::RedisTarget::parse(&node_cfg.ship.to, cfg.redis_lww);
         node_cfg.cluster = Some(link.clone());
         node_cfg.backoff_max = CLUSTER_BACKOFF_MAX;
-        let (queue, queue_rx) = crate::ship::handover::bounded(super::HANDOVER_QUEUE_RECORDS);
+        let (queue, queue_rx) = handover::bounded(super::HANDOVER_QUEUE_RECORDS);
         let states = (0..cfg.connections.max(1))
             .map(|_| {
                 id += 1;
@@ -162,8 +163,8 @@ struct AskCtx {
 pub(super) struct Router {
     map: SlotMap,
     seeds: Vec<String>,
-    queues: HashMap<String, crate::ship::handover::Sender<SourceRecord>>,
-    main: crate::ship::handover::Receiver<SourceRecord>,
+    queues: HashMap<String, handover::Sender<SourceRecord>>,
+    main: handover::Receiver<SourceRecord>,
     reroute: mpsc::Receiver<Reroute>,
     unsettled: Arc<AtomicU64>,
     ask: AskCtx,
@@ -179,7 +180,7 @@ pub(super) fn reroute_channel() -> (mpsc::Sender<Reroute>, mpsc::Receiver<Rerout
 pub(super) struct RouterParts {
     pub map: SlotMap,
     pub seeds: Vec<String>,
-    pub main: crate::ship::handover::Receiver<SourceRecord>,
+    pub main: handover::Receiver<SourceRecord>,
     pub reroute: (mpsc::Sender<Reroute>, mpsc::Receiver<Reroute>),
     pub unsettled: Arc<AtomicU64>,
     pub acked: mpsc::Sender<Vec<u64>>,
@@ -287,7 +288,7 @@ impl Router {
         &self,
         pending: &mut VecDeque<SourceRecord>,
         held: &mut Vec<SourceRecord>,
-    ) -> Option<crate::ship::handover::Sender<SourceRecord>> {
+    ) -> Option<handover::Sender<SourceRecord>> {
         let mut unknown: Option<&str> = None;
         let blocked = loop {
             let Some(rec) = pending.pop_front() else {
@@ -301,11 +302,11 @@ impl Router {
             };
             match queue.try_send(rec) {
                 Ok(()) => {}
-                Err(crate::ship::handover::TrySendError::Full(r)) => {
+                Err(handover::TrySendError::Full(r)) => {
                     pending.push_front(r);
                     break Some(queue.clone());
                 }
-                Err(crate::ship::handover::TrySendError::Closed(r)) => held.push(r),
+                Err(handover::TrySendError::Closed(r)) => held.push(r),
             }
         };
         if let Some(owner) = unknown {
@@ -372,7 +373,7 @@ const SETTLED_POLL: Duration = Duration::from_millis(5);
 /// Waits until `front` fits in the full queue; `false` if the queue closed
 /// (the record stays pending). Pending forever without a blocked queue.
 async fn send_blocked(
-    blocked: Option<crate::ship::handover::Sender<SourceRecord>>,
+    blocked: Option<handover::Sender<SourceRecord>>,
     front: Option<SourceRecord>,
 ) -> bool {
     match (blocked, front) {
@@ -485,7 +486,7 @@ pub(super) async fn run<S: super::Source>(
         unsettled: Arc::default(),
     };
     let pools = node_pools(&cfg, &target, &map, window, &base, &link).await?;
-    let (tx, rx) = crate::ship::handover::bounded::<SourceRecord>(super::HANDOVER_QUEUE_RECORDS);
+    let (tx, rx) = handover::bounded::<SourceRecord>(super::HANDOVER_QUEUE_RECORDS);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(super::ACK_QUEUE_ANSWERS);
     let shared = super::Shared::default();
     let conn_cancel = cancel.child_token();
@@ -614,11 +615,11 @@ mod tests {
     }
 
     fn router(
-        queues: Vec<(&str, crate::ship::handover::Sender<SourceRecord>)>,
+        queues: Vec<(&str, handover::Sender<SourceRecord>)>,
     ) -> (Router, mpsc::Sender<Reroute>) {
         let (reroute_tx, reroute) = reroute_channel();
         let (acked, _) = mpsc::channel(1);
-        let (_, main) = crate::ship::handover::bounded(1);
+        let (_, main) = handover::bounded(1);
         let unsettled = Arc::new(AtomicU64::new(0));
         let router = Router {
             map: two_node_map(),
@@ -652,8 +653,8 @@ mod tests {
 
     #[test]
     fn records_go_to_their_slots_owner_and_follow_moved() {
-        let (a, a_rx) = crate::ship::handover::bounded(4);
-        let (b, b_rx) = crate::ship::handover::bounded(4);
+        let (a, a_rx) = handover::bounded(4);
+        let (b, b_rx) = handover::bounded(4);
         let (mut router, _) = router(vec![("a:1", a), ("b:2", b)]);
         let mut pending: VecDeque<SourceRecord> = [rec(0, "foo"), rec(1, "bar")].into();
         let mut held = Vec::new();
@@ -678,7 +679,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_blocks_and_a_lost_nodes_records_wait_for_a_new_map() {
-        let (a, _a_rx) = crate::ship::handover::bounded(1);
+        let (a, _a_rx) = handover::bounded(1);
         let (mut router, _) = router(vec![("a:1", a)]);
         let mut pending: VecDeque<SourceRecord> =
             [rec(0, "bar"), rec(1, "bar"), rec(2, "foo")].into();

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Source, SourceRecord};
+use super::{handover, Source, SourceRecord};
 
 /// What the dispatcher publishes for the snapshots.
 #[derive(Clone, Default)]
@@ -41,7 +41,7 @@ const BURST: usize = 64;
 /// `max_throughput`, until the source ends, the deadline passes or `stop`.
 pub(super) async fn dispatch<S: Source>(
     mut source: S,
-    tx: crate::ship::handover::Sender<SourceRecord>,
+    tx: handover::Sender<SourceRecord>,
     mut acks: mpsc::Receiver<Vec<u64>>,
     shared: Shared,
     pacing: Pacing,
@@ -153,7 +153,7 @@ pub(super) async fn dispatch<S: Source>(
 /// would move again (a Redis Cluster's router, with one ack per `ASK`
 /// record, filled the ack queue this way).
 async fn send_taking_acks<S: Source>(
-    tx: &crate::ship::handover::Sender<SourceRecord>,
+    tx: &handover::Sender<SourceRecord>,
     record: SourceRecord,
     acks: &mut mpsc::Receiver<Vec<u64>>,
     source: &mut S,

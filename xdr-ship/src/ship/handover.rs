@@ -20,7 +20,7 @@
 //!
 //! Closing: [`Sender::close`] or the last sender dropped lets the
 //! receivers take what is queued, then tells them the queue is over; the
-//! last receiver dropped (or [`Receiver::close`]) refuses further puts.
+//! last receiver dropped refuses further puts.
 use std::{collections::VecDeque, sync::Arc};
 
 use parking_lot::Mutex;
@@ -32,18 +32,21 @@ pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         state: Mutex::new(State {
             items: VecDeque::with_capacity(capacity.max(1)),
             closed: false,
-            senders: 1,
-            receivers: 1,
+            ends: [1, 1],
         }),
         capacity: capacity.max(1),
         not_empty: Notify::new(),
         not_full: Notify::new(),
     });
     (
-        Sender {
+        Sender(End {
             inner: inner.clone(),
-        },
-        Receiver { inner },
+            side: SENDERS,
+        }),
+        Receiver(End {
+            inner,
+            side: RECEIVERS,
+        }),
     )
 }
 
@@ -59,15 +62,51 @@ struct Inner<T> {
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
-    senders: usize,
-    receivers: usize,
+    /// Live senders and receivers ([`SENDERS`], [`RECEIVERS`]).
+    ends: [usize; 2],
 }
+
+const SENDERS: usize = 0;
+const RECEIVERS: usize = 1;
 
 impl<T> Inner<T> {
     fn close(&self) {
         self.state.lock().closed = true;
         self.not_empty.notify_waiters();
         self.not_full.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+}
+
+/// One end of the queue, counted: the last of a side dropped closes it.
+struct End<T> {
+    inner: Arc<Inner<T>>,
+    side: usize,
+}
+
+impl<T> Clone for End<T> {
+    fn clone(&self) -> Self {
+        self.inner.state.lock().ends[self.side] += 1;
+        End {
+            inner: self.inner.clone(),
+            side: self.side,
+        }
+    }
+}
+
+impl<T> Drop for End<T> {
+    fn drop(&mut self) {
+        let last = {
+            let mut st = self.inner.state.lock();
+            st.ends[self.side] -= 1;
+            st.ends[self.side] == 0
+        };
+        if last {
+            self.inner.close();
+        }
     }
 }
 
@@ -95,24 +134,28 @@ pub(crate) enum TryRecvError {
 pub(crate) struct Closed;
 
 /// The putting end.
-pub(crate) struct Sender<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct Sender<T>(End<T>);
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender(self.0.clone())
+    }
 }
 
 impl<T> Sender<T> {
     /// Puts `item` in if there is room.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         {
-            let mut st = self.inner.state.lock();
+            let mut st = self.0.inner.state.lock();
             if st.closed {
                 return Err(TrySendError::Closed(item));
             }
-            if st.items.len() >= self.inner.capacity {
+            if st.items.len() >= self.0.inner.capacity {
                 return Err(TrySendError::Full(item));
             }
             st.items.push_back(item);
         }
-        self.inner.not_empty.notify_one();
+        self.0.inner.not_empty.notify_one();
         Ok(())
     }
 
@@ -121,17 +164,17 @@ impl<T> Sender<T> {
     /// in `items` did not fit.
     pub(crate) fn try_send_from(&self, items: &mut VecDeque<T>) -> Result<usize, Closed> {
         let moved = {
-            let mut st = self.inner.state.lock();
+            let mut st = self.0.inner.state.lock();
             if st.closed {
                 return Err(Closed);
             }
-            let room = self.inner.capacity.saturating_sub(st.items.len());
+            let room = self.0.inner.capacity.saturating_sub(st.items.len());
             let n = room.min(items.len());
             st.items.extend(items.drain(..n));
             n
         };
         if moved > 0 {
-            self.inner.not_empty.notify_one();
+            self.0.inner.not_empty.notify_one();
         }
         Ok(moved)
     }
@@ -141,7 +184,7 @@ impl<T> Sender<T> {
     pub(crate) async fn send(&self, item: T) -> Result<(), Closed> {
         let mut item = item;
         loop {
-            let room = self.inner.not_full.notified();
+            let room = self.0.inner.not_full.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             match self.try_send(item) {
@@ -155,47 +198,29 @@ impl<T> Sender<T> {
 
     /// Closes the queue: receivers take what is queued, then see it closed.
     pub(crate) fn close(&self) {
-        self.inner.close();
+        self.0.inner.close();
     }
 
     /// Whether the queue is closed (every receiver gone, or closed).
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner.state.lock().closed
-    }
-}
-
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        self.inner.state.lock().senders += 1;
-        Sender {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        let last = {
-            let mut st = self.inner.state.lock();
-            st.senders -= 1;
-            st.senders == 0
-        };
-        if last {
-            self.inner.close();
-        }
+        self.0.inner.is_closed()
     }
 }
 
 /// The taking end.
-pub(crate) struct Receiver<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct Receiver<T>(End<T>);
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        Receiver(self.0.clone())
+    }
 }
 
 impl<T> Receiver<T> {
     /// Takes the front item, if any.
     pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
         let (item, more) = {
-            let mut st = self.inner.state.lock();
+            let mut st = self.0.inner.state.lock();
             match st.items.pop_front() {
                 Some(item) => (item, !st.items.is_empty()),
                 None if st.closed => return Err(TryRecvError::Closed),
@@ -216,17 +241,11 @@ impl<T> Receiver<T> {
         mut take: impl FnMut(&T) -> bool,
     ) -> usize {
         let (n, more) = {
-            let mut st = self.inner.state.lock();
+            let mut st = self.0.inner.state.lock();
             let mut n = 0;
-            while n < max {
-                match st.items.front() {
-                    Some(next) if take(next) => {}
-                    _ => break,
-                }
-                if let Some(item) = st.items.pop_front() {
-                    into.push(item);
-                    n += 1;
-                }
+            while n < max && st.items.front().is_some_and(&mut take) {
+                into.extend(st.items.pop_front());
+                n += 1;
             }
             (n, !st.items.is_empty())
         };
@@ -239,9 +258,9 @@ impl<T> Receiver<T> {
     /// After a take: room for a sender, and, if items are left, the next
     /// receiver's turn (a put wakes only one).
     fn taken(&self, more: bool) {
-        self.inner.not_full.notify_one();
+        self.0.inner.not_full.notify_one();
         if more {
-            self.inner.not_empty.notify_one();
+            self.0.inner.not_empty.notify_one();
         }
     }
 
@@ -249,7 +268,7 @@ impl<T> Receiver<T> {
     /// closed and empty. Cancel-safe: nothing is taken until it returns.
     pub(crate) async fn recv(&self) -> Result<T, Closed> {
         loop {
-            let ready = self.inner.not_empty.notified();
+            let ready = self.0.inner.not_empty.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             match self.try_recv() {
@@ -263,7 +282,7 @@ impl<T> Receiver<T> {
 
     /// Items queued now.
     pub(crate) fn len(&self) -> usize {
-        self.inner.state.lock().items.len()
+        self.0.inner.state.lock().items.len()
     }
 
     /// Whether nothing is queued now.
@@ -273,29 +292,7 @@ impl<T> Receiver<T> {
 
     /// Whether the queue is closed (it may still hold items).
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner.state.lock().closed
-    }
-}
-
-impl<T> Clone for Receiver<T> {
-    fn clone(&self) -> Self {
-        self.inner.state.lock().receivers += 1;
-        Receiver {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<T> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        let last = {
-            let mut st = self.inner.state.lock();
-            st.receivers -= 1;
-            st.receivers == 0
-        };
-        if last {
-            self.inner.close();
-        }
+        self.0.inner.is_closed()
     }
 }
 

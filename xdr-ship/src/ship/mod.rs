@@ -313,7 +313,7 @@ pub async fn run<S: Source>(
 
     // A small hand-over queue: the windows, not this queue, hold the
     // records in flight.
-    let (tx, rx) = crate::ship::handover::bounded::<SourceRecord>(HANDOVER_QUEUE_RECORDS);
+    let (tx, rx) = handover::bounded::<SourceRecord>(HANDOVER_QUEUE_RECORDS);
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<u64>>(ACK_QUEUE_ANSWERS);
     let shared = Shared::default();
     let conn_cancel = cancel.child_token();
@@ -339,7 +339,7 @@ pub async fn run<S: Source>(
 fn outcome(
     cfg: &ShipConfig,
     states: &[Arc<ConnState>],
-    queue: &crate::ship::handover::Receiver<SourceRecord>,
+    queue: &handover::Receiver<SourceRecord>,
     started: Instant,
     last: ShipSnapshot,
 ) -> Result<ShipSummary, ShipError> {
@@ -379,7 +379,7 @@ fn spawn_dispatcher<S: Source>(
     cfg: &ShipConfig,
     started: Instant,
     source: S,
-    tx: crate::ship::handover::Sender<SourceRecord>,
+    tx: handover::Sender<SourceRecord>,
     ack_rx: mpsc::Receiver<Vec<u64>>,
     shared: &Shared,
     stop: &CancellationToken,
@@ -415,7 +415,7 @@ async fn finish_dispatcher(mut dispatcher: tokio::task::JoinHandle<()>) {
 fn spawn_connections(
     states: &[Arc<ConnState>],
     conn_cfg: &Arc<ConnConfig>,
-    queue: &crate::ship::handover::Receiver<SourceRecord>,
+    queue: &handover::Receiver<SourceRecord>,
     acked: mpsc::Sender<Vec<u64>>,
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
@@ -457,7 +457,7 @@ const DISPATCHER_FINISH_TIMEOUT: Duration = Duration::from_secs(1);
 struct Pool<'a> {
     cfg: &'a ShipConfig,
     states: &'a [Arc<ConnState>],
-    queue: &'a crate::ship::handover::Receiver<SourceRecord>,
+    queue: &'a handover::Receiver<SourceRecord>,
     shared: &'a Shared,
     tokens: Tokens<'a>,
 }
@@ -474,7 +474,7 @@ impl<'a> Pool<'a> {
     fn new(
         cfg: &'a ShipConfig,
         states: &'a [Arc<ConnState>],
-        queue: &'a crate::ship::handover::Receiver<SourceRecord>,
+        queue: &'a handover::Receiver<SourceRecord>,
         shared: &'a Shared,
         tokens: Tokens<'a>,
     ) -> Self {

@@ -21,7 +21,7 @@
 //!   [`FULL_PIPE_QUEUE`] × what the path needs (a whole BDP queued), unless
 //!   that queue was in the sockets (TCP held records back) rather than the
 //!   path; or at once when TCP's smoothed RTT rose a quarter above its
-//!   minimum ([`STARTUP_QUEUE_SRTT_RATIO`]): the line's queue is filling,
+//!   minimum ([`NETWORK_QUEUE_SRTT_RATIO`]): the line's queue is filling,
 //!   whatever the rate says yet. A round in which TCP held the records
 //!   back (most sockets with a batch unsent) measured TCP's own opening,
 //!   not the path, and does not count as flat either, in the first
@@ -55,7 +55,7 @@
 //!   smaller window, and a window sized on the drained round's answer time
 //!   carried half the line (47–54 MB/s of iperf3's 88 on the lab). So when
 //!   a round saw TCP retransmit while TCP's own smoothed RTT stayed near
-//!   its minimum ([`HOL_SRTT_RATIO`]: no queue in the network) and no
+//!   its minimum ([`NETWORK_QUEUE_SRTT_RATIO`]: no queue in the network) and no
 //!   queue stood in the sockets all round, the round's answer time is
 //!   head-of-line waiting: its moving average ([`HOL_EWMA`], at most
 //!   [`HOL_ANSWER_MAX_RATIO`] × the fastest answer) sizes the window
@@ -193,9 +193,12 @@ pub const PROBE_CYCLE_ROUNDS: u32 = 8;
 /// multiple of the fastest answer: more means a queue the drain did not
 /// empty (the link's capacity fell), not a slower path.
 pub const ANSWER_TIME_MAX_RATIO: f64 = 2.0;
-/// Head-of-line waits: TCP's smoothed RTT within this multiple of its min
-/// RTT means no queue in the network (see [`head_of_line_waits`]).
-pub const HOL_SRTT_RATIO: f64 = 1.25;
+/// TCP's smoothed RTT at this multiple of its min RTT means a queue in the
+/// network; within it, none. One threshold for both questions that ask it:
+/// whether a lossy round's slow answers were head-of-line waits
+/// (`head_of_line_waits`: no queue), and whether Startup's window has
+/// filled the line's queue (`network_queue`).
+pub const NETWORK_QUEUE_SRTT_RATIO: f64 = 1.25;
 /// Head-of-line waits are believed up to this multiple of the fastest
 /// answer: a resend arrives a round trip and its detection (a quarter of
 /// one) late; measured on the lab's one lossy connection, rounds read
@@ -205,9 +208,12 @@ pub const HOL_ANSWER_MAX_RATIO: f64 = 2.5;
 /// (a round's figure varies with the holes it hit).
 pub const HOL_EWMA: f64 = 0.25;
 /// Startup: a round whose TCP smoothed RTT (mean over the connections)
-/// stood at this multiple of TCP's min RTT or more, with the window full,
-/// means the line's queue is filling: the pipe is full at once (the delay
-/// signal of HyStart, which Linux's CUBIC uses to leave slow start). Why:
+/// stood at [`NETWORK_QUEUE_SRTT_RATIO`] × TCP's min RTT or more, and at
+/// least this much above it, with the window full, means the line's queue
+/// is filling: the pipe is full at once (the delay signal of HyStart,
+/// which Linux's CUBIC uses to leave slow start). The floor: on a short
+/// path a few ms of scheduling (the delay line's own CPU) is a quarter of
+/// the RTT, and no queue. Why the rule:
 /// the rate says the pipe is full only after [`FULL_PIPE_ROUNDS`] flat
 /// rounds, and each of them may double a window already past the line. On
 /// the simulated 250 ms / 80K records/s path Startup peaked at 3.3× what
@@ -218,9 +224,6 @@ pub const HOL_EWMA: f64 = 0.25;
 /// overflow the line's queue (iperf3 `-P 64` on that link dips the same
 /// second). TCP's RTT is the test because it sees the network's queue and
 /// nothing else: not the sockets', not the receiver's.
-pub const STARTUP_QUEUE_SRTT_RATIO: f64 = 1.25;
-/// ... and by at least this much: on a short path a few ms of scheduling
-/// (the delay line's own CPU) is a quarter of the RTT, and no queue.
 pub const STARTUP_QUEUE_MIN: Duration = Duration::from_millis(5);
 /// Rounds the max-rate filter remembers.
 pub const BW_FILTER_ROUNDS: usize = 8;
@@ -754,7 +757,7 @@ struct RoundEnd {
 /// The answer time a round measured, if its excess over the fastest answer
 /// was head-of-line waiting rather than a queue: TCP retransmitted in the
 /// round (`lossy`, which also says the sockets held no queue), while its
-/// smoothed RTT stayed within [`HOL_SRTT_RATIO`] of its min RTT (the
+/// smoothed RTT stayed within [`NETWORK_QUEUE_SRTT_RATIO`] of its min RTT (the
 /// network held none either). Then more in flight costs the path nothing:
 /// it covers the waits (see the module doc).
 fn head_of_line_waits(
@@ -764,7 +767,7 @@ fn head_of_line_waits(
     lossy: bool,
 ) -> Option<Duration> {
     let (m, srtt, path) = (measured?, srtt?, path_rtt?);
-    (lossy && srtt.as_secs_f64() <= HOL_SRTT_RATIO * path.as_secs_f64()).then_some(m)
+    (lossy && srtt.as_secs_f64() <= NETWORK_QUEUE_SRTT_RATIO * path.as_secs_f64()).then_some(m)
 }
 
 /// The round of the probe cycle whose answer time is measured: the second
@@ -772,13 +775,13 @@ fn head_of_line_waits(
 const MEASURING_ROUND: u32 = 2;
 
 /// Whether TCP's smoothed RTT over a round says the network held a queue:
-/// [`STARTUP_QUEUE_SRTT_RATIO`] × its min RTT, and [`STARTUP_QUEUE_MIN`]
+/// [`NETWORK_QUEUE_SRTT_RATIO`] × its min RTT, and [`STARTUP_QUEUE_MIN`]
 /// more at least.
 fn network_queue(srtt: Option<Duration>, path_rtt: Option<Duration>) -> bool {
     let (Some(srtt), Some(min)) = (srtt, path_rtt) else {
         return false;
     };
-    srtt.as_secs_f64() >= STARTUP_QUEUE_SRTT_RATIO * min.as_secs_f64()
+    srtt.as_secs_f64() >= NETWORK_QUEUE_SRTT_RATIO * min.as_secs_f64()
         && srtt.saturating_sub(min) >= STARTUP_QUEUE_MIN
 }
 

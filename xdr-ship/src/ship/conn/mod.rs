@@ -67,7 +67,7 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
-use super::{source::SourceRecord, ShipConfig, ShipError};
+use super::{handover, source::SourceRecord, ShipConfig, ShipError};
 use crate::{
     metrics::{new_latency_histogram, ConnSnapshot, Counters, TcpSample},
     wire::{Frame, ResultCode, WireCodec, WireError},
@@ -482,7 +482,7 @@ enum SessionEnd {
 pub(crate) async fn run(
     state: Arc<ConnState>,
     cfg: Arc<ConnConfig>,
-    queue: crate::ship::handover::Receiver<SourceRecord>,
+    queue: handover::Receiver<SourceRecord>,
     acked: mpsc::Sender<Vec<u64>>,
     cancel: CancellationToken,
 ) {
@@ -542,7 +542,7 @@ pub(crate) async fn run(
 /// closed (nothing more will come) or the run is cancelled.
 async fn wait_for_work(
     state: &ConnState,
-    queue: &crate::ship::handover::Receiver<SourceRecord>,
+    queue: &handover::Receiver<SourceRecord>,
     cancel: &CancellationToken,
 ) -> bool {
     tokio::select! {
@@ -563,11 +563,7 @@ async fn wait_for_work(
 /// router, which asks the cluster where their slots went (a failover
 /// promotes a replica at another address) and routes them again: waiting
 /// here for a dead primary would hold them for good.
-async fn strand(
-    state: &ConnState,
-    cfg: &ConnConfig,
-    queue: &crate::ship::handover::Receiver<SourceRecord>,
-) {
+async fn strand(state: &ConnState, cfg: &ConnConfig, queue: &handover::Receiver<SourceRecord>) {
     let Some(cluster) = &cfg.cluster else {
         return;
     };
@@ -612,7 +608,7 @@ async fn session(
     max_frame: usize,
     state: &ConnState,
     cfg: &ConnConfig,
-    queue: &crate::ship::handover::Receiver<SourceRecord>,
+    queue: &handover::Receiver<SourceRecord>,
     acked: &mpsc::Sender<Vec<u64>>,
     cancel: &CancellationToken,
 ) -> SessionEnd {
