@@ -11,6 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::WireError;
+use super::gather::GatherBuf;
 use super::message::{
     Ack, FrameType, Goodbye, Hello, HelloOk, Message, Nack, OrderingMode, ResultCode, Write,
     MAX_SHORT_FIELD, WRITE_RECORD_FIXED_LEN,
@@ -48,6 +49,9 @@ pub struct WireCodec {
     /// Reused output buffer for compression (one allocation per connection,
     /// not per batch).
     scratch: Vec<u8>,
+    /// Reused list of where values queued by reference go (see
+    /// [`WireCodec::encode_batch_gather`]).
+    splices: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +75,7 @@ impl Clone for WireCodec {
             compressor: None,
             decompressor: None,
             scratch: Vec::new(),
+            splices: Vec::new(),
         }
     }
 }
@@ -99,6 +104,7 @@ impl WireCodec {
             compressor: None,
             decompressor: None,
             scratch: Vec::new(),
+            splices: Vec::new(),
         }
     }
 
@@ -173,6 +179,122 @@ impl WireCodec {
             dst.truncate(start);
         }
         res.map(|()| dst.len() - start)
+    }
+
+    /// Like [`WireCodec::encode_batch`], into a [`GatherBuf`]: a value
+    /// long enough ([`GatherBuf::takes_by_ref`]) is queued by reference, not
+    /// copied. A batch that compresses is encoded in place as before (the
+    /// compressor reads one contiguous payload). Returns the bytes
+    /// appended; on error nothing was.
+    pub fn encode_batch_gather<'a, I>(
+        &mut self,
+        request_id: u64,
+        writes: I,
+        dst: &mut GatherBuf,
+    ) -> Result<usize, WireError>
+    where
+        I: IntoIterator<Item = &'a Write>,
+        I::IntoIter: Clone + ExactSizeIterator,
+    {
+        let writes = writes.into_iter();
+        let raw_len = 4 + writes.clone().map(Write::record_len).sum::<usize>();
+        let compresses = self.compress.is_some_and(|c| raw_len >= c.threshold);
+        let by_ref = |w: &Write| w.value.as_ref().is_some_and(|v| dst.takes_by_ref(v.len()));
+        if compresses || !writes.clone().any(by_ref) {
+            return self.encode_batch(request_id, writes, dst.tail_mut());
+        }
+        self.check_len(raw_len)?;
+        let count = (writes.len() as u32).to_le_bytes();
+        self.encode_gather(FrameType::Batch, request_id, Some(count), writes, dst);
+        Ok(HEADER_LEN + raw_len)
+    }
+
+    /// Like [`WireCodec::encode_write`], into a [`GatherBuf`] (see
+    /// [`WireCodec::encode_batch_gather`]).
+    pub fn encode_write_gather(
+        &mut self,
+        request_id: u64,
+        write: &Write,
+        dst: &mut GatherBuf,
+    ) -> Result<usize, WireError> {
+        let by_ref = write
+            .value
+            .as_ref()
+            .is_some_and(|v| dst.takes_by_ref(v.len()));
+        if !by_ref {
+            return self.encode_write(request_id, write, dst.tail_mut());
+        }
+        let payload_len = write.record_len();
+        self.check_len(payload_len)?;
+        self.encode_gather(
+            FrameType::Write,
+            request_id,
+            None,
+            std::iter::once(write),
+            dst,
+        );
+        Ok(HEADER_LEN + payload_len)
+    }
+
+    /// Two passes, because the header's CRC covers values that are not
+    /// copied: the first writes everything but the values queued by
+    /// reference into the tail and checksums the payload piece by piece
+    /// (the in-place run before a value, then the value), noting where each
+    /// value goes; the header is patched; the second cuts the tail at those
+    /// places and queues each value there. Lengths were checked by the
+    /// callers.
+    fn encode_gather<'a>(
+        &mut self,
+        frame_type: FrameType,
+        request_id: u64,
+        count: Option<[u8; 4]>,
+        writes: impl Iterator<Item = &'a Write> + Clone,
+        dst: &mut GatherBuf,
+    ) {
+        let min = dst.by_ref_min();
+        let by_ref = |v: &Bytes| v.len() >= min;
+        self.splices.clear();
+        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        // Pass 1.
+        let tail = dst.tail_mut();
+        let start = tail.len();
+        put_header(tail, frame_type, request_id);
+        if let Some(count) = count {
+            tail.put_slice(&count);
+        }
+        let mut run_start = start + HEADER_LEN;
+        for w in writes.clone() {
+            put_write_fixed(tail, w);
+            match &w.value {
+                Some(v) if by_ref(v) => {
+                    crc.update(&tail[run_start..]);
+                    crc.update(v);
+                    run_start = tail.len();
+                    self.splices.push(run_start);
+                }
+                Some(v) => tail.extend_from_slice(v),
+                None => {}
+            }
+        }
+        crc.update(&tail[run_start..]);
+        let payload_len = self
+            .splices
+            .iter()
+            .zip(
+                writes
+                    .clone()
+                    .filter_map(|w| w.value.as_ref().filter(|v| by_ref(v))),
+            )
+            .fold(tail.len() - start - HEADER_LEN, |n, (_, v)| n + v.len());
+        // Lengths fit in u32: the callers checked them against max_frame.
+        patch_header(tail, start, 0, payload_len as u32, crc.finalize() as u32);
+        // Pass 2.
+        let mut cut = 0;
+        let values = writes.filter_map(|w| w.value.as_ref().filter(|v| by_ref(v)));
+        for (&at, v) in self.splices.iter().zip(values) {
+            dst.insert_by_ref(at - cut, v);
+            cut = at;
+        }
     }
 
     /// Encode a WRITE frame carrying `write` (borrowed: nothing cloned).
@@ -588,9 +710,14 @@ fn put_header(dst: &mut BytesMut, frame_type: FrameType, request_id: u64) {
 fn finish_header(dst: &mut BytesMut, start: usize, flags: u8) {
     let payload_len = dst.len() - start - HEADER_LEN;
     let crc = super::crc32c(&dst[start + HEADER_LEN..]);
-    dst[start + OFF_FLAGS] = flags;
     // payload_len <= max_frame <= u32::MAX (checked by the callers).
-    dst[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    patch_header(dst, start, flags, payload_len as u32, crc);
+}
+
+/// Fill in the header at `start` of `dst` (see [`put_header`]).
+fn patch_header(dst: &mut BytesMut, start: usize, flags: u8, payload_len: u32, crc: u32) {
+    dst[start + OFF_FLAGS] = flags;
+    dst[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&payload_len.to_le_bytes());
     dst[start + OFF_CRC..start + OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -601,8 +728,16 @@ fn put_short(dst: &mut BytesMut, bytes: &[u8]) {
 }
 
 fn put_write(dst: &mut BytesMut, w: &Write) {
+    put_write_fixed(dst, w);
+    if let Some(v) = &w.value {
+        dst.extend_from_slice(v);
+    }
+}
+
+/// A write's fixed fields and key: all of it but the value.
+fn put_write_fixed(dst: &mut BytesMut, w: &Write) {
     // The fixed fields are laid out on the stack and copied with the key
-    // and value in three copies, not seven (this runs once per record).
+    // in two copies, not six (this runs once per record).
     let (kind, value) = match &w.value {
         Some(v) => (WRITE_KIND_PUT, &v[..]),
         None => (WRITE_KIND_TOMBSTONE, &[][..]),
@@ -616,7 +751,6 @@ fn put_write(dst: &mut BytesMut, w: &Write) {
     fixed[21..25].copy_from_slice(&(value.len() as u32).to_le_bytes());
     dst.extend_from_slice(&fixed);
     dst.extend_from_slice(&w.key);
-    dst.extend_from_slice(value);
 }
 
 fn put_batch_body<'a>(dst: &mut BytesMut, writes: impl ExactSizeIterator<Item = &'a Write>) {

@@ -95,6 +95,7 @@
 
 mod codec;
 mod error;
+pub(crate) mod gather;
 mod message;
 
 #[cfg(test)]
@@ -102,6 +103,7 @@ mod tests;
 
 pub use codec::WireCodec;
 pub use error::WireError;
+pub use gather::GatherBuf;
 pub use message::{
     batch_frame_len, write_frame_len, write_record_len, Ack, Frame, FrameType, Goodbye, Hello,
     HelloOk, Message, Nack, OrderingMode, ResultClass, ResultCode, Write, MAX_SHORT_FIELD,

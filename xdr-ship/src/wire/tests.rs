@@ -330,6 +330,79 @@ fn encode_write_from_a_borrow_matches_frame_encoding() {
     assert_eq!(direct, encode(&mut codec, &Frame::write(4, w)));
 }
 
+/// A batch mixing values long enough to go by reference, short ones and a
+/// tombstone (see `gather`).
+fn mixed_writes() -> Vec<Write> {
+    vec![
+        Write::put("long-1", vec![1u8; gather::BY_REF_MIN], 1, 1),
+        Write::put("short", vec![2u8; 10], 2, 1),
+        Write::tombstone("gone", 3, 1),
+        Write::put("long-2", vec![3u8; 4000], 4, 1),
+        Write::put("long-3", vec![4u8; 2 * gather::BY_REF_MIN], 5, 1),
+    ]
+}
+
+#[test]
+fn a_gathered_batch_is_byte_for_byte_the_contiguous_one() {
+    let writes = mixed_writes();
+    let mut codec = WireCodec::new().without_compression();
+    let mut gathered = GatherBuf::new();
+    gathered.tail_mut().extend_from_slice(b"earlier bytes");
+    let n = codec
+        .encode_batch_gather(5, &writes, &mut gathered)
+        .unwrap();
+    let mut contiguous = BytesMut::from(&b"earlier bytes"[..]);
+    codec.encode_batch(5, &writes, &mut contiguous).unwrap();
+    assert_eq!(n, contiguous.len() - b"earlier bytes".len());
+    assert_eq!(gathered.to_contiguous(), contiguous);
+}
+
+#[test]
+fn a_gathered_write_is_byte_for_byte_the_contiguous_one() {
+    let w = Write::put("key", vec![9u8; 3000], 7, 2);
+    let mut codec = WireCodec::new();
+    let mut gathered = GatherBuf::new();
+    let n = codec.encode_write_gather(4, &w, &mut gathered).unwrap();
+    assert_eq!(n, gathered.len());
+    assert_eq!(
+        gathered.to_contiguous(),
+        encode(&mut codec, &Frame::write(4, w))
+    );
+}
+
+#[test]
+fn a_gathered_batch_that_compresses_is_encoded_in_place() {
+    let Frame {
+        body: Message::Batch(writes),
+        ..
+    } = compressible_batch(3)
+    else {
+        unreachable!("compressible_batch is a BATCH")
+    };
+    let mut codec = WireCodec::new().with_compression(0, 1);
+    let mut gathered = GatherBuf::new();
+    codec
+        .encode_batch_gather(3, &writes, &mut gathered)
+        .unwrap();
+    let mut buf = gathered.to_contiguous();
+    // The flags byte follows magic, version and type (protocol §2).
+    assert_ne!(buf[4] & FLAG_COMPRESSED, 0, "not compressed");
+    let decoded = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(decoded, Frame::batch(3, writes));
+}
+
+#[test]
+fn a_gathered_batch_over_max_frame_fails_and_queues_nothing() {
+    let mut codec = WireCodec::new().with_max_frame(MIN_MAX_FRAME);
+    let mut gathered = GatherBuf::new();
+    let w = Write::put("k", vec![0u8; MIN_MAX_FRAME], 1, 1);
+    assert!(matches!(
+        codec.encode_batch_gather(1, [&w, &w], &mut gathered),
+        Err(WireError::FrameTooLarge { .. })
+    ));
+    assert!(gathered.is_empty());
+}
+
 #[test]
 fn encode_write_over_max_frame_fails_and_leaves_the_buffer_untouched() {
     let mut codec = WireCodec::new().with_max_frame(MIN_MAX_FRAME);
@@ -1060,6 +1133,21 @@ fn arb_write() -> impl Strategy<Value = Write> {
         })
 }
 
+/// Writes whose values straddle [`gather::BY_REF_MIN`].
+fn arb_gather_write() -> impl Strategy<Value = Write> {
+    (
+        arb_bytes(32),
+        proptest::option::of(0..3 * gather::BY_REF_MIN),
+        any::<u8>(),
+    )
+        .prop_map(|(key, value_len, fill)| Write {
+            key,
+            value: value_len.map(|n| Bytes::from(vec![fill; n])),
+            version: 1,
+            source_id: 1,
+        })
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
@@ -1129,6 +1217,21 @@ proptest! {
         prop_assert!(n <= frame.encoded_len());
         let decoded = codec.decode(&mut buf).unwrap();
         prop_assert_eq!(decoded, Some(frame));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn prop_a_gathered_batch_decodes_to_its_writes(
+        request_id in any::<u64>(),
+        writes in proptest::collection::vec(arb_gather_write(), 1..12),
+    ) {
+        let mut codec = WireCodec::new().without_compression();
+        let mut gathered = GatherBuf::new();
+        let n = codec.encode_batch_gather(request_id, &writes, &mut gathered).unwrap();
+        prop_assert_eq!(n, gathered.len());
+        let mut buf = gathered.to_contiguous();
+        let decoded = codec.decode(&mut buf).unwrap();
+        prop_assert_eq!(decoded, Some(Frame::batch(request_id, writes)));
         prop_assert!(buf.is_empty());
     }
 

@@ -8,7 +8,7 @@ use tokio_util::codec::Encoder;
 
 use crate::{
     ship::{source::SourceRecord, ShipError},
-    wire::{Frame, Message, WireCodec, WireError},
+    wire::{Frame, GatherBuf, Message, WireCodec, WireError},
 };
 
 /// How a destination protocol encodes requests: what the writer needs,
@@ -16,10 +16,12 @@ use crate::{
 /// control frames (a goodbye), which a protocol may encode as nothing.
 pub(crate) trait RequestCodec: Encoder<Frame, Error = WireError> + Clone + Send {
     /// Encodes request `id` (every record of `batch`) into `dst`, the
-    /// writer's buffer; returns the bytes the request counts for in flight.
+    /// writer's buffer (a protocol that can hand values to `writev` by
+    /// reference does, see [`GatherBuf`]); returns the bytes the request
+    /// counts for in flight.
     fn encode_request(
         &mut self,
-        dst: &mut BytesMut,
+        dst: &mut GatherBuf,
         id: u64,
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError>;
@@ -35,9 +37,11 @@ pub(crate) trait RequestCodec: Encoder<Frame, Error = WireError> + Clone + Send 
 }
 
 impl RequestCodec for WireCodec {
+    /// Values of at least [`crate::wire::gather::BY_REF_MIN`] bytes go
+    /// by reference (unless the batch is compressed).
     fn encode_request(
         &mut self,
-        dst: &mut BytesMut,
+        dst: &mut GatherBuf,
         id: u64,
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError> {
@@ -59,18 +63,18 @@ impl RequestCodec for WireCodec {
 /// always counted, compressed or not). The encoder is the session's own (its compression
 /// settings and zstd context), the buffer the writer's, so `flush` sends it.
 fn encode_request(
-    dst: &mut BytesMut,
+    dst: &mut GatherBuf,
     encoder: &mut WireCodec,
     id: u64,
     batch: &[SourceRecord],
 ) -> Result<usize, ShipError> {
     match batch {
         [one] => encoder
-            .encode_write(id, &one.write, dst)
+            .encode_write_gather(id, &one.write, dst)
             .map_err(ShipError::Wire),
         many => {
             encoder
-                .encode_batch(id, many.iter().map(|r| &r.write), dst)
+                .encode_batch_gather(id, many.iter().map(|r| &r.write), dst)
                 .map_err(ShipError::Wire)?;
             Ok(crate::wire::HEADER_LEN
                 + BATCH_COUNT_LEN

@@ -3,32 +3,61 @@
 //! in the table of requests in flight until the reader settles it.
 use std::{sync::atomic::Ordering, time::Instant};
 
-use futures_util::SinkExt;
-use tokio_util::{codec::FramedWrite, sync::CancellationToken};
+use tokio_util::sync::CancellationToken;
 
 use super::{lock, request::RequestCodec, ConnConfig, ConnState, Pending, Wr};
 use crate::{
     ship::{handover::Receiver, source::SourceRecord, ShipError},
-    wire::{Frame, ResultCode},
+    wire::{Frame, GatherBuf, ResultCode, WireError},
 };
 
-async fn flush<C: RequestCodec>(writer: &mut FramedWrite<Wr, C>) -> Result<(), ShipError> {
-    SinkExt::<Frame>::flush(writer)
-        .await
-        .map_err(ShipError::Wire)
+/// A session's writing half: the socket, the bytes queued for it (a
+/// [`GatherBuf`]: long values go to `writev` by reference, not copied),
+/// and the protocol's codec.
+pub(super) struct SessionWriter<C> {
+    io: Wr,
+    buf: GatherBuf,
+    codec: C,
+}
+
+impl<C: RequestCodec> SessionWriter<C> {
+    pub(super) fn new(io: Wr, codec: C) -> Self {
+        SessionWriter {
+            io,
+            buf: GatherBuf::new(),
+            codec,
+        }
+    }
+
+    /// Writes out everything queued.
+    async fn flush(&mut self) -> Result<(), ShipError> {
+        self.buf
+            .write_all_to(&mut self.io)
+            .await
+            .map_err(|e| ShipError::Wire(WireError::Io(e)))
+    }
+
+    /// Encodes a control frame and writes it out with everything queued.
+    async fn send(&mut self, frame: Frame) -> Result<(), ShipError> {
+        self.codec.encode(frame, self.buf.tail_mut())?;
+        self.flush().await
+    }
+}
+
+async fn flush<C: RequestCodec>(writer: &mut SessionWriter<C>) -> Result<(), ShipError> {
+    writer.flush().await
 }
 
 /// Returns `Ok(true)` once the source is exhausted and every record has
 /// been answered, `Ok(false)` when cancelled.
 pub(super) async fn write_loop<C: RequestCodec>(
-    writer: &mut FramedWrite<Wr, C>,
+    writer: &mut SessionWriter<C>,
     state: &ConnState,
     cfg: &ConnConfig,
     queue: &Receiver<SourceRecord>,
     cancel: &CancellationToken,
 ) -> Result<bool, ShipError> {
     let mut next_id: u64 = 1;
-    let mut encoder = writer.encoder().clone();
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(cfg.ship.batch_max_records);
     let mut last_window_check = Instant::now();
     loop {
@@ -60,7 +89,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
             First::Record(r, fresh) => (r, fresh),
             First::Again => continue,
             First::Idle => {
-                if encoder.encode_ping(writer.write_buffer_mut(), next_id)? {
+                if writer.codec.encode_ping(writer.buf.tail_mut(), next_id)? {
                     next_id += 1;
                     flush(writer).await?;
                 }
@@ -74,8 +103,8 @@ pub(super) async fn write_loop<C: RequestCodec>(
         let id = next_id;
         next_id += 1;
         let records = std::mem::replace(&mut batch, Vec::with_capacity(cfg.ship.batch_max_records));
-        send_request(writer, &mut encoder, state, id, records, fresh_count)?;
-        if writer.write_buffer().len() >= WRITE_COALESCE_BYTES {
+        send_request(writer, state, id, records, fresh_count)?;
+        if writer.buf.len() >= WRITE_COALESCE_BYTES {
             flush(writer).await?;
         }
     }
@@ -84,7 +113,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
 /// The destination answered "retry": wait out the backoff before sending
 /// anything (resends first, then new records). `Ok(false)`: cancelled.
 async fn wait_retry_pause<C: RequestCodec>(
-    writer: &mut FramedWrite<Wr, C>,
+    writer: &mut SessionWriter<C>,
     state: &ConnState,
     cancel: &CancellationToken,
 ) -> Result<bool, ShipError> {
@@ -116,7 +145,7 @@ enum First {
 /// `ping_interval` of waiting: [`First::Idle`]). Holds `permit` for the record
 /// (forgotten once it has one, given back otherwise).
 async fn first_record<C: RequestCodec>(
-    writer: &mut FramedWrite<Wr, C>,
+    writer: &mut SessionWriter<C>,
     state: &ConnState,
     cfg: &ConnConfig,
     queue: &Receiver<SourceRecord>,
@@ -157,7 +186,7 @@ async fn first_record<C: RequestCodec>(
 /// The queue is closed: once every request is answered, say goodbye and
 /// end the session; start over if something needs re-sending.
 async fn source_closed<C: RequestCodec>(
-    writer: &mut FramedWrite<Wr, C>,
+    writer: &mut SessionWriter<C>,
     state: &ConnState,
     cancel: &CancellationToken,
 ) -> Result<First, ShipError> {
@@ -171,7 +200,7 @@ async fn source_closed<C: RequestCodec>(
     let _ = writer
         .send(Frame::goodbye(ResultCode::Ok, "source drained"))
         .await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(writer.get_mut()).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.io).await;
     Ok(First::Done(true))
 }
 
@@ -237,15 +266,14 @@ fn fill_batch(
 /// Encodes request `id` into the writer's buffer and enters it in the
 /// table of requests in flight.
 fn send_request<C: RequestCodec>(
-    writer: &mut FramedWrite<Wr, C>,
-    encoder: &mut C,
+    writer: &mut SessionWriter<C>,
     state: &ConnState,
     id: u64,
     records: Vec<SourceRecord>,
     fresh_count: u64,
 ) -> Result<(), ShipError> {
     let n = records.len() as u64;
-    let frame_bytes = encoder.encode_request(writer.write_buffer_mut(), id, &records)? as u64;
+    let frame_bytes = writer.codec.encode_request(&mut writer.buf, id, &records)? as u64;
     lock(&state.table).insert(
         id,
         Pending {

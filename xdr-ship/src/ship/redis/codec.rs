@@ -20,7 +20,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::{meta_key, stamp, LWW_FUNCTION, LWW_MANY_FUNCTION};
 use crate::{
     ship::{conn::RequestCodec, source::SourceRecord, ShipError},
-    wire::{Frame, ResultCode, WireError, Write},
+    wire::{Frame, GatherBuf, ResultCode, WireError, Write},
 };
 
 /// Encodes records as `FCALL xdr_lww` (last-writer-wins) or plain
@@ -134,17 +134,31 @@ pub(crate) fn encode_command(
     Ok(dst.len() - before)
 }
 
-impl RequestCodec for RedisCodec {
-    fn encode_request(
+impl RedisCodec {
+    /// The commands for `batch`, appended to `dst`; returns their bytes.
+    pub(crate) fn encode_commands(
         &mut self,
         dst: &mut BytesMut,
-        _id: u64,
         batch: &[SourceRecord],
     ) -> Result<usize, ShipError> {
         if self.answers_as_one(batch.len()) {
             return self.encode_many(dst, batch);
         }
         batch.iter().map(|r| self.encode_write(dst, &r.write)).sum()
+    }
+}
+
+/// Commands are encoded in place: RESP frames a value between its length
+/// and a CRLF, with no checksum to compute first, so values could go by
+/// reference too; not done yet.
+impl RequestCodec for RedisCodec {
+    fn encode_request(
+        &mut self,
+        dst: &mut GatherBuf,
+        _id: u64,
+        batch: &[SourceRecord],
+    ) -> Result<usize, ShipError> {
+        self.encode_commands(dst.tail_mut(), batch)
     }
 }
 
@@ -283,10 +297,10 @@ mod tests {
         for lww in [true, false] {
             let mut codec = RedisCodec::new(lww);
             let mut dst = BytesMut::new();
-            let first = codec.encode_request(&mut dst, 1, &records).unwrap();
+            let first = codec.encode_commands(&mut dst, &records).unwrap();
             assert_eq!(first, dst.len(), "lww {lww}");
             // A second request behind it in the same buffer: its own bytes.
-            let second = codec.encode_request(&mut dst, 2, &records).unwrap();
+            let second = codec.encode_commands(&mut dst, &records).unwrap();
             assert_eq!(second, first, "lww {lww}");
             assert_eq!(dst.len(), 2 * first);
             assert!(first > 3000 && first < 3600, "{first} bytes for 3 × 1 KB");
@@ -394,7 +408,7 @@ mod tests {
         let mut codec = RedisCodec::new(true).with_many(true);
         assert!(codec.answers_as_one(2) && codec.answers_as_one(1));
         let mut buf = BytesMut::new();
-        let n = codec.encode_request(&mut buf, 1, &records).unwrap();
+        let n = codec.encode_commands(&mut buf, &records).unwrap();
         assert_eq!(n, buf.len());
         let Some((BytesFrame::Array(args), _, _)) = decode_bytes_mut(&mut buf).unwrap() else {
             panic!("not an array");
@@ -435,7 +449,7 @@ mod tests {
         ] {
             assert!(!codec.answers_as_one(3));
             let mut buf = BytesMut::new();
-            codec.encode_request(&mut buf, 1, &records).unwrap();
+            codec.encode_commands(&mut buf, &records).unwrap();
             let mut commands = 0;
             while let Some((BytesFrame::Array(_), _, _)) = decode_bytes_mut(&mut buf).unwrap() {
                 commands += 1;
