@@ -66,7 +66,10 @@
 //!   the holes it happened to hit, and used raw it swung the window
 //!   between 9K and 55K records.
 //! - **The answer time** is Little's law read backwards in the measuring
-//!   round (mean in flight ÷ delivery rate), never below the fastest
+//!   round (mean in flight ÷ delivery rate), less the queueing delay TCP
+//!   saw in the network that round (its smoothed RTT above its min RTT,
+//!   when `network_queue` says there was a queue: the window's own, which
+//!   it must not keep; see `beyond_network_queue`), never below the fastest
 //!   answer, and believed only within [`ANSWER_TIME_MAX_RATIO`] of it
 //!   (beyond, the drain did not empty a queue: the capacity fell). Why not
 //!   the fastest answer alone: when *every* answer takes longer than the
@@ -620,6 +623,7 @@ impl AutoWindow {
             Some(fastest),
         ) = (self.phase, measured, self.min_rtt())
         {
+            let m = beyond_network_queue(m, srtt, self.path_rtt).max(fastest);
             if m.as_secs_f64() <= ANSWER_TIME_MAX_RATIO * fastest.as_secs_f64() {
                 self.answer = Some(m);
             }
@@ -783,6 +787,28 @@ fn network_queue(srtt: Option<Duration>, path_rtt: Option<Duration>) -> bool {
     };
     srtt.as_secs_f64() >= NETWORK_QUEUE_SRTT_RATIO * min.as_secs_f64()
         && srtt.saturating_sub(min) >= STARTUP_QUEUE_MIN
+}
+
+/// The measuring round's answer time less the queueing delay TCP saw in
+/// the network (smoothed RTT above its min RTT), when
+/// [`network_queue`] says there was one. Why: two drained rounds at
+/// [`DRAIN_GAIN`] take a tenth of a path's worth out of a queue, and on the
+/// lab's seed link (a 156 ms line queue) the queue the window had built
+/// stood through them: answers measured 1.4–2× the round trip, Cruise
+/// sized the window on that (2 BDP in flight), the line's queue
+/// overflowed, and the rate dipped with every probe. The delay beyond
+/// TCP's RTT (the receiver's work, batching) is still covered.
+fn beyond_network_queue(
+    measured: Duration,
+    srtt: Option<Duration>,
+    path_rtt: Option<Duration>,
+) -> Duration {
+    match (srtt, path_rtt) {
+        (Some(srtt), Some(path)) if network_queue(Some(srtt), Some(path)) => {
+            measured.saturating_sub(srtt - path)
+        }
+        _ => measured,
+    }
 }
 
 /// The gain of round `round` of the probe cycle.

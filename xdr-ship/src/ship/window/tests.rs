@@ -517,3 +517,16 @@ fn a_few_ms_of_rtt_on_a_short_path_are_not_a_queue() {
     assert!(!network_queue(None, Some(ms(156))));
     assert!(!network_queue(Some(ms(196)), None));
 }
+
+#[test]
+fn the_answer_time_leaves_out_the_queue_tcp_sees_in_the_network() {
+    let ms = Duration::from_millis;
+    let path = Some(ms(156));
+    // TCP's RTT 120 ms above its min: that much of the answers' 300 ms is
+    // the line's queue, which the window must not keep.
+    assert_eq!(beyond_network_queue(ms(300), Some(ms(276)), path), ms(180));
+    // No queue by TCP's reckoning: the answers' own excess stays covered.
+    assert_eq!(beyond_network_queue(ms(300), Some(ms(166)), path), ms(300));
+    // Nothing read yet: the answer time as measured.
+    assert_eq!(beyond_network_queue(ms(300), None, path), ms(300));
+}
