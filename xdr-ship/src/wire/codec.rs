@@ -263,12 +263,14 @@ impl WireCodec {
             tail.put_slice(&count);
         }
         let mut run_start = start + HEADER_LEN;
+        let mut by_ref_bytes = 0;
         for w in writes.clone() {
             put_write_fixed(tail, w);
             match &w.value {
                 Some(v) if by_ref(v) => {
                     crc.update(&tail[run_start..]);
                     crc.update(v);
+                    by_ref_bytes += v.len();
                     run_start = tail.len();
                     self.splices.push(run_start);
                 }
@@ -277,15 +279,7 @@ impl WireCodec {
             }
         }
         crc.update(&tail[run_start..]);
-        let payload_len = self
-            .splices
-            .iter()
-            .zip(
-                writes
-                    .clone()
-                    .filter_map(|w| w.value.as_ref().filter(|v| by_ref(v))),
-            )
-            .fold(tail.len() - start - HEADER_LEN, |n, (_, v)| n + v.len());
+        let payload_len = tail.len() - start - HEADER_LEN + by_ref_bytes;
         // Lengths fit in u32: the callers checked them against max_frame.
         patch_header(tail, start, 0, payload_len as u32, crc.finalize() as u32);
         // Pass 2.

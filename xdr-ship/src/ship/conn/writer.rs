@@ -44,10 +44,6 @@ impl<C: RequestCodec> SessionWriter<C> {
     }
 }
 
-async fn flush<C: RequestCodec>(writer: &mut SessionWriter<C>) -> Result<(), ShipError> {
-    writer.flush().await
-}
-
 /// Returns `Ok(true)` once the source is exhausted and every record has
 /// been answered, `Ok(false)` when cancelled.
 pub(super) async fn write_loop<C: RequestCodec>(
@@ -77,7 +73,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(ShipError::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                flush(writer).await?;
+                writer.flush().await?;
                 note_window_full(state, cfg, &mut last_window_check);
                 tokio::select! {
                     p = state.permits.acquire() => p.map_err(|_| ShipError::Closed)?,
@@ -91,7 +87,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
             First::Idle => {
                 if writer.codec.encode_ping(writer.buf.tail_mut(), next_id)? {
                     next_id += 1;
-                    flush(writer).await?;
+                    writer.flush().await?;
                 }
                 continue;
             }
@@ -105,7 +101,7 @@ pub(super) async fn write_loop<C: RequestCodec>(
         let records = std::mem::replace(&mut batch, Vec::with_capacity(cfg.ship.batch_max_records));
         send_request(writer, state, id, records, fresh_count)?;
         if writer.buf.len() >= WRITE_COALESCE_BYTES {
-            flush(writer).await?;
+            writer.flush().await?;
         }
     }
 }
@@ -119,7 +115,7 @@ async fn wait_retry_pause<C: RequestCodec>(
 ) -> Result<bool, ShipError> {
     let pause = lock(&state.retry_pause).until.take();
     if let Some(until) = pause.filter(|u| *u > Instant::now()) {
-        flush(writer).await?;
+        writer.flush().await?;
         tokio::select! {
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = cancel.cancelled() => return Ok(false),
@@ -160,7 +156,7 @@ async fn first_record<C: RequestCodec>(
             Ok(r) => (r, true),
             Err(_) => {
                 // Nothing ready: push out what is buffered, then wait.
-                flush(writer).await?;
+                writer.flush().await?;
                 tokio::select! {
                     r = queue.recv() => match r {
                         Ok(r) => (r, true),
