@@ -27,7 +27,8 @@
 //!
 //! Why the port filter lives here: `tcp_probe` fires per received segment on
 //! every TCP socket of the machine. Filtering before anything else costs
-//! unrelated traffic two field reads and two hash lookups (both ports),
+//! unrelated traffic one load and two bitmap tests (both ports; see
+//! [`xdr_common::MAP_FILTER_PORTS`] for why a bitmap),
 //! instead of two map updates per segment, entries evicting the ones we
 //! want, and a full map for user space to scan.
 //!
@@ -41,14 +42,14 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skc_to_tcp_sock},
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use xdr_common::{
-    InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpProbeTail, TcpRetransmitOffsets,
-    TcpSockOffsets, CONN_FLAG_CLOSED, FILTER_MODE_ALL, FILTER_PORTS_CAPACITY, NR_TCP_COUNTERS,
-    OFFSET_ABSENT, TCP_CA_CWR, TCP_CA_RECOVERY, TCP_CONN_CAPACITY, TCP_COUNTER_CLOSES,
-    TCP_COUNTER_NO_COOKIE, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
+    filter_port_bit, InetSockSetStateOffsets, TcpConnStat, TcpProbeOffsets, TcpProbeTail,
+    TcpRetransmitOffsets, TcpSockOffsets, CONN_FLAG_CLOSED, FILTER_MODE_ALL, FILTER_PORT_WORDS,
+    NR_TCP_COUNTERS, OFFSET_ABSENT, TCP_CA_CWR, TCP_CA_RECOVERY, TCP_CONN_CAPACITY,
+    TCP_COUNTER_CLOSES, TCP_COUNTER_NO_COOKIE, TCP_COUNTER_OPENS, TCP_COUNTER_RETRANS_FAILED,
     TCP_COUNTER_RETRANS_UNATTRIBUTED, TCP_PROBE_TAIL_BASE,
 };
 
@@ -105,7 +106,7 @@ static TCP_SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(TCP_CONN_C
 static TCP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_TCP_COUNTERS, 0);
 
 #[map]
-static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(FILTER_PORTS_CAPACITY, 0);
+static FILTER_PORTS: Array<u64> = Array::with_max_entries(FILTER_PORT_WORDS, 0);
 
 #[tracepoint]
 pub fn tcp_probe(ctx: TracePointContext) -> u32 {
@@ -206,9 +207,14 @@ fn wanted(sport: u16, dport: u16) -> bool {
     // SAFETY: a plain `u32` in `.rodata`; the volatile read stops the
     // compiler from folding in the default before user space patches it.
     let mode = unsafe { core::ptr::read_volatile(&FILTER_MODE) };
-    mode == FILTER_MODE_ALL
-        || FILTER_PORTS.get_ptr(sport).is_some()
-        || FILTER_PORTS.get_ptr(dport).is_some()
+    mode == FILTER_MODE_ALL || port_wanted(sport) || port_wanted(dport)
+}
+
+/// Whether `port`'s bit is set in the filter's bitmap.
+#[inline(always)]
+fn port_wanted(port: u16) -> bool {
+    let (word, bit) = filter_port_bit(port);
+    FILTER_PORTS.get(word).is_some_and(|w| w & bit != 0)
 }
 
 /// Adds one to this CPU's counter `index`.

@@ -26,15 +26,15 @@
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{Array, Map, MapData},
     programs::{BtfTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use xdr_common::{
-    TcpSockOffsets, FILTER_MODE_ALL, FILTER_MODE_PORTS, FILTER_PORTS_CAPACITY, GLOBAL_FILTER_MODE,
-    GLOBAL_INET_SOCK_SET_STATE_OFFSETS, GLOBAL_SOFTIRQ_VEC_OFFSET, GLOBAL_TCP_PROBE_OFFSETS,
-    GLOBAL_TCP_RETRANSMIT_OFFSETS, GLOBAL_TCP_SOCK_OFFSETS, MAP_FILTER_PORTS,
-    PROG_INET_SOCK_SET_STATE, PROG_INET_SOCK_SET_STATE_BTF, PROG_SOFTIRQ_ENTRY,
+    filter_port_bit, TcpSockOffsets, FILTER_MODE_ALL, FILTER_MODE_PORTS, FILTER_PORT_WORDS,
+    GLOBAL_FILTER_MODE, GLOBAL_INET_SOCK_SET_STATE_OFFSETS, GLOBAL_SOFTIRQ_VEC_OFFSET,
+    GLOBAL_TCP_PROBE_OFFSETS, GLOBAL_TCP_RETRANSMIT_OFFSETS, GLOBAL_TCP_SOCK_OFFSETS,
+    MAP_FILTER_PORTS, PROG_INET_SOCK_SET_STATE, PROG_INET_SOCK_SET_STATE_BTF, PROG_SOFTIRQ_ENTRY,
     PROG_SOFTIRQ_ENTRY_BTF, PROG_SOFTIRQ_EXIT, PROG_SOFTIRQ_EXIT_BTF, PROG_TCP_PROBE,
     PROG_TCP_PROBE_BTF, PROG_TCP_RETRANSMIT_SKB, PROG_TCP_RETRANSMIT_SKB_BTF,
 };
@@ -144,7 +144,7 @@ impl KernelPrograms {
         if !built_with_kernel_programs() {
             return Err(ProbeError::NotBuilt);
         }
-        let ports = filter_ports(&opts.ports)?;
+        let ports = filter_ports(&opts.ports);
         raise_memlock_limit();
         // Parsed once: the loader relocates against it and the raw
         // programs are loaded against it (a parse costs ~0.2 s).
@@ -450,18 +450,25 @@ impl Attach<'_> {
     }
 }
 
-/// The ports to filter on, de-duplicated and sorted, within the map's size.
-fn filter_ports(ports: &[u16]) -> Result<Vec<u16>, ProbeError> {
+/// The ports to filter on, de-duplicated and sorted.
+fn filter_ports(ports: &[u16]) -> Vec<u16> {
     let mut ports = ports.to_vec();
     ports.sort_unstable();
     ports.dedup();
-    if ports.len() > FILTER_PORTS_CAPACITY as usize {
-        return Err(ProbeError::TooManyPorts {
-            given: ports.len(),
-            max: FILTER_PORTS_CAPACITY,
-        });
+    ports
+}
+
+/// The filter's bitmap for `ports`: the non-zero words, by index.
+fn port_filter_words(ports: &[u16]) -> Vec<(u32, u64)> {
+    let mut words = vec![0u64; FILTER_PORT_WORDS as usize];
+    for &port in ports {
+        let (word, bit) = filter_port_bit(port);
+        words[word as usize] |= bit;
     }
-    Ok(ports)
+    (0..FILTER_PORT_WORDS)
+        .zip(words)
+        .filter(|&(_, w)| w != 0)
+        .collect()
 }
 
 fn fill_port_filter(bpf: &mut Ebpf, ports: &[u16]) -> Result<(), ProbeError> {
@@ -472,9 +479,9 @@ fn fill_port_filter(bpf: &mut Ebpf, ports: &[u16]) -> Result<(), ProbeError> {
     let map = bpf
         .map_mut(MAP_FILTER_PORTS)
         .ok_or(ProbeError::MissingMap(MAP_FILTER_PORTS))?;
-    let mut filter: HashMap<&mut MapData, u16, u8> = HashMap::try_from(map).map_err(map_err)?;
-    for &port in ports {
-        filter.insert(port, 1, 0).map_err(map_err)?;
+    let mut filter: Array<&mut MapData, u64> = Array::try_from(map).map_err(map_err)?;
+    for (index, word) in port_filter_words(ports) {
+        filter.set(index, word, 0).map_err(map_err)?;
     }
     Ok(())
 }
@@ -552,10 +559,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filter_ports_are_deduplicated_and_bounded() {
-        assert_eq!(filter_ports(&[3000, 3003, 3000]).unwrap(), [3000, 3003]);
-        let many: Vec<u16> = (0..=FILTER_PORTS_CAPACITY as u16).collect();
-        let e = filter_ports(&many).unwrap_err().to_string();
-        assert!(e.contains(&FILTER_PORTS_CAPACITY.to_string()), "{e}");
+    fn filter_ports_are_deduplicated_and_sorted() {
+        assert_eq!(filter_ports(&[3003, 3000, 3003]), [3000, 3003]);
+    }
+
+    #[test]
+    fn the_port_bitmap_sets_exactly_the_given_ports_bits() {
+        let ports = [0, 63, 64, 3000, 3003, 65535];
+        let words = port_filter_words(&ports);
+        // 0 and 63 share word 0; 3000 and 3003 share word 46.
+        assert_eq!(
+            words,
+            [
+                (0, 1 | 1 << 63),
+                (1, 1),
+                (46, 1 << (3000 - 46 * 64) | 1 << (3003 - 46 * 64)),
+                (1023, 1 << 63),
+            ]
+        );
+        let set: Vec<u16> = (0..=u16::MAX)
+            .filter(|&p| {
+                let (word, bit) = filter_port_bit(p);
+                words.iter().any(|&(i, w)| i == word && w & bit != 0)
+            })
+            .collect();
+        assert_eq!(set, ports);
+    }
+
+    #[test]
+    fn any_number_of_ports_fits_the_bitmap() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        let words = port_filter_words(&filter_ports(&all));
+        assert_eq!(words.len(), FILTER_PORT_WORDS as usize);
+        assert!(words.iter().all(|&(_, w)| w == u64::MAX));
     }
 }

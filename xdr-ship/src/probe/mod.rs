@@ -54,14 +54,6 @@ pub enum ProbeError {
         /// aya's reason.
         source: aya::EbpfError,
     },
-    /// More filter ports than the kernel map holds.
-    #[error("{given} ports to watch, but the kernel filter holds at most {max}")]
-    TooManyPorts {
-        /// Distinct ports asked for.
-        given: usize,
-        /// Capacity of the filter map.
-        max: u32,
-    },
     /// The TCP maps were asked for but the TCP programs were not attached.
     #[error(
         "the TCP programs are not attached: load them with \
