@@ -58,9 +58,20 @@ impl Link {
     }
 
     /// Keys the generator cycles through: the far side's memory store
-    /// keeps one value per key, so big values get fewer keys (≤ 512 MiB).
+    /// keeps one value per key, so big values get fewer keys (≤ 64 MiB).
+    ///
+    /// Why 64 MiB and not more: until every key has been written once, each
+    /// record is an insert into memory the process has never touched, and
+    /// the kernel zeroes it on first touch. On these VMs that costs 2.3–4.6
+    /// µs per 1 KB record against 0.42 µs for an overwrite (loopback, 4M
+    /// keys against 1,000; 73% of `recv`'s CPU in `clear_page_erms`), so a
+    /// 512 MiB key space made the far end's page faults, not the link or the
+    /// window, set the first 3–4 seconds of the 10 ms / 200 MB/s row (124–165
+    /// MB/s there, 172–188 with 64 MiB). 64 MiB is written within the first
+    /// second of every row and is still 16× a core's L2. The cost of a
+    /// fresh store is the loopback bench's to show, not the link grid's.
     fn keys(&self) -> usize {
-        ((512usize << 20) / self.value_bytes.max(1)).clamp(1_000, 1_000_000)
+        ((64usize << 20) / self.value_bytes.max(1)).clamp(1_000, 1_000_000)
     }
 }
 
