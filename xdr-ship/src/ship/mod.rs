@@ -236,8 +236,17 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// RTTs bound: the opening is the promise kept first, so 64 stays.
 pub const DEFAULT_CONNECTIONS: usize = 64;
 
-/// Window a connection starts with under `--window auto`.
+/// Window a connection starts with under `--window auto`, in records, at
+/// the first look.
 pub const AUTO_WINDOW_START: u64 = 64;
+/// ... and in bytes from then on until the first answer, once what is in
+/// flight tells the records' size: 64 records of 1 KB, 1 of 64 KB, ~450 of
+/// 100 B (encoded). Why: see `window::Limits::start_bytes`. Measured on the
+/// 156 ms / 100 MB/s lab with 64 KB records (`lab run`, 10 s, two runs
+/// each, per-second MB/s): a start of 64 records per connection read `0 53
+/// 129 93…` and `0 70 51 155…` (772–2,048 records in flight, 3–9 BDP),
+/// one record per connection `0 67 106 95…` and `0 68 100 97…`.
+pub const AUTO_WINDOW_START_BYTES: u64 = 64 << 10;
 /// Largest window auto sizing grows to, per connection, in records. Why
 /// this high: one connection of 100-byte records at 156 ms and 100 MB/s
 /// needs ~156K in flight (65,536, the cap before, held it at 58% of the
@@ -535,6 +544,7 @@ impl<'a> Pool<'a> {
             window::PoolWindow::new(
                 self.states.len(),
                 window,
+                AUTO_WINDOW_START_BYTES,
                 cfg.auto_window_max,
                 cfg.max_inflight_bytes,
                 window::Batch {

@@ -123,6 +123,15 @@
 //! answered records), so the shipper's memory stays within its base plus the
 //! configured in-flight bytes whatever the record size.
 //!
+//! The start is in bytes for the same reason (`Limits::start_bytes`):
+//! until the first answer, the size of what is in flight sets both the cap
+//! and the starting window. A start in records put 256 MB of 64 KB records
+//! in flight at once on the 156 ms / 100 MB/s lab (16 BDP; 0.8–2K records
+//! stood in flight in the first seconds, which read 51–72 MB/s) and 400 KB
+//! of 100-byte ones
+//! (a twentieth of what 1 KB records started with), for the same 64 per
+//! connection.
+//!
 //! # Short paths
 //!
 //! On loopback or a LAN, Little's law asks for a few records per
@@ -283,8 +292,14 @@ pub const MIN_WINDOW_PER_CONN: u64 = 4;
 /// needs ~240 per connection anyway.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
-    /// Records in flight before anything is measured.
+    /// Records in flight at the first look, before the records' size is
+    /// known.
     pub start_records: u64,
+    /// Bytes in flight until the first answer, once what is in flight says
+    /// how large the records are (0: `start_records` stands). Why bytes:
+    /// the path carries bytes, and a start sized in records is 256 MB of
+    /// 64 KB records and 400 KB of 100-byte ones for the same 64 × 64.
+    pub start_bytes: u64,
     /// Never fewer than this many in flight.
     pub min_records: u64,
     /// Aim for no fewer than this many in flight (one batch per
@@ -312,6 +327,8 @@ pub struct Sample {
     pub delivered_bytes: u64,
     /// Records in flight now.
     pub inflight_records: u64,
+    /// Encoded bytes of the records in flight now.
+    pub inflight_bytes: u64,
     /// The smallest answer latency seen recently (`None`: no answer yet).
     pub min_latency: Option<Duration>,
     /// Whether the window was (nearly) all in flight: the window, not the
@@ -472,6 +489,16 @@ impl AutoWindow {
         }
         if s.delivered_records > 0 {
             self.bytes_per_record = s.delivered_bytes as f64 / s.delivered_records as f64;
+        } else if s.inflight_records > 0 && s.inflight_bytes > 0 {
+            // Nothing answered yet: what is in flight tells the records'
+            // size; the start is set in bytes (see `Limits`), and the byte
+            // cap binds from here on.
+            self.bytes_per_record = s.inflight_bytes as f64 / s.inflight_records as f64;
+            let start = match self.limits.start_bytes {
+                0 => self.window,
+                bytes => bytes as f64 / self.bytes_per_record,
+            };
+            self.window = self.clamp(start);
         }
         if s.path_rtt.is_some() {
             self.path_rtt = s.path_rtt;
@@ -848,12 +875,14 @@ pub(crate) struct PoolWindow {
 
 impl PoolWindow {
     /// An auto window over `connections` connections, each starting at
-    /// `start_per_conn` and never above `per_conn_max` records, the pool
-    /// never above `max_inflight_bytes`; on a short path each connection
-    /// aims for at least one `batch` (see [`Limits`]).
+    /// `start_per_conn` records, then at `start_bytes_per_conn` once the
+    /// records' size is known, never above `per_conn_max` records, the
+    /// pool never above `max_inflight_bytes`; on a short path each
+    /// connection aims for at least one `batch` (see [`Limits`]).
     pub fn new(
         connections: usize,
         start_per_conn: u64,
+        start_bytes_per_conn: u64,
         per_conn_max: u64,
         max_inflight_bytes: u64,
         batch: Batch,
@@ -863,6 +892,7 @@ impl PoolWindow {
         Self {
             auto: AutoWindow::new(Limits {
                 start_records: start_per_conn.min(per_conn_max) * n,
+                start_bytes: start_bytes_per_conn * n,
                 min_records: min_per_conn * n,
                 floor_records: batch.records.min(per_conn_max) * n,
                 floor_bytes: batch.bytes * n,
@@ -887,6 +917,7 @@ impl PoolWindow {
             s.delivered_records += c.delivered();
             s.delivered_bytes += c.acked_bytes;
             s.inflight_records += st.inflight_records();
+            s.inflight_bytes += st.inflight_bytes();
             if let Some(l) = st.min_latency() {
                 s.min_latency = Some(s.min_latency.map_or(l, |m: Duration| m.min(l)));
             }

@@ -361,6 +361,11 @@ impl ConnState {
         self.inflight.load(Ordering::Relaxed)
     }
 
+    /// Encoded bytes of the requests in flight.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes.load(Ordering::Relaxed)
+    }
+
     /// The smallest answer latency since the snapshotter last took the
     /// latencies (`None`: no answer since): a peek, it takes nothing.
     pub fn min_latency(&self) -> Option<Duration> {

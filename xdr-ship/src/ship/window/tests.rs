@@ -135,6 +135,7 @@ impl Path {
             delivered_records: self.delivered,
             delivered_bytes: self.delivered * RECORD_BYTES,
             inflight_records: self.inflight,
+            inflight_bytes: self.inflight * RECORD_BYTES,
             min_latency,
             window_full: self.inflight as f64 >= WINDOW_FULL_FRACTION * w.window() as f64,
             path_rtt: Some(self.rtt),
@@ -180,6 +181,7 @@ impl Path {
 fn limits() -> Limits {
     Limits {
         start_records: 64,
+        start_bytes: 0,
         min_records: 4,
         floor_records: 0,
         floor_bytes: 0,
@@ -352,6 +354,78 @@ fn nothing_answered_leaves_the_window_where_it_is() {
     }
     assert_eq!(w.window(), 64);
     assert_eq!(w.phase(), Phase::Startup);
+}
+
+/// The first look of a pool of 64 connections that took `start` records
+/// of `record_bytes` (encoded) each, nothing answered yet.
+fn first_look(w: &mut AutoWindow, start: u64, record_bytes: u64) -> u64 {
+    w.on_sample(&Sample {
+        at: TICK,
+        inflight_records: start,
+        inflight_bytes: start * record_bytes,
+        window_full: true,
+        ..Sample::default()
+    })
+}
+
+fn started_in_bytes() -> Limits {
+    Limits {
+        start_records: 64 * 64,
+        start_bytes: 64 * 64 * 1024,
+        ..limits()
+    }
+}
+
+#[test]
+fn large_records_start_with_the_same_bytes_in_flight_not_the_same_records() {
+    let mut w = AutoWindow::new(started_in_bytes());
+    assert_eq!(w.window(), 4096);
+    // 64 KB records: 4 MiB is 64 of them, one per connection.
+    assert_eq!(first_look(&mut w, 4096, 65_536), 64);
+    assert_eq!(w.phase(), Phase::Startup);
+}
+
+#[test]
+fn small_records_start_with_the_same_bytes_in_flight_not_the_same_records() {
+    let mut w = AutoWindow::new(started_in_bytes());
+    // 100-byte values, 128 bytes encoded: 4 MiB is 32,768 of them.
+    assert_eq!(first_look(&mut w, 4096, 128), 32_768);
+}
+
+#[test]
+fn the_start_in_bytes_stays_within_the_configured_maxima() {
+    let mut w = AutoWindow::new(Limits {
+        max_records: 10_000,
+        ..started_in_bytes()
+    });
+    assert_eq!(first_look(&mut w, 4096, 128), 10_000);
+    let mut w = AutoWindow::new(Limits {
+        start_bytes: 0,
+        max_inflight_bytes: 128 << 20,
+        ..started_in_bytes()
+    });
+    // No byte start, but the byte cap binds before any answer: 128 MiB of
+    // 64 KB records is 2,048, not the 4,096 of the start.
+    assert_eq!(first_look(&mut w, 4096, 65_536), 2_048);
+}
+
+#[test]
+fn once_answered_the_start_in_bytes_no_longer_resizes_the_window() {
+    let mut w = AutoWindow::new(started_in_bytes());
+    first_look(&mut w, 4096, 128);
+    let after = w.on_sample(&Sample {
+        at: TICK * 2,
+        delivered_records: 100,
+        delivered_bytes: 100 * 128,
+        inflight_records: 40_000,
+        inflight_bytes: 40_000 * 1_000,
+        window_full: true,
+        ..Sample::default()
+    });
+    assert_eq!(
+        after, 32_768,
+        "sized by the first look, not by later in-flight bytes"
+    );
 }
 
 #[test]
