@@ -24,7 +24,7 @@ use crate::metrics::TcpSample;
 use super::{
     acc::{Acc, Delivery},
     rules::{
-        network_class, ratio, NOTSENT_APP_LIMITED_MAX, PEER_WINDOW_FULL_RATIO, QUEUE_FULL_RTT_RATIO,
+        network_class, peer_window_limits, ratio, NOTSENT_APP_LIMITED_MAX, QUEUE_FULL_RTT_RATIO,
     },
     Limit, Sample,
 };
@@ -226,9 +226,7 @@ fn charge(
     }
     let in_flight = f64::from(tb.unacked_segments) * f64::from(tb.mss_bytes);
     let cwnd_bytes = f64::from(tb.cwnd_segments) * mss;
-    let class = if tb.snd_wnd_bytes > 0
-        && in_flight >= PEER_WINDOW_FULL_RATIO * f64::from(tb.snd_wnd_bytes)
-    {
+    let class = if peer_window_limits(tb, in_flight) {
         Limit::ReceiverWindow
     } else if sndbuf > 0.0
         && d_retrans == 0

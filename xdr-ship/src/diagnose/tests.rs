@@ -301,6 +301,43 @@ fn in_flight_pinned_at_the_peer_window_is_the_receiver_window_even_when_the_time
 }
 
 #[test]
+fn a_peer_window_far_under_the_cwnd_is_the_receiver_window_though_in_flight_is_below_it() {
+    // The lab's 32 KiB receive buffer: the kernel's timer saw 48%, and at
+    // the samples in flight sat under 90% of a peer window a fifth of cwnd.
+    let mut flow = Flow::new().rate(1_500_000);
+    flow.rwnd = 0.48;
+    flow.snd_wnd = 36_000;
+    flow.cwnd_from = 120;
+    flow.cwnd_to = 120;
+    flow.unacked = 20; // 29 KB in flight, 80% of the peer's window
+    let d = World::new(vec![flow]).diagnose();
+    assert_eq!(d.shipper.limit, Limit::ReceiverWindow, "{}", d.report());
+    assert!(
+        d.shipper.share(Limit::ReceiverWindow) > 99.9,
+        "{:?}",
+        d.shipper.shares
+    );
+}
+
+#[test]
+fn a_peer_window_near_the_cwnd_leaves_the_sending_time_to_the_network() {
+    // A full link: BBR's cwnd and the peer's window close, either a little
+    // the smaller; in flight under 90% of the peer's window.
+    let mut flow = Flow::new().rate(99_328_000);
+    flow.srtt_us = 180_000;
+    flow.notsent = 4_000_000;
+    flow.snd_wnd = 1_300_000; // cwnd 1000 × 1448 B = 1.45 MB
+    flow.unacked = 600; // 869 KB in flight, 67% of the peer's window
+    let d = World::new(vec![flow]).diagnose();
+    assert_eq!(d.shipper.limit, Limit::Bandwidth, "{}", d.report());
+    assert!(
+        d.shipper.share(Limit::Bandwidth) > 99.9,
+        "{:?}",
+        d.shipper.shares
+    );
+}
+
+#[test]
 fn a_full_send_buffer_is_the_sender_buffer() {
     let mut flow = Flow::new().rate(20_000_000);
     flow.sndbuf = 0.7;
