@@ -10,7 +10,7 @@
 //! | Δrwnd_limited | [`Limit::ReceiverWindow`] |
 //! | Δsndbuf_limited | [`Limit::SenderBuffer`] |
 //! | Δbusy − Δrwnd − Δsndbuf, TCP app-limited, or the app window full with TCP's cwnd and the peer window to spare (unless unsent bytes wait in the socket, the link is full or a standing queue says so) | waiting (below) |
-//! | Δbusy − Δrwnd − Δsndbuf, bytes in flight ≥ 90% of the peer's window | [`Limit::ReceiverWindow`] (the kernel's timer undercounts it) |
+//! | Δbusy − Δrwnd − Δsndbuf, bytes in flight ≥ 90% of the peer's window, or the peer's window under half the congestion window | [`Limit::ReceiverWindow`] (the kernel's timer undercounts it; TCP sends at the smaller window) |
 //! | Δbusy − Δrwnd − Δsndbuf, otherwise | network: [`Limit::Interrupts`] if one CPU drowns in softirq and the link is not full; else [`Limit::Loss`] if retransmits came with a collapsing cwnd (or a rate the loss explains); else [`Limit::Bandwidth`] |
 //! | wall − Δbusy | waiting (below) |
 //! | waiting | [`Limit::Destination`] if the app window is full and answers take ≥ 2 × srtt; else [`Limit::Application`] |
