@@ -128,9 +128,8 @@
 //! and the starting window. A start in records put 256 MB of 64 KB records
 //! in flight at once on the 156 ms / 100 MB/s lab (16 BDP; 0.8–2K records
 //! stood in flight in the first seconds, which read 51–72 MB/s) and 400 KB
-//! of 100-byte ones
-//! (a twentieth of what 1 KB records started with), for the same 64 per
-//! connection.
+//! of 100-byte ones (a tenth of what 1 KB records started with), for the
+//! same 64 per connection.
 //!
 //! # Short paths
 //!
