@@ -629,8 +629,9 @@ fn print_loopback_table(rows: &LoopbackRows) {
         disk,
         iperf,
     } = rows;
-    let (m, r, d, s, k, i) = (
+    let (m, f, r, d, s, k, i) = (
         mem.median(),
+        fresh.median(),
         redis.median(),
         durable.median(),
         saw.median(),
@@ -660,11 +661,8 @@ fn print_loopback_table(rows: &LoopbackRows) {
     );
     line(
         fresh,
-        fresh.median(),
-        format!(
-            "{:.2}x overwrites (the kernel zeroing fresh memory)",
-            fresh.median() / m
-        ),
+        f,
+        format!("{:.2}x overwrites (the kernel zeroing fresh memory)", f / m),
     );
     line(redis, r, "peer".into());
     line(iperf, i, "peer: the kernel's loopback TCP".into());

@@ -67,7 +67,8 @@ impl Link {
     /// keys against 1,000; 73% of `recv`'s CPU in `clear_page_erms`), so a
     /// 512 MiB key space made the far end's page faults, not the link or the
     /// window, set the first 3–4 seconds of the 10 ms / 200 MB/s row (124–165
-    /// MB/s there, 172–188 with 64 MiB). 64 MiB is written within the first
+    /// MB/s there; 172–188 from the first second with 1,000 keys, 150–174
+    /// then 182–188 with 65,536). 64 MiB is written within the first
     /// second of every row and is still 16× a core's L2. The cost of a
     /// fresh store is the loopback bench's to show, not the link grid's.
     fn keys(&self) -> usize {

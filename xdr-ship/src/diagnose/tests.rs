@@ -239,6 +239,13 @@ fn softirq(loads: &[(f64, f64)]) -> SoftirqReport {
     }
 }
 
+/// The shipper's verdict is `limit`, with (all but rounding of) the whole
+/// window's time.
+fn assert_all_of_the_time(d: &Diagnosis, limit: Limit) {
+    assert_eq!(d.shipper.limit, limit, "{}", d.report());
+    assert!(d.shipper.share(limit) > 99.9, "{:?}", d.shipper.shares);
+}
+
 fn has_evidence(v: &Verdict, needle: &str) -> bool {
     v.evidence.iter().any(|e| e.text.contains(needle))
 }
@@ -292,12 +299,7 @@ fn in_flight_pinned_at_the_peer_window_is_the_receiver_window_even_when_the_time
     flow.snd_wnd = 41_000;
     flow.unacked = 28; // 28 × 1448 B = 40.5 KB in flight
     let d = World::new(vec![flow]).diagnose();
-    assert_eq!(d.shipper.limit, Limit::ReceiverWindow, "{}", d.report());
-    assert!(
-        d.shipper.share(Limit::ReceiverWindow) > 99.9,
-        "{:?}",
-        d.shipper.shares
-    );
+    assert_all_of_the_time(&d, Limit::ReceiverWindow);
 }
 
 #[test]
@@ -311,12 +313,7 @@ fn a_peer_window_far_under_the_cwnd_is_the_receiver_window_though_in_flight_is_b
     flow.cwnd_to = 120;
     flow.unacked = 20; // 29 KB in flight, 80% of the peer's window
     let d = World::new(vec![flow]).diagnose();
-    assert_eq!(d.shipper.limit, Limit::ReceiverWindow, "{}", d.report());
-    assert!(
-        d.shipper.share(Limit::ReceiverWindow) > 99.9,
-        "{:?}",
-        d.shipper.shares
-    );
+    assert_all_of_the_time(&d, Limit::ReceiverWindow);
 }
 
 #[test]
@@ -329,12 +326,7 @@ fn a_peer_window_near_the_cwnd_leaves_the_sending_time_to_the_network() {
     flow.snd_wnd = 1_300_000; // cwnd 1000 × 1448 B = 1.45 MB
     flow.unacked = 600; // 869 KB in flight, 67% of the peer's window
     let d = World::new(vec![flow]).diagnose();
-    assert_eq!(d.shipper.limit, Limit::Bandwidth, "{}", d.report());
-    assert!(
-        d.shipper.share(Limit::Bandwidth) > 99.9,
-        "{:?}",
-        d.shipper.shares
-    );
+    assert_all_of_the_time(&d, Limit::Bandwidth);
 }
 
 #[test]
